@@ -1,0 +1,1 @@
+"""Cycle-approximate N:M sparse tensor-core simulator and area model."""

@@ -1,0 +1,1 @@
+"""Masks, salient-weight side-cars, corrections and pruning; `formats` is the N:M contract."""

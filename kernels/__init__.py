@@ -1,0 +1,1 @@
+"""Numba CPU and Triton GPU kernels on the compressed N:M format."""

@@ -1,0 +1,1 @@
+"""The `nmsim` command line: thin wrappers over the packages."""

@@ -1,0 +1,1 @@
+"""Model architectures, GEMM shapes, model and text loading."""
