@@ -42,9 +42,11 @@ def bench_formats(pattern: str = "8:16", shape=(11008, 4096), repeats: int = 5,
             raise AssertionError(f"{encoding} round trip failed in the benchmark")
         records.append({
             "pattern": str(p), "shape": list(shape), "encoding": encoding, "repeats": repeats,
-            "encode_s": _median_seconds(lambda: encode_metadata(positions, p, encoding), repeats),
+            "encode_s": _median_seconds(
+                lambda enc=encoding: encode_metadata(positions, p, enc), repeats),
             "decode_s": _median_seconds(
-                lambda: decode_metadata(packed, p, encoding, rows, blocks), repeats),
+                lambda enc=encoding, data=packed: decode_metadata(data, p, enc, rows, blocks),
+                repeats),
             "metadata_bytes": int(packed.nbytes),
             "bits_per_element": p.bits_per_element(encoding),
             "mask_s": mask_seconds,

@@ -587,7 +587,7 @@ class NMTensor:
         self.pattern = Pattern.parse(self.pattern)
         check_encoding(self.encoding)
         check_tail(self.tail)
-        rows, cols = self.shape
+        rows = self.shape[0]
         geo = self.geometry
         dtype = value_dtype(self.values.dtype)
         if self.values.shape != (rows, geo.blocks * self.pattern.n):
@@ -884,7 +884,7 @@ def load(path: str | Path) -> dict[str, SparseWeight]:
         raise FormatError(f"no such compressed-weight file: {path}")
     try:
         handle = safe_open(str(path), framework="pt")
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+    except Exception as exc:  # noqa: BLE001 - safetensors raises assorted types for corrupt files
         raise FormatError(f"{path} is not a readable safetensors file: {exc}") from None
     with handle:
         meta = handle.metadata() or {}

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compression import formats as F
-from compression.formats import FormatError, NMTensor, Pattern
+from compression.formats import NMTensor, Pattern
 
 
 @st.composite
@@ -174,7 +174,8 @@ def test_bit_layout_is_lsb_first_and_row_aligned():
 # ---------------------------------------------------------------- corruption
 
 
-def _packed(encoding, p=Pattern(8, 16), rows=2, blocks=3, seed=0):
+def _packed(encoding, rows=2, blocks=3, seed=0):
+    p = Pattern(8, 16)
     rng = np.random.default_rng(seed)
     positions = np.sort(rng.permuted(np.tile(np.arange(p.m), (rows * blocks, 1)), axis=1)[:, : p.n],
                         axis=1).reshape(rows, blocks, p.n)
@@ -328,7 +329,7 @@ def _rewrite(path, mutate):
     from safetensors.torch import save_file
 
     with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
         header = json.loads(f.metadata()["nmsim"])
     mutate(tensors, header)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
