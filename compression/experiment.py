@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         csv_path = run(args.out, data, args.finetune_steps, args.only)
     from compression.report import write_report
 
-    write_report(csv_path)
+    command_file = csv_path.with_suffix(".command")
+    if not args.report_only:
+        argv_text = " ".join(sys.argv[1:] if argv is None else argv)
+        command_file.write_text(f"PYTHONPATH=. python -m compression.experiment {argv_text}\n")
+    write_report(csv_path, command_file.read_text().strip())
     return 0
 
 
