@@ -77,13 +77,13 @@ def grid(finetune_steps: int = 0) -> list[Row]:
     return rows
 
 
-def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: str | None) -> Path:
+def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | None) -> Path:
     """Run every row not yet in the CSV, appending each result as it finishes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "smollm2-135m.csv"
     done = set(pd.read_csv(csv_path)["label"]) if csv_path.is_file() else set()
     rows = [r for r in grid(finetune_steps) if r.label not in done
-            and (only is None or only in r.label)]
+            and (not only or any(part in r.label for part in only))]
     if not rows:
         return csv_path
     loaded = load_model(SMOLLM2_NAME)
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-steps", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is fastest on a crowded machine)")
-    parser.add_argument("--only", help="run only rows whose label contains this text")
+    parser.add_argument("--only", nargs="+", metavar="TEXT",
+                        help="run only rows whose label contains one of these texts")
     parser.add_argument("--report-only", action="store_true", help="rebuild md/png from the CSV")
     args = parser.parse_args(argv)
     if args.threads:
