@@ -163,5 +163,13 @@ def write_report(csv_path: str | Path, command: str) -> Path:
     for title, frame in sections.items():
         body += [f"## {title}", "", _table(frame, dense), ""]
     body += ["![perplexity per row](smollm2-135m.png)", ""]
+    from compression.experiment import grid
+
+    missing = [row.label for row in grid() if row.label not in set(table["label"])]
+    if missing:
+        body += ["## Rows of the grid not run", "",
+                 ("These rows are in the experiment's grid but not in the CSV (not run before the "
+                 "deadline on the shared machine); rerunning the same command resumes with them:"),
+                 "", *[f"- {label}" for label in missing], ""]
     md_path.write_text("\n".join(body))
     return md_path

@@ -56,3 +56,4 @@ def test_write_report_makes_markdown_and_chart(tmp_path):
     assert "--eval-windows 3" in text and "first 3 of the 589 windows" in text
     assert "| 8:16 wanda | 60.00 | 3.00x |" in text
     assert (tmp_path / "smollm2-135m.png").stat().st_size > 1000
+    assert "- 16:32 sparsegpt" in text.split("## Rows of the grid not run")[1]
