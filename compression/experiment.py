@@ -55,6 +55,9 @@ def grid(finetune_steps: int = 0) -> list[Row]:
                 PruneConfig(target, "wanda", variance_correction=True)),
             Row(f"{pattern} wanda +EQ0.5", "corrections",
                 PruneConfig(target, "wanda", equalize_alpha=0.5)),
+            # Wanda's and SparseGPT's scores are invariant to W diag(s), X diag(s)^-1; |W| is not.
+            Row(f"{pattern} magnitude +EQ0.5", "corrections",
+                PruneConfig(target, "magnitude", equalize_alpha=0.5)),
             Row(f"{pattern} wanda +salient 16:256", "salient",
                 PruneConfig(target, "wanda", salient=Salient.parse("16:256"))),
             Row(f"{pattern} wanda +salient unstructured(16:256)", "salient",

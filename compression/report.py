@@ -45,6 +45,12 @@ def claims(table: pd.DataFrame) -> list[str]:
         lines.append(_verdict(_ppl(table, f"{pattern} wanda +EQ0.5"),
                               _ppl(table, f"{pattern} wanda"),
                               f"equalization (alpha 0.5) helps ({pattern} Wanda)", "with",
+                              "without")
+                     + " Wanda's score |W_ij| ||X_j|| is unchanged by W diag(s), X diag(s)^-1, "
+                       "so the mask is the same; only fp16 rounding differs.")
+        lines.append(_verdict(_ppl(table, f"{pattern} magnitude +EQ0.5"),
+                              _ppl(table, f"{pattern} magnitude"),
+                              f"equalization (alpha 0.5) helps ({pattern} magnitude)", "with",
                               "without"))
         lines.append(_verdict(_ppl(table, f"{pattern} sparsegpt +EQ0.5 +VC +salient 16:256"),
                               _ppl(table, f"{pattern} sparsegpt"),

@@ -13,7 +13,7 @@ def test_grid_covers_the_issue():
         for method in ("magnitude", "wanda", "sparsegpt"):
             assert f"{pattern} {method}" in labels
     for pattern in ("2:4", "8:16"):
-        for extra in ("wanda +VC", "wanda +EQ0.5", "wanda +salient 16:256",
+        for extra in ("wanda +VC", "wanda +EQ0.5", "magnitude +EQ0.5", "wanda +salient 16:256",
                       "wanda +salient unstructured(16:256)",
                       "sparsegpt +EQ0.5 +VC +salient 16:256"):
             assert f"{pattern} {extra}" in labels
