@@ -96,3 +96,17 @@ def test_wanda_scores_and_bulk_mask(seed):
     scores = wanda_scores(w, norm.astype(np.float32))
     np.testing.assert_allclose(scores, np.abs(w.astype(np.float64)) * norm, rtol=1e-6)
     np.testing.assert_array_equal(bulk_mask(scores, Target.parse("2:4")), nm_mask(scores, "2:4"))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_wanda_mask_is_invariant_to_equalizing_rescale(seed):
+    """W diag(s) with inputs X diag(s)^-1 leaves |W_ij| ||X_j|| unchanged: the reason the
+    experiment measures equalization with magnitude pruning too."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((8, 64))
+    x = rng.standard_normal((100, 64))
+    s = rng.uniform(0.1, 10, 64)
+    plain = nm_mask(wanda_scores(w, np.linalg.norm(x, axis=0)), "2:4")
+    scaled = nm_mask(wanda_scores(w * s, np.linalg.norm(x / s, axis=0)), "2:4")
+    np.testing.assert_array_equal(plain, scaled)
+    assert not np.array_equal(nm_mask(np.abs(w), "2:4"), nm_mask(np.abs(w * s), "2:4"))
