@@ -23,10 +23,10 @@ def _verdict(better: float | None, worse: float | None, claim: str, left: str,
     if better is None or worse is None:
         return f"- {claim}: **not measured** (row missing from the CSV)."
     holds = better <= worse
-    change = (worse - better) / worse * 100
+    change = (better - worse) / worse * 100
     word = "holds" if holds else "does not hold"
     return (f"- {claim}: **{word}** - {left} {better:.2f} vs {right} {worse:.2f} "
-            f"({change:+.1f}% perplexity{' reduction' if holds else ''}).")
+            f"(perplexity {change:+.1f}%).")
 
 
 def claims(table: pd.DataFrame) -> list[str]:
@@ -160,8 +160,14 @@ def write_report(csv_path: str | Path, command: str) -> Path:
         ("- Salient rows: 16 of every 256 inputs (hidden 576 = 2 full groups + a padded tail of "
         "64 keeping 16, i.e. 48 per row; 1536 = 6 groups, 96 per row), scored by |W| ||X_j||; "
         "the unstructured variant keeps the same count anywhere in the layer."),
+        ("- `prune s` is the wall time of the pruning step (calibration passes included) on a "
+         "machine shared with other jobs (load 3 to 11 on 2 cores during the run): it is not a "
+         "benchmark; see docs/compression.md for the measured benchmark."),
         "",
         "## Claims of the method on this model",
+        "",
+        ("Each verdict compares two rows on the same evaluation tokens; with this few windows, "
+         "differences of a few percent are within the noise of the window sample."),
         "",
         *claims(table),
         "",
