@@ -1,0 +1,120 @@
+"""Calibration statistics of a linear layer's inputs and the two cheap corrections built on them.
+
+* :class:`InputStats` accumulates, over calibration tokens x (rows of ``[tokens, in]``), the count
+  n, sum x, X^T X and max |x_j|: enough for the Wanda norms, the SparseGPT Hessian, and the exact
+  mean and variance of any output ``y = W x``.
+* :func:`variance_correction`: per output channel, rescale the pruned weight so that its output
+  variance over the calibration tokens equals the dense layer's.
+* :func:`equalization_scales` / :func:`equalize`: SmoothQuant-like per-input-channel scales,
+  folded into the preceding RMSNorm so that the dense function is unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class InputStats:
+    """Running moments of a linear layer's inputs (float64)."""
+
+    features: int
+    count: int = 0
+    total: torch.Tensor = field(init=False)
+    gram: torch.Tensor = field(init=False)  # X^T X
+    absmax: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.total = torch.zeros(self.features, dtype=torch.float64)
+        self.gram = torch.zeros(self.features, self.features, dtype=torch.float64)
+        self.absmax = torch.zeros(self.features, dtype=torch.float64)
+
+    def add(self, x: torch.Tensor) -> None:
+        """Add a batch of inputs ``[..., in]``."""
+        x = x.detach().reshape(-1, self.features).to(torch.float32)
+        self.count += x.shape[0]
+        self.total += x.sum(0, dtype=torch.float64)
+        self.gram += (x.T @ x).to(torch.float64)
+        self.absmax = torch.maximum(self.absmax, x.abs().amax(0).to(torch.float64))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.total / self.count
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        mean = self.mean
+        return self.gram / self.count - torch.outer(mean, mean)
+
+    @property
+    def norms(self) -> torch.Tensor:
+        """||X_j||_2 over all tokens (the Wanda input norm)."""
+        return torch.sqrt(torch.diag(self.gram))
+
+    def rescale(self, scales: torch.Tensor) -> None:
+        """Statistics of ``x / scales`` (what the layer sees after :func:`equalize`)."""
+        s = scales.to(torch.float64)
+        self.total /= s
+        self.gram /= torch.outer(s, s)
+        self.absmax /= s
+
+
+def output_moments(weight: torch.Tensor, stats: InputStats) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance over calibration tokens of each output of ``y = W x`` (exact)."""
+    w = weight.to(torch.float64)
+    mean = w @ stats.mean
+    variance = torch.einsum("oi,ij,oj->o", w, stats.covariance, w)
+    return mean, variance.clamp_min(0)
+
+
+def variance_correction(dense: torch.Tensor, pruned: torch.Tensor, stats: InputStats,
+                        match_mean: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-output-channel rescale of a pruned weight; returns (corrected weight, bias or None).
+
+    With mean mu and variance var over calibration tokens of output i, for the dense weight W and
+    the pruned W':  a_i = sqrt(var(W x)_i / var(W' x)_i)  (a_i = 1 where var(W' x)_i = 0), and
+    the corrected row is a_i W'_i, so the output variance matches the dense layer's. With
+    ``match_mean`` a bias b_i = mu(W x)_i - a_i mu(W' x)_i makes the means match too (LLaMa's
+    linears have no bias, so the bias would have to be added to the module).
+    """
+    dense_mean, dense_var = output_moments(dense, stats)
+    pruned_mean, pruned_var = output_moments(pruned, stats)
+    ratio = torch.where(pruned_var > 0, dense_var / pruned_var.clamp_min(1e-300),
+                        torch.ones_like(pruned_var))
+    scale = torch.sqrt(ratio)
+    corrected = (pruned.to(torch.float64) * scale[:, None]).to(pruned.dtype)
+    bias = (dense_mean - scale * pruned_mean).to(pruned.dtype) if match_mean else None
+    return corrected, bias
+
+
+def equalization_scales(weights: list[torch.Tensor], stats: InputStats, alpha: float,
+                        floor: float = 1e-5) -> torch.Tensor:
+    """SmoothQuant-like scales s_j = max|X_j|^alpha / max|W_:,j|^(1 - alpha).
+
+    ``weights`` are all the linears fed by the same input (their rows concatenated for the max);
+    X_j is that input's channel j over calibration tokens. Scales are clamped below at ``floor``;
+    a channel that never fires (max|X_j| = 0) keeps s_j = 1.
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"equalization alpha must be in [0, 1], got {alpha}")
+    w_max = torch.cat([w.detach().abs().to(torch.float64) for w in weights]).amax(0)
+    x_max = stats.absmax
+    scales = x_max.pow(alpha) / w_max.clamp_min(floor).pow(1 - alpha)
+    scales = torch.where(x_max > 0, scales.clamp_min(floor), torch.ones_like(scales))
+    return scales
+
+
+@torch.no_grad()
+def equalize(norm: torch.nn.Module, linears: list[torch.nn.Linear], scales: torch.Tensor) -> None:
+    """W' = W diag(s) for every linear fed by ``norm``; the RMSNorm gain becomes g / s.
+
+    RMSNorm(x) = g * x / rms(x) is linear in g, so dividing g by s and multiplying the next
+    weights' input columns by s leaves the dense function unchanged.
+    """
+    s = scales.to(torch.float64)
+    norm.weight.copy_((norm.weight.to(torch.float64) / s).to(norm.weight.dtype))
+    for linear in linears:
+        linear.weight.copy_((linear.weight.to(torch.float64) * s[None, :])
+                            .to(linear.weight.dtype))

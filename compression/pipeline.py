@@ -1,0 +1,271 @@
+"""Layer-by-layer pruning of a LLaMa-family model (magnitude, Wanda, SparseGPT) with corrections.
+
+Calibration inputs are captured at the first decoder layer, then each layer in turn is lifted to
+fp32, observed on its inputs (input statistics per linear), optionally equalized, pruned, and run
+again so that the *pruned* layer's outputs become the next layer's inputs (SparseGPT's protocol,
+used here for every method). Only one layer is ever in fp32, so a fp16 model needs about its own
+size plus one fp32 layer and the calibration activations.
+
+Per linear, with importance scores (|W| for magnitude, |W| * ||X_j|| otherwise):
+salient side-car S (optional) -> bulk mask on the rest (N:M via formats.nm_mask, or unstructured)
+-> SparseGPT reconstruction (sparsegpt only) -> variance correction (optional). The weight that is
+evaluated is exactly the stored one: :func:`compress_model` rounds the bulk to its value dtype
+and writes W = B + S back into the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from compression.corrections import InputStats, equalization_scales, equalize, variance_correction
+from compression.criteria import (
+    METHODS,
+    Salient,
+    Target,
+    bulk_mask,
+    magnitude_scores,
+    salient_mask,
+    wanda_scores,
+)
+from compression.formats import CSRTensor, NMTensor, SparseWeight, check_encoding, value_dtype
+from compression.sparsegpt import sparsegpt_prune
+
+# Linears of a LLaMa decoder layer, grouped by shared input, with the RMSNorm that feeds them.
+LINEAR_GROUPS = (
+    ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+    (None, ("self_attn.o_proj",)),
+    ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
+    (None, ("mlp.down_proj",)),
+)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """One pruning recipe."""
+
+    target: Target
+    method: str = "wanda"
+    salient: Salient | None = None
+    variance_correction: bool = False
+    equalize_alpha: float | None = None
+    encoding: str = "rank"
+    value_dtype: str = "float16"
+    sparsegpt_damp: float = 0.01
+    sparsegpt_blocksize: int = 128
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method '{self.method}': choose one of {', '.join(METHODS)}")
+        if self.salient is not None:
+            self.salient.check_against(self.target)
+        if self.equalize_alpha is not None and not 0 <= self.equalize_alpha <= 1:
+            raise ValueError(f"--equalize alpha must be in [0, 1], got {self.equalize_alpha}")
+        check_encoding(self.encoding)
+        value_dtype(self.value_dtype)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return (self.method != "magnitude" or self.variance_correction
+                or self.equalize_alpha is not None)
+
+    def describe(self) -> dict:
+        return {"pattern": str(self.target), "method": self.method,
+                "salient": str(self.salient) if self.salient else None,
+                "variance_correction": self.variance_correction,
+                "equalize_alpha": self.equalize_alpha, "encoding": self.encoding,
+                "value_dtype": self.value_dtype}
+
+
+@dataclass
+class LayerMask:
+    """Where a linear keeps weights: the bulk mask and the salient side-car's (or None)."""
+
+    bulk: np.ndarray
+    salient: np.ndarray | None = None
+
+    @property
+    def union(self) -> np.ndarray:
+        return self.bulk if self.salient is None else self.bulk | self.salient
+
+
+@dataclass
+class PruneOutcome:
+    """Masks by module name (e.g. ``model.layers.0.self_attn.q_proj``) and per-linear records."""
+
+    masks: dict[str, LayerMask] = field(default_factory=dict)
+    records: list[dict] = field(default_factory=list)
+
+
+def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfig
+                 ) -> tuple[torch.Tensor, LayerMask, dict]:
+    """Prune one ``[out, in]`` weight; returns (new fp32 weight, masks, statistics)."""
+    w = weight.detach().to(torch.float32)
+    w_np = w.numpy()
+    if cfg.method == "magnitude":
+        importance = magnitude_scores(w_np)
+    else:
+        importance = wanda_scores(w_np, stats.norms.numpy().astype(np.float32))
+    sal = salient_mask(importance, cfg.salient) if cfg.salient else None
+    rest = w_np if sal is None else np.where(sal, 0.0, w_np).astype(np.float32)
+    if cfg.method == "sparsegpt":
+        new_rest, keep = sparsegpt_prune(torch.from_numpy(rest), stats.gram, cfg.target,
+                                         None if sal is None else torch.from_numpy(sal),
+                                         cfg.sparsegpt_blocksize, cfg.sparsegpt_damp)
+        keep = keep.numpy()
+    else:
+        scores = importance if sal is None else np.where(sal, -np.inf, importance)
+        keep = bulk_mask(scores, cfg.target, per_row=cfg.method != "magnitude")
+        new_rest = torch.from_numpy(np.where(keep, rest, 0.0).astype(np.float32))
+    new = new_rest if sal is None else new_rest + torch.from_numpy(np.where(sal, w_np, 0.0))
+    if cfg.variance_correction:
+        new, _ = variance_correction(w, new, stats)
+    mask = LayerMask(keep, sal)
+    record = {"out": w.shape[0], "in": w.shape[1],
+              "kept_fraction": float(mask.union.mean()),
+              "salient": int(sal.sum()) if sal is not None else 0}
+    if stats is not None:
+        diff = (w - new).to(torch.float64)
+        dense = w.to(torch.float64)
+        record["relative_output_error"] = float(
+            torch.einsum("oi,ij,oj->", diff, stats.gram, diff)
+            / torch.einsum("oi,ij,oj->", dense, stats.gram, dense))
+    return new, mask, record
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once the first layer's inputs are recorded."""
+
+
+def _to_float32(value):
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.to(torch.float32)
+    if isinstance(value, tuple):
+        return tuple(_to_float32(v) for v in value)
+    return value
+
+
+@torch.no_grad()
+def capture_layer_inputs(model, calib: np.ndarray, batch_size: int) -> tuple[list, dict]:
+    """Run the calibration windows up to the first decoder layer: (fp32 hidden batches, kwargs)."""
+    batches, kwargs_seen = [], {}
+
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        batches.append(hidden.detach().to(torch.float32))
+        kwargs_seen.update({k: _to_float32(v) for k, v in kwargs.items()
+                            if k not in ("hidden_states", "cache", "past_key_values",
+                                         "past_key_value", "use_cache")})
+        raise _StopForward
+
+    handle = model.model.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for start in range(0, len(calib), batch_size):
+            try:
+                model(torch.from_numpy(calib[start : start + batch_size]), use_cache=False)
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    return batches, kwargs_seen
+
+
+def _run_layer(layer, batches: list, kwargs: dict) -> list:
+    outputs = []
+    for hidden in batches:
+        out = layer(hidden, **kwargs)
+        outputs.append(out[0] if isinstance(out, tuple) else out)
+    return outputs
+
+
+@torch.no_grad()
+def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: int = 4,
+                progress: bool = True) -> PruneOutcome:
+    """Prune every decoder-layer linear of ``model`` in place, layer by layer."""
+    if cfg.needs_calibration and calib is None:
+        raise ValueError(f"method '{cfg.method}' with these corrections needs calibration text")
+    outcome = PruneOutcome()
+    layers = model.model.layers
+    batches, kwargs = (capture_layer_inputs(model, calib, batch_size)
+                       if cfg.needs_calibration else ([], {}))
+    for index, layer in enumerate(tqdm(layers, desc=f"prune {cfg.method} {cfg.target}",
+                                       disable=not progress, unit="layer")):
+        stored_dtype = next(layer.parameters()).dtype
+        layer.to(torch.float32)
+        stats = _observe(layer, batches, kwargs) if cfg.needs_calibration else {}
+        for norm_name, names in LINEAR_GROUPS:
+            group_stats = stats.get(names[0])
+            linears = [layer.get_submodule(n) for n in names]
+            if cfg.equalize_alpha is not None and norm_name is not None:
+                scales = equalization_scales([lin.weight for lin in linears], group_stats,
+                                             cfg.equalize_alpha)
+                equalize(layer.get_submodule(norm_name), linears, scales)
+                group_stats.rescale(scales)
+            for name, linear in zip(names, linears):
+                new, mask, record = prune_weight(linear.weight, group_stats, cfg)
+                linear.weight.copy_(new)
+                full_name = f"model.layers.{index}.{name}"
+                outcome.masks[full_name] = mask
+                outcome.records.append({"layer": index, "module": full_name, **record})
+        if cfg.needs_calibration:
+            batches = _run_layer(layer, batches, kwargs)
+        layer.to(stored_dtype)
+    return outcome
+
+
+def _observe(layer, batches: list, kwargs: dict) -> dict[str, InputStats]:
+    """Input statistics of the first linear of each group over all calibration batches."""
+    stats, handles = {}, []
+    for _, names in LINEAR_GROUPS:
+        module = layer.get_submodule(names[0])
+        stats[names[0]] = InputStats(module.in_features)
+        handles.append(module.register_forward_pre_hook(
+            lambda mod, args, s=stats[names[0]]: s.add(args[0])))
+    try:
+        _run_layer(layer, batches, kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats
+
+
+def compress_weight(weight: np.ndarray, mask: LayerMask, cfg: PruneConfig
+                    ) -> tuple[SparseWeight | None, np.ndarray]:
+    """Split ``weight`` into the bulk B (N:M, value dtype) and side-car S (fp32).
+
+    Returns (SparseWeight, or None for an unstructured bulk, and the dense B + S as stored).
+    """
+    sal = mask.salient
+    bulk_values = weight if sal is None else np.where(sal, 0.0, weight)
+    rounded = np.where(mask.bulk, bulk_values, 0.0).astype(value_dtype(cfg.value_dtype))
+    stored = rounded.astype(np.float32)
+    side = None
+    if sal is not None:
+        side_values = np.where(sal, weight, 0.0).astype(np.float32)
+        stored = stored + side_values
+        if cfg.target.structured:
+            side = (CSRTensor.from_dense(side_values, sal) if cfg.salient.unstructured else
+                    NMTensor.from_dense(side_values, sal, cfg.salient.pattern, encoding="index",
+                                        tail="pad", dtype="float32"))
+    if not cfg.target.structured:
+        return None, stored
+    bulk = NMTensor.from_dense(bulk_values, mask.bulk, cfg.target.pattern, cfg.encoding,
+                               tail="dense", dtype=cfg.value_dtype)
+    return SparseWeight(bulk, side), stored
+
+
+@torch.no_grad()
+def compress_model(model, outcome: PruneOutcome, cfg: PruneConfig) -> dict[str, SparseWeight]:
+    """Compress every pruned linear and write the stored weight (B + S) back into the model."""
+    compressed = {}
+    for name, mask in outcome.masks.items():
+        linear = model.get_submodule(name)
+        weight = linear.weight.detach().to(torch.float32).numpy()
+        sparse, stored = compress_weight(weight, mask, cfg)
+        linear.weight.copy_(torch.from_numpy(stored).to(linear.weight.dtype))
+        if sparse is not None:
+            compressed[name] = sparse
+    return compressed

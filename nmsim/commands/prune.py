@@ -1,0 +1,65 @@
+"""`nmsim prune`: prune a LLaMa-family model to N:M and write it in the shared compressed format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compression.criteria import METHODS, Salient, Target
+from compression.job import DataConfig, prune_and_evaluate, write_outputs
+from compression.pipeline import PruneConfig
+from workloads.loading import load_model
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prune", help="prune a model to N:M and write compressed weights")
+    p.add_argument("--model", required=True,
+                   help="smollm2-135m, a local Hugging Face folder, or a .gguf file")
+    p.add_argument("--pattern", required=True, help="N:M (N kept of M), or P%% unstructured")
+    p.add_argument("--method", choices=METHODS, default="wanda")
+    side = p.add_mutually_exclusive_group()
+    side.add_argument("--salient", metavar="K:L", help="structured salient side-car, e.g. 16:256")
+    side.add_argument("--salient-unstructured", metavar="P",
+                      help="unstructured side-car: share of each layer (0.0625, 6.25%%) or "
+                           "K:L for the same count as that pattern")
+    p.add_argument("--variance-correction", action="store_true")
+    p.add_argument("--equalize", type=float, metavar="A", help="SmoothQuant-like alpha in [0, 1]")
+    p.add_argument("--finetune-steps", type=int, default=0)
+    p.add_argument("--calib", help="calibration text (default: shared wiki.valid.tokens)")
+    p.add_argument("--eval", help="evaluation text (default: shared wiki.test.raw)")
+    p.add_argument("--calib-samples", type=int, default=128)
+    p.add_argument("--seqlen", type=int, default=512, help="calibration and evaluation window")
+    p.add_argument("--eval-windows", type=int, help="evaluate the first W windows (default: all)")
+    p.add_argument("--no-eval", action="store_true", help="skip perplexity")
+    p.add_argument("--encoding", default="rank", help="metadata encoding: rank, index, bitmask")
+    p.add_argument("--value-dtype", default="float16", help="float16, bfloat16 or float32")
+    p.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.out.exists():
+        raise ValueError(f"output folder {args.out} already exists")
+    if args.salient:
+        salient = Salient.parse(args.salient)
+    elif args.salient_unstructured:
+        salient = Salient.parse(args.salient_unstructured, unstructured=True)
+    else:
+        salient = None
+    cfg = PruneConfig(Target.parse(args.pattern), args.method, salient, args.variance_correction,
+                      args.equalize, args.encoding, args.value_dtype)
+    data = DataConfig(args.calib, args.eval, args.calib_samples, args.seqlen, args.seqlen,
+                      args.eval_windows)
+    needs_calib = cfg.needs_calibration or args.finetune_steps
+    data.check_files(calib=needs_calib, evaluation=not args.no_eval)  # fail before loading
+    loaded = load_model(args.model)
+    calib = data.calibration(loaded.tokenizer) if needs_calib else None
+    windows = None if args.no_eval else data.evaluation(loaded.tokenizer)
+    metrics, compressed, outcome = prune_and_evaluate(loaded, cfg, calib, windows,
+                                                      args.finetune_steps)
+    metrics["data"] = data.describe() if needs_calib else None
+    write_outputs(args.out, metrics, compressed, outcome)
+    ppl = (f"perplexity {metrics['perplexity']:.3f} ({metrics['windows']} windows x "
+           f"{metrics['seqlen']} tokens)" if windows is not None else "not evaluated")
+    print(f"{cfg.target} {cfg.method}: {ppl}; prune {metrics['timings']['prune_s']:.1f} s; "
+          f"peak RSS {metrics['peak_rss_mib']:.0f} MiB -> {args.out}")
+    return 0

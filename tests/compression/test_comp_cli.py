@@ -1,0 +1,82 @@
+"""`nmsim prune` end to end on the tiny model, and its bad-input contract (exit 2, nothing left)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.numpy import load_file
+
+from compression import formats
+from nmsim.cli import main
+
+
+def prune_args(folder, text_files, out, *extra):
+    return ["prune", "--model", str(folder), "--calib", str(text_files / "calib.txt"),
+            "--eval", str(text_files / "eval.txt"), "--seqlen", "32", "--calib-samples", "4",
+            "--out", str(out), *extra]
+
+
+def test_prune_writes_the_contract_folder(tiny_folder, text_files, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(prune_args(tiny_folder, text_files, out, "--pattern", "2:4", "--method",
+                           "sparsegpt", "--salient", "16:256", "--variance-correction",
+                           "--equalize", "0.5"))
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "compressed.safetensors", "layer_stats.csv", "masks.safetensors", "metrics.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pattern"] == "2:4" and metrics["method"] == "sparsegpt"
+    assert metrics["seqlen"] == 32 and metrics["windows"] >= 1
+    assert np.isfinite(metrics["perplexity"]) and metrics["peak_rss_mib"] > 0
+    assert metrics["salient"] == "16:256" and metrics["equalize_alpha"] == 0.5
+    weights = formats.load(out / "compressed.safetensors")
+    masks = load_file(str(out / "masks.safetensors"))
+    assert "model.layers.0.self_attn.q_proj" in weights
+    for name, weight in weights.items():
+        np.testing.assert_array_equal(weight.bulk.mask(), masks[name])
+        assert weight.salient.pattern == formats.Pattern(16, 256)
+        np.testing.assert_array_equal(weight.salient.mask(), masks[f"{name}.salient"])
+    stats = pd.read_csv(out / "layer_stats.csv")
+    assert len(stats) == len(weights) and (stats["relative_output_error"] >= 0).all()
+    assert not list(tmp_path.glob(".run.*"))
+
+
+def test_magnitude_without_eval_needs_no_text(tiny_folder, tmp_path):
+    out = tmp_path / "mag"
+    assert main(["prune", "--model", str(tiny_folder), "--pattern", "8:16", "--method",
+                 "magnitude", "--no-eval", "--out", str(out)]) == 0
+    assert "perplexity" not in json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--model": "missing-folder"}, "neither"),
+    ({"--pattern": "8:4"}, "invalid pattern"),
+    ({"--pattern": "3:5", "--salient": "16:256"}, "not a multiple"),
+    ({"--calib": "empty.txt"}, "empty"),
+    ({"--eval": "short.txt"}, "too short"),
+    ({"--calib": "nowhere.txt"}, "does not exist"),
+    ({"--equalize": "1.5"}, "alpha"),
+])
+def test_bad_input_exits_2_and_leaves_nothing(tiny_folder, text_files, tmp_path, capsys, change,
+                                              message):
+    out = tmp_path / "run"
+    args = prune_args(tiny_folder, text_files, out, "--pattern", "2:4")
+    for flag, value in change.items():
+        if value.endswith(".txt"):
+            value = str(text_files / value)
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    assert main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("nmsim prune: error:")
+    assert message in errors[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_folder_is_refused(tiny_folder, text_files, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert main(prune_args(tiny_folder, text_files, tmp_path / "run", "--pattern", "2:4")) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""The experiment grid and the report's verdicts, computed from a synthetic CSV."""
+
+import pandas as pd
+
+from compression.experiment import grid
+from compression.report import claims, write_report
+
+
+def test_grid_covers_the_issue():
+    labels = [row.label for row in grid()]
+    assert len(labels) == len(set(labels))
+    for pattern in ("2:4", "4:8", "8:16", "16:32", "50%"):
+        for method in ("magnitude", "wanda", "sparsegpt"):
+            assert f"{pattern} {method}" in labels
+    for pattern in ("2:4", "8:16"):
+        for extra in ("wanda +VC", "wanda +EQ0.5", "magnitude +EQ0.5", "wanda +salient 16:256",
+                      "wanda +salient unstructured(16:256)",
+                      "sparsegpt +EQ0.5 +VC +salient 16:256"):
+            assert f"{pattern} {extra}" in labels
+    assert sum("+FT" in r.label for r in grid(finetune_steps=5)) == 2
+
+
+def synthetic_table():
+    ppl = {"dense": 20.0, "2:4 wanda": 100.0, "8:16 wanda": 60.0, "2:4 magnitude": 500.0,
+           "8:16 magnitude": 900.0, "2:4 wanda +VC": 90.0, "2:4 wanda +EQ0.5": 110.0,
+           "2:4 wanda +salient 16:256": 70.0, "2:4 wanda +salient unstructured(16:256)": 65.0}
+    rows = []
+    for label, value in ppl.items():
+        pattern = label.split()[0]
+        rows.append({"label": label, "group": "dense" if label == "dense" else "methods",
+                     "pattern": pattern, "perplexity": value, "seqlen": 512, "windows": 3,
+                     "predicted_tokens": 1533, "rank_metadata_bits_per_element": None,
+                     "stored_bits_per_weight": None, "kept_fraction": 0.5, "prune_s": 1.0,
+                     "calib_samples": 4, "calib_seqlen": 512})
+    return pd.DataFrame(rows)
+
+
+def test_claims_follow_the_numbers():
+    lines = {line.split(": **")[0]: line for line in claims(synthetic_table())}
+    assert "**holds**" in lines["- 8:16 beats 2:4 (wanda)"]
+    assert "100.00" in lines["- 8:16 beats 2:4 (wanda)"]
+    assert "**does not hold**" in lines["- 8:16 beats 2:4 (magnitude)"]
+    assert "**not measured**" in lines["- 8:16 beats 2:4 (sparsegpt)"]
+    assert "**holds**" in lines["- variance correction helps (2:4 Wanda)"]
+    assert "**does not hold**" in lines["- equalization (alpha 0.5) helps (2:4 Wanda)"]
+    structured = "- structured 16:256 salient >= unstructured, same count (2:4 Wanda)"
+    assert "**does not hold**" in lines[structured]
+    assert any("not testable" in line for line in lines.values())
+
+
+def test_write_report_makes_markdown_and_chart(tmp_path):
+    csv = tmp_path / "smollm2-135m.csv"
+    synthetic_table().to_csv(csv, index=False)
+    md = write_report(csv, "python -m compression.experiment --eval-windows 3")
+    text = md.read_text()
+    assert "--eval-windows 3" in text and "first 3 of the 589 windows" in text
+    assert "| 8:16 wanda | 60.00 | 3.00x |" in text
+    assert (tmp_path / "smollm2-135m.png").stat().st_size > 1000
+    assert "- 16:32 sparsegpt" in text.split("## Rows of the grid not run")[1]
