@@ -154,7 +154,7 @@ def _round_down(value: float, granule: int) -> int:
 
 def _buffer_error(field: str, have_kib: float, need_bytes: float, what: str) -> ValueError:
     return ValueError(f"{field}={have_kib:g} KiB is too small for one tile: {what} needs "
-                      f"{need_bytes / 1024:.2f} KiB per buffer (half of it when double-buffered)")
+                      f"{need_bytes / 1024:.2f} KiB per buffer slot (the buffer is split into its stages)")
 
 
 def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
@@ -162,13 +162,13 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     """Tile the GEMM for ``hw`` and list its wave-steps (run-length compressed). ``group``
     independent instances of the GEMM (own operands each) share the waves."""
     p = info.pattern
-    slots = 2 if hw.double_buffered else 1
+    slots = hw.input_stages
     vb, acc = hw.value_bytes, hw.accumulator_bytes
     enc = hw.encoding
     rows, cols = hw.array_rows, hw.array_cols
     wcap = hw.weight_buffer_kib * 1024 / slots
     acap = hw.act_buffer_kib * 1024 / slots
-    ocap = hw.out_buffer_kib * 1024 / slots
+    ocap = hw.out_buffer_kib * 1024 / hw.output_stages
     density = 1.0 if p is None else p.n / p.m
     # The weight buffer holds values; metadata has its own buffer sized to match
     # (accel_sim.area.metadata_buffer_kib), so values alone bound the weight tile.
@@ -237,7 +237,8 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     chip_macs = cores * hw.macs_per_cycle_per_core
     pipe_fill = 0.0
     if hw.template == "tensor_core":
-        select_depth = 0 if p is None else math.ceil(math.log2(mux_inputs(hw)))
+        # The operand-select stage is in the datapath of a sparse design even for dense runs.
+        select_depth = math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
         pipe_fill = select_depth + 2 + math.ceil(math.log2(hw.dot_width)) if hw.dot_width > 1 \
             else select_depth + 2
 

@@ -186,9 +186,9 @@ def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: str |
     mapping = build_mapping(hw, gemm.m, gemm.n, gemm.k, info, group)
     p = info.pattern
     decode_latency = 0 if p is None else decoder_model(hw.decoder_kind).latency_cycles(p)
-    select_latency = 0 if p is None else math.ceil(math.log2(max(1, mux_inputs(hw))))
+    select_latency = math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
     run = run_pipeline(mapping.schedule, hw.dram_bytes_per_cycle, hw.dram_latency_cycles,
-                       decode_latency, select_latency, 2 if hw.double_buffered else 1,
+                       decode_latency, select_latency, hw.input_stages, hw.output_stages,
                        steady_state=steady_state)
     stalls = {c: run.counters[c] for c in STALL_CAUSES}
     # Figures are per run: a mapping of ``group`` concurrent instances is divided by it.
