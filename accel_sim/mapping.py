@@ -1,8 +1,8 @@
 """Mapping a GEMM onto the hardware: tiles, waves, and the per-step work the pipeline runs.
 
 A GEMM ``Y[m, n] = X[m, k] @ W[n, k]^T`` is cut into output tiles ``tile_m x tile_n`` (one per
-core at a time); the reduction runs in *steps* (k-chunks). Tiles are taken in row-major order in
-*waves* of ``num_cores`` tiles that run in lockstep: a wave's step lasts as long as its slowest
+core at a time); the reduction runs in *steps* (k-chunks). Tiles are issued in a swizzled order
+(:func:`tile_order`) in *waves* of ``num_cores`` tiles that run in lockstep: a wave's step lasts as long as its slowest
 tile, and its DRAM traffic is the distinct weight and activation chunks of its tiles (tiles of one
 wave that share operands fetch them once, as through a shared L2 or a multicast bus). Outputs of a
 wave are written back after its last step.
@@ -264,11 +264,12 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     waves_out = []
     kept_macs = 0.0
     salient_macs = 0.0
+    order_m, order_n = tile_order(m_tiles, n_tiles, cores)
     all_ids = np.arange(tiles)
     for w in range(waves):
         ids = all_ids[w * cores:(w + 1) * cores]
         instance, local = ids // (m_tiles * n_tiles), ids % (m_tiles * n_tiles)
-        mi, ni = local // n_tiles, local % n_tiles
+        mi, ni = order_m[local], order_n[local]
         tm_eff = np.minimum(tile_m, m - mi * tile_m)
         tn_eff = np.minimum(tile_n, n - ni * tile_n)
         u_m = np.unique(instance * m_tiles + mi) % m_tiles  # distinct operand chunks
@@ -322,6 +323,20 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
             waves_out.append([wave, 1])
     return Mapping(tile_m, tile_n, chunk_k, waves, tiles, [tuple(x) for x in waves_out],
                    bytes_by_class, kept_macs, salient_macs, p)
+
+
+def tile_order(m_tiles: int, n_tiles: int, cores: int) -> tuple[np.ndarray, np.ndarray]:
+    """(m index, n index) of the tiles in issue order: swizzled in column groups about
+    sqrt(cores) tiles wide, so that a wave covers a near-square patch of the output and fetches
+    about 2 sqrt(cores) operand chunks instead of 1 + cores (threadblock rasterization, as GPU
+    GEMM libraries do)."""
+    width = max(1, min(n_tiles, round(math.sqrt(cores))))
+    groups = -(-n_tiles // width)
+    gi, mi, wi = np.meshgrid(np.arange(groups), np.arange(m_tiles), np.arange(width),
+                             indexing="ij")
+    ni = gi * width + wi
+    keep = ni < n_tiles
+    return mi[keep].reshape(-1), ni[keep].reshape(-1)
 
 
 def mux_inputs(hw: HardwareConfig, pattern: Pattern | None = None) -> int:
