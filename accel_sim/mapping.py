@@ -252,9 +252,9 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
         sal = np.zeros((n_tiles, n_chunks), dtype=np.int64)
         np.add.at(sal, (r // tile_n, np.minimum(c // chunk_k, n_chunks - 1)), 1)
 
-    def tile_mac_cycles(tm, kept, width, last):
+    def tile_mac_cycles(tm, tn, kept, last):
         if hw.template == "tensor_core":
-            return (-(-tm // rows)) * (-(-tile_n // cols)) * (-(-kept // hw.dot_width))
+            return (-(-tm // rows)) * (-(-tn // cols)) * (-(-kept // hw.dot_width))
         if systolic_ws:  # one fold: 2R + C + T - 2 with T = tm
             return 2 * rows + cols + tm - 2
         return kept + (2 * rows + cols - 2 if last else 0)  # OS: stream, fill+drain once
@@ -281,46 +281,68 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
         max_tn = int(tn_eff.max())
         area = float((tm_eff * tn_eff).sum())
         runs: list[list] = []
-        chunk_index = 0
-        for (width, count), (kept, meta_bits, blocks) in zip(chunks, chunk_costs):
-            for j in range(count):
-                last = chunk_index == n_chunks - 1
-                first = chunk_index == 0
-                mac = float(tile_mac_cycles(max_tm, kept, width, last))
-                if first:
-                    mac += pipe_fill
-                dec = 0.0
-                if decoder is not None and blocks and math.isfinite(dec_rate):
-                    dec = float(math.ceil(max_tn * blocks / dec_rate))
-                vals = sum_n_unique * kept * vb
-                meta = sum_n_unique * meta_bits / 8
-                acts = sum_m_unique * width * vb
-                sal_cycles = 0.0
-                sal_bytes = 0.0
-                if sal is not None:
-                    counts = sal[ni, chunk_index]
-                    sal_cycles = float(math.ceil(float((counts * tm_eff).max()) /
-                                                 hw.salient_lanes))
-                    sal_bytes = float(sal[u_n, chunk_index].sum()) * info.salient_bytes_per_nnz
-                    salient_macs += float((counts * tm_eff).sum())
-                step = Step(mac, area * kept / chip_macs, sal_cycles, dec,
-                            vals + meta + acts + sal_bytes, out_bytes if last else 0.0, first)
-                bytes_by_class["activations" if info.activation_operand else "values"] += vals
-                bytes_by_class["metadata"] += meta
-                bytes_by_class["activations"] += acts
-                bytes_by_class["salient"] += sal_bytes
-                kept_macs += area * kept
-                if runs and runs[-1][0] == step:
-                    runs[-1][1] += 1
-                else:
-                    runs.append([step, 1])
-                chunk_index += 1
+        wave = {"max_tm": max_tm, "max_tn": max_tn, "sum_n": sum_n_unique, "sum_m": sum_m_unique,
+                "ni": ni, "u_n": u_n, "tm_eff": tm_eff, "area": area, "out": out_bytes,
+                "runs": runs}
+
+        def add(wave, chunk_index, width, kept, meta_bits, blocks, repeat):
+            """Append ``repeat`` equal steps of chunk ``chunk_index`` (and its traffic)."""
+            nonlocal kept_macs, salient_macs
+            max_tm, max_tn, area = wave["max_tm"], wave["max_tn"], wave["area"]
+            sum_n_unique, sum_m_unique, runs = wave["sum_n"], wave["sum_m"], wave["runs"]
+            last = chunk_index == n_chunks - 1
+            first = chunk_index == 0
+            mac = float(tile_mac_cycles(max_tm, max_tn, kept, last)) + (pipe_fill if first
+                                                                       else 0.0)
+            dec = 0.0
+            if decoder is not None and blocks and math.isfinite(dec_rate):
+                dec = float(math.ceil(max_tn * blocks / dec_rate))
+            vals = sum_n_unique * kept * vb
+            meta = sum_n_unique * meta_bits / 8
+            acts = sum_m_unique * width * vb
+            sal_cycles = sal_bytes = 0.0
+            if sal is not None:
+                counts = sal[wave["ni"], chunk_index] * wave["tm_eff"]
+                sal_cycles = float(math.ceil(float(counts.max()) / hw.salient_lanes))
+                sal_bytes = float(sal[wave["u_n"], chunk_index].sum()) * \
+                    info.salient_bytes_per_nnz
+                salient_macs += float(counts.sum()) * repeat
+            step = Step(mac, area * kept / chip_macs, sal_cycles, dec,
+                        vals + meta + acts + sal_bytes, wave["out"] if last else 0.0, first)
+            bytes_by_class["activations" if info.activation_operand else "values"] += \
+                vals * repeat
+            bytes_by_class["metadata"] += meta * repeat
+            bytes_by_class["activations"] += acts * repeat
+            bytes_by_class["salient"] += sal_bytes * repeat
+            kept_macs += area * kept * repeat
+            if runs and runs[-1][0] == step:
+                runs[-1][1] += repeat
+            else:
+                runs.append([step, repeat])
+
+        start = 0
+        for (width, count), cost in zip(chunks, chunk_costs):
+            if sal is not None:  # irregular side-car: every chunk is its own step
+                for index in range(start, start + count):
+                    add(wave, index, width, *cost, 1)
+            else:  # equal chunks: the first and the last differ (fill, write-back)
+                index, stop = start, start + count
+                if index == 0:
+                    add(wave, 0, width, *cost, 1)
+                    index = 1
+                middle = stop - index - (1 if stop == n_chunks else 0)
+                if middle > 0:
+                    add(wave, index, width, *cost, middle)
+                    index += middle
+                if index < stop:
+                    add(wave, index, width, *cost, 1)
+            start += count
         bytes_by_class["outputs"] += out_bytes
-        wave = tuple((s, c) for s, c in runs)
-        if waves_out and waves_out[-1][0] == wave:
+        steps = tuple((s, c) for s, c in runs)
+        if waves_out and waves_out[-1][0] == steps:
             waves_out[-1][1] += 1
         else:
-            waves_out.append([wave, 1])
+            waves_out.append([steps, 1])
     return Mapping(tile_m, tile_n, chunk_k, waves, tiles, [tuple(x) for x in waves_out],
                    bytes_by_class, kept_macs, salient_macs, p)
 
