@@ -79,7 +79,15 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
                  steady_state: bool = True) -> PipelineResult:
     """Simulate ``schedule`` ([(wave_runs, wave_repeat)], wave_runs = ((Step, repeat), ...))."""
     env = simpy.Environment()
-    dram = simpy.Resource(env, capacity=1)
+    # The DRAM channel serves transfers first come, first served, one at a time: booking the
+    # channel's next free cycle when a transfer is issued is that queue, without its events.
+    channel = {"free": 0.0}
+
+    def book(nbytes):
+        """Cycles from now until a transfer of ``nbytes`` issued now has left the channel."""
+        start = max(env.now, channel["free"])
+        channel["free"] = start + nbytes / bytes_per_cycle
+        return channel["free"] - env.now
     in_slots = simpy.Container(env, capacity=slots, init=slots)
     sel_slots = simpy.Container(env, capacity=slots, init=slots)
     out_slots = simpy.Container(env, capacity=out_slots_count, init=out_slots_count)
@@ -140,10 +148,8 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
                                 if skip:
                                     continue
                         yield in_slots.get(1)
-                        with dram.request() as req:
-                            yield req
-                            if step.load_bytes:
-                                yield env.timeout(step.load_bytes / bytes_per_cycle)
+                        if step.load_bytes:
+                            yield env.timeout(book(step.load_bytes))
                         wave_end = run_id == n_runs - 1 and i == repeat - 1
                         item = (step, env.now + latency, key, (wave_id, w) if wave_end else None)
                         deliver(loaded, item, latency)
@@ -172,9 +178,7 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             deliver(selected, item, select_latency)
 
     def writeback(nbytes):
-        with dram.request() as req:
-            yield req
-            yield env.timeout(nbytes / bytes_per_cycle)
+        yield env.timeout(book(nbytes))
         out_slots.put(1)
 
     def mac():
