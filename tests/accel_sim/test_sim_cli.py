@@ -108,3 +108,35 @@ def test_table_output_runs_as_a_process():
     proc = run_cli("--hw", "systolic-nm", "--layers", "1", "--seq", "64")
     assert proc.returncode == 0, proc.stderr
     assert "total:" in proc.stdout and "area" in proc.stdout
+
+
+def test_bool_masks_file_is_recognised_and_matches_the_compressed_file(capsys, tmp_path):
+    from safetensors.numpy import save_file
+
+    arch = ARCHITECTURES["smollm2-135m"]
+    rng = np.random.default_rng(3)
+    n, k = arch.weight_shape("mlp.up_proj")
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    bulk = F.nm_mask(np.abs(w), "4:8")
+    side = np.zeros((n, k), bool)
+    side[:, :8] = True
+    name = "model.layers.0.mlp.up_proj"
+    save_file({name: bulk, name + ".salient": side}, str(tmp_path / "masks.safetensors"))
+    args = ["--hw", "flexible-nm", "--workload", "smollm2-135m", "--layers", "1",
+            "--seq", "64", "--masks", str(tmp_path)]
+    from_bool = simulate_json(capsys, *args)
+    up = next(g for g in from_bool["gemms"] if g["name"] == "layers.0.up_proj")
+    assert up["pattern"] == "4:8" and up["dram_bytes"]["salient"] > 0
+    # the same masks as a compressed file give the same timing
+    weight = F.SparseWeight(F.NMTensor.from_dense(w, bulk, "4:8", encoding="rank"),
+                            F.CSRTensor.from_dense(w, side))
+    (tmp_path / "c").mkdir()
+    F.save(tmp_path / "c" / "compressed.safetensors", {name: weight})
+    from_file = simulate_json(capsys, *args[:-1], str(tmp_path / "c"))
+    assert from_file["total_cycles"] == pytest.approx(from_bool["total_cycles"], rel=1e-12)
+    save_file({name: np.ones((n, k), bool)}, str(tmp_path / "masks.safetensors"))
+    assert main(["simulate", *args]) == 2
+    assert "is not N:M in any pattern" in capsys.readouterr().err
+    (tmp_path / "masks.safetensors").write_bytes(b"not a safetensors file")
+    assert main(["simulate", *args]) == 2
+    assert "not a readable safetensors file" in capsys.readouterr().err
