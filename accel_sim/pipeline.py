@@ -45,7 +45,6 @@ class PipelineResult:
     counters: dict
     simulated_steps: int
     skipped_steps: int
-    events: int = 0
 
 
 @dataclass

@@ -253,3 +253,23 @@ def test_buffer_too_small_for_one_tile_names_the_field(field, overrides):
     hw = load_hardware("flexible-nm").replace(**overrides)
     with pytest.raises(ValueError, match=field):
         simulate_gemm(hw, GEMM("q", 64, 64, 256, 1, "w"))
+
+
+def test_array_macs_follow_the_kept_fraction_and_reuse_is_exact():
+    gs = gemms("smollm2-135m", "prefill", seq=128, layers=2, per_layer=True, lm_head=False)
+    hw = load_hardware("flexible-nm")
+    rng = np.random.default_rng(5)
+    weights = {}
+    for g in gs:
+        if g.weight_name:
+            w = rng.standard_normal((g.n, g.k)).astype(np.float32)
+            weights[g.weight_name] = F.NMTensor.from_dense(w, F.nm_mask(np.abs(w), "8:16"),
+                                                           "8:16", encoding="rank")
+    reused = simulate_workload(hw, gs, weights).to_dict()
+    every = simulate_workload(hw, gs, weights, reuse=False).to_dict()
+    assert reused["total_cycles"] == every["total_cycles"]
+    assert reused["stall_cycles"] == every["stall_cycles"]
+    for g in every["gemms"]:
+        dense_macs = g["m"] * g["n"] * g["k"] * g["count"]
+        expected = dense_macs / 2 if g["pattern"] == "8:16" else dense_macs
+        assert g["array_macs"] == pytest.approx(expected)
