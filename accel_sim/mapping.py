@@ -93,13 +93,14 @@ def weight_info(weight, shape: tuple[int, int], name: str = "") -> WeightInfo:
 
 def synthetic_salient(shape: tuple[int, int], salient: str | Pattern, value_bytes: int = 2
                       ) -> tuple[tuple[np.ndarray, np.ndarray], float]:
-    """Coordinates of a uniform structured side-car (first N of every M), and bytes per entry
-    (value + index offset of ceil(log2 M) bits) - used when no real side-car is given."""
+    """Coordinates of a uniform structured side-car (N evenly spaced entries in every group of
+    M, as spread as real outliers are on average), and bytes per entry (value + index offset of
+    ceil(log2 M) bits) - used when no real side-car is given."""
     p = Pattern.parse(salient)
     rows, cols = shape
     blocks = -(-cols // p.m)
     starts = np.arange(blocks) * p.m
-    offsets = np.arange(p.n)
+    offsets = (np.arange(p.n) * p.m) // p.n
     col = (starts[:, None] + offsets[None, :]).reshape(-1)
     col = col[col < cols]
     r = np.repeat(np.arange(rows), len(col))

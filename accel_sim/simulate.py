@@ -18,6 +18,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from compression.formats import Pattern
+
 from .area import area_breakdown
 from .config import HardwareConfig, load_hardware
 from .decoders import decoder_model
@@ -220,6 +222,11 @@ def simulate_workload(hw: HardwareConfig | str, gemms, weights: dict | None = No
     shape without a real weight are simulated once and reused (``reuse=False``: every one)."""
     hw = load_hardware(hw)
     weights = weights or {}
+    if salient is not None:
+        Pattern.parse(salient)
+        if hw.salient_lanes < 1:
+            raise ValueError(f"salient_lanes is 0: hardware '{hw.name}' cannot run a {salient} "
+                             "side-car")
     start = time.perf_counter()
     cache: dict = {}
     memo: dict | None = {} if reuse else None
