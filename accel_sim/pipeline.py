@@ -20,22 +20,27 @@ MACs (fill/drain, padding of partial tiles) are *compute*; salient lanes slower 
 *salient*; the final write-back after the last MAC is *memory*.
 
 Periodic steady state: runs of identical steps (and of identical waves) make the pipeline
-periodic. Once the last ``PERIODS`` completions of a run show the same period and the same counter
-increments, the rest of the run is not simulated: it is credited as whole periods (time and every
-counter), which is exact for a periodic system, and simulation resumes at the run's end so that
-transitions (k-tail, write-back, partial waves) go through the event path.
+periodic. At every completion the MAC array records the time, the counters and the *state* of the
+whole pipeline relative to now: the steps in flight with the times their operands arrive and their
+select signals are ready, when the DRAM channel and the decoder are next free, the pending
+write-backs and the free output slots. Equal completion deltas alone do not prove a steady state
+(a slot-bound pipeline completes in bursts: four equal gaps, then a long one); an equal state does,
+because the pipeline is deterministic: from equal states fed the same steps it repeats itself. So
+once the state at the latest completion of a run equals the one ``length`` completions earlier,
+the rest of the run is credited as whole periods (time and every counter), which is exact, and
+simulation resumes at the run's end so that transitions (k-tail, write-back, partial waves) go
+through the event path.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import simpy
 
-PERIODS = 3  # equal consecutive periods that establish a steady state
-MAX_PERIOD = 4  # longest period searched, in steps (or waves)
+MAX_PERIOD = 16  # longest period searched, in steps (or waves)
 COUNTERS = ("busy", "compute", "memory", "decode", "salient")
 
 
@@ -55,21 +60,28 @@ class _Clock:
     credit: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0.0))
 
 
-def _steady(history: list, need: int):
-    """(length, time, counter deltas) of a period of 1..MAX_PERIOD steps if the last ``need``
-    periods of ``history`` (completion snapshots) agree, else None."""
-    for length in range(1, MAX_PERIOD + 1):
-        if len(history) < need * length + 1:
-            return None
-        tail = history[-(need * length + 1)::length]
-        deltas = [(b[0] - a[0], tuple(y - x for x, y in zip(a[1], b[1])))
-                  for a, b in itertools.pairwise(tail)]
-        first = deltas[0]
-        scale = max(1.0, abs(tail[-1][0]))
-        if all(abs(d[0] - first[0]) <= 1e-9 * scale
-               and all(abs(x - y) <= 1e-9 * scale for x, y in zip(d[1], first[1]))
-               for d in deltas[1:]):
-            return (length, *first)
+def _close(a, b, tol: float) -> bool:
+    """Equal pipeline states (nested tuples of numbers, steps and None) within ``tol``."""
+    if isinstance(a, tuple):
+        return (isinstance(b, tuple) and len(a) == len(b)
+                and all(_close(x, y, tol) for x, y in zip(a, b)))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= tol
+    return a == b
+
+
+def _steady(history: list):
+    """(length, time, counter deltas) of the shortest period of 1..MAX_PERIOD units such that the
+    pipeline state at the latest completion of ``history`` ((time, counters, state) snapshots)
+    equals the state ``length`` completions earlier, else None."""
+    if len(history) < 2:
+        return None
+    now, counts, state = history[-1]
+    tol = 1e-9 * max(1.0, abs(now))
+    for length in range(1, min(MAX_PERIOD, len(history) - 1) + 1):
+        then, before, past = history[-1 - length]
+        if _close(state, past, tol):
+            return length, now - then, tuple(y - x for x, y in zip(before, counts))
     return None
 
 
@@ -78,15 +90,16 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
                  steady_state: bool = True) -> PipelineResult:
     """Simulate ``schedule`` ([(wave_runs, wave_repeat)], wave_runs = ((Step, repeat), ...))."""
     env = simpy.Environment()
-    # The DRAM channel serves transfers first come, first served, one at a time: booking the
-    # channel's next free cycle when a transfer is issued is that queue, without its events.
-    channel = {"free": 0.0}
+    # When the DRAM channel and the decoder are next free. The channel serves transfers first
+    # come, first served, one at a time: booking its next free cycle when a transfer is issued
+    # is that queue, without its events.
+    free_at = {"channel": 0.0, "decoder": 0.0}
 
     def book(nbytes):
         """Cycles from now until a transfer of ``nbytes`` issued now has left the channel."""
-        start = max(env.now, channel["free"])
-        channel["free"] = start + nbytes / bytes_per_cycle
-        return channel["free"] - env.now
+        start = max(env.now, free_at["channel"])
+        free_at["channel"] = start + nbytes / bytes_per_cycle
+        return free_at["channel"] - env.now
     in_slots = simpy.Container(env, capacity=slots, init=slots)
     # The select buffer needs no slots of its own: a step holds its input slot from its load
     # until the MAC array finishes it, so at most ``slots`` steps are ever decoded ahead.
@@ -96,14 +109,31 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
     selected = simpy.Store(env)
     clock = _Clock()
     counters = dict.fromkeys(COUNTERS, 0.0)
+    in_flight: deque = deque()  # [step, operands arrive, select signals ready] per loaded step
+    writebacks: deque = deque()  # end times of the write-backs on the channel
     step_history: dict = {}
     wave_history: dict = {}
     stats = {"simulated": 0, "skipped": 0, "last_mac": 0.0}
     total_steps = 0
 
-    def snapshot():
-        return (env.now + clock.credit_time,
-                tuple(counters[c] + clock.credit[c] for c in COUNTERS))
+    def state():
+        """Everything the pipeline's future depends on besides the steps still to come, with
+        times relative to now (past times as 0: they no longer matter)."""
+        now = env.now
+
+        def rel(t):
+            return max(0.0, t - now)
+        return (rel(free_at["channel"]), rel(free_at["decoder"]), in_slots.level,
+                out_slots.level, tuple(rel(t) for t in writebacks),
+                tuple((s, rel(a), None if r is None else rel(r)) for s, a, r in in_flight))
+
+    def record(history: dict, key):
+        """Append a completion snapshot (time, counters, state) under ``key``."""
+        entries = history.setdefault(key, [])
+        entries.append((env.now + clock.credit_time,
+                        tuple(counters[c] + clock.credit[c] for c in COUNTERS), state()))
+        if len(entries) > MAX_PERIOD + 1:
+            del entries[0]
 
     def credit(period, remaining):
         """Credit whole periods out of ``remaining`` units; returns the units skipped."""
@@ -125,7 +155,7 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             w = 0
             while w < wave_repeat:
                 if steady_state and wave_repeat - w > 1:
-                    found = _steady(wave_history.get(wave_id, []), PERIODS)
+                    found = _steady(wave_history.get(wave_id, []))
                     if found is not None:
                         skip = credit(found, wave_repeat - w)
                         stats["skipped"] += skip * sum(c for _, c in wave_runs)
@@ -139,7 +169,7 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
                     key = (wave_id, w, run_id)
                     while i < repeat:
                         if steady_state and repeat - i > 1:
-                            found = _steady(step_history.get(key, []), PERIODS)
+                            found = _steady(step_history.get(key, []))
                             if found is not None:
                                 skip = credit(found, repeat - i)
                                 stats["skipped"] += skip
@@ -148,10 +178,13 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
                                 if skip:
                                     continue
                         yield in_slots.get(1)
-                        if step.load_bytes:
-                            yield env.timeout(book(step.load_bytes))
+                        transfer = book(step.load_bytes) if step.load_bytes else 0.0
+                        entry = [step, env.now + transfer + latency, None]
+                        in_flight.append(entry)
+                        if transfer:
+                            yield env.timeout(transfer)
                         wave_end = run_id == n_runs - 1 and i == repeat - 1
-                        item = (step, env.now + latency, key, (wave_id, w) if wave_end else None)
+                        item = (step, entry, key, (wave_id, w) if wave_end else None)
                         deliver(loaded, item, latency)
                         stats["simulated"] += 1
                         i += 1
@@ -164,8 +197,11 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             if item is None:
                 deliver(decoded, None, decode_latency)
                 return
-            if item[0].decode_cycles:
-                yield env.timeout(item[0].decode_cycles)
+            step, entry = item[0], item[1]
+            free_at["decoder"] = env.now + step.decode_cycles
+            entry[2] = free_at["decoder"] + decode_latency + select_latency
+            if step.decode_cycles:
+                yield env.timeout(step.decode_cycles)
             deliver(decoded, item, decode_latency)
 
     def operand_select():
@@ -177,7 +213,10 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             deliver(selected, item, select_latency)
 
     def writeback(nbytes):
-        yield env.timeout(book(nbytes))
+        transfer = book(nbytes)
+        writebacks.append(env.now + transfer)
+        yield env.timeout(transfer)
+        writebacks.popleft()  # the channel is FIFO: the oldest write-back ends first
         out_slots.put(1)
 
     def mac():
@@ -186,7 +225,8 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             item = yield selected.get()
             if item is None:
                 return
-            step, arrived, key, wave_key = item
+            step, entry, key, wave_key = item
+            arrived = entry[1]
             waited = env.now - start
             memory = max(0.0, min(env.now, arrived) - start)
             counters["memory"] += memory
@@ -201,14 +241,15 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             counters["compute"] += step.mac_cycles - step.useful_cycles
             counters["salient"] += occupancy - step.mac_cycles
             in_slots.put(1)
+            in_flight.popleft()  # steps finish in load order: this one is the oldest
             if step.writeback_bytes:
                 env.process(writeback(step.writeback_bytes))
             elif wave_key is not None:
                 out_slots.put(1)
             stats["last_mac"] = env.now
-            step_history.setdefault(key, []).append(snapshot())
+            record(step_history, key)
             if wave_key is not None:
-                wave_history.setdefault(wave_key[0], []).append(snapshot())
+                record(wave_history, wave_key[0])
 
     for wave_runs, wave_repeat in schedule:
         total_steps += wave_repeat * sum(c for _, c in wave_runs)

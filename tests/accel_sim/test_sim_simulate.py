@@ -172,6 +172,21 @@ def test_steady_state_extrapolation_equals_the_full_event_path(preset, shape, co
     assert full.cycles_per_run >= traffic / hw.dram_bytes_per_cycle - 1e-6
 
 
+def test_a_slot_bound_burst_is_not_taken_for_a_steady_state():
+    """Regression (found by hypothesis): with 4 input slots and a 16-cycle decode latency the
+    array completes steps in bursts of four 4-cycle gaps and one long gap; equal gaps inside a
+    burst once passed for a period of one step and the extrapolation lost 9 cycles."""
+    hw = load_hardware("flexible-nm").replace(num_cores=1, dram_latency_ns=0.0)
+    gemm = GEMM("g", 1, 8, 1025, 1, "w")
+    quick = simulate_gemm(hw, gemm)
+    full = simulate_gemm(hw, gemm, steady_state=False)
+    assert quick.skipped_steps > 0
+    assert quick.cycles_per_run == pytest.approx(full.cycles_per_run, rel=1e-9)
+    for cause in full.stall_per_run:
+        assert quick.stall_per_run[cause] == pytest.approx(full.stall_per_run[cause],
+                                                           rel=1e-9, abs=1e-6)
+
+
 def test_extrapolation_skips_most_steps_of_a_long_gemm():
     result = simulate_gemm("flexible-nm", GEMM("q", 2048, 8192, 8192, 1, "w"))
     assert result.skipped_steps > 5 * result.simulated_steps
