@@ -253,8 +253,9 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     def tile_mac_cycles(tm, tn, kept, last):
         if hw.template == "tensor_core":
             return (-(-tm // rows)) * (-(-tn // cols)) * (-(-kept // hw.dot_width))
-        if systolic_ws:  # one fold: 2R + C + T - 2 with T = tm
-            return 2 * rows + cols + tm - 2
+        if systolic_ws:  # ceil(k' / R) folds of 2R + C + T - 2 with T = tm; k' > R only
+            # when a dense tail stores more than N weights per block (up to M - 1)
+            return (-(-kept // rows)) * (2 * rows + cols + tm - 2)
         return kept + (2 * rows + cols - 2 if last else 0)  # OS: stream, fill+drain once
 
     bytes_by_class = {"values": 0.0, "metadata": 0.0, "activations": 0.0, "outputs": 0.0,

@@ -4,7 +4,7 @@ sum, lower bounds), or the design is refused with a ValueError that names a fiel
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from accel_sim.config import DECODERS_FOR_ENCODING, SWEEPABLE_FIELDS, load_hardware
@@ -47,6 +47,16 @@ def designs(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides=designs(), m=st.integers(1, 300), n=st.integers(1, 300),
        k=st.integers(1, 600))
+# Found by hypothesis: a 4:8 dense tail of 7 weights on a 4-row weight-stationary array did 24.5
+# cycles of useful MACs in a 24-cycle fold (negative compute stall).
+@example(overrides={"template": "systolic", "dataflow": "ws", "dot_width": 1,
+                    "array_rows": 4, "array_cols": 4, "num_cores": 1, "supported_patterns": ["2:4", "4:8"], "pattern": "4:8",
+                    "encoding": "bitmask", "decoder": "auto", "num_decoders": 1,
+                    "mux_style": "full", "dtype": "int8", "dram_bandwidth_gb_s": 10.0,
+                    "dram_latency_ns": 0.0, "weight_buffer_kib": 1, "act_buffer_kib": 1,
+                    "out_buffer_kib": 1, "buffer_stages": 2, "double_buffered": False,
+                    "tile_k": 32},
+         m=14, n=55, k=7)
 def test_random_designs_obey_the_physics_or_name_the_field(overrides, m, n, k):
     assert set(overrides) <= set(SWEEPABLE_FIELDS)
     base = load_hardware("flexible-nm")

@@ -71,6 +71,34 @@ def test_sparse_weight_stationary_folds_the_compressed_k(pattern, r, c, m, n, bl
     assert result.cycles_per_run == pytest.approx(expected + first_decode, abs=1e-3)
 
 
+@settings(max_examples=15, deadline=None)
+@given(pattern=st.sampled_from(["2:4", "4:8", "8:16"]), r=st.sampled_from([4, 8, 16]),
+       c=st.integers(2, 8), m=st.integers(1, 32), n=st.integers(1, 20),
+       blocks=st.integers(0, 12), rest=st.integers(1, 15))
+def test_a_dense_tail_wider_than_the_array_takes_more_folds(pattern, r, c, m, n, blocks,
+                                                             rest):
+    """Regression (found by hypothesis on a 4x4 array at 4:8, k=7): a dense tail keeps up to
+    M - 1 weights per row, more than the R PE rows of one fold; ceil(k' / R) folds it needs
+    (SCALE-Sim), and the array never does more useful MACs than it has cycles for."""
+    p = Pattern.parse(pattern)
+    rest = 1 + rest % (p.m - 1)
+    if r < p.n:
+        return
+    k = blocks * p.m + rest
+    result = simulate_gemm(systolic(r, c, "ws", pattern), GEMM("g", m, n, k, 1, "w"))
+    per_fold_blocks = r // p.n
+    full_chunks, last_blocks = divmod(blocks, per_fold_blocks)
+    last_kept = last_blocks * p.n + rest  # the last chunk: its blocks and the dense tail
+    folds = (full_chunks + math.ceil(last_kept / r)) * math.ceil(n / c)
+    decode_latency = max(1, (p.m - 1).bit_length()) + 1
+    select_latency = math.ceil(math.log2(p.m - p.n + 1))
+    first_decode = math.ceil(min(n, c) * min(per_fold_blocks, blocks) / 64)
+    expected = (2 * r + c + m - 2) * folds + decode_latency + select_latency + first_decode
+    assert result.cycles_per_run == pytest.approx(expected, abs=1e-3)
+    assert result.stall_per_run["compute"] >= 0
+    assert_stalls_add_up(result)
+
+
 @pytest.mark.parametrize("pattern", ["dense", "2:4"])
 def test_memory_bound_gemv_is_bytes_over_bandwidth(pattern):
     hw = load_hardware("a100-like").run_at(pattern)
