@@ -2,10 +2,10 @@
 
 A GEMM ``Y[m, n] = X[m, k] @ W[n, k]^T`` is cut into output tiles ``tile_m x tile_n`` (one per
 core at a time); the reduction runs in *steps* (k-chunks). Tiles are issued in a swizzled order
-(:func:`tile_order`) in *waves* of ``num_cores`` tiles that run in lockstep: a wave's step lasts as long as its slowest
-tile, and its DRAM traffic is the distinct weight and activation chunks of its tiles (tiles of one
-wave that share operands fetch them once, as through a shared L2 or a multicast bus). Outputs of a
-wave are written back after its last step.
+(:func:`tile_order`) in *waves* of ``num_cores`` tiles that run in lockstep: a wave's step lasts
+as long as its slowest tile, and its DRAM traffic is the distinct weight and activation chunks of
+its tiles (tiles of one wave that share operands fetch them once, as through a shared L2 or a
+multicast bus). Outputs of a wave are written back after its last step.
 
 Compute templates (per core, per step):
 
@@ -153,7 +153,8 @@ def _round_down(value: float, granule: int) -> int:
 
 def _buffer_error(field: str, have_kib: float, need_bytes: float, what: str) -> ValueError:
     return ValueError(f"{field}={have_kib:g} KiB is too small for one tile: {what} needs "
-                      f"{need_bytes / 1024:.2f} KiB per buffer slot (the buffer is split into its stages)")
+                      f"{need_bytes / 1024:.2f} KiB per buffer slot (the buffer is split into "
+                      "its stages)")
 
 
 def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
@@ -169,9 +170,14 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     acap = hw.act_buffer_kib * 1024 / slots
     ocap = hw.out_buffer_kib * 1024 / hw.output_stages
     density = 1.0 if p is None else p.n / p.m
-    # The weight buffer holds values; metadata has its own buffer sized to match
-    # (accel_sim.area.metadata_buffer_kib), so values alone bound the weight tile.
-    w_bytes_per_elem = vb * density
+
+    def weight_row_bytes(chunk_k: int) -> float:
+        """Bytes of one weight row of the largest k-chunk: chunk_k * N/M values, or more for a
+        dense tail that keeps more than N columns of its last block. The weight buffer holds
+        values; metadata has its own buffer sized to match (accel_sim.area.metadata_buffer_kib),
+        so values alone bound the weight tile."""
+        tails = [_chunk_cost(w, p, info.tail, enc)[0] for w, _ in _chunk_widths(k, chunk_k)]
+        return vb * max([chunk_k * density, *tails])
 
     systolic_ws = hw.template == "systolic" and hw.dataflow == "ws"
     if systolic_ws:
@@ -181,7 +187,7 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
                              "stationary fold must hold at least one block")
         chunk_k = per_fold_blocks if p is None else per_fold_blocks * p.m
         tile_n = cols
-        need_w = cols * chunk_k * w_bytes_per_elem
+        need_w = cols * weight_row_bytes(chunk_k)
         if need_w > wcap:
             raise _buffer_error("weight_buffer_kib", hw.weight_buffer_kib, need_w,
                                 f"a {rows}x{cols} weight fold")
@@ -193,18 +199,18 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     elif hw.template == "systolic":  # output-stationary: one R x C output tile per fold
         chunk_k = hw.tile_k
         tile_m, tile_n = rows, cols
-        for field, need, cap in (("weight_buffer_kib", cols * chunk_k * w_bytes_per_elem, wcap),
+        for field, need, cap in (("weight_buffer_kib", cols * weight_row_bytes(chunk_k), wcap),
                                  ("act_buffer_kib", rows * chunk_k * vb, acap),
                                  ("out_buffer_kib", rows * cols * acc, ocap)):
             if need > cap:
                 raise _buffer_error(field, getattr(hw, field), need, f"a {rows}x{cols} tile")
     else:
         chunk_k = hw.tile_k
-        tn = _round_down(wcap / (chunk_k * w_bytes_per_elem), cols)
+        tn = _round_down(wcap / weight_row_bytes(chunk_k), cols)
         tm = _round_down(acap / (chunk_k * vb), rows)
         if tn < cols:
             raise _buffer_error("weight_buffer_kib", hw.weight_buffer_kib,
-                                cols * chunk_k * w_bytes_per_elem, f"{cols} weight rows of "
+                                cols * weight_row_bytes(chunk_k), f"{cols} weight rows of "
                                 f"tile_k={chunk_k}")
         if tm < rows:
             raise _buffer_error("act_buffer_kib", hw.act_buffer_kib, rows * chunk_k * vb,

@@ -50,7 +50,8 @@ def designs(draw):
 # Found by hypothesis: a 4:8 dense tail of 7 weights on a 4-row weight-stationary array did 24.5
 # cycles of useful MACs in a 24-cycle fold (negative compute stall).
 @example(overrides={"template": "systolic", "dataflow": "ws", "dot_width": 1,
-                    "array_rows": 4, "array_cols": 4, "num_cores": 1, "supported_patterns": ["2:4", "4:8"], "pattern": "4:8",
+                    "array_rows": 4, "array_cols": 4, "num_cores": 1,
+                    "supported_patterns": ["2:4", "4:8"], "pattern": "4:8",
                     "encoding": "bitmask", "decoder": "auto", "num_decoders": 1,
                     "mux_style": "full", "dtype": "int8", "dram_bandwidth_gb_s": 10.0,
                     "dram_latency_ns": 0.0, "weight_buffer_kib": 1, "act_buffer_kib": 1,

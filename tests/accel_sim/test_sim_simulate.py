@@ -351,6 +351,30 @@ def test_sparse_output_stationary_streams_the_compressed_k(pattern, r, c, m, n, 
     assert result.cycles_per_run == pytest.approx(expected, abs=1e-3)
 
 
+@settings(max_examples=20, deadline=None)
+@given(pattern=st.sampled_from(["2:4", "4:8", "8:16", "16:32"]), blocks=st.integers(0, 40),
+       rest=st.integers(0, 31), tile_k=st.sampled_from([32, 64]),
+       kib=st.sampled_from([2, 4, 8, 64]), tail=st.sampled_from(["dense", "pad"]))
+def test_every_weight_chunk_fits_its_buffer_slot(pattern, blocks, rest, tile_k, kib, tail):
+    """The weight tile is sized for the largest k-chunk: a dense tail that keeps more than N
+    columns of its block stores more values than a full chunk's tile_k * N / M."""
+    p = Pattern.parse(pattern)
+    k = blocks * p.m + rest % p.m
+    if k == 0:
+        return
+    hw = load_hardware("flexible-nm").replace(weight_buffer_kib=kib, tile_k=tile_k)
+    try:
+        mapping = build_mapping(hw, 64, 4096, k, WeightInfo(p, tail))
+    except ValueError as exc:
+        assert "weight_buffer_kib" in str(exc)
+        return
+    widths = [tile_k] * (k // tile_k) + ([k % tile_k] if k % tile_k else [])
+    stored = [(w // p.m) * p.n + (-(-(w % p.m) // p.m) * p.n if tail == "pad" else w % p.m)
+              for w in widths]
+    slot = hw.weight_buffer_kib * 1024 / hw.input_stages
+    assert mapping.tile_n * max(stored) * hw.value_bytes <= slot
+
+
 @settings(max_examples=30, deadline=None)
 @given(m_tiles=st.integers(1, 40), n_tiles=st.integers(1, 40), cores=st.integers(1, 140))
 def test_tile_order_issues_every_tile_once(m_tiles, n_tiles, cores):
