@@ -50,12 +50,19 @@ def functional_matmul(weight: NMTensor | SparseWeight, x: np.ndarray,
                       decoder: str | None = None) -> np.ndarray:
     """``y[out, batch] = W @ x`` for ``x[k, batch]`` (float64), decoding the metadata with the
     decoder model (``decoder``: a kind from :mod:`accel_sim.decoders`, default per encoding).
-    A salient side-car is added: N:M side-cars through the decoder model too, CSR directly."""
+    A salient side-car is added: N:M side-cars through the decoder model too, CSR directly.
+    Bad input (wrong weight type, x not a numeric [k, batch] array) is a ValueError."""
     if isinstance(weight, NMTensor):
         weight = SparseWeight(weight)
     if not isinstance(weight, SparseWeight):
-        raise TypeError(f"weight must be an NMTensor or SparseWeight, got {type(weight).__name__}")
-    x = np.asarray(x, dtype=np.float64)
+        # ValueError, not TypeError: the CLI contract turns ValueError into its exit-2 error.
+        raise ValueError(f"weight must be a compression.formats NMTensor or SparseWeight, got "  # noqa: TRY004
+                         f"{type(weight).__name__}")
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"x must be a numeric array [k={weight.shape[1]}, batch], got "
+                         f"{type(x).__name__}: {exc}") from None
     if x.ndim != 2 or x.shape[0] != weight.shape[1]:
         raise ValueError(f"x must be [k={weight.shape[1]}, batch], got shape {x.shape}")
     y = _nm_matmul(weight.bulk, x, decoder)

@@ -72,7 +72,8 @@ def weight_info(weight, shape: tuple[int, int], name: str = "") -> WeightInfo:
     if isinstance(weight, NMTensor):
         weight = SparseWeight(weight)
     if not isinstance(weight, SparseWeight):
-        raise TypeError(f"weight '{name}' must be an NMTensor or SparseWeight, got "
+        # ValueError, not TypeError: the CLI contract turns ValueError into its exit-2 error.
+        raise ValueError(f"weight '{name}' must be an NMTensor or SparseWeight, got "  # noqa: TRY004
                          f"{type(weight).__name__}")
     if tuple(weight.shape) != tuple(shape):
         raise ValueError(f"mask shape {tuple(weight.shape)} of '{name}' does not match the "

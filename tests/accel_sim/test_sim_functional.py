@@ -89,3 +89,17 @@ def test_decoders_reject_malformed_fields():
         decoded_positions(t, "rank_pipeline")
     with pytest.raises(ValueError, match=r"x must be \[k=4"):
         functional_matmul(t, np.ones((5, 1)))
+
+
+@pytest.mark.parametrize("weight", [np.ones((2, 4)), None, "w.safetensors", {"values": 1}])
+def test_functional_matmul_rejects_a_weight_that_is_not_compressed(weight):
+    """Bad input is a ValueError (the CLI's one-line exit-2 error), never a TypeError."""
+    with pytest.raises(ValueError, match="NMTensor or SparseWeight, got"):
+        functional_matmul(weight, np.ones((4, 1)))
+
+
+@pytest.mark.parametrize("x", [{"a": 1}, "abc", [[1.0, 2.0], [3.0]], object()])
+def test_functional_matmul_rejects_non_numeric_activations(x):
+    t = F.NMTensor.from_dense(np.ones((1, 4)), np.array([[1, 1, 0, 0]], bool), Pattern(2, 4))
+    with pytest.raises(ValueError, match=r"x must be a numeric array \[k=4"):
+        functional_matmul(t, x)

@@ -384,3 +384,8 @@ def test_tile_order_issues_every_tile_once(m_tiles, n_tiles, cores):
     pairs = set(zip(mi.tolist(), ni.tolist()))
     assert len(mi) == len(pairs) == m_tiles * n_tiles
     assert pairs == {(a, b) for a in range(m_tiles) for b in range(n_tiles)}
+
+
+def test_a_weight_that_is_not_compressed_is_a_value_error():
+    with pytest.raises(ValueError, match="'w' must be an NMTensor or SparseWeight, got ndarray"):
+        simulate_gemm("flexible-nm", GEMM("g", 4, 8, 64, 1, "w"), np.ones((8, 64)))
