@@ -158,6 +158,27 @@ def _buffer_error(field: str, have_kib: float, need_bytes: float, what: str) -> 
                       "its stages)")
 
 
+def _fill_the_cores(m: int, n: int, tm: int, tn: int, rows: int, cols: int, group: int,
+                    cores: int) -> tuple[int, int]:
+    """For a GEMM whose largest tiles (``tm x tn``) fit in one wave with cores to spare: the
+    one-wave tile (multiples of the array) with the least array work per core,
+    ceil(tm/rows) x ceil(tn/cols); among equals the largest.
+
+    A wave fetches every distinct operand chunk once, so in one wave smaller tiles cost no DRAM
+    traffic, only more busy cores (GEMM libraries likewise pick a smaller tile for a small
+    problem). Without this a sparse design, whose weight buffer holds M/N times more rows, ran
+    fewer, larger tiles than its dense twin on a small GEMM and lost its speedup."""
+    best = None
+    for tile_m in range(rows, tm + 1, rows):
+        for tile_n in range(cols, tn + 1, cols):
+            if group * -(-m // tile_m) * -(-n // tile_n) > cores:
+                continue
+            key = ((tile_m // rows) * (tile_n // cols), -tile_m * tile_n, -tile_n)
+            if best is None or key < best[0]:
+                best = (key, tile_m, tile_n)
+    return best[1], best[2]
+
+
 def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
                   group: int = 1) -> Mapping:
     """Tile the GEMM for ``hw`` and list its wave-steps (run-length compressed). ``group``
@@ -228,6 +249,8 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
                 tm -= rows
             else:
                 tn -= cols
+        if group * -(-m // tm) * -(-n // tn) < hw.num_cores:
+            tm, tn = _fill_the_cores(m, n, tm, tn, rows, cols, group, hw.num_cores)
         tile_m, tile_n = tm, tn
 
     m_tiles, n_tiles = -(-m // tile_m), -(-n // tile_n)
