@@ -111,9 +111,13 @@ def _torch_values(array: np.ndarray) -> torch.Tensor:
     return bits.view(TORCH_DTYPES[F.value_dtype_name(array.dtype)])
 
 
-def _block_sizes(device: torch.device) -> tuple[int, int, int]:
-    """(BLOCK_R, BLOCK_K, BLOCK_B): one config on the GPU, the smallest legal tiles otherwise."""
-    return (64, 64, 16) if device.type == "cuda" else (16, 16, 16)
+def default_blocks(device: torch.device, batch: int) -> tuple[int, int, int]:
+    """(BLOCK_R, BLOCK_K, BLOCK_B) heuristic: one config per case, no autotuning (which needs a
+    GPU): the smallest legal tl.dot tiles in the interpreter; on a GPU, short row tiles for
+    small batches so a GEMV still spreads over every SM."""
+    if device.type != "cuda":
+        return (16, 16, 16)
+    return (32, 128, 16) if batch <= 16 else (64, 64, 64)
 
 
 class _TritonPart:
@@ -142,10 +146,11 @@ class _TritonPart:
                                   dtype=torch.int64, device=device)
         self.covered_cols = geo.blocks * p.m
 
-    def launch(self, x: torch.Tensor, out: torch.Tensor, accumulate: bool) -> None:
+    def launch(self, x: torch.Tensor, out: torch.Tensor, accumulate: bool,
+               blocks: tuple[int, int, int] | None) -> None:
         rows, cols = self.shape
         batch = x.shape[1]
-        block_r, block_k, block_b = _block_sizes(x.device)
+        block_r, block_k, block_b = blocks or default_blocks(x.device, batch)
         grid = (triton.cdiv(rows, block_r), triton.cdiv(batch, block_b))
         nm_matmul_kernel[grid](
             self.values, self.metadata, self.tail, self.binom, x, out,
@@ -174,8 +179,10 @@ class TritonNMPlan:
             raise ValueError(f"salient side-car dtype {self.salient.dtype} differs from the "
                              f"bulk's {self.bulk.dtype}; both feed the same tl.dot")
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """``W @ x`` in float32 for ``x`` ``[in, batch]`` in the weight's value dtype."""
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None,
+                 blocks: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """``W @ x`` in float32 for ``x`` ``[in, batch]`` in the weight's value dtype;
+        ``blocks`` overrides the (BLOCK_R, BLOCK_K, BLOCK_B) heuristic (powers of two >= 16)."""
         if not isinstance(x, torch.Tensor) or x.ndim != 2:
             raise ValueError(f"activations must be a 2-D torch tensor [in, batch], got "
                              f"{getattr(x, 'shape', type(x).__name__)}")
@@ -194,7 +201,7 @@ class TritonNMPlan:
             out = torch.empty(want, dtype=torch.float32, device=x.device)
         elif tuple(out.shape) != want or out.dtype != torch.float32 or not out.is_contiguous():
             raise ValueError(f"out must be a contiguous float32 tensor of shape {want}")
-        self.bulk.launch(x, out, accumulate=False)
+        self.bulk.launch(x, out, accumulate=False, blocks=blocks)
         if self.salient is not None:
-            self.salient.launch(x, out, accumulate=True)
+            self.salient.launch(x, out, accumulate=True, blocks=blocks)
         return out
