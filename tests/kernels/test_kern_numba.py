@@ -20,7 +20,6 @@ CASES = [
     ("16:32", "rank", "rank-unrank", "float32"),
     ("4:8", "bitmask", "bitmask", "float32"),
     ("3:7", "rank", "rank-lut", "float32"),
-    ("1:2", "index", "index", "float16"),
 ]
 SETTINGS = settings(max_examples=12, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
