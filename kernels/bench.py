@@ -159,3 +159,35 @@ def markdown_table(records: list[dict]) -> str:
             f"({r['dense_baseline']}) | {r['sparse_s'] * 1e3:.2f} | {r['speedup']:.2f} | "
             f"{r['bound']:.2f} | {r['fraction_of_bound']:.0%} | {r['sparse_gb_s']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def plot_speedups(records: list[dict], path) -> None:
+    """Bar chart per (dtype, batch): measured speedup next to the bytes bound, per shape/variant.
+
+    Written to a temporary file and renamed, so a failed plot leaves nothing half-written.
+    """
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["dtype"], r["batch"]) for r in records})
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.2 * len(panels)), squeeze=False)
+    for ax, (dtype, batch) in zip(axes[:, 0], panels, strict=True):
+        rows = [r for r in records if (r["dtype"], r["batch"]) == (dtype, batch)]
+        labels = [f"{r['shape'][0]}x{r['shape'][1]}\n{r['pattern']} {r['encoding']}" for r in rows]
+        xs = np.arange(len(rows))
+        ax.bar(xs - 0.2, [r["bound"] for r in rows], 0.4, label="bytes bound", color="#bbbbbb")
+        ax.bar(xs + 0.2, [r["speedup"] for r in rows], 0.4, label="measured", color="#1f77b4")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(xs, labels, fontsize=6)
+        ax.set_ylabel("speedup over best dense")
+        ax.set_title(f"{dtype} values, batch {batch}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
