@@ -174,7 +174,7 @@ def plot_speedups(records: list[dict], path) -> None:
     import matplotlib.pyplot as plt
 
     panels = sorted({(r["dtype"], r["batch"]) for r in records})
-    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.2 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.5 * len(panels)), squeeze=False)
     for ax, (dtype, batch) in zip(axes[:, 0], panels, strict=True):
         rows = [r for r in records if (r["dtype"], r["batch"]) == (dtype, batch)]
         labels = [f"{r['shape'][0]}x{r['shape'][1]}\n{r['pattern']} {r['encoding']}" for r in rows]
@@ -182,7 +182,7 @@ def plot_speedups(records: list[dict], path) -> None:
         ax.bar(xs - 0.2, [r["bound"] for r in rows], 0.4, label="bytes bound", color="#bbbbbb")
         ax.bar(xs + 0.2, [r["speedup"] for r in rows], 0.4, label="measured", color="#1f77b4")
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks(xs, labels, fontsize=6)
+        ax.set_xticks(xs, labels, fontsize=6, rotation=90)
         ax.set_ylabel("speedup over best dense")
         ax.set_title(f"{dtype} values, batch {batch}")
         ax.legend(fontsize=7)
