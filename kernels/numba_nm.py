@@ -118,16 +118,16 @@ def _prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos):
         return np.uint64(0)
     f = _field(meta_row, b, bits, field_mask)
     if decoder == RANK_UNRANK:
+        # Branch-free greedy colex unranking: a step that does not take a position writes to
+        # the spare slot pos[n] (binom[c, 0] = 1 can never be taken once all N are placed).
         rest = f
         slot = n
         for c in range(m - 1, -1, -1):
-            if slot == 0:
-                break
             cost = binom[c, slot]
-            if cost <= rest:
-                rest -= cost
-                slot -= 1
-                pos[slot] = c
+            take = np.int64((slot > 0) & (cost <= rest))
+            rest -= cost * np.uint64(take)
+            slot -= take
+            pos[slot + (1 - take) * (n - slot)] = c
     elif decoder == BITMASK:
         i = 0
         for c in range(m):
@@ -171,7 +171,7 @@ def nm_kernels(n: int, m: int, bits: int, decoder: int, kind: int):
         tail = tail_values.shape[1]
         chunks = (rows + ROW_CHUNK - 1) // ROW_CHUNK
         for chunk in prange(chunks):
-            pos = np.zeros(n, dtype=np.int64)
+            pos = np.zeros(n + 1, dtype=np.int64)
             for r in range(chunk * ROW_CHUNK, min(rows, (chunk + 1) * ROW_CHUNK)):
                 meta_row = metadata[r]
                 vrow = values[r]
@@ -209,7 +209,7 @@ def nm_kernels(n: int, m: int, bits: int, decoder: int, kind: int):
         tail = tail_values.shape[1]
         chunks = (rows + ROW_CHUNK - 1) // ROW_CHUNK
         for chunk in prange(chunks):
-            pos = np.zeros(n, dtype=np.int64)
+            pos = np.zeros(n + 1, dtype=np.int64)
             acc = np.empty(batch, dtype=np.float32)
             for r in range(chunk * ROW_CHUNK, min(rows, (chunk + 1) * ROW_CHUNK)):
                 meta_row = metadata[r]
