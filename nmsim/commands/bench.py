@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from compression.format_bench import bench_formats
 
@@ -16,6 +18,26 @@ def register(sub) -> None:
     f.add_argument("--repeats", type=int, default=5)
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=run_formats)
+    k = targets.add_parser("kernels", help="Numba N:M kernels vs the best dense baseline")
+    k.add_argument("--shape", action="append", metavar="OUTxIN",
+                   help="weight shape (repeatable; default: LLaMa-2-7B 4096x4096, 11008x4096, "
+                        "4096x11008)")
+    k.add_argument("--pattern", action="append", metavar="N:M",
+                   help="repeatable; default 2:4 4:8 8:16 16:32")
+    k.add_argument("--encoding", action="append", choices=("rank", "index", "bitmask"),
+                   help="repeatable; default rank index")
+    k.add_argument("--batch", action="append", type=int, help="repeatable; default 1 8 64")
+    k.add_argument("--dtype", action="append", choices=("float32", "float16", "bfloat16"),
+                   help="value dtype (repeatable; default float32 float16)")
+    k.add_argument("--repeats", type=int, default=7, help="timed rounds (median reported)")
+    k.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    k.add_argument("--threads", type=int, help="Numba and torch threads (default: all cores)")
+    k.add_argument("--rank-decoders", action="store_true",
+                   help="instead: time the rank LUT vs unranking decoder (GEMV, fp32)")
+    k.add_argument("--markdown", type=Path, metavar="FILE", help="also write a Markdown table")
+    k.add_argument("--plot", type=Path, metavar="PNG", help="also write a speedup-vs-bound chart")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=run_kernels)
 
 
 def _parse_shape(text: str) -> tuple[int, int]:
@@ -42,4 +64,41 @@ def run_formats(args) -> int:
     for r in records:
         print(f"{r['encoding']:>8}  {r['bits_per_element']:>9.4f}  {r['metadata_bytes']:>10}  "
               f"{r['encode_s']:>8.3f}  {r['decode_s']:>8.3f}")
+    return 0
+
+
+def run_kernels(args) -> int:
+    from kernels import bench
+
+    shapes = [_parse_shape(s) for s in args.shape] if args.shape else bench.LLAMA2_7B_SHAPES
+    if args.threads is not None:
+        bench.set_threads(args.threads)
+    if args.rank_decoders:
+        records = [r for shape in shapes
+                   for r in bench.bench_rank_decoders(shape, args.pattern or ("2:4", "8:16"),
+                                                      args.repeats, args.warmup)]
+        if args.json:
+            print(json.dumps(records, indent=2))
+            return 0
+        print(f"rank decoders, GEMV fp32 batch 1, median of {args.repeats} round-robin rounds")
+        for r in records:
+            print(f"{r['shape'][0]}x{r['shape'][1]}  {r['pattern']:>6}  {r['decoder']:>12}  "
+                  f"{r['seconds'] * 1e3:8.2f} ms")
+        return 0
+    records = bench.bench_kernels(
+        shapes, args.pattern or bench.PATTERNS, args.encoding or bench.ENCODINGS,
+        args.batch or bench.BATCHES, args.dtype or bench.DTYPES, args.repeats, args.warmup)
+    table = bench.markdown_table(records)
+    if args.markdown:
+        tmp = args.markdown.with_name(args.markdown.name + ".tmp")
+        tmp.write_text(table)
+        os.replace(tmp, args.markdown)
+    if args.plot:
+        bench.plot_speedups(records, args.plot)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print(f"median of {args.repeats} round-robin rounds after {args.warmup} warm-up; "
+              f"{records[0]['threads']} Numba threads, {records[0]['torch_threads']} torch threads")
+        print(table, end="")
     return 0

@@ -1,0 +1,185 @@
+"""Validated entry points to the Numba kernels: prepare a compressed weight once, multiply often.
+
+``prepare(weight)`` checks the weight against the format (by rebuilding it through
+:class:`compression.formats.NMTensor`, which decodes and validates all metadata), picks the
+metadata decoder and keeps the kernel's argument tuple. ``plan(x)`` checks the activations
+(shape, dtype float32, C-contiguous) before any kernel runs and returns ``W @ x`` with the
+salient side-car added. ``x`` is ``[in]`` (GEMV) or ``[in, batch]`` (GEMM), the same orientation
+as the simulator's functional mode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from compression import formats as F
+from kernels import numba_nm as K
+
+_VALUE_KINDS = {"float32": K.F32, "float16": K.F16_BITS, "bfloat16": K.BF16_BITS}
+# Measured choice for rank metadata (reports/kernels/cpu.md, "rank decoder"): the LUT decoder
+# whenever the formats module can build the table; unranking only where it cannot (16:32).
+DEFAULT_RANK_DECODER = "rank-lut"
+
+
+def default_decoder(pattern: F.Pattern, encoding: str) -> str:
+    """Decoder used for ``encoding`` unless the caller names one."""
+    if encoding != "rank":
+        return encoding
+    if DEFAULT_RANK_DECODER == "rank-lut" and _lut_available(pattern):
+        return "rank-lut"
+    return "rank-unrank"
+
+
+def _lut_available(pattern: F.Pattern) -> bool:
+    try:
+        F.rank_lut(pattern)
+    except F.FormatError:
+        return False
+    return True
+
+
+def _kernel_values(array: np.ndarray, dtype_name: str) -> np.ndarray:
+    """The values as the kernels read them: float32, or the uint16 bits of half / bfloat16."""
+    array = np.ascontiguousarray(array)
+    return array if dtype_name == "float32" else array.view(np.uint16)
+
+
+def _validated(tensor: F.NMTensor) -> F.NMTensor:
+    """Re-run the format's full validation (arrays may have been edited since construction)."""
+    if not isinstance(tensor, F.NMTensor):
+        raise ValueError(  # noqa: TRY004 - the CLI maps ValueError to exit code 2
+            f"expected a compression.formats.NMTensor, got {type(tensor).__name__}")
+    return F.NMTensor(tensor.shape, tensor.pattern, tensor.encoding, tensor.tail, tensor.values,
+                      tensor.metadata, tensor.tail_values)
+
+
+@dataclass(frozen=True)
+class _NMPart:
+    """One N:M tensor's compiled kernels and their arguments (all but x, out and accumulate)."""
+
+    kernels: tuple
+    arrays: tuple
+    scalars: tuple
+    decoder: str
+
+    @classmethod
+    def build(cls, tensor: F.NMTensor, decoder: str | None) -> _NMPart:
+        tensor = _validated(tensor)
+        p, geo = tensor.pattern, tensor.geometry
+        decoder = decoder or default_decoder(p, tensor.encoding)
+        allowed = {"rank": ("rank-lut", "rank-unrank")}.get(tensor.encoding, (tensor.encoding,))
+        if decoder not in allowed:
+            raise ValueError(f"decoder '{decoder}' cannot read {tensor.encoding} metadata: "
+                             f"choose one of {', '.join(allowed)}")
+        bits = p.field_bits(tensor.encoding)
+        if bits > K.MAX_FIELD_BITS:
+            raise ValueError(f"{p} {tensor.encoding} fields are {bits} bits wide; the kernels "
+                             f"read at most {K.MAX_FIELD_BITS} (use index metadata)")
+        lut = F.rank_lut(p) if decoder == "rank-lut" else np.zeros((1, 1), np.uint8)
+        binom = np.array([[math.comb(c, i) for i in range(p.n + 1)] for c in range(p.m)],
+                         dtype=np.uint64)
+        pad_block = int(geo.blocks > geo.full_blocks)
+        kernels = K.nm_kernels(p.n, p.m, bits, K.DECODER_NAMES[decoder],
+                               _VALUE_KINDS[tensor.dtype])
+        args = (_kernel_values(tensor.values, tensor.dtype), K.kernel_metadata(tensor.metadata),
+                _kernel_values(tensor.tail_values, tensor.dtype))
+        return cls(kernels, args, (geo.full_blocks, pad_block, lut, binom), decoder)
+
+    def run(self, x: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
+        gemv, gemm = self.kernels
+        (gemv if x.ndim == 1 else gemm)(*self.arrays, x, out, *self.scalars, int(accumulate))
+
+
+class NMPlan:
+    """A compressed weight (N:M bulk + optional salient side-car) ready for the Numba kernels."""
+
+    def __init__(self, weight: F.SparseWeight | F.NMTensor, decoder: str | None = None):
+        if isinstance(weight, F.NMTensor):
+            weight = F.SparseWeight(weight)
+        if not isinstance(weight, F.SparseWeight):
+            raise ValueError(  # noqa: TRY004 - the CLI maps ValueError to exit code 2
+                f"expected an NMTensor or SparseWeight, got {type(weight).__name__}")
+        self.shape = tuple(weight.shape)
+        self.nbytes = weight.nbytes
+        self.bulk = _NMPart.build(weight.bulk, decoder)
+        salient = weight.salient
+        self.salient_nm = (_NMPart.build(salient, None) if isinstance(salient, F.NMTensor)
+                           else None)
+        self.salient_csr = salient if isinstance(salient, F.CSRTensor) else None
+
+    @property
+    def decoder(self) -> str:
+        return self.bulk.decoder
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``W @ x`` in float32; ``out`` (float32, C-contiguous) is written if given."""
+        x = check_activations(x, self.shape[1])
+        want = (self.shape[0],) + x.shape[1:]
+        if out is None:
+            out = np.empty(want, dtype=np.float32)
+        elif out.shape != want or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {want}, got "
+                             f"{out.dtype} {out.shape}")
+        self.bulk.run(x, out, accumulate=False)
+        if self.salient_nm is not None:
+            self.salient_nm.run(x, out, accumulate=True)
+        if self.salient_csr is not None:
+            s = self.salient_csr
+            K.csr_matmul_add(s.indptr, s.indices, s.values, x.reshape(x.shape[0], -1),
+                             out.reshape(out.shape[0], -1))
+        return out
+
+
+def check_activations(x, in_features: int) -> np.ndarray:
+    """Raise ``ValueError`` unless ``x`` is a C-contiguous float32 ``[in]`` or ``[in, batch]``."""
+    if not isinstance(x, np.ndarray):
+        raise ValueError(  # noqa: TRY004 - the CLI maps ValueError to exit code 2
+            f"activations must be a numpy array, got {type(x).__name__}")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"activations must be [in] or [in, batch], got shape {x.shape}")
+    if x.shape[0] != in_features:
+        raise ValueError(f"activations shape {x.shape} does not match the weight: need "
+                         f"{in_features} rows (the weight's in_features)")
+    if x.ndim == 2 and x.shape[1] == 0:
+        raise ValueError("activations have an empty batch")
+    if x.dtype != np.float32:
+        raise ValueError(f"activations must be float32, got {x.dtype}")
+    if not x.flags.c_contiguous:
+        raise ValueError("activations must be C-contiguous (row-major [in, batch]); "
+                         "pass np.ascontiguousarray(x)")
+    return x
+
+
+def prepare(weight: F.SparseWeight | F.NMTensor, decoder: str | None = None) -> NMPlan:
+    """Validate ``weight`` and bind it to the kernels (see :class:`NMPlan`)."""
+    return NMPlan(weight, decoder)
+
+
+def nm_matmul(weight, x: np.ndarray, decoder: str | None = None) -> np.ndarray:
+    """One-shot ``W @ x`` (validates the weight each call; use :func:`prepare` in loops)."""
+    return prepare(weight, decoder)(x)
+
+
+class DensePlan:
+    """The dense Numba baseline on a ``[out, in]`` weight in float32, float16 or bfloat16."""
+
+    def __init__(self, weight: np.ndarray):
+        weight = np.asarray(weight)
+        dtype_name = F.value_dtype_name(weight.dtype)
+        if weight.ndim != 2:
+            raise ValueError(f"dense weight must be 2-D [out, in], got shape {weight.shape}")
+        self.shape = weight.shape
+        self.nbytes = weight.nbytes
+        self.weight = _kernel_values(weight, dtype_name)
+        self.kernels = K.dense_kernels(_VALUE_KINDS[dtype_name])
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        x = check_activations(x, self.shape[1])
+        if out is None:
+            out = np.empty((self.shape[0],) + x.shape[1:], dtype=np.float32)
+        gemv, gemm = self.kernels
+        (gemv if x.ndim == 1 else gemm)(self.weight, x, out)
+        return out

@@ -1,0 +1,128 @@
+"""Numba N:M kernels against a float64 reference: patterns, decoders, dtypes, tails, batches."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kern_helpers import assert_close, compressed, nonzero, reference
+
+from compression import formats as F
+from kernels.cpu import DensePlan, check_activations, prepare
+
+# (pattern, encoding, decoder, dtype): each compiles its own kernels, so the set is chosen to
+# cover every decoder, dtype, field width class and an odd M instead of drawing all products.
+CASES = [
+    ("2:4", "index", "index", "float32"),
+    ("2:4", "rank", "rank-lut", "float16"),
+    ("8:16", "rank", "rank-lut", "float32"),
+    ("8:16", "rank", "rank-unrank", "float16"),
+    ("8:16", "index", "index", "bfloat16"),
+    ("16:32", "rank", "rank-unrank", "float32"),
+    ("4:8", "bitmask", "bitmask", "float32"),
+    ("3:7", "rank", "rank-lut", "float32"),
+]
+SETTINGS = settings(max_examples=12, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.parametrize(("pattern", "encoding", "decoder", "dtype"), CASES)
+@SETTINGS
+@given(rows=st.integers(1, 70), blocks=st.integers(0, 5), tail_width=st.integers(0, 40),
+       tail=st.sampled_from(["dense", "pad"]), batch=st.sampled_from([1, 2, 5, 64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_matches_float64_reference(pattern, encoding, decoder, dtype, rows, blocks, tail_width,
+                                   tail, batch, seed):
+    p = F.Pattern.parse(pattern)
+    cols = blocks * p.m + tail_width % p.m or p.m
+    rng = np.random.default_rng(seed)
+    weight = compressed(rng, rows, cols, p, encoding, tail, dtype)
+    x = nonzero(rng, (cols,) if batch == 1 else (cols, batch))
+    plan = prepare(weight, decoder)
+    assert plan.decoder == decoder
+    out = np.full((rows,) + x.shape[1:], np.nan, dtype=np.float32)
+    y = plan(x, out=out)
+    assert y is out
+    assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
+
+
+@pytest.mark.parametrize("salient_kind", ["nm", "csr"])
+@SETTINGS
+@given(rows=st.integers(1, 40), blocks=st.integers(1, 3), batch=st.sampled_from([1, 3]),
+       seed=st.integers(0, 2**32 - 1))
+def test_salient_side_car_is_added(salient_kind, rows, blocks, batch, seed):
+    rng = np.random.default_rng(seed)
+    cols = blocks * 32 + 5
+    bulk = compressed(rng, rows, cols, "8:16", "rank", "dense", "float16")
+    if salient_kind == "nm":
+        salient = compressed(rng, rows, cols, "4:32", "index", "pad", "float32")
+    else:
+        salient = F.CSRTensor.from_dense(nonzero(rng, (rows, cols)), rng.random((rows, cols)) < 0.1)
+    weight = F.SparseWeight(bulk, salient)
+    x = nonzero(rng, (cols,) if batch == 1 else (cols, batch))
+    y = prepare(weight)(x, out=np.full((rows,) + x.shape[1:], np.nan, dtype=np.float32))
+    ref = weight.to_dense(np.float64) @ x.astype(np.float64)
+    scale = (np.abs(bulk.to_dense(np.float64)) + np.abs(salient.to_dense(np.float64))) @ np.abs(x)
+    np.testing.assert_array_less(np.abs(y - ref), 1e-5 * scale)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("batch", [1, 7])
+def test_dense_baseline_matches_reference(dtype, batch):
+    rng = np.random.default_rng(3)
+    weight = nonzero(rng, (37, 53)).astype(F.value_dtype(dtype))
+    x = nonzero(rng, (53,) if batch == 1 else (53, batch))
+    y = DensePlan(weight)(x, out=np.full((37,) + x.shape[1:], np.nan, np.float32))
+    ref = weight.astype(np.float64) @ x.astype(np.float64)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * (np.abs(weight.astype(np.float64))
+                                                            @ np.abs(x)).max())
+
+
+def test_half_widening_is_exact_for_every_bit_pattern():
+    """All 65536 float16 bit patterns (subnormals, +-inf, NaN) widen to float32 exactly."""
+    halves = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    y = DensePlan(halves.reshape(-1, 1))(np.ones(1, np.float32))
+    np.testing.assert_array_equal(y, halves.astype(np.float32))  # NaN == NaN here
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.fixture
+def weight():
+    return compressed(np.random.default_rng(0), 6, 32, "8:16", "rank", "dense", "float32")
+
+
+def test_shape_dtype_and_layout_errors_before_any_kernel(weight):
+    plan = prepare(weight)
+    out = np.full((6, 2), np.nan, np.float32)
+    bad_inputs = {
+        "does not match the weight": np.ones((31, 2), np.float32),
+        "must be float32": np.ones((32, 2), np.float64),
+        "C-contiguous": np.ones((2, 32), np.float32).T,
+        "[in] or [in, batch]": np.ones((32, 2, 1), np.float32),
+        "numpy array": [1.0] * 32,
+    }
+    for message, x in bad_inputs.items():
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            plan(x, out=out)
+        assert np.isnan(out).all(), "a kernel ran before the input was rejected"
+    with pytest.raises(ValueError, match="out must be"):
+        plan(np.ones((32, 2), np.float32), out=np.zeros((6, 3), np.float32))
+    with pytest.raises(ValueError, match="empty batch"):
+        check_activations(np.ones((32, 0), np.float32), 32)
+
+
+def test_corrupt_metadata_is_rejected_when_prepared(weight):
+    weight.metadata[2, 0] = 0xFF  # row 2's first 14-bit rank becomes 16383 >= C(16, 8) = 12870
+    weight.metadata[2, 1] |= 0x3F
+    with pytest.raises(ValueError, match="out of range"):
+        prepare(weight)
+    truncated = compressed(np.random.default_rng(1), 4, 32, "2:4", "index", "dense", "float32")
+    truncated.metadata = truncated.metadata[:, :-1]
+    with pytest.raises(ValueError, match="truncated"):
+        prepare(truncated)
+
+
+def test_decoder_must_fit_the_encoding(weight):
+    with pytest.raises(ValueError, match="cannot read rank metadata"):
+        prepare(weight, decoder="index")
