@@ -1,0 +1,100 @@
+"""Evaluators: turn one design point into a result dict (run inside pool or Dask workers).
+
+``accel_sim`` is the product path: the point's hardware (base preset + overrides) simulated on
+the point's workload GEMMs by :func:`accel_sim.simulate.simulate_workload`, with the area
+breakdown added. ``synthetic`` is a cheap, deterministic stand-in used only to test the engine
+itself (resume after a kill, error capture, Dask equality) without paying for simulations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from functools import lru_cache
+
+# Seconds the synthetic evaluator sleeps per point (engine tests use it to kill a sweep mid-way).
+SYNTHETIC_DELAY_ENV = "NMSIM_SYNTHETIC_DELAY_S"
+
+
+def evaluate_chunk(chunk: list[tuple[str, dict]]) -> list[tuple]:
+    """Evaluate ``[(key, point), ...]``; a point that raises yields its error, not an exception."""
+    records = []
+    for key, point in chunk:
+        start = time.perf_counter()
+        try:
+            result, error = EVALUATORS[point["evaluator"]](point), None
+        except Exception as exc:  # noqa: BLE001 - any failure of one point is that point's result
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            result = None
+            error = f"{type(exc).__name__}: {exc} (at {os.path.basename(frame.filename)}:" \
+                    f"{frame.lineno})"
+        records.append((key, point, result, error, time.perf_counter() - start))
+    return records
+
+
+def evaluate_on_simulator(point: dict) -> dict:
+    """Simulate one point: its hardware on its workload's GEMMs, plus the area breakdown."""
+    from accel_sim.area import area_breakdown
+    from accel_sim.simulate import simulate_workload
+
+    hw = _hardware(point["hardware"], json.dumps(point["hw"], sort_keys=True))
+    gemms = _gemms(point["workload"], point["phase"], point.get("seq"), point.get("batch"),
+                   point.get("kv_len"))
+    weights = _weights(point["masks"]) if "masks" in point else None
+    result = simulate_workload(hw, gemms, weights=weights).to_dict()
+    result["area_breakdown"] = area_breakdown(hw)
+    result["weight_elements"] = sum(g.n * g.k * g.count for g in gemms if g.weight_name)
+    result["dense_flops"] = sum(2 * g.m * g.n * g.k * g.count for g in gemms)
+    return result
+
+
+@lru_cache(maxsize=256)
+def _hardware(base: str, overrides_json: str):
+    from accel_sim.config import load_hardware
+
+    return _base_hardware(base).replace(**json.loads(overrides_json)) if overrides_json != "{}" \
+        else load_hardware(base)
+
+
+@lru_cache(maxsize=8)
+def _base_hardware(base: str):
+    from accel_sim.config import load_hardware
+
+    return load_hardware(base)
+
+
+@lru_cache(maxsize=64)
+def _gemms(workload: str, phase: str, seq, batch, kv_len):
+    from workloads.models import ARCHITECTURES, gemms
+
+    params = {k: v for k, v in (("seq", seq), ("batch", batch), ("kv_len", kv_len))
+              if v is not None}
+    return gemms(ARCHITECTURES[workload], phase, **params)
+
+
+@lru_cache(maxsize=4)
+def _weights(masks_dir: str):
+    from pathlib import Path
+
+    from compression.formats import load
+
+    return load(Path(masks_dir) / "compressed.safetensors")
+
+
+def synthetic_evaluate(point: dict) -> dict:
+    """Engine-test stand-in: figures derived from a hash of the point; raises if it asks to."""
+    if point.get("fail"):
+        raise ValueError(f"synthetic failure requested by point {point.get('label', '')}")
+    delay = float(os.environ.get(SYNTHETIC_DELAY_ENV, "0") or 0)
+    if delay:
+        time.sleep(delay)
+    digest = hashlib.sha256(json.dumps(point, sort_keys=True).encode()).digest()
+    a, b, c = (int.from_bytes(digest[i:i + 4], "little") for i in (0, 4, 8))
+    return {"total_cycles": 1_000 + a % 1_000_000, "area_mm2": 1 + (b % 10_000) / 100,
+            "effective_tflops": (c % 100_000) / 100}
+
+
+EVALUATORS = {"accel_sim": evaluate_on_simulator, "synthetic": synthetic_evaluate}

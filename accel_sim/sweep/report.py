@@ -1,0 +1,507 @@
+"""Sweep reports: a results store -> summary.md, results.csv, PNG charts and one HTML page.
+
+Figures per design point come straight from the simulator's workload result; derived columns are:
+
+* ``tops_per_mm2`` = effective (dense-equivalent) TFLOP/s / area in mm2;
+* ``speedup_vs_dense`` = total cycles of the point's dense twin (the spec's ``baseline``
+  overrides applied to the same point) / the point's total cycles;
+* ``bytes_per_weight``: stored bytes per dense weight element, values plus metadata, from
+  :mod:`compression.formats` (recorded by the evaluator);
+* ``dominant_stall``: the stall cause with the most cycles (``none`` when there are no stalls).
+
+Compression metrics (perplexity per pattern) are joined when given: ``metrics.json`` files from
+``nmsim prune --out DIR`` or CSV files with ``model``, ``pattern`` and ``perplexity`` columns.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from accel_sim.sweep.spec import baseline_twin, point_key
+from accel_sim.sweep.store import open_store
+
+WORKLOAD_COLUMNS = ["workload", "phase", "seq", "batch", "kv_len"]
+# Hardware fields that define the N:M support itself (what the area breakdown compares).
+DESIGN_FIELDS = ["pattern", "encoding", "decoder", "mux_style"]
+CHARTS = {
+    "area_vs_throughput.png": "Area vs effective throughput, Pareto front marked",
+    "speedup_by_pattern.png": "Speedup over the dense twin by pattern, per workload and phase",
+    "area_breakdown.png": "Area breakdown per N:M design (stacked, mm2)",
+    "accuracy_vs_throughput.png": "Accuracy vs throughput vs area (compression metrics joined)",
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------
+
+
+def load_results(db_path: str | Path) -> pd.DataFrame:
+    """One row per stored point: workload, hardware overrides, figures and derived columns."""
+    with open_store(db_path, create=False) as store:
+        records = []
+        cycles_by_key = {}
+        for row in store.rows():
+            point, result = row["point"], row["result"] or {}
+            cycles_by_key[row["key"]] = result.get("total_cycles")
+            record = {"key": row["key"], "status": row["status"], "error": row["error"],
+                      "hardware": point.get("hardware"), "real_masks": "masks" in point,
+                      "twin_key": point_key(baseline_twin(point)) if point.get("baseline")
+                      else None,
+                      "elapsed_s": row["elapsed_s"]}
+            record.update({c: point.get(c) for c in WORKLOAD_COLUMNS})
+            record.update(result.get("config", {}))
+            record.update(point["hw"])
+            record.update(_figures(result))
+            records.append(record)
+    frame = pd.DataFrame.from_records(records)
+    if frame.empty:
+        raise ValueError(f"{db_path} holds no results yet")
+    twin_cycles = frame["twin_key"].map(cycles_by_key)
+    frame["speedup_vs_dense"] = twin_cycles / frame.get("total_cycles")
+    frame["is_baseline"] = frame["twin_key"] == frame["key"]
+    return frame.drop(columns=["twin_key"])
+
+
+def _figures(result: dict) -> dict:
+    if not result:
+        return {}
+    stalls = result.get("stall_cycles", {}) or {}
+    dominant = max(stalls, key=stalls.get) if stalls and max(stalls.values()) > 0 else "none"
+    area = result.get("area_mm2")
+    tflops = result.get("effective_tflops")
+    figures = {
+        "total_cycles": result.get("total_cycles"),
+        "area_mm2": area,
+        "effective_tflops": tflops,
+        "tops_per_mm2": tflops / area if area and tflops is not None else None,
+        "utilization": result.get("utilization"),
+        "bytes_per_weight": result.get("bytes_per_weight"),
+        "dominant_stall": dominant,
+    }
+    figures.update({f"stall_{k}": v for k, v in stalls.items()})
+    figures.update({f"dram_{k}": v for k, v in (result.get("dram_bytes") or {}).items()})
+    figures.update({f"area_{k}": v for k, v in (result.get("area_breakdown") or {}).items()
+                    if k != "total"})
+    return figures
+
+
+def pareto_front(cost, value) -> np.ndarray:
+    """Boolean mask of points not dominated: no other has cost <= and value >=, one strictly.
+
+    Ties (identical cost and value) are all kept. O(n log n): sort by cost, then by value
+    descending, and keep each point whose value beats every cheaper point's.
+    """
+    cost = np.asarray(cost, dtype=float)
+    value = np.asarray(value, dtype=float)
+    order = np.lexsort((-value, cost))
+    front = np.zeros(len(cost), dtype=bool)
+    best = -np.inf
+    best_cost = None
+    for i in order:
+        if value[i] > best:
+            front[i] = True
+            best, best_cost = value[i], cost[i]
+        elif value[i] == best and cost[i] == best_cost:
+            front[i] = True
+    return front
+
+
+def load_compression_metrics(paths) -> pd.DataFrame:
+    """Perplexity per (model, pattern) from metrics.json files, prune output folders or CSVs."""
+    rows = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            path = path / "metrics.json"
+        if not path.is_file():
+            raise ValueError(f"no compression metrics at {path}")
+        if path.suffix == ".csv":
+            table = pd.read_csv(path)
+            missing = {"model", "pattern", "perplexity"} - set(table.columns)
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+            rows += table.assign(source=str(path)).to_dict("records")
+        else:
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: not valid JSON ({exc})") from None
+            entries = data if isinstance(data, list) else [data]
+            for entry in entries:
+                missing = {"model", "pattern", "perplexity"} - set(entry)
+                if missing:
+                    raise ValueError(f"{path}: missing key(s) {', '.join(sorted(missing))}")
+                rows.append({**entry, "source": str(path)})
+    return pd.DataFrame.from_records(
+        rows, columns=None if rows else ["model", "pattern", "perplexity", "source"])
+
+
+# ------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------
+
+
+def write_report(db_path: str | Path, out_dir: str | Path, compression=()) -> list[Path]:
+    """Write the report folder (built in a temp folder, then swapped in whole)."""
+    frame = load_results(db_path)
+    metrics = load_compression_metrics(compression)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        charts = _write_charts(frame, metrics, tmp)
+        tables = _tables(frame, metrics)
+        ok = frame[frame["status"] == "ok"]
+        ok.drop(columns=["error"]).to_csv(tmp / "results.csv", index=False)
+        if (frame["status"] == "error").any():
+            frame[frame["status"] == "error"].to_csv(tmp / "errors.csv", index=False)
+        (tmp / "summary.md").write_text(_markdown(frame, tables, charts))
+        (tmp / "report.html").write_text(_html(frame, tables, charts, tmp))
+        _swap_in(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(out_dir.iterdir())
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _design_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in DESIGN_FIELDS if c in frame.columns]
+
+
+def _workload_groups(frame: pd.DataFrame):
+    ok = frame[frame["status"] == "ok"]
+    cols = [c for c in WORKLOAD_COLUMNS if c in ok.columns and ok[c].notna().any()]
+    for key, group in ok.groupby(cols, dropna=False, sort=True):
+        title = " ".join(f"{c}={v}" for c, v in zip(cols, key) if pd.notna(v) and c != "workload")
+        yield f"{key[0]} {title}", group
+
+
+def _tables(frame: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The summary tables, by title."""
+    tables = {}
+    design = _design_columns(frame)
+    hw_cols = [c for c in _hw_columns(frame) if c not in design]
+    for title, group in _workload_groups(frame):
+        best = (group.sort_values("tops_per_mm2", ascending=False)
+                .groupby(design, dropna=False, sort=True).head(1)
+                .sort_values(design))
+        cols = design + hw_cols + ["area_mm2", "effective_tflops", "tops_per_mm2",
+                                   "speedup_vs_dense", "bytes_per_weight", "dominant_stall"]
+        tables[f"Best TOPS/mm2 per design - {title}"] = best[[c for c in cols
+                                                               if c in best.columns]]
+        front = group[pareto_front(group["area_mm2"], group["effective_tflops"])]
+        tables[f"Pareto front (area vs TFLOP/s) - {title}"] = front.sort_values("area_mm2")[
+            [c for c in design + hw_cols + ["area_mm2", "effective_tflops", "tops_per_mm2"]
+             if c in front.columns]]
+    stalls = frame[frame["status"] == "ok"].groupby(
+        ["phase"] + design[:1] + ["dominant_stall"], dropna=False).size()
+    tables["Dominant stall cause (points per phase and pattern)"] = (
+        stalls.unstack("dominant_stall", fill_value=0).reset_index())
+    tables.update(_accuracy_tables(frame, metrics))
+    errors = frame[frame["status"] == "error"]
+    if not errors.empty:
+        tables["Failed points (first 20)"] = errors[
+            [c for c in WORKLOAD_COLUMNS + design + ["error"] if c in errors.columns]].head(20)
+    return tables
+
+
+def _hw_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns that came from the points' hardware overrides (in spec order of appearance)."""
+    skip = {"key", "status", "error", "hardware", "real_masks", "elapsed_s", "is_baseline",
+            *WORKLOAD_COLUMNS}
+    figures = {"total_cycles", "area_mm2", "effective_tflops", "tops_per_mm2", "utilization",
+               "bytes_per_weight", "dominant_stall", "speedup_vs_dense"}
+    return [c for c in frame.columns if c not in skip and c not in figures
+            and not c.startswith(("stall_", "dram_", "area_"))
+            and frame[c].nunique(dropna=True) > 1]
+
+
+def _accuracy_tables(frame: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Accuracy x throughput x area per pattern, and the memory-matched 13B-sparse vs 7B-dense."""
+    ok = frame[(frame["status"] == "ok") & frame["pattern"].notna()] \
+        if "pattern" in frame.columns else frame.iloc[0:0]
+    tables = {}
+    if ok.empty:
+        return tables
+    best = (ok.sort_values("tops_per_mm2", ascending=False)
+            .groupby(["workload", "phase", "pattern"], sort=True).head(1))
+    joined = best[["workload", "phase", "pattern", "effective_tflops", "area_mm2",
+                   "tops_per_mm2", "bytes_per_weight"]].copy()
+    ppl = {(r["model"], str(r["pattern"])): r["perplexity"] for r in metrics.to_dict("records")}
+    joined["perplexity"] = [ppl.get((w, str(p)), np.nan) for w, p in
+                            zip(joined["workload"], joined["pattern"])]
+    tables["Accuracy vs throughput vs area (best TOPS/mm2 design per pattern)"] = joined
+    if {"llama2-7b", "llama2-13b"} <= set(ok["workload"]):
+        tables["Memory-matched: sparse LLaMa-2-13B vs dense LLaMa-2-7B"] = \
+            _memory_matched(ok, ppl)
+    return tables
+
+
+def _memory_matched(ok: pd.DataFrame, ppl: dict) -> pd.DataFrame:
+    """Weight bytes and throughput of 13B under each pattern against 7B dense, per phase."""
+    from workloads.models import ARCHITECTURES
+
+    rows = []
+    for phase, group in ok.groupby("phase"):
+        dense7 = group[(group["workload"] == "llama2-7b") & group["is_baseline"]]
+        if dense7.empty:
+            continue
+        d7 = dense7.sort_values("tops_per_mm2", ascending=False).iloc[0]
+        params7 = ARCHITECTURES["llama2-7b"].parameters
+        params13 = ARCHITECTURES["llama2-13b"].parameters
+        for pattern, g13 in group[group["workload"] == "llama2-13b"].groupby("pattern"):
+            b = g13.sort_values("tops_per_mm2", ascending=False).iloc[0]
+            rows.append({
+                "phase": phase, "13B pattern": pattern,
+                "13B weight GB": params13 * b["bytes_per_weight"] / 1e9,
+                "7B dense weight GB": params7 * d7["bytes_per_weight"] / 1e9,
+                "13B TFLOP/s": b["effective_tflops"], "7B dense TFLOP/s": d7["effective_tflops"],
+                "13B tokens/s vs 7B dense": d7["total_cycles"] / b["total_cycles"],
+                "13B perplexity": ppl.get(("llama2-13b", str(pattern)), np.nan),
+                "7B dense perplexity": ppl.get(("llama2-7b", str(d7["pattern"])), np.nan),
+            })
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------
+# Charts
+# ------------------------------------------------------------------------------------------
+
+
+def _write_charts(frame: pd.DataFrame, metrics: pd.DataFrame, out: Path) -> dict[str, str]:
+    charts = {}
+    groups = list(_workload_groups(frame))
+    if not groups:
+        return charts
+    _area_vs_throughput(groups, out / "area_vs_throughput.png")
+    charts["area_vs_throughput.png"] = CHARTS["area_vs_throughput.png"]
+    if frame["speedup_vs_dense"].notna().any():
+        _speedup_by_pattern(frame, out / "speedup_by_pattern.png")
+        charts["speedup_by_pattern.png"] = CHARTS["speedup_by_pattern.png"]
+    if any(c.startswith("area_") and c != "area_mm2" for c in frame.columns):
+        _area_breakdown(frame, out / "area_breakdown.png")
+        charts["area_breakdown.png"] = CHARTS["area_breakdown.png"]
+    if not metrics.empty:
+        _accuracy_chart(frame, metrics, out / "accuracy_vs_throughput.png")
+        charts["accuracy_vs_throughput.png"] = CHARTS["accuracy_vs_throughput.png"]
+    return charts
+
+
+def _pattern_colors(frame: pd.DataFrame) -> dict:
+    patterns = sorted(frame["pattern"].dropna().astype(str).unique(), key=_pattern_sort_key) \
+        if "pattern" in frame.columns else []
+    cmap = plt.get_cmap("tab10")
+    return {p: cmap(i % 10) for i, p in enumerate(patterns)}
+
+
+def _pattern_sort_key(text: str):
+    parts = str(text).split(":")
+    return (0, int(parts[1]), int(parts[0])) if len(parts) == 2 and all(
+        p.isdigit() for p in parts) else (1, 0, 0)
+
+
+def _area_vs_throughput(groups, path: Path) -> None:
+    cols = min(2, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows), squeeze=False)
+    colors = _pattern_colors(pd.concat([g for _, g in groups]))
+    for ax, (title, group) in zip(axes.flat, groups):
+        for pattern, sub in group.groupby(group["pattern"].astype(str) if "pattern" in group
+                                          else np.zeros(len(group))):
+            ax.scatter(sub["area_mm2"], sub["effective_tflops"], s=14, alpha=0.7,
+                       color=colors.get(pattern), label=str(pattern))
+        front = group[pareto_front(group["area_mm2"], group["effective_tflops"])]
+        front = front.sort_values("area_mm2")
+        ax.step(front["area_mm2"], front["effective_tflops"], where="post", color="black",
+                linewidth=1.2, label="Pareto front")
+        ax.scatter(front["area_mm2"], front["effective_tflops"], s=40, facecolors="none",
+                   edgecolors="black")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("area (mm2)")
+        ax.set_ylabel("effective TFLOP/s (dense-equivalent)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, title="pattern", title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _speedup_by_pattern(frame: pd.DataFrame, path: Path) -> None:
+    ok = frame[(frame["status"] == "ok") & frame["speedup_vs_dense"].notna()
+               & ~frame["is_baseline"]]
+    ok = ok.assign(case=ok["workload"] + " " + ok["phase"])
+    patterns = sorted(ok["pattern"].astype(str).unique(), key=_pattern_sort_key)
+    cases = sorted(ok["case"].unique())
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(patterns) + 2), 4.5))
+    width = 0.8 / max(1, len(cases))
+    for i, case in enumerate(cases):
+        sub = ok[ok["case"] == case].groupby(ok["pattern"].astype(str))["speedup_vs_dense"]
+        med, low, high = sub.median(), sub.min(), sub.max()
+        x = np.array([patterns.index(p) for p in med.index]) + (i - (len(cases) - 1) / 2) * width
+        ax.bar(x, med.values, width, label=case,
+               yerr=[med.values - low.values, high.values - med.values], capsize=2)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(patterns)), patterns)
+    ax.set_xlabel("pattern (N kept of M)")
+    ax.set_ylabel("speedup over dense twin (median, min-max)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def area_breakdown_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Area components (mm2) of one configuration per N:M design, other fields at their mode."""
+    ok = frame[frame["status"] == "ok"]
+    design = _design_columns(ok)
+    others = [c for c in _hw_columns(ok) if c not in design]
+    typical = ok
+    for col in others:
+        narrowed = typical[typical[col] == typical[col].mode().iloc[0]]
+        typical = narrowed if not narrowed.empty else typical
+    parts = [c for c in ok.columns if c.startswith("area_") and c != "area_mm2"]
+    table = typical.groupby(design, dropna=False, sort=False)[parts].first()
+    table.columns = [c.removeprefix("area_") for c in table.columns]
+    table = table.loc[:, (table.fillna(0) != 0).any()]
+    return table.sort_index(key=lambda idx: idx.map(_pattern_sort_key)
+                            if idx.name == "pattern" else idx)
+
+
+def _area_breakdown(frame: pd.DataFrame, path: Path) -> None:
+    table = area_breakdown_table(frame)
+    labels = [" ".join(str(v) for v in (k if isinstance(k, tuple) else (k,)) if pd.notna(v))
+              for k in table.index]
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(table) + 2))
+    left = np.zeros(len(table))
+    cmap = plt.get_cmap("tab20")
+    for i, comp in enumerate(table.columns):
+        vals = table[comp].fillna(0).to_numpy()
+        ax.barh(labels, vals, left=left, color=cmap(i % 20), label=comp)
+        left += vals
+    ax.set_xlabel("area (mm2)")
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _accuracy_chart(frame: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> None:
+    tables = _accuracy_tables(frame, metrics)
+    joined = next(iter(tables.values())).dropna(subset=["perplexity"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if joined.empty:
+        ax.text(0.5, 0.5, "no perplexity matches a swept workload and pattern",
+                ha="center", va="center", transform=ax.transAxes)
+    else:
+        sc = ax.scatter(joined["effective_tflops"], joined["perplexity"],
+                        s=30 + 200 * joined["area_mm2"] / joined["area_mm2"].max(),
+                        c=joined["area_mm2"], cmap="viridis")
+        for _, r in joined.iterrows():
+            ax.annotate(f"{r['workload']} {r['phase']} {r['pattern']}",
+                        (r["effective_tflops"], r["perplexity"]), fontsize=7)
+        fig.colorbar(sc, label="area (mm2)")
+    ax.set_xlabel("effective TFLOP/s")
+    ax.set_ylabel("perplexity (lower is better)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------
+# Text
+# ------------------------------------------------------------------------------------------
+
+
+def _fmt(table: pd.DataFrame) -> pd.DataFrame:
+    return table.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+
+
+def _describe(frame: pd.DataFrame) -> list[str]:
+    counts = frame["status"].value_counts()
+    ok = frame[frame["status"] == "ok"]
+    lines = [(f"{len(frame)} design points: {counts.get('ok', 0)} simulated, "
+             f"{counts.get('error', 0)} failed (stored with their error)."),
+             (f"Hardware: base preset(s) {', '.join(sorted(map(str, frame['hardware'].unique())))}"
+             f"; varied fields: {', '.join(_hw_columns(frame)) or 'none'}.")]
+    for (w, ph), g in ok.groupby(["workload", "phase"]):
+        params = ", ".join(f"{c} {sorted(g[c].dropna().astype(int).unique().tolist())}"
+                           for c in ("seq", "batch", "kv_len") if g[c].notna().any())
+        lines.append(f"{w} {ph}: {params}; all GEMMs of one forward pass (accel_sim "
+                     f"simulate_workload){'; real masks' if g['real_masks'].any() else ''}.")
+    lines.append("TOPS/mm2 = effective dense-equivalent TFLOP/s / area; speedup = dense-twin "
+                 "cycles / cycles; bytes/weight = values + metadata per dense element "
+                 "(compression.formats).")
+    return lines
+
+
+def _markdown(frame: pd.DataFrame, tables: dict, charts: dict) -> str:
+    out = ["# Design-space sweep", "", *(f"- {line}" for line in _describe(frame)), ""]
+    for title, table in tables.items():
+        out += [f"## {title}", "", _fmt(table).to_markdown(index=False) if not table.empty
+                else "_(no rows)_", ""]
+        if title.startswith("Accuracy") and table["perplexity"].isna().all():
+            out += [("No perplexity is available for these workloads here (LLaMa-2 checkpoints "
+                    "cannot be reached from this machine); the columns stay empty rather than "
+                    "invented. Pass `--compression DIR_OR_CSV` to join measured values."), ""]
+    out += ["## Charts", ""]
+    out += [f"![{caption}]({name})" for name, caption in charts.items()]
+    out += ["", "Full per-point figures: `results.csv`.", ""]
+    return "\n".join(out)
+
+
+_LOAD_CHECK = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.from(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute('data-images-loaded', ok + '/' + imgs.length);
+});
+</script>"""
+
+
+def _html(frame: pd.DataFrame, tables: dict, charts: dict, folder: Path) -> str:
+    parts = [("<!DOCTYPE html><html><head><meta charset='utf-8'><title>nmsim sweep report"
+             "</title><style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
+             "table{border-collapse:collapse;font-size:12px;margin-bottom:1.5em}"
+             "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}"
+             "img{max-width:100%}</style>"), _LOAD_CHECK, "</head><body>",
+             "<h1>Design-space sweep</h1><ul>"]
+    parts += [f"<li>{html.escape(line)}</li>" for line in _describe(frame)]
+    parts.append("</ul>")
+    for title, table in tables.items():
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(_fmt(table).to_html(index=False, border=0, na_rep="n/a")
+                     if not table.empty else "<p>(no rows)</p>")
+    parts.append("<h2>Charts</h2>")
+    for name, caption in charts.items():
+        data = base64.b64encode((folder / name).read_bytes()).decode()
+        parts.append(f"<figure><img alt='{html.escape(caption)}' "
+                     f"src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}"
+                     "</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
