@@ -46,9 +46,30 @@ def evaluate_on_simulator(point: dict) -> dict:
     weights = _weights(point["masks"]) if "masks" in point else None
     result = simulate_workload(hw, gemms, weights=weights).to_dict()
     result["area_breakdown"] = area_breakdown(hw)
-    result["weight_elements"] = sum(g.n * g.k * g.count for g in gemms if g.weight_name)
-    result["dense_flops"] = sum(2 * g.m * g.n * g.k * g.count for g in gemms)
+    result["config"] = resolved_design(hw)
+    result["bytes_per_weight"] = bytes_per_weight(hw)
     return result
+
+
+def resolved_design(hw) -> dict:
+    """The N:M design a point actually ran (preset defaults and ``auto`` resolved)."""
+    if not hw.is_sparse:
+        return {"pattern": "dense", "support": "dense", "encoding": "n/a", "decoder": "n/a",
+                "mux_style": "n/a", "dtype": hw.dtype}
+    support = "fixed" if len(hw.supported) == 1 else \
+        "flexible " + "/".join(str(p) for p in hw.supported)
+    return {"pattern": hw.pattern, "support": support, "encoding": hw.encoding,
+            "decoder": hw.decoder_kind, "mux_style": hw.mux_style, "dtype": hw.dtype}
+
+
+def bytes_per_weight(hw) -> float:
+    """Stored bytes per dense weight element: N/M values plus metadata (compression.formats)."""
+    from compression.formats import bits_per_element
+
+    pattern = hw.run_pattern
+    if pattern is None:
+        return float(hw.value_bytes)
+    return hw.value_bytes * pattern.density + bits_per_element(pattern, hw.encoding) / 8
 
 
 @lru_cache(maxsize=256)

@@ -34,7 +34,7 @@ from accel_sim.sweep.store import open_store
 
 WORKLOAD_COLUMNS = ["workload", "phase", "seq", "batch", "kv_len"]
 # Hardware fields that define the N:M support itself (what the area breakdown compares).
-DESIGN_FIELDS = ["pattern", "encoding", "decoder", "mux_style"]
+DESIGN_FIELDS = ["pattern", "support", "encoding", "decoder", "mux_style"]
 CHARTS = {
     "area_vs_throughput.png": "Area vs effective throughput, Pareto front marked",
     "speedup_by_pattern.png": "Speedup over the dense twin by pattern, per workload and phase",
@@ -62,8 +62,9 @@ def load_results(db_path: str | Path) -> pd.DataFrame:
                       else None,
                       "elapsed_s": row["elapsed_s"]}
             record.update({c: point.get(c) for c in WORKLOAD_COLUMNS})
+            record.update({f: ",".join(map(str, v)) if isinstance(v, list) else v
+                           for f, v in point["hw"].items()})
             record.update(result.get("config", {}))
-            record.update(point["hw"])
             record.update(_figures(result))
             records.append(record)
     frame = pd.DataFrame.from_records(records)
