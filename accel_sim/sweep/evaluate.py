@@ -41,8 +41,9 @@ def evaluate_on_simulator(point: dict) -> dict:
     from accel_sim.simulate import simulate_workload
 
     hw = _hardware(point["hardware"], json.dumps(point["hw"], sort_keys=True))
+    # With real masks every layer is its own GEMM, named like the compressed file's tensors.
     gemms = _gemms(point["workload"], point["phase"], point.get("seq"), point.get("batch"),
-                   point.get("kv_len"))
+                   point.get("kv_len"), "masks" in point)
     weights = _weights(point["masks"]) if "masks" in point else None
     result = simulate_workload(hw, gemms, weights=weights).to_dict()
     result["area_breakdown"] = area_breakdown(hw)
@@ -88,21 +89,19 @@ def _base_hardware(base: str):
 
 
 @lru_cache(maxsize=64)
-def _gemms(workload: str, phase: str, seq, batch, kv_len):
-    from workloads.models import ARCHITECTURES, gemms
+def _gemms(workload: str, phase: str, seq, batch, kv_len, per_layer: bool):
+    from workloads.models import gemms
 
     params = {k: v for k, v in (("seq", seq), ("batch", batch), ("kv_len", kv_len))
               if v is not None}
-    return gemms(ARCHITECTURES[workload], phase, **params)
+    return gemms(workload, phase, per_layer=per_layer, **params)
 
 
 @lru_cache(maxsize=4)
-def _weights(masks_dir: str):
-    from pathlib import Path
-
+def _weights(compressed_file: str):
     from compression.formats import load
 
-    return load(Path(masks_dir) / "compressed.safetensors")
+    return load(compressed_file)
 
 
 def synthetic_evaluate(point: dict) -> dict:

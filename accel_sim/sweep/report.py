@@ -121,7 +121,13 @@ def pareto_front(cost, value) -> np.ndarray:
 
 
 def load_compression_metrics(paths) -> pd.DataFrame:
-    """Perplexity per (model, pattern) from metrics.json files, prune output folders or CSVs."""
+    """Best (lowest) perplexity per (model, pattern) from compression outputs.
+
+    Accepts ``metrics.json`` files or the ``nmsim prune --out`` folders holding them (keys
+    ``model``, ``pattern``, ``perplexity``), and CSV files with ``pattern`` and ``perplexity``
+    columns (the model from a ``model`` column, else the file name, e.g. ``smollm2-135m.csv``).
+    Several rows for one pattern (methods, corrections) keep the best, with its label.
+    """
     rows = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -130,10 +136,12 @@ def load_compression_metrics(paths) -> pd.DataFrame:
             raise ValueError(f"no compression metrics at {path}")
         if path.suffix == ".csv":
             table = pd.read_csv(path)
-            missing = {"model", "pattern", "perplexity"} - set(table.columns)
+            missing = {"pattern", "perplexity"} - set(table.columns)
             if missing:
                 raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-            rows += table.assign(source=str(path)).to_dict("records")
+            if "model" not in table.columns:
+                table = table.assign(model=path.stem)
+            entries = table.to_dict("records")
         else:
             try:
                 data = json.loads(path.read_text())
@@ -144,9 +152,17 @@ def load_compression_metrics(paths) -> pd.DataFrame:
                 missing = {"model", "pattern", "perplexity"} - set(entry)
                 if missing:
                     raise ValueError(f"{path}: missing key(s) {', '.join(sorted(missing))}")
-                rows.append({**entry, "source": str(path)})
-    return pd.DataFrame.from_records(
-        rows, columns=None if rows else ["model", "pattern", "perplexity", "source"])
+        for entry in entries:
+            rows.append({"model": str(entry["model"]).lower(), "pattern": str(entry["pattern"]),
+                         "perplexity": float(entry["perplexity"]),
+                         "method": entry.get("label") or entry.get("method") or "",
+                         "seqlen": entry.get("seqlen"), "windows": entry.get("windows"),
+                         "source": str(path)})
+    if not rows:
+        return pd.DataFrame(columns=["model", "pattern", "perplexity", "method", "seqlen",
+                                     "windows", "source"])
+    table = pd.DataFrame.from_records(rows).sort_values("perplexity")
+    return table.groupby(["model", "pattern"], sort=True).head(1).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -249,8 +265,11 @@ def _accuracy_tables(frame: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, pd
     joined = best[["workload", "phase", "pattern", "effective_tflops", "area_mm2",
                    "tops_per_mm2", "bytes_per_weight"]].copy()
     ppl = {(r["model"], str(r["pattern"])): r["perplexity"] for r in metrics.to_dict("records")}
-    joined["perplexity"] = [ppl.get((w, str(p)), np.nan) for w, p in
-                            zip(joined["workload"], joined["pattern"])]
+    how = {(r["model"], str(r["pattern"])): f"{r['method']} (seqlen {r['seqlen']}, "
+           f"{r['windows']} windows)" for r in metrics.to_dict("records")}
+    cases = list(zip(joined["workload"], joined["pattern"].astype(str)))
+    joined["perplexity"] = [ppl.get(c, np.nan) for c in cases]
+    joined["pruning (best)"] = [how.get(c, "not measured") for c in cases]
     tables["Accuracy vs throughput vs area (best TOPS/mm2 design per pattern)"] = joined
     if {"llama2-7b", "llama2-13b"} <= set(ok["workload"]):
         tables["Memory-matched: sparse LLaMa-2-13B vs dense LLaMa-2-7B"] = \

@@ -22,6 +22,7 @@ the same point always lands on the same row of the results store.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -80,6 +81,7 @@ class SweepSpec:
     masks: dict | None = None
     compression: tuple[str, ...] = ()
     source: str = "<spec>"
+    base_pattern: str = "dense"  # the base preset's pattern (points that do not override it)
 
     def hardware_settings(self) -> list[dict]:
         """Every combination of the axes, as a dict of hardware field overrides."""
@@ -120,7 +122,9 @@ class SweepSpec:
         if self.baseline:
             point["baseline"] = dict(self.baseline)
         if self.masks and work["workload"] == self.masks["workload"]:
-            point["masks"] = self.masks["dir"]
+            mask_file = self.masks["files"].get(str(hw.get("pattern", self.base_pattern)))
+            if mask_file:
+                point["masks"] = mask_file
         return point
 
 
@@ -207,12 +211,17 @@ def _validate(raw: dict, source: str) -> SweepSpec:
     if masks is not None:
         masks = _validate_masks(masks, workloads, problems)
     compression = tuple(str(p) for p in _as_list(raw.get("compression")))
+    if source == "<default>":  # the default joins the committed compression report when present
+        compression = tuple(p for p in compression if Path(p).exists())
+    problems += [f"compression[{i}]: no such file or folder {p}"
+                 for i, p in enumerate(compression) if not Path(p).exists()]
 
     if problems:
         raise SpecError(source, problems)
     spec = SweepSpec(name=name, evaluator=evaluator, hardware=str(hardware),
                      workloads=tuple(workloads), phases=phases, axes=axes, baseline=baseline,
-                     masks=masks, compression=compression, source=source)
+                     masks=masks, compression=compression, source=source,
+                     base_pattern=str(base.pattern))
     _check_combinations(spec, base, problems)
     if problems:
         raise SpecError(source, problems)
@@ -294,15 +303,39 @@ def _check_fields(where: str, fields: dict, base, sweepable, problems: list[str]
 
 
 def _validate_masks(raw, workloads: list, problems: list[str]) -> dict | None:
-    if not isinstance(raw, dict) or set(raw) != {"dir", "workload"}:
-        problems.append("masks: must be {dir: PRUNE_OUTPUT_DIR, workload: NAME}")
+    """``{workload, dir, required}`` -> ``{workload, files: {pattern: compressed file}}``."""
+    if not isinstance(raw, dict) or not {"dir", "workload"} <= set(raw) \
+            or not set(raw) <= {"dir", "workload", "required"}:
+        problems.append("masks: must be {workload: NAME, dir: PRUNE_OUTPUT_DIR(S), "
+                        "required: true|false}")
         return None
     if raw["workload"] not in workloads:
         problems.append(f"masks.workload: '{raw['workload']}' is not one of the spec's workloads")
-    if not (Path(raw["dir"]) / "compressed.safetensors").is_file():
-        problems.append(f"masks.dir: {raw['dir']} has no compressed.safetensors "
-                        "(expected the output folder of `nmsim prune --out DIR`)")
-    return {"dir": str(raw["dir"]), "workload": raw["workload"]}
+    files = find_mask_files(raw["dir"])
+    if not files and raw.get("required", True):
+        problems.append(f"masks.dir: no compressed.safetensors in {raw['dir']} or its "
+                        "subfolders (expected `nmsim prune --out DIR` output folders)")
+    return {"workload": raw["workload"], "files": files}
+
+
+def find_mask_files(folder: str | Path) -> dict[str, str]:
+    """Pattern -> compressed file, for ``folder``/compressed.safetensors and one level below."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    found = {}
+    for path in sorted([folder / "compressed.safetensors",
+                        *folder.glob("*/compressed.safetensors")]):
+        if not path.is_file():
+            continue
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                header = json.loads((handle.metadata() or {})["nmsim"])
+            pattern = next(iter(header["tensors"].values()))["bulk"]["pattern"]
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise ValueError(f"masks: {path} is not a compressed N:M file ({exc})") from None
+        found.setdefault(pattern, str(path))
+    return found
 
 
 # Cap on how many invalid axis combinations one error message names.
@@ -331,3 +364,15 @@ def _check_combinations(spec: SweepSpec, base, problems: list[str]) -> None:
             if len(bad) > _MAX_LISTED_COMBINATIONS else ""
         problems.append(f"axes: {len(bad)} combination(s) the hardware rejects - link the axes "
                         f"that depend on each other: {listed}{more}")
+
+
+def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None) -> SweepSpec:
+    """The spec with its real-mask workload fed from ``folder`` (prune output folders)."""
+    workload = workload or (spec.masks or {}).get("workload") or "smollm2-135m"
+    if workload not in spec.workloads:
+        raise ValueError(f"--masks: workload '{workload}' is not in spec {spec.name} "
+                         f"({', '.join(spec.workloads)})")
+    files = find_mask_files(folder)
+    if not files:
+        raise ValueError(f"--masks: no compressed.safetensors in {folder} or its subfolders")
+    return dataclasses.replace(spec, masks={"workload": workload, "files": files})

@@ -25,6 +25,9 @@ def register(sub) -> None:
                    help="evaluate again the points stored with an error")
     p.add_argument("--compression", action="append", default=[], metavar="DIR_OR_FILE",
                    help="compression metrics to join in the report (repeatable)")
+    p.add_argument("--masks", metavar="DIR",
+                   help="real masks: `nmsim prune --out` folder(s) under DIR, matched to points "
+                        "by pattern, for the spec's masks workload (default smollm2-135m)")
     p.add_argument("--no-report", action="store_true", help="only fill the results database")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the spec and print the number of points; run nothing")
@@ -36,10 +39,12 @@ def run(args) -> int:
     # Imported here so that other subcommands do not pay for pandas/matplotlib/dask.
     from accel_sim.sweep.engine import run_spec
     from accel_sim.sweep.report import write_report
-    from accel_sim.sweep.spec import load_spec
+    from accel_sim.sweep.spec import load_spec, with_masks
     from accel_sim.sweep.store import open_store
 
     spec = load_spec(args.spec)
+    if args.masks:
+        spec = with_masks(spec, args.masks)
     points = spec.points()
     if args.dry_run:
         print(f"spec {spec.name} ({spec.source}): {len(points)} points "
