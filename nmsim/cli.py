@@ -13,7 +13,7 @@ import os
 import sys
 
 # Subcommand modules under nmsim.commands, in the order `nmsim --help` lists them.
-COMMANDS = ("formats", "bench", "sweep", "report")
+COMMANDS = ("formats", "bench", "simulate", "sweep", "report")
 
 EXIT_USAGE = 2
 

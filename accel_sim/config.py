@@ -1,0 +1,335 @@
+"""Hardware description: a validated, frozen dataclass loaded from YAML presets or files.
+
+One :class:`HardwareConfig` describes a sparse tensor core: clock and process node, value dtype,
+compute template (``tensor_core`` grid of dot-product units, or a ``systolic`` array), the N:M
+pattern it runs and the set it supports, metadata encoding and decoder, operand-mux style, salient
+side-car lanes, per-core buffers and the DRAM/HBM channel. Sizes are per core; ``num_cores``
+cores run in lockstep waves (see :mod:`accel_sim.simulate`).
+
+Two ways to change a config, on purpose distinct:
+
+* :meth:`HardwareConfig.replace` changes the *design* (what a sweep does): any field, validated.
+* :meth:`HardwareConfig.run_at` runs a workload at a pattern the design already supports
+  (what ``nmsim simulate --pattern`` does); an unsupported pattern is a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from compression.formats import ENCODINGS, Pattern
+
+PRESET_DIR = Path(__file__).parent / "presets"
+DENSE = "dense"
+
+# Bytes of one stored operand element and of one accumulator, per value dtype.
+DTYPE_BYTES = {"int8": 1, "fp8": 1, "fp16": 2, "bf16": 2}
+ACCUMULATOR_BYTES = {"int8": 4, "fp8": 4, "fp16": 4, "bf16": 4}  # int32 / fp32 accumulation
+TEMPLATES = ("tensor_core", "systolic")
+DATAFLOWS = ("ws", "os")
+MUX_STYLES = ("full", "sorted")  # M:1, or (M-N+1):1 on ascending indices
+DECODERS = ("auto", "direct", "popcount", "rank_rom", "rank_pipeline", "rank_serial")
+# Which decoders can read which encoding ("auto" picks the first).
+DECODERS_FOR_ENCODING = {
+    "index": ("direct",),
+    "bitmask": ("popcount",),
+    "rank": ("rank_pipeline", "rank_rom", "rank_serial"),
+}
+# A rank ROM larger than this many entries is not a buildable decoder (2**16 x M bits: 8:16 has
+# 12870 entries, 16:32 has 601 080 390).
+MAX_RANK_ROM_ENTRIES = 1 << 16
+
+SWEEPABLE_FIELDS = (
+    "pattern", "supported_patterns", "encoding", "decoder", "num_decoders", "mux_style",
+    "template", "dataflow", "num_cores", "array_rows", "array_cols", "dot_width", "dtype",
+    "clock_ghz", "process_nm", "dram_bandwidth_gb_s", "dram_latency_ns", "weight_buffer_kib",
+    "act_buffer_kib", "out_buffer_kib", "double_buffered", "salient_lanes", "tile_k",
+)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """A sparse tensor-core design; every field is validated on construction."""
+
+    name: str = "custom"
+    template: str = "tensor_core"
+    dataflow: str = "ws"
+    clock_ghz: float = 1.0
+    process_nm: float = 7.0
+    dtype: str = "fp16"
+    num_cores: int = 1
+    array_rows: int = 16
+    array_cols: int = 16
+    dot_width: int = 8
+    pattern: str = DENSE
+    supported_patterns: tuple[str, ...] = ()
+    encoding: str = "index"
+    decoder: str = "auto"
+    num_decoders: int = 16
+    mux_style: str = "full"
+    salient_lanes: int = 0
+    weight_buffer_kib: float = 64.0
+    act_buffer_kib: float = 64.0
+    out_buffer_kib: float = 128.0
+    double_buffered: bool = True
+    tile_k: int = 256
+    dram_bandwidth_gb_s: float = 1000.0
+    dram_latency_ns: float = 500.0
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        errors = _validate(self)
+        if errors:
+            raise ValueError(f"hardware '{self.name}': " + "; ".join(errors))
+        object.__setattr__(self, "supported_patterns",
+                           tuple(str(Pattern.parse(p)) for p in self.supported_patterns))
+        if self.pattern != DENSE:
+            object.__setattr__(self, "pattern", str(Pattern.parse(self.pattern)))
+
+    # ---------------------------------------------------------------- derived quantities
+
+    @property
+    def is_sparse(self) -> bool:
+        """True when the design has sparse support (operand muxes, decoders, metadata)."""
+        return bool(self.supported)
+
+    @property
+    def supported(self) -> tuple[Pattern, ...]:
+        """Patterns the datapath supports: ``supported_patterns``, or just ``pattern`` (fixed)."""
+        if self.supported_patterns:
+            return tuple(Pattern.parse(p) for p in self.supported_patterns)
+        return () if self.pattern == DENSE else (Pattern.parse(self.pattern),)
+
+    @property
+    def run_pattern(self) -> Pattern | None:
+        return None if self.pattern == DENSE else Pattern.parse(self.pattern)
+
+    @property
+    def decoder_kind(self) -> str:
+        """The decoder in use (``auto`` resolved from the encoding)."""
+        return DECODERS_FOR_ENCODING[self.encoding][0] if self.decoder == "auto" else self.decoder
+
+    @property
+    def value_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def accumulator_bytes(self) -> int:
+        return ACCUMULATOR_BYTES[self.dtype]
+
+    @property
+    def macs_per_cycle_per_core(self) -> int:
+        """Physical multipliers of one core (a systolic PE holds one)."""
+        width = self.dot_width if self.template == "tensor_core" else 1
+        return self.array_rows * self.array_cols * width
+
+    @property
+    def dense_peak_tflops(self) -> float:
+        """Dense peak, 2 FLOPs per MAC per cycle on every multiplier."""
+        return 2 * self.num_cores * self.macs_per_cycle_per_core * self.clock_ghz / 1e3
+
+    def sparse_peak_tflops(self, pattern: str | Pattern | None = None) -> float:
+        """Dense-equivalent peak at ``pattern`` (default: the run pattern): dense peak x M/N."""
+        p = self.run_pattern if pattern is None else Pattern.parse(pattern)
+        return self.dense_peak_tflops if p is None else self.dense_peak_tflops * p.m / p.n
+
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        return self.dram_bandwidth_gb_s / self.clock_ghz
+
+    @property
+    def dram_latency_cycles(self) -> int:
+        return math.ceil(self.dram_latency_ns * self.clock_ghz)
+
+    # ---------------------------------------------------------------- changes
+
+    def replace(self, **overrides) -> HardwareConfig:
+        """A new design with ``overrides`` applied and validated; unknown fields raise."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown hardware field(s): {', '.join(unknown)} "
+                             f"(sweepable: {', '.join(SWEEPABLE_FIELDS)})")
+        if "supported_patterns" in overrides:
+            overrides["supported_patterns"] = _as_pattern_tuple(overrides["supported_patterns"])
+        return dataclasses.replace(self, **overrides)
+
+    def run_at(self, pattern: str | Pattern) -> HardwareConfig:
+        """The same design running ``pattern`` (or ``"dense"``), which it must support."""
+        if str(pattern) == DENSE:
+            return dataclasses.replace(self, pattern=DENSE, supported_patterns=tuple(
+                str(p) for p in self.supported))
+        p = Pattern.parse(pattern)
+        if p not in self.supported:
+            have = ", ".join(map(str, self.supported)) or "dense only"
+            raise ValueError(f"pattern {p} is not supported by hardware '{self.name}' "
+                             f"(supports: {have})")
+        return dataclasses.replace(self, pattern=str(p), supported_patterns=tuple(
+            str(q) for q in self.supported))
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["supported_patterns"] = list(self.supported_patterns)
+        return data
+
+
+def _as_pattern_tuple(value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split() if v]
+    return tuple(str(v) for v in value)
+
+
+def _validate(hw: HardwareConfig) -> list[str]:
+    """Every problem with ``hw``, each naming its field."""
+    errors = []
+
+    def positive(name, integer=True):
+        value = getattr(hw, name)
+        ok = _is_int(value) if integer else isinstance(value, (int, float)) and not isinstance(
+            value, bool)
+        if not ok or value <= 0:
+            kind = "a positive integer" if integer else "a positive number"
+            errors.append(f"{name} must be {kind}, got {value!r}")
+            return False
+        return True
+
+    for name in ("num_cores", "array_rows", "array_cols", "dot_width", "tile_k"):
+        positive(name)
+    for name in ("clock_ghz", "process_nm", "dram_bandwidth_gb_s", "weight_buffer_kib",
+                 "act_buffer_kib", "out_buffer_kib"):
+        positive(name, integer=False)
+    if not isinstance(hw.dram_latency_ns, (int, float)) or hw.dram_latency_ns < 0:
+        errors.append(f"dram_latency_ns must be >= 0, got {hw.dram_latency_ns!r}")
+    for name in ("num_decoders", "salient_lanes"):
+        value = getattr(hw, name)
+        if not _is_int(value) or value < 0:
+            errors.append(f"{name} must be an integer >= 0, got {value!r}")
+    choices = {"template": TEMPLATES, "dataflow": DATAFLOWS, "dtype": tuple(DTYPE_BYTES),
+               "mux_style": MUX_STYLES, "decoder": DECODERS, "encoding": ENCODINGS}
+    for name, allowed in choices.items():
+        if getattr(hw, name) not in allowed:
+            errors.append(f"{name} '{getattr(hw, name)}' is not one of {', '.join(allowed)}")
+    if not isinstance(hw.double_buffered, bool):
+        errors.append(f"double_buffered must be true or false, got {hw.double_buffered!r}")
+    if hw.template == "systolic" and hw.dot_width != 1:
+        errors.append("dot_width must be 1 for the systolic template (one MAC per PE)")
+    patterns = []
+    try:
+        for text in _as_pattern_tuple(hw.supported_patterns):
+            patterns.append(Pattern.parse(text))
+        if hw.pattern != DENSE:
+            run = Pattern.parse(hw.pattern)
+            if patterns and run not in patterns:
+                errors.append(f"pattern {run} is not in supported_patterns "
+                              f"({', '.join(map(str, patterns))})")
+            patterns = patterns or [run]
+    except ValueError as exc:
+        errors.append(f"pattern: {exc}")
+    if errors:
+        return errors
+    if patterns:
+        decoder = DECODERS_FOR_ENCODING[hw.encoding][0] if hw.decoder == "auto" else hw.decoder
+        if decoder not in DECODERS_FOR_ENCODING[hw.encoding]:
+            errors.append(f"decoder '{decoder}' cannot read '{hw.encoding}' metadata (use "
+                          f"{' or '.join(DECODERS_FOR_ENCODING[hw.encoding])})")
+        if hw.num_decoders < 1:
+            errors.append("num_decoders must be >= 1 on a sparse design")
+        for p in patterns:
+            if decoder == "rank_rom" and p.configurations > MAX_RANK_ROM_ENTRIES:
+                errors.append(f"decoder rank_rom cannot hold {p}: C({p.m},{p.n}) = "
+                              f"{p.configurations} entries > {MAX_RANK_ROM_ENTRIES}")
+            if hw.encoding == "rank" and p.rank_bits > 63:
+                errors.append(f"pattern {p}: rank of {p.rank_bits} bits exceeds the 63-bit "
+                              "decoder datapath")
+            if hw.tile_k % p.m:
+                errors.append(f"tile_k {hw.tile_k} must be a multiple of M={p.m} of pattern {p}")
+    return errors
+
+
+# ------------------------------------------------------------------------ presets and files
+
+
+def _preset_files() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(PRESET_DIR.glob("*.yaml"))}
+
+
+PRESETS: tuple[str, ...] = tuple(_preset_files())
+
+
+def from_dict(data: dict, default_name: str = "custom") -> HardwareConfig:
+    """A config from a mapping (YAML contents); unknown keys raise naming them."""
+    if not isinstance(data, dict):
+        raise ValueError(  # noqa: TRY004 - user input (a YAML file), reported as exit code 2
+            "hardware description must be a mapping of field: value")
+    known = {f.name for f in dataclasses.fields(HardwareConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown hardware field(s): {', '.join(unknown)}")
+    data = dict(data)
+    data.setdefault("name", default_name)
+    if "supported_patterns" in data:
+        data["supported_patterns"] = _as_pattern_tuple(data["supported_patterns"] or ())
+    if "pattern" in data:
+        data["pattern"] = str(data["pattern"])
+    return HardwareConfig(**data)
+
+
+def load_hardware(preset_or_path: str | Path | HardwareConfig) -> HardwareConfig:
+    """A preset by name (see :data:`PRESETS`) or a YAML file path."""
+    if isinstance(preset_or_path, HardwareConfig):
+        return preset_or_path
+    files = _preset_files()
+    key = str(preset_or_path)
+    if key in files:
+        path = files[key]
+    else:
+        path = Path(key)
+        if not path.is_file():
+            raise ValueError(f"unknown hardware '{key}': not a preset "
+                             f"({', '.join(files)}) nor a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    return from_dict(data or {}, default_name=path.stem)
+
+
+def save_hardware(hw: HardwareConfig, path: str | Path) -> None:
+    """Write ``hw`` as YAML (atomically)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(hw.to_dict(), sort_keys=False))
+    tmp.replace(path)
+
+
+def host_cpu_preset(bandwidth_gb_s: float, peak_gflops: float, clock_ghz: float = 3.0,
+                    cores: int = 1, simd_lanes: int | None = None, dtype: str = "fp16",
+                    cache_kib: float = 1024.0, name: str = "host-cpu") -> HardwareConfig:
+    """A dense design that describes a measured CPU, for comparing kernels with the simulator.
+
+    The CPU is modelled as ``cores`` tensor-core cores of one dot-product unit whose width is the
+    multiplier count needed to reach ``peak_gflops`` at ``clock_ghz`` (``simd_lanes`` overrides
+    it); its last-level cache is split evenly across the three buffers; ``bandwidth_gb_s`` is the
+    measured DRAM stream bandwidth. Latency is set to 100 ns, a typical DRAM load-to-use figure.
+    """
+    if bandwidth_gb_s <= 0 or peak_gflops <= 0 or clock_ghz <= 0 or cores <= 0:
+        raise ValueError("host_cpu_preset: bandwidth_gb_s, peak_gflops, clock_ghz and cores "
+                         "must be positive")
+    lanes = simd_lanes or max(1, round(peak_gflops / (2 * clock_ghz * cores)))
+    share = cache_kib / 3
+    return HardwareConfig(
+        name=name, template="tensor_core", clock_ghz=clock_ghz, process_nm=7.0, dtype=dtype,
+        num_cores=cores, array_rows=1, array_cols=1, dot_width=lanes, pattern=DENSE,
+        weight_buffer_kib=share, act_buffer_kib=share, out_buffer_kib=share,
+        dram_bandwidth_gb_s=bandwidth_gb_s, dram_latency_ns=100.0,
+        source=f"measured host: {bandwidth_gb_s:g} GB/s, {peak_gflops:g} GFLOP/s peak",
+    )

@@ -1,0 +1,334 @@
+"""Mapping a GEMM onto the hardware: tiles, waves, and the per-step work the pipeline runs.
+
+A GEMM ``Y[m, n] = X[m, k] @ W[n, k]^T`` is cut into output tiles ``tile_m x tile_n`` (one per
+core at a time); the reduction runs in *steps* (k-chunks). Tiles are taken in row-major order in
+*waves* of ``num_cores`` tiles that run in lockstep: a wave's step lasts as long as its slowest
+tile, and its DRAM traffic is the distinct weight and activation chunks of its tiles (tiles of one
+wave that share operands fetch them once, as through a shared L2 or a multicast bus). Outputs of a
+wave are written back after its last step.
+
+Compute templates (per core, per step):
+
+* ``tensor_core``: ``array_rows x array_cols`` dot-product units of ``dot_width`` multipliers.
+  A step over a k-chunk with ``kept`` stored weights per row (``kept = chunk * N / M`` on N:M)
+  takes ``ceil(tm / rows) * ceil(tn / cols) * ceil(kept / dot_width)`` cycles; each wave adds the
+  array's pipeline fill once (operand select + multiplier + adder tree).
+* ``systolic`` (SCALE-Sim fold accounting, Samajdar et al., ISPASS 2020): an ``R x C`` array
+  processes a fold of spatial size ``S_R x S_C`` and temporal depth ``T`` in ``2R + C + T - 2``
+  cycles (fill + stream + drain), so a GEMM takes
+  ``(2R + C + T - 2) * ceil(S_R / R) * ceil(S_C / C)`` cycles, with
+
+  - weight-stationary: ``S_R = k'`` (stored weights per row), ``S_C = n``, ``T = m`` (or the
+    m-chunk ``tile_m`` the activation buffer holds);
+  - output-stationary: ``S_R = m``, ``S_C = n``, ``T = k'``.
+
+  On N:M, ``k' = ceil-of-blocks * N`` (+ dense tail): each PE row holds a kept weight and selects
+  its activation among the M of its block through the operand mux.
+
+Decoder work: the metadata of a weight chunk is decoded once per step and its select signals are
+reused across the tile's m extent (tensor core) or held in the stationary PEs (WS).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from compression.formats import NMTensor, Pattern, SparseWeight
+
+from .config import HardwareConfig
+from .decoders import decoder_model
+
+
+@dataclass(frozen=True)
+class Step:
+    """The work of one wave-step (all cores); hashable so that equal steps merge into runs."""
+
+    mac_cycles: float  # MAC-array occupancy (slowest tile of the wave)
+    useful_cycles: float  # useful MACs of the wave / the chip's MACs per cycle
+    salient_cycles: float  # salient side-car lanes' occupancy (slowest tile)
+    decode_cycles: float  # decoder occupancy (slowest tile)
+    load_bytes: float  # DRAM bytes loaded for this step (whole wave)
+    writeback_bytes: float  # DRAM bytes written after this step (0 unless the wave's last)
+    wave_start: bool  # first step of a wave: needs a free output buffer
+
+
+@dataclass(frozen=True)
+class WeightInfo:
+    """What the mapping needs from a weight: pattern, encoding, tail, salient counts."""
+
+    pattern: Pattern | None  # None: dense operand
+    tail: str = "dense"
+    salient_rows_cols: tuple[np.ndarray, np.ndarray] | None = None  # coordinates of side-car
+    salient_bytes_per_nnz: float = 0.0
+    name: str = ""
+    activation_operand: bool = False  # W is an activation (K or V cache): bytes are activations
+
+
+def weight_info(weight, shape: tuple[int, int], name: str = "") -> WeightInfo:
+    """Describe a real compressed weight (``NMTensor`` / ``SparseWeight``) for the mapping."""
+    if isinstance(weight, NMTensor):
+        weight = SparseWeight(weight)
+    if not isinstance(weight, SparseWeight):
+        raise TypeError(f"weight '{name}' must be an NMTensor or SparseWeight, got "
+                         f"{type(weight).__name__}")
+    if tuple(weight.shape) != tuple(shape):
+        raise ValueError(f"mask shape {tuple(weight.shape)} of '{name}' does not match the "
+                         f"workload's weight shape {tuple(shape)} (n_out, k)")
+    coords, per_nnz = None, 0.0
+    side = weight.salient
+    if side is not None:
+        if isinstance(side, NMTensor):
+            rows, cols = np.nonzero(side.mask())
+        else:
+            rows = np.repeat(np.arange(side.shape[0]), np.diff(side.indptr))
+            cols = side.indices.astype(np.int64)
+        nnz = len(rows)
+        per_nnz = side.nbytes / nnz if nnz else 0.0
+        coords = (rows, cols)
+    return WeightInfo(weight.bulk.pattern, weight.bulk.tail, coords, per_nnz, name)
+
+
+def synthetic_salient(shape: tuple[int, int], salient: str | Pattern, value_bytes: int = 2
+                      ) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """Coordinates of a uniform structured side-car (first N of every M), and bytes per entry
+    (value + index offset of ceil(log2 M) bits) - used when no real side-car is given."""
+    p = Pattern.parse(salient)
+    rows, cols = shape
+    blocks = -(-cols // p.m)
+    starts = np.arange(blocks) * p.m
+    offsets = np.arange(p.n)
+    col = (starts[:, None] + offsets[None, :]).reshape(-1)
+    col = col[col < cols]
+    r = np.repeat(np.arange(rows), len(col))
+    c = np.tile(col, rows)
+    return (r, c), value_bytes + p.index_bits / 8
+
+
+@dataclass
+class Mapping:
+    """Tile sizes and the step schedule of one GEMM on one design."""
+
+    tile_m: int
+    tile_n: int
+    chunk_k: int  # dense k per step
+    waves: int
+    tiles: int
+    schedule: list  # [(tuple[(Step, repeat), ...], wave_repeat)]
+    bytes_by_class: dict
+    kept_macs: float  # MACs the array performs (stored weights x m)
+    salient_macs: float
+    pattern: Pattern | None
+
+
+def _chunk_widths(k: int, chunk: int) -> list[tuple[int, int]]:
+    """[(width, count)] of the k-chunks: full ones, then the remainder."""
+    full, rest = divmod(k, chunk)
+    out = [(chunk, full)] if full else []
+    if rest:
+        out.append((rest, 1))
+    return out
+
+
+def _chunk_cost(width: int, pattern: Pattern | None, tail: str, encoding: str):
+    """(kept weights per row, metadata bits per row, blocks per row) of a k-chunk of ``width``.
+
+    Chunks start on block boundaries; only the last chunk can hold the tail."""
+    if pattern is None:
+        return width, 0, 0
+    blocks, rest = divmod(width, pattern.m)
+    kept = blocks * pattern.n
+    if rest and tail == "pad":
+        blocks += 1
+        kept += pattern.n
+    elif rest:
+        kept += rest  # dense tail columns, stored as values without metadata
+    return kept, blocks * pattern.bits_per_block(encoding), blocks
+
+
+def _round_down(value: float, granule: int) -> int:
+    return int(value // granule) * granule
+
+
+def _buffer_error(field: str, have_kib: float, need_bytes: float, what: str) -> ValueError:
+    return ValueError(f"{field}={have_kib:g} KiB is too small for one tile: {what} needs "
+                      f"{need_bytes / 1024:.2f} KiB per buffer (half of it when double-buffered)")
+
+
+def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
+                  group: int = 1) -> Mapping:
+    """Tile the GEMM for ``hw`` and list its wave-steps (run-length compressed). ``group``
+    independent instances of the GEMM (own operands each) share the waves."""
+    p = info.pattern
+    slots = 2 if hw.double_buffered else 1
+    vb, acc = hw.value_bytes, hw.accumulator_bytes
+    enc = hw.encoding
+    rows, cols = hw.array_rows, hw.array_cols
+    wcap = hw.weight_buffer_kib * 1024 / slots
+    acap = hw.act_buffer_kib * 1024 / slots
+    ocap = hw.out_buffer_kib * 1024 / slots
+    density = 1.0 if p is None else p.n / p.m
+    # The weight buffer holds values; metadata has its own buffer sized to match
+    # (accel_sim.area.metadata_buffer_kib), so values alone bound the weight tile.
+    w_bytes_per_elem = vb * density
+
+    systolic_ws = hw.template == "systolic" and hw.dataflow == "ws"
+    if systolic_ws:
+        per_fold_blocks = rows if p is None else rows // p.n
+        if per_fold_blocks < 1:
+            raise ValueError(f"array_rows={rows} is smaller than N={p.n} of {p}: a weight-"
+                             "stationary fold must hold at least one block")
+        chunk_k = per_fold_blocks if p is None else per_fold_blocks * p.m
+        tile_n = cols
+        need_w = cols * chunk_k * w_bytes_per_elem
+        if need_w > wcap:
+            raise _buffer_error("weight_buffer_kib", hw.weight_buffer_kib, need_w,
+                                f"a {rows}x{cols} weight fold")
+        t_max = min(acap // (chunk_k * vb), ocap // (cols * acc))
+        if t_max < 1:
+            raise _buffer_error("act_buffer_kib", hw.act_buffer_kib, chunk_k * vb,
+                                "one activation row of a fold")
+        tile_m = int(min(t_max, m))
+    elif hw.template == "systolic":  # output-stationary: one R x C output tile per fold
+        chunk_k = hw.tile_k
+        tile_m, tile_n = rows, cols
+        for field, need, cap in (("weight_buffer_kib", cols * chunk_k * w_bytes_per_elem, wcap),
+                                 ("act_buffer_kib", rows * chunk_k * vb, acap),
+                                 ("out_buffer_kib", rows * cols * acc, ocap)):
+            if need > cap:
+                raise _buffer_error(field, getattr(hw, field), need, f"a {rows}x{cols} tile")
+    else:
+        chunk_k = hw.tile_k
+        tn = _round_down(wcap / (chunk_k * w_bytes_per_elem), cols)
+        tm = _round_down(acap / (chunk_k * vb), rows)
+        if tn < cols:
+            raise _buffer_error("weight_buffer_kib", hw.weight_buffer_kib,
+                                cols * chunk_k * w_bytes_per_elem, f"{cols} weight rows of "
+                                f"tile_k={chunk_k}")
+        if tm < rows:
+            raise _buffer_error("act_buffer_kib", hw.act_buffer_kib, rows * chunk_k * vb,
+                                f"{rows} activation rows of tile_k={chunk_k}")
+        if rows * cols * acc > ocap:
+            raise _buffer_error("out_buffer_kib", hw.out_buffer_kib, rows * cols * acc,
+                                f"a {rows}x{cols} accumulator tile")
+        tm = min(tm, -(-m // rows) * rows)
+        tn = min(tn, -(-n // cols) * cols)
+        while tm * tn * acc > ocap:  # shrink the larger side until the accumulators fit
+            if tn >= tm and tn > cols:
+                tn -= cols
+            elif tm > rows:
+                tm -= rows
+            else:
+                tn -= cols
+        tile_m, tile_n = tm, tn
+
+    m_tiles, n_tiles = -(-m // tile_m), -(-n // tile_n)
+    tiles = group * m_tiles * n_tiles
+    cores = hw.num_cores
+    waves = -(-tiles // cores)
+    chunks = _chunk_widths(k, chunk_k)
+    n_chunks = sum(c for _, c in chunks)
+    chunk_costs = [_chunk_cost(w, p, info.tail, enc) for w, _ in chunks]
+
+    decoder = None if p is None else decoder_model(hw.decoder_kind)
+    dec_rate = 0.0 if decoder is None else decoder.blocks_per_cycle(p) * hw.num_decoders
+    chip_macs = cores * hw.macs_per_cycle_per_core
+    pipe_fill = 0.0
+    if hw.template == "tensor_core":
+        select_depth = 0 if p is None else math.ceil(math.log2(mux_inputs(hw)))
+        pipe_fill = select_depth + 2 + math.ceil(math.log2(hw.dot_width)) if hw.dot_width > 1 \
+            else select_depth + 2
+
+    # Salient side-car: nnz per (n-tile, k-chunk); chunk index of the last chunk is n_chunks-1.
+    sal = None
+    if info.salient_rows_cols is not None:
+        if hw.salient_lanes < 1:
+            raise ValueError(f"salient_lanes is 0: hardware '{hw.name}' cannot run the salient "
+                             f"side-car of '{info.name or 'weight'}'")
+        r, c = info.salient_rows_cols
+        sal = np.zeros((n_tiles, n_chunks), dtype=np.int64)
+        np.add.at(sal, (r // tile_n, np.minimum(c // chunk_k, n_chunks - 1)), 1)
+
+    def tile_mac_cycles(tm, kept, width, last):
+        if hw.template == "tensor_core":
+            return (-(-tm // rows)) * (-(-tile_n // cols)) * (-(-kept // hw.dot_width))
+        if systolic_ws:  # one fold: 2R + C + T - 2 with T = tm
+            return 2 * rows + cols + tm - 2
+        return kept + (2 * rows + cols - 2 if last else 0)  # OS: stream, fill+drain once
+
+    bytes_by_class = {"values": 0.0, "metadata": 0.0, "activations": 0.0, "outputs": 0.0,
+                      "salient": 0.0}
+    waves_out = []
+    kept_macs = 0.0
+    salient_macs = 0.0
+    all_ids = np.arange(tiles)
+    for w in range(waves):
+        ids = all_ids[w * cores:(w + 1) * cores]
+        instance, local = ids // (m_tiles * n_tiles), ids % (m_tiles * n_tiles)
+        mi, ni = local // n_tiles, local % n_tiles
+        tm_eff = np.minimum(tile_m, m - mi * tile_m)
+        tn_eff = np.minimum(tile_n, n - ni * tile_n)
+        u_m = np.unique(instance * m_tiles + mi) % m_tiles  # distinct operand chunks
+        u_n = np.unique(instance * n_tiles + ni) % n_tiles
+        sum_m_unique = float(np.minimum(tile_m, m - u_m * tile_m).sum())
+        sum_n_unique = float(np.minimum(tile_n, n - u_n * tile_n).sum())
+        out_bytes = float((tm_eff * tn_eff).sum()) * vb
+        max_tm = int(tm_eff.max())
+        max_tn = int(tn_eff.max())
+        area = float((tm_eff * tn_eff).sum())
+        runs: list[list] = []
+        chunk_index = 0
+        for (width, count), (kept, meta_bits, blocks) in zip(chunks, chunk_costs):
+            for j in range(count):
+                last = chunk_index == n_chunks - 1
+                first = chunk_index == 0
+                mac = float(tile_mac_cycles(max_tm, kept, width, last))
+                if first:
+                    mac += pipe_fill
+                dec = 0.0
+                if decoder is not None and blocks and math.isfinite(dec_rate):
+                    dec = float(math.ceil(max_tn * blocks / dec_rate))
+                vals = sum_n_unique * kept * vb
+                meta = sum_n_unique * meta_bits / 8
+                acts = sum_m_unique * width * vb
+                sal_cycles = 0.0
+                sal_bytes = 0.0
+                if sal is not None:
+                    counts = sal[ni, chunk_index]
+                    sal_cycles = float(math.ceil(float((counts * tm_eff).max()) /
+                                                 hw.salient_lanes))
+                    sal_bytes = float(sal[u_n, chunk_index].sum()) * info.salient_bytes_per_nnz
+                    salient_macs += float((counts * tm_eff).sum())
+                step = Step(mac, area * kept / chip_macs, sal_cycles, dec,
+                            vals + meta + acts + sal_bytes, out_bytes if last else 0.0, first)
+                bytes_by_class["activations" if info.activation_operand else "values"] += vals
+                bytes_by_class["metadata"] += meta
+                bytes_by_class["activations"] += acts
+                bytes_by_class["salient"] += sal_bytes
+                kept_macs += area * kept
+                if runs and runs[-1][0] == step:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([step, 1])
+                chunk_index += 1
+        bytes_by_class["outputs"] += out_bytes
+        wave = tuple((s, c) for s, c in runs)
+        if waves_out and waves_out[-1][0] == wave:
+            waves_out[-1][1] += 1
+        else:
+            waves_out.append([wave, 1])
+    return Mapping(tile_m, tile_n, chunk_k, waves, tiles, [tuple(x) for x in waves_out],
+                   bytes_by_class, kept_macs, salient_macs, p)
+
+
+def mux_inputs(hw: HardwareConfig, pattern: Pattern | None = None) -> int:
+    """Inputs of one operand mux: M:1 (``full``) or (M-N+1):1 (``sorted``), sized for the widest
+    supported pattern (a flexible datapath must serve all of them)."""
+    patterns = hw.supported if pattern is None else (pattern,)
+    if not patterns:
+        return 1
+    if hw.mux_style == "full":
+        return max(p.m for p in patterns)
+    return max(p.m - p.n + 1 for p in patterns)

@@ -1,0 +1,80 @@
+"""`nmsim simulate`: a model workload on a sparse tensor-core design (accel_sim)."""
+
+from __future__ import annotations
+
+import json
+
+from accel_sim.config import load_hardware
+from accel_sim.simulate import simulate_workload
+from accel_sim.workload_io import load_masks, match_weights
+from workloads.models import ARCHITECTURES, PHASES, gemms
+
+
+def register(sub) -> None:
+    p = sub.add_parser("simulate", help="simulate a model workload on a sparse tensor core")
+    p.add_argument("--hw", default="flexible-nm", metavar="PRESET_OR_FILE",
+                   help="hardware preset name or YAML file (default flexible-nm)")
+    p.add_argument("--workload", default="llama2-7b", choices=sorted(ARCHITECTURES))
+    p.add_argument("--phase", default="prefill", choices=PHASES)
+    p.add_argument("--seq", type=int, default=2048, help="prefill tokens (decode: KV length)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--kv-len", type=int, default=None, help="decode KV length (default --seq)")
+    p.add_argument("--layers", type=int, default=None, help="decoder layers (default all)")
+    p.add_argument("--no-lm-head", action="store_true", help="leave out the output projection")
+    p.add_argument("--pattern", default=None, metavar="N:M",
+                   help="pattern to run (must be supported by the hardware; 'dense' allowed)")
+    p.add_argument("--salient", default=None, metavar="N:M",
+                   help="synthetic structured salient side-car, e.g. 16:256")
+    p.add_argument("--masks", default=None, metavar="DIR",
+                   help="a `nmsim prune --out` folder: per-layer work from its real masks")
+    p.add_argument("--full", action="store_true",
+                   help="simulate every step (no steady-state extrapolation)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    hw = load_hardware(args.hw)
+    if args.pattern is not None:
+        hw = hw.run_at(args.pattern)
+    weights = load_masks(args.masks) if args.masks else None
+    gemm_list = gemms(args.workload, args.phase, seq=args.seq, batch=args.batch,
+                      kv_len=args.kv_len, layers=args.layers, lm_head=not args.no_lm_head,
+                      per_layer=weights is not None)
+    if weights is not None:
+        weights = match_weights(gemm_list, weights)
+    result = simulate_workload(hw, gemm_list, weights, salient=args.salient,
+                               steady_state=not args.full, progress=not args.json)
+    record = result.to_dict()
+    record.update(workload=args.workload, phase=args.phase, seq=args.seq, batch=args.batch,
+                  masks=args.masks)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    _print_table(record)
+    return 0
+
+
+def _print_table(r: dict) -> None:
+    print(f"{r['workload']} {r['phase']} seq={r['seq']} batch={r['batch']} on {r['hardware']} "
+          f"(pattern {r['pattern']}, {r['clock_ghz']} GHz)")
+    head = f"{'gemm':<22}{'m':>7}{'n':>7}{'k':>7}{'count':>7}{'pattern':>8}{'Mcycles':>10}" \
+           f"{'util':>6}{'TFLOP/s':>9}  dominant stall"
+    print(head)
+    for g in r["gemms"]:
+        stalls = g["stall_cycles"]
+        dominant = max(stalls, key=stalls.get)
+        print(f"{g['name']:<22}{g['m']:>7}{g['n']:>7}{g['k']:>7}{g['count']:>7}{g['pattern']:>8}"
+              f"{g['total_cycles'] / 1e6:>10.3f}{g['utilization']:>6.2f}"
+              f"{g['effective_tflops']:>9.1f}  {dominant}")
+    print(f"total: {r['total_cycles'] / 1e6:.3f} Mcycles = {r['seconds'] * 1e3:.3f} ms, "
+          f"{r['effective_tflops']:.1f} TFLOP/s dense-equivalent (peak {r['dense_peak_tflops']:.0f}"
+          f" dense / {r['sparse_peak_tflops']:.0f} sparse), utilization {r['utilization']:.2f}")
+    stalls = ", ".join(f"{k} {v / 1e6:.3f}" for k, v in r["stall_cycles"].items())
+    print(f"stalls (Mcycles): {stalls}")
+    dram = ", ".join(f"{k} {v / 2**20:.1f}" for k, v in r["dram_bytes"].items())
+    print(f"DRAM MiB: {dram}")
+    area = ", ".join(f"{k} {v:.2f}" for k, v in r["area_breakdown_mm2"].items() if k != "total")
+    print(f"area {r['area_mm2']:.2f} mm2: {area}")
+    print(f"simulated {r['simulated_steps']} steps, extrapolated {r['skipped_steps']}, "
+          f"{r['wall_s']:.2f} s wall")
