@@ -46,7 +46,8 @@ def evaluate_on_simulator(point: dict) -> dict:
                    point.get("kv_len"), "masks" in point)
     weights = _weights(point["masks"]) if "masks" in point else None
     result = simulate_workload(hw, gemms, weights=weights).to_dict()
-    result["area_breakdown"] = area_breakdown(hw)
+    if "area_breakdown_mm2" not in result:
+        result["area_breakdown_mm2"] = area_breakdown(hw)
     result["config"] = resolved_design(hw)
     result["bytes_per_weight"] = bytes_per_weight(hw)
     return result

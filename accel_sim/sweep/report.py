@@ -70,6 +70,8 @@ def load_results(db_path: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records)
     if frame.empty:
         raise ValueError(f"{db_path} holds no results yet")
+    for col in ("seq", "batch", "kv_len"):
+        frame[col] = frame[col].astype("Int64")
     twin_cycles = frame["twin_key"].map(cycles_by_key)
     frame["speedup_vs_dense"] = twin_cycles / frame.get("total_cycles")
     frame["is_baseline"] = frame["twin_key"] == frame["key"]
@@ -94,7 +96,7 @@ def _figures(result: dict) -> dict:
     }
     figures.update({f"stall_{k}": v for k, v in stalls.items()})
     figures.update({f"dram_{k}": v for k, v in (result.get("dram_bytes") or {}).items()})
-    figures.update({f"area_{k}": v for k, v in (result.get("area_breakdown") or {}).items()
+    figures.update({f"area_{k}": v for k, v in (result.get("area_breakdown_mm2") or {}).items()
                     if k != "total"})
     return figures
 
@@ -218,16 +220,17 @@ def _tables(frame: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, pd.DataFram
     tables = {}
     design = _design_columns(frame)
     hw_cols = [c for c in _hw_columns(frame) if c not in design]
+    summary_keys = [c for c in ("pattern", "support", "encoding") if c in frame.columns]
     for title, group in _workload_groups(frame):
         best = (group.sort_values("tops_per_mm2", ascending=False)
-                .groupby(design, dropna=False, sort=True).head(1)
-                .sort_values(design))
+                .groupby(summary_keys, dropna=False, sort=True).head(1)
+                .sort_values(summary_keys, key=_pattern_order))
         cols = design + hw_cols + ["area_mm2", "effective_tflops", "tops_per_mm2",
                                    "speedup_vs_dense", "bytes_per_weight", "dominant_stall"]
-        tables[f"Best TOPS/mm2 per design - {title}"] = best[[c for c in cols
-                                                               if c in best.columns]]
+        tables[f"Per pattern and encoding (best TOPS/mm2 design) - {title}"] = best[
+            [c for c in cols if c in best.columns]]
         front = group[pareto_front(group["area_mm2"], group["effective_tflops"])]
-        tables[f"Pareto front (area vs TFLOP/s) - {title}"] = front.sort_values("area_mm2")[
+        tables[f"Pareto front (min area, max TFLOP/s) - {title}"] = front.sort_values("area_mm2")[
             [c for c in design + hw_cols + ["area_mm2", "effective_tflops", "tops_per_mm2"]
              if c in front.columns]]
     stalls = frame[frame["status"] == "ok"].groupby(
@@ -334,10 +337,17 @@ def _pattern_colors(frame: pd.DataFrame) -> dict:
     return {p: cmap(i % 10) for i, p in enumerate(patterns)}
 
 
-def _pattern_sort_key(text: str):
+def _pattern_order(column: pd.Series) -> pd.Series:
+    """Sort key for DataFrame.sort_values: patterns by M then N, other columns as they are."""
+    return column.map(_pattern_sort_key) if column.name == "pattern" else column
+
+
+def _pattern_sort_key(text: str) -> int:
+    """dense first, then N:M by M then N, anything else last."""
     parts = str(text).split(":")
-    return (0, int(parts[1]), int(parts[0])) if len(parts) == 2 and all(
-        p.isdigit() for p in parts) else (1, 0, 0)
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return int(parts[1]) * 1000 + int(parts[0])
+    return -1 if text == "dense" else 10**9
 
 
 def _area_vs_throughput(groups, path: Path) -> None:
@@ -346,8 +356,8 @@ def _area_vs_throughput(groups, path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows), squeeze=False)
     colors = _pattern_colors(pd.concat([g for _, g in groups]))
     for ax, (title, group) in zip(axes.flat, groups):
-        for pattern, sub in group.groupby(group["pattern"].astype(str) if "pattern" in group
-                                          else np.zeros(len(group))):
+        for pattern in colors:
+            sub = group[group["pattern"].astype(str) == pattern]
             ax.scatter(sub["area_mm2"], sub["effective_tflops"], s=14, alpha=0.7,
                        color=colors.get(pattern), label=str(pattern))
         front = group[pareto_front(group["area_mm2"], group["effective_tflops"])]

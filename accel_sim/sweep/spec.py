@@ -35,7 +35,7 @@ import yaml
 from accel_sim.sweep.default_spec import DEFAULT_SPEC_YAML
 
 TOP_LEVEL_KEYS = ("name", "evaluator", "hardware", "workloads", "phases", "axes", "baseline",
-                  "masks", "compression")
+                  "skip_invalid", "masks", "compression")
 REQUIRED_KEYS = ("hardware", "workloads", "phases", "axes")
 # Which workload parameters each phase takes, and their defaults.
 PHASE_PARAMETERS = {
@@ -78,6 +78,7 @@ class SweepSpec:
     phases: dict[str, dict[str, tuple[int, ...]]]
     axes: dict[str, tuple]  # axis name -> values (scalars, or dicts of fields for linked axes)
     baseline: dict = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()  # combinations the hardware rejects, dropped by skip_invalid
     masks: dict | None = None
     compression: tuple[str, ...] = ()
     source: str = "<spec>"
@@ -85,14 +86,8 @@ class SweepSpec:
 
     def hardware_settings(self) -> list[dict]:
         """Every combination of the axes, as a dict of hardware field overrides."""
-        names = list(self.axes)
-        combos = []
-        for values in itertools.product(*(self.axes[n] for n in names)):
-            hw: dict = {}
-            for name, value in zip(names, values):
-                hw.update(value if isinstance(value, dict) else {name: value})
-            combos.append(hw)
-        return combos
+        return [hw for hw, _ in _combinations(self.axes)
+                if json.dumps(hw, sort_keys=True) not in self.skipped]
 
     def workload_settings(self) -> list[dict]:
         """Every (workload, phase, phase parameters) combination."""
@@ -126,6 +121,17 @@ class SweepSpec:
             if mask_file:
                 point["masks"] = mask_file
         return point
+
+
+def _combinations(axes: dict[str, tuple]):
+    """Yield (hardware overrides, [(axis, value index), ...]) for every combination of axes."""
+    names = list(axes)
+    for picks in itertools.product(*(range(len(axes[n])) for n in names)):
+        hw: dict = {}
+        for name, i in zip(names, picks):
+            value = axes[name][i]
+            hw.update(value if isinstance(value, dict) else {name: value})
+        yield hw, list(zip(names, picks))
 
 
 def point_key(point: dict) -> str:
@@ -164,9 +170,8 @@ def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
 
 
 def _validate(raw: dict, source: str) -> SweepSpec:
-    from workloads.models import ARCHITECTURES
-
     from accel_sim.config import SWEEPABLE_FIELDS, load_hardware
+    from workloads.models import ARCHITECTURES
 
     problems: list[str] = []
     problems += [f"{key}: unknown field (known: {', '.join(TOP_LEVEL_KEYS)})"
@@ -197,7 +202,7 @@ def _validate(raw: dict, source: str) -> SweepSpec:
                             f"(known: {', '.join(ARCHITECTURES)})")
 
     phases = _validate_phases(raw.get("phases"), problems) if "phases" in raw else {}
-    axes = (_validate_axes(raw.get("axes"), base, SWEEPABLE_FIELDS, problems)
+    axes = (_validate_axes(raw.get("axes"), SWEEPABLE_FIELDS, problems)
             if "axes" in raw else {})
 
     baseline = raw.get("baseline") or {}
@@ -216,16 +221,22 @@ def _validate(raw: dict, source: str) -> SweepSpec:
     problems += [f"compression[{i}]: no such file or folder {p}"
                  for i, p in enumerate(compression) if not Path(p).exists()]
 
+    skip_invalid = raw.get("skip_invalid", False)
+    if not isinstance(skip_invalid, bool):
+        problems.append(f"skip_invalid: must be true or false, got {skip_invalid!r}")
+    invalid = []
+    checkable = {axis: values for axis, values in axes.items()
+                 if all(f in SWEEPABLE_FIELDS for v in values
+                        for f in (v if isinstance(v, dict) else {axis: v}))}
+    if base is not None and checkable:
+        invalid = _check_combinations(checkable, baseline, base, skip_invalid is True, problems)
     if problems:
         raise SpecError(source, problems)
-    spec = SweepSpec(name=name, evaluator=evaluator, hardware=str(hardware),
+    return SweepSpec(name=name, evaluator=evaluator, hardware=str(hardware),
                      workloads=tuple(workloads), phases=phases, axes=axes, baseline=baseline,
                      masks=masks, compression=compression, source=source,
-                     base_pattern=str(base.pattern))
-    _check_combinations(spec, base, problems)
-    if problems:
-        raise SpecError(source, problems)
-    return spec
+                     base_pattern=str(base.pattern),
+                     skipped=tuple(json.dumps(hw, sort_keys=True) for hw in invalid))
 
 
 def _as_list(value) -> list:
@@ -266,7 +277,7 @@ def _validate_phases(raw, problems: list[str]) -> dict[str, dict[str, tuple[int,
     return phases
 
 
-def _validate_axes(raw, base, sweepable, problems: list[str]) -> dict[str, tuple]:
+def _validate_axes(raw, sweepable, problems: list[str]) -> dict[str, tuple]:
     if not isinstance(raw, dict) or not raw:
         problems.append("axes: must map at least one axis to a list of values")
         return {}
@@ -283,23 +294,24 @@ def _validate_axes(raw, base, sweepable, problems: list[str]) -> dict[str, tuple
             continue
         for i, value in enumerate(values):
             fields = value if isinstance(value, dict) else {axis: value}
-            _check_fields(f"axes.{axis}[{i}]", fields, base, sweepable, problems)
+            problems += [f"axes.{axis}[{i}].{f}: unknown hardware field (sweepable: "
+                         f"{', '.join(sweepable)})" for f in fields if f not in sweepable]
         axes[axis] = tuple(values)
     return axes
 
 
 def _check_fields(where: str, fields: dict, base, sweepable, problems: list[str]) -> None:
-    """Each field must be sweepable, and the base hardware must accept its value."""
+    """Each field must be sweepable, and the base hardware must accept the values together."""
     unknown = [f for f in fields if f not in sweepable]
     for f in unknown:
         problems.append(f"{where}.{f}: unknown hardware field (sweepable: {', '.join(sweepable)})")
     if unknown or base is None:
         return
-    for f, value in fields.items():
-        try:
-            base.replace(**{f: value})
-        except ValueError as exc:
-            problems.append(f"{where}.{f}: {exc}")
+    try:
+        base.replace(**fields)
+    except ValueError as exc:
+        label = f"{where}.{next(iter(fields))}" if len(fields) == 1 else where
+        problems.append(f"{label}: {exc}")
 
 
 def _validate_masks(raw, workloads: list, problems: list[str]) -> dict | None:
@@ -342,29 +354,45 @@ def find_mask_files(folder: str | Path) -> dict[str, str]:
 _MAX_LISTED_COMBINATIONS = 5
 
 
-def _check_combinations(spec: SweepSpec, base, problems: list[str]) -> None:
-    """Values valid one by one may clash together (e.g. a decoder for another encoding)."""
-    bad = []
-    settings = spec.hardware_settings()
-    if spec.baseline:
-        settings += [{**hw, **spec.baseline} for hw in settings]
-    seen = set()
-    for hw in settings:
-        key = json.dumps(hw, sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
+def _check_combinations(axes: dict, baseline: dict, base, skip_invalid: bool,
+                        problems: list[str]) -> list[dict]:
+    """Try every design on the base hardware; return the invalid combinations.
+
+    A value that no combination accepts is a problem of that value (``axes.AXIS[i]``). Values
+    valid one by one may still clash together (a ROM decoder and 16:32): such combinations are a
+    problem unless ``skip_invalid`` drops them.
+    """
+    invalid, usable, first_error = [], set(), {}
+    for hw, picks in _combinations(axes):
         try:
             base.replace(**hw)
+            if baseline:
+                base.replace(**{**hw, **baseline})
         except ValueError as exc:
-            bad.append(f"{hw}: {exc}")
-    if bad:
-        listed = "; ".join(bad[:_MAX_LISTED_COMBINATIONS])
-        more = f" (and {len(bad) - _MAX_LISTED_COMBINATIONS} more)" \
-            if len(bad) > _MAX_LISTED_COMBINATIONS else ""
-        problems.append(f"axes: {len(bad)} combination(s) the hardware rejects - link the axes "
-                        f"that depend on each other: {listed}{more}")
-
+            invalid.append((hw, picks, str(exc)))
+            for pick in picks:
+                first_error.setdefault(pick, str(exc))
+            continue
+        usable.update(picks)
+    never = set(first_error) - usable
+    order = {axis: n for n, axis in enumerate(axes)}
+    for axis, i in sorted(never, key=lambda pick: (order[pick[0]], pick[1])):
+        value = axes[axis][i]
+        try:
+            base.replace(**(value if isinstance(value, dict) else {axis: value}))
+            why = f"accepted by no combination of the other axes ({first_error[(axis, i)]})"
+        except ValueError as exc:
+            why = str(exc)
+        problems.append(f"axes.{axis}[{i}]: {why}")
+    clashes = [(hw, why) for hw, picks, why in invalid if not set(picks) & never]
+    if clashes and not skip_invalid:
+        listed = "; ".join(f"{hw}: {why}" for hw, why in clashes[:_MAX_LISTED_COMBINATIONS])
+        more = (f" (and {len(clashes) - _MAX_LISTED_COMBINATIONS} more)"
+                if len(clashes) > _MAX_LISTED_COMBINATIONS else "")
+        problems.append(f"axes: {len(clashes)} combination(s) the hardware rejects - link the "
+                        f"axes that depend on each other, or set skip_invalid: true: "
+                        f"{listed}{more}")
+    return [hw for hw, _, _ in invalid]
 
 def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None) -> SweepSpec:
     """The spec with its real-mask workload fed from ``folder`` (prune output folders)."""
