@@ -35,6 +35,18 @@ from accel_sim.sweep.store import open_store
 WORKLOAD_COLUMNS = ["workload", "phase", "seq", "batch", "kv_len"]
 # Hardware fields that define the N:M support itself (what the area breakdown compares).
 DESIGN_FIELDS = ["pattern", "support", "encoding", "decoder", "mux_style"]
+ACCURACY_TITLE = "Accuracy vs throughput vs area (best TOPS/mm2 design per pattern)"
+MEMORY_MATCHED_TITLE = "Memory-matched: sparse LLaMa-2-13B vs dense LLaMa-2-7B"
+NOTES = {
+    ACCURACY_TITLE: "Perplexity comes only from measured compression results joined with "
+    "`--compression` (the best pruning method per model and pattern, with its seqlen and window "
+    "count). LLaMa-2 checkpoints cannot be reached from this machine, so LLaMa-2 perplexities "
+    "are n/a, not invented.",
+    MEMORY_MATCHED_TITLE: "The comparison the method is known for: a 13B model pruned N:M "
+    "stores about as many bytes as a dense 7B (weight GB: pruned linears incl. lm_head at the "
+    "design's bytes/weight, embeddings dense). Pass time is simulated cycles of one forward pass "
+    "on the same grid. The perplexity columns stay n/a until LLaMa-2 results are joined.",
+}
 CHARTS = {
     "area_vs_throughput.png": "Area vs effective throughput, Pareto front marked",
     "speedup_by_pattern.png": "Speedup over the dense twin by pattern, per workload and phase",
@@ -273,37 +285,49 @@ def _accuracy_tables(frame: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, pd
     cases = list(zip(joined["workload"], joined["pattern"].astype(str)))
     joined["perplexity"] = [ppl.get(c, np.nan) for c in cases]
     joined["pruning (best)"] = [how.get(c, "not measured") for c in cases]
-    tables["Accuracy vs throughput vs area (best TOPS/mm2 design per pattern)"] = joined
+    tables[ACCURACY_TITLE] = joined
     if {"llama2-7b", "llama2-13b"} <= set(ok["workload"]):
-        tables["Memory-matched: sparse LLaMa-2-13B vs dense LLaMa-2-7B"] = \
-            _memory_matched(ok, ppl)
+        tables[MEMORY_MATCHED_TITLE] = _memory_matched(ok, ppl)
     return tables
 
 
-def _memory_matched(ok: pd.DataFrame, ppl: dict) -> pd.DataFrame:
-    """Weight bytes and throughput of 13B under each pattern against 7B dense, per phase."""
-    from workloads.models import ARCHITECTURES
+def model_weight_gb(arch_name: str, bytes_per_weight: float, dense_bytes: float) -> float:
+    """Weight storage of a model: its linears (layers and lm_head, which the simulator runs
+    sparse) at ``bytes_per_weight``, the embedding table dense at ``dense_bytes``."""
+    from workloads.models import ARCHITECTURES, LAYER_WEIGHTS
 
+    arch = ARCHITECTURES[arch_name]
+    linears = arch.layers * sum(n * k for n, k in map(arch.weight_shape, LAYER_WEIGHTS)) \
+        + arch.vocab * arch.hidden
+    return (linears * bytes_per_weight + arch.vocab * arch.hidden * dense_bytes) / 1e9
+
+
+def _memory_matched(ok: pd.DataFrame, ppl: dict) -> pd.DataFrame:
+    """Per phase: LLaMa-2-13B under each pattern (its best TOPS/mm2 design) against the dense
+    LLaMa-2-7B on the same grid: weight storage, throughput, time per pass, perplexity."""
     rows = []
     for phase, group in ok.groupby("phase"):
         dense7 = group[(group["workload"] == "llama2-7b") & group["is_baseline"]]
         if dense7.empty:
             continue
         d7 = dense7.sort_values("tops_per_mm2", ascending=False).iloc[0]
-        params7 = ARCHITECTURES["llama2-7b"].parameters
-        params13 = ARCHITECTURES["llama2-13b"].parameters
+        dense_bytes = d7["bytes_per_weight"]
         for pattern, g13 in group[group["workload"] == "llama2-13b"].groupby("pattern"):
             b = g13.sort_values("tops_per_mm2", ascending=False).iloc[0]
             rows.append({
                 "phase": phase, "13B pattern": pattern,
-                "13B weight GB": params13 * b["bytes_per_weight"] / 1e9,
-                "7B dense weight GB": params7 * d7["bytes_per_weight"] / 1e9,
+                "13B design": b["support"] if b["support"] == "dense"
+                else f"{b['support']} {b['encoding']}",
+                "13B weight GB": model_weight_gb("llama2-13b", b["bytes_per_weight"],
+                                                 dense_bytes),
+                "7B dense weight GB": model_weight_gb("llama2-7b", dense_bytes, dense_bytes),
                 "13B TFLOP/s": b["effective_tflops"], "7B dense TFLOP/s": d7["effective_tflops"],
-                "13B tokens/s vs 7B dense": d7["total_cycles"] / b["total_cycles"],
+                "13B pass time / 7B dense": b["total_cycles"] / d7["total_cycles"],
                 "13B perplexity": ppl.get(("llama2-13b", str(pattern)), np.nan),
-                "7B dense perplexity": ppl.get(("llama2-7b", str(d7["pattern"])), np.nan),
+                "7B dense perplexity": ppl.get(("llama2-7b", "dense"), np.nan),
             })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table.sort_values(["phase", "13B pattern"], key=_pattern_order) if rows else table
 
 
 # ------------------------------------------------------------------------------------------
@@ -469,7 +493,9 @@ def _accuracy_chart(frame: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> N
 
 
 def _fmt(table: pd.DataFrame) -> pd.DataFrame:
-    return table.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+    """Floats to 4 significant digits, missing values as n/a."""
+    return table.map(lambda v: "n/a" if v is None or (isinstance(v, float) and np.isnan(v))
+                     else f"{v:.4g}" if isinstance(v, float) else v)
 
 
 def _describe(frame: pd.DataFrame) -> list[str]:
@@ -495,10 +521,8 @@ def _markdown(frame: pd.DataFrame, tables: dict, charts: dict) -> str:
     for title, table in tables.items():
         out += [f"## {title}", "", _fmt(table).to_markdown(index=False) if not table.empty
                 else "_(no rows)_", ""]
-        if title.startswith("Accuracy") and table["perplexity"].isna().all():
-            out += [("No perplexity is available for these workloads here (LLaMa-2 checkpoints "
-                    "cannot be reached from this machine); the columns stay empty rather than "
-                    "invented. Pass `--compression DIR_OR_CSV` to join measured values."), ""]
+        if title in NOTES:
+            out += [NOTES[title], ""]
     out += ["## Charts", ""]
     out += [f"![{caption}]({name})" for name, caption in charts.items()]
     out += ["", "Full per-point figures: `results.csv`.", ""]
