@@ -191,6 +191,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, compression=()) -> li
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the report is meant to be shared
     try:
         charts = _write_charts(frame, metrics, tmp)
         tables = _tables(frame, metrics)
@@ -245,6 +246,9 @@ def _tables(frame: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, pd.DataFram
         tables[f"Pareto front (min area, max TFLOP/s) - {title}"] = front.sort_values("area_mm2")[
             [c for c in design + hw_cols + ["area_mm2", "effective_tflops", "tops_per_mm2"]
              if c in front.columns]]
+    if any(c.startswith("area_") and c != "area_mm2" for c in frame.columns):
+        tables["Area breakdown (mm2) per N:M datapath"] = \
+            area_breakdown_table(frame).reset_index(names="design")
     stalls = frame[frame["status"] == "ok"].groupby(
         ["phase"] + design[:1] + ["dominant_stall"], dropna=False).size()
     tables["Dominant stall cause (points per phase and pattern)"] = (
@@ -260,7 +264,7 @@ def _tables(frame: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, pd.DataFram
 def _hw_columns(frame: pd.DataFrame) -> list[str]:
     """Columns that came from the points' hardware overrides (in spec order of appearance)."""
     skip = {"key", "status", "error", "hardware", "real_masks", "elapsed_s", "is_baseline",
-            *WORKLOAD_COLUMNS}
+            "supported_patterns", *WORKLOAD_COLUMNS}  # supported_patterns: shown as "support"
     figures = {"total_cycles", "area_mm2", "effective_tflops", "tops_per_mm2", "utilization",
                "bytes_per_weight", "dominant_stall", "speedup_vs_dense"}
     return [c for c in frame.columns if c not in skip and c not in figures
@@ -428,27 +432,38 @@ def _speedup_by_pattern(frame: pd.DataFrame, path: Path) -> None:
 
 
 def area_breakdown_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Area components (mm2) of one configuration per N:M design, other fields at their mode."""
+    """Area components (mm2) per distinct N:M datapath, with the dense twin first.
+
+    A flexible datapath has the same area whatever pattern it runs, so it appears once; fields
+    outside the N:M design (decoder count, array, buffers, ...) are held at their most common
+    value so that the bars differ only in what N:M support costs.
+    """
     ok = frame[frame["status"] == "ok"]
-    design = _design_columns(ok)
-    others = [c for c in _hw_columns(ok) if c not in design]
-    typical = ok
-    for col in others:
-        narrowed = typical[typical[col] == typical[col].mode().iloc[0]]
-        typical = narrowed if not narrowed.empty else typical
     parts = [c for c in ok.columns if c.startswith("area_") and c != "area_mm2"]
-    table = typical.groupby(design, dropna=False, sort=False)[parts].first()
+    dense = ok[ok["support"] == "dense"] if "support" in ok.columns else ok.iloc[0:0]
+    sparse = ok.drop(dense.index)
+    for col in [c for c in _hw_columns(sparse) if c not in DESIGN_FIELDS]:
+        narrowed = sparse[sparse[col] == sparse[col].mode().iloc[0]]
+        sparse = narrowed if not narrowed.empty else sparse
+    labels = [
+        " ".join(str(v) for v in (
+            r.get("support") if r.get("support") != "fixed" else f"fixed {r.get('pattern')}",
+            r.get("encoding"), r.get("decoder"), f"{r.get('mux_style')} mux") if v)
+        for r in sparse.to_dict("records")]
+    order = np.argsort([0 if str(lab).startswith("fixed") else 1 for lab in labels],
+                       kind="stable")
+    table = pd.concat([
+        dense.head(1).assign(design="dense").set_index("design")[parts],
+        sparse.assign(design=labels).iloc[order].groupby("design", sort=False)[parts].first(),
+    ])
     table.columns = [c.removeprefix("area_") for c in table.columns]
-    table = table.loc[:, (table.fillna(0) != 0).any()]
-    return table.sort_index(key=lambda idx: idx.map(_pattern_sort_key)
-                            if idx.name == "pattern" else idx)
+    return table.loc[:, (table.fillna(0) != 0).any()]
 
 
 def _area_breakdown(frame: pd.DataFrame, path: Path) -> None:
     table = area_breakdown_table(frame)
-    labels = [" ".join(str(v) for v in (k if isinstance(k, tuple) else (k,)) if pd.notna(v))
-              for k in table.index]
-    fig, ax = plt.subplots(figsize=(9, 0.35 * len(table) + 2))
+    labels = list(table.index)
+    fig, ax = plt.subplots(figsize=(11, 0.35 * len(table) + 2))
     left = np.zeros(len(table))
     cmap = plt.get_cmap("tab20")
     for i, comp in enumerate(table.columns):
@@ -457,7 +472,7 @@ def _area_breakdown(frame: pd.DataFrame, path: Path) -> None:
         left += vals
     ax.set_xlabel("area (mm2)")
     ax.invert_yaxis()
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
