@@ -48,7 +48,8 @@ SWEEPABLE_FIELDS = (
     "pattern", "supported_patterns", "encoding", "decoder", "num_decoders", "mux_style",
     "template", "dataflow", "num_cores", "array_rows", "array_cols", "dot_width", "dtype",
     "clock_ghz", "process_nm", "dram_bandwidth_gb_s", "dram_latency_ns", "weight_buffer_kib",
-    "act_buffer_kib", "out_buffer_kib", "double_buffered", "salient_lanes", "tile_k",
+    "act_buffer_kib", "out_buffer_kib", "double_buffered", "buffer_stages", "salient_lanes",
+    "tile_k",
 )
 
 
@@ -81,6 +82,7 @@ class HardwareConfig:
     act_buffer_kib: float = 64.0
     out_buffer_kib: float = 128.0
     double_buffered: bool = True
+    buffer_stages: int = 2
     tile_k: int = 256
     dram_bandwidth_gb_s: float = 1000.0
     dram_latency_ns: float = 500.0
@@ -141,6 +143,16 @@ class HardwareConfig:
         """Dense-equivalent peak at ``pattern`` (default: the run pattern): dense peak x M/N."""
         p = self.run_pattern if pattern is None else Pattern.parse(pattern)
         return self.dense_peak_tflops if p is None else self.dense_peak_tflops * p.m / p.n
+
+    @property
+    def input_stages(self) -> int:
+        """Slots the weight/activation buffers are split into: 1 single-buffered, 2 double,
+        more for a multistage prefetch pipeline (loads in flight hide DRAM latency)."""
+        return self.buffer_stages if self.double_buffered else 1
+
+    @property
+    def output_stages(self) -> int:
+        return 2 if self.double_buffered else 1
 
     @property
     def dram_bytes_per_cycle(self) -> float:
@@ -204,6 +216,8 @@ def _validate(hw: HardwareConfig) -> list[str]:
 
     for name in ("num_cores", "array_rows", "array_cols", "dot_width", "tile_k"):
         positive(name)
+    if not _is_int(hw.buffer_stages) or hw.buffer_stages < 2:
+        errors.append(f"buffer_stages must be an integer >= 2, got {hw.buffer_stages!r}")
     for name in ("clock_ghz", "process_nm", "dram_bandwidth_gb_s", "weight_buffer_kib",
                  "act_buffer_kib", "out_buffer_kib"):
         positive(name, integer=False)

@@ -1,8 +1,8 @@
 """Mapping a GEMM onto the hardware: tiles, waves, and the per-step work the pipeline runs.
 
 A GEMM ``Y[m, n] = X[m, k] @ W[n, k]^T`` is cut into output tiles ``tile_m x tile_n`` (one per
-core at a time); the reduction runs in *steps* (k-chunks). Tiles are taken in row-major order in
-*waves* of ``num_cores`` tiles that run in lockstep: a wave's step lasts as long as its slowest
+core at a time); the reduction runs in *steps* (k-chunks). Tiles are issued in a swizzled order
+(:func:`tile_order`) in *waves* of ``num_cores`` tiles that run in lockstep: a wave's step lasts as long as its slowest
 tile, and its DRAM traffic is the distinct weight and activation chunks of its tiles (tiles of one
 wave that share operands fetch them once, as through a shared L2 or a multicast bus). Outputs of a
 wave are written back after its last step.
@@ -154,7 +154,7 @@ def _round_down(value: float, granule: int) -> int:
 
 def _buffer_error(field: str, have_kib: float, need_bytes: float, what: str) -> ValueError:
     return ValueError(f"{field}={have_kib:g} KiB is too small for one tile: {what} needs "
-                      f"{need_bytes / 1024:.2f} KiB per buffer (half of it when double-buffered)")
+                      f"{need_bytes / 1024:.2f} KiB per buffer slot (the buffer is split into its stages)")
 
 
 def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
@@ -162,13 +162,13 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     """Tile the GEMM for ``hw`` and list its wave-steps (run-length compressed). ``group``
     independent instances of the GEMM (own operands each) share the waves."""
     p = info.pattern
-    slots = 2 if hw.double_buffered else 1
+    slots = hw.input_stages
     vb, acc = hw.value_bytes, hw.accumulator_bytes
     enc = hw.encoding
     rows, cols = hw.array_rows, hw.array_cols
     wcap = hw.weight_buffer_kib * 1024 / slots
     acap = hw.act_buffer_kib * 1024 / slots
-    ocap = hw.out_buffer_kib * 1024 / slots
+    ocap = hw.out_buffer_kib * 1024 / hw.output_stages
     density = 1.0 if p is None else p.n / p.m
     # The weight buffer holds values; metadata has its own buffer sized to match
     # (accel_sim.area.metadata_buffer_kib), so values alone bound the weight tile.
@@ -237,7 +237,8 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     chip_macs = cores * hw.macs_per_cycle_per_core
     pipe_fill = 0.0
     if hw.template == "tensor_core":
-        select_depth = 0 if p is None else math.ceil(math.log2(mux_inputs(hw)))
+        # The operand-select stage is in the datapath of a sparse design even for dense runs.
+        select_depth = math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
         pipe_fill = select_depth + 2 + math.ceil(math.log2(hw.dot_width)) if hw.dot_width > 1 \
             else select_depth + 2
 
@@ -251,9 +252,9 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
         sal = np.zeros((n_tiles, n_chunks), dtype=np.int64)
         np.add.at(sal, (r // tile_n, np.minimum(c // chunk_k, n_chunks - 1)), 1)
 
-    def tile_mac_cycles(tm, kept, width, last):
+    def tile_mac_cycles(tm, tn, kept, last):
         if hw.template == "tensor_core":
-            return (-(-tm // rows)) * (-(-tile_n // cols)) * (-(-kept // hw.dot_width))
+            return (-(-tm // rows)) * (-(-tn // cols)) * (-(-kept // hw.dot_width))
         if systolic_ws:  # one fold: 2R + C + T - 2 with T = tm
             return 2 * rows + cols + tm - 2
         return kept + (2 * rows + cols - 2 if last else 0)  # OS: stream, fill+drain once
@@ -263,11 +264,12 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     waves_out = []
     kept_macs = 0.0
     salient_macs = 0.0
+    order_m, order_n = tile_order(m_tiles, n_tiles, cores)
     all_ids = np.arange(tiles)
     for w in range(waves):
         ids = all_ids[w * cores:(w + 1) * cores]
         instance, local = ids // (m_tiles * n_tiles), ids % (m_tiles * n_tiles)
-        mi, ni = local // n_tiles, local % n_tiles
+        mi, ni = order_m[local], order_n[local]
         tm_eff = np.minimum(tile_m, m - mi * tile_m)
         tn_eff = np.minimum(tile_n, n - ni * tile_n)
         u_m = np.unique(instance * m_tiles + mi) % m_tiles  # distinct operand chunks
@@ -279,48 +281,84 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
         max_tn = int(tn_eff.max())
         area = float((tm_eff * tn_eff).sum())
         runs: list[list] = []
-        chunk_index = 0
-        for (width, count), (kept, meta_bits, blocks) in zip(chunks, chunk_costs):
-            for j in range(count):
-                last = chunk_index == n_chunks - 1
-                first = chunk_index == 0
-                mac = float(tile_mac_cycles(max_tm, kept, width, last))
-                if first:
-                    mac += pipe_fill
-                dec = 0.0
-                if decoder is not None and blocks and math.isfinite(dec_rate):
-                    dec = float(math.ceil(max_tn * blocks / dec_rate))
-                vals = sum_n_unique * kept * vb
-                meta = sum_n_unique * meta_bits / 8
-                acts = sum_m_unique * width * vb
-                sal_cycles = 0.0
-                sal_bytes = 0.0
-                if sal is not None:
-                    counts = sal[ni, chunk_index]
-                    sal_cycles = float(math.ceil(float((counts * tm_eff).max()) /
-                                                 hw.salient_lanes))
-                    sal_bytes = float(sal[u_n, chunk_index].sum()) * info.salient_bytes_per_nnz
-                    salient_macs += float((counts * tm_eff).sum())
-                step = Step(mac, area * kept / chip_macs, sal_cycles, dec,
-                            vals + meta + acts + sal_bytes, out_bytes if last else 0.0, first)
-                bytes_by_class["activations" if info.activation_operand else "values"] += vals
-                bytes_by_class["metadata"] += meta
-                bytes_by_class["activations"] += acts
-                bytes_by_class["salient"] += sal_bytes
-                kept_macs += area * kept
-                if runs and runs[-1][0] == step:
-                    runs[-1][1] += 1
-                else:
-                    runs.append([step, 1])
-                chunk_index += 1
+        wave = {"max_tm": max_tm, "max_tn": max_tn, "sum_n": sum_n_unique, "sum_m": sum_m_unique,
+                "ni": ni, "u_n": u_n, "tm_eff": tm_eff, "area": area, "out": out_bytes,
+                "runs": runs}
+
+        def add(wave, chunk_index, width, kept, meta_bits, blocks, repeat):
+            """Append ``repeat`` equal steps of chunk ``chunk_index`` (and its traffic)."""
+            nonlocal kept_macs, salient_macs
+            max_tm, max_tn, area = wave["max_tm"], wave["max_tn"], wave["area"]
+            sum_n_unique, sum_m_unique, runs = wave["sum_n"], wave["sum_m"], wave["runs"]
+            last = chunk_index == n_chunks - 1
+            first = chunk_index == 0
+            mac = float(tile_mac_cycles(max_tm, max_tn, kept, last)) + (pipe_fill if first
+                                                                       else 0.0)
+            dec = 0.0
+            if decoder is not None and blocks and math.isfinite(dec_rate):
+                dec = float(math.ceil(max_tn * blocks / dec_rate))
+            vals = sum_n_unique * kept * vb
+            meta = sum_n_unique * meta_bits / 8
+            acts = sum_m_unique * width * vb
+            sal_cycles = sal_bytes = 0.0
+            if sal is not None:
+                counts = sal[wave["ni"], chunk_index] * wave["tm_eff"]
+                sal_cycles = float(math.ceil(float(counts.max()) / hw.salient_lanes))
+                sal_bytes = float(sal[wave["u_n"], chunk_index].sum()) * \
+                    info.salient_bytes_per_nnz
+                salient_macs += float(counts.sum()) * repeat
+            step = Step(mac, area * kept / chip_macs, sal_cycles, dec,
+                        vals + meta + acts + sal_bytes, wave["out"] if last else 0.0, first)
+            bytes_by_class["activations" if info.activation_operand else "values"] += \
+                vals * repeat
+            bytes_by_class["metadata"] += meta * repeat
+            bytes_by_class["activations"] += acts * repeat
+            bytes_by_class["salient"] += sal_bytes * repeat
+            kept_macs += area * kept * repeat
+            if runs and runs[-1][0] == step:
+                runs[-1][1] += repeat
+            else:
+                runs.append([step, repeat])
+
+        start = 0
+        for (width, count), cost in zip(chunks, chunk_costs):
+            if sal is not None:  # irregular side-car: every chunk is its own step
+                for index in range(start, start + count):
+                    add(wave, index, width, *cost, 1)
+            else:  # equal chunks: the first and the last differ (fill, write-back)
+                index, stop = start, start + count
+                if index == 0:
+                    add(wave, 0, width, *cost, 1)
+                    index = 1
+                middle = stop - index - (1 if stop == n_chunks else 0)
+                if middle > 0:
+                    add(wave, index, width, *cost, middle)
+                    index += middle
+                if index < stop:
+                    add(wave, index, width, *cost, 1)
+            start += count
         bytes_by_class["outputs"] += out_bytes
-        wave = tuple((s, c) for s, c in runs)
-        if waves_out and waves_out[-1][0] == wave:
+        steps = tuple((s, c) for s, c in runs)
+        if waves_out and waves_out[-1][0] == steps:
             waves_out[-1][1] += 1
         else:
-            waves_out.append([wave, 1])
+            waves_out.append([steps, 1])
     return Mapping(tile_m, tile_n, chunk_k, waves, tiles, [tuple(x) for x in waves_out],
                    bytes_by_class, kept_macs, salient_macs, p)
+
+
+def tile_order(m_tiles: int, n_tiles: int, cores: int) -> tuple[np.ndarray, np.ndarray]:
+    """(m index, n index) of the tiles in issue order: swizzled in column groups about
+    sqrt(cores) tiles wide, so that a wave covers a near-square patch of the output and fetches
+    about 2 sqrt(cores) operand chunks instead of 1 + cores (threadblock rasterization, as GPU
+    GEMM libraries do)."""
+    width = max(1, min(n_tiles, round(math.sqrt(cores))))
+    groups = -(-n_tiles // width)
+    gi, mi, wi = np.meshgrid(np.arange(groups), np.arange(m_tiles), np.arange(width),
+                             indexing="ij")
+    ni = gi * width + wi
+    keep = ni < n_tiles
+    return mi[keep].reshape(-1), ni[keep].reshape(-1)
 
 
 def mux_inputs(hw: HardwareConfig, pattern: Pattern | None = None) -> int:

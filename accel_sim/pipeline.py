@@ -3,8 +3,9 @@
 Each wave-step (:class:`accel_sim.mapping.Step`) flows through five processes:
 
 * **DMA** loads the step's operands over the one DRAM channel (occupancy bytes / bandwidth, data
-  usable ``dram_latency`` later; requests pipeline) into an input buffer slot (2 slots when
-  double-buffered, freed when the MAC array finishes the step);
+  usable ``dram_latency`` later; requests pipeline) into an input buffer slot (``buffer_stages``
+  slots when double-buffered, freed when the MAC array finishes the step), so at most
+  ``stages - 1`` loads are in flight while the array computes: too few stages expose the latency;
 * **decoder** turns the metadata into select signals (occupancy ``decode_cycles``, then its
   latency) into a select-buffer slot;
 * **operand select** drives the muxes (latency of a log2(inputs)-level mux tree, pipelined);
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 import simpy
 
 PERIODS = 3  # equal consecutive periods that establish a steady state
+MAX_PERIOD = 4  # longest period searched, in steps (or waves)
 COUNTERS = ("busy", "compute", "memory", "decode", "salient")
 
 
@@ -55,31 +57,40 @@ class _Clock:
 
 
 def _steady(history: list, need: int):
-    """(period, counter deltas) if the last ``need`` deltas of ``history`` agree, else None."""
-    if len(history) < need + 1:
-        return None
-    tail = history[-(need + 1):]
-    deltas = [(b[0] - a[0], tuple(y - x for x, y in zip(a[1], b[1])))
-              for a, b in itertools.pairwise(tail)]
-    first = deltas[0]
-    scale = max(1.0, abs(tail[-1][0]))
-    for d in deltas[1:]:
-        if abs(d[0] - first[0]) > 1e-9 * scale:
+    """(length, time, counter deltas) of a period of 1..MAX_PERIOD steps if the last ``need``
+    periods of ``history`` (completion snapshots) agree, else None."""
+    for length in range(1, MAX_PERIOD + 1):
+        if len(history) < need * length + 1:
             return None
-        if any(abs(x - y) > 1e-9 * scale for x, y in zip(d[1], first[1])):
-            return None
-    return first
+        tail = history[-(need * length + 1)::length]
+        deltas = [(b[0] - a[0], tuple(y - x for x, y in zip(a[1], b[1])))
+                  for a, b in itertools.pairwise(tail)]
+        first = deltas[0]
+        scale = max(1.0, abs(tail[-1][0]))
+        if all(abs(d[0] - first[0]) <= 1e-9 * scale
+               and all(abs(x - y) <= 1e-9 * scale for x, y in zip(d[1], first[1]))
+               for d in deltas[1:]):
+            return (length, *first)
+    return None
 
 
 def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latency: float,
-                 select_latency: float, slots: int, steady_state: bool = True
-                 ) -> PipelineResult:
+                 select_latency: float, slots: int, out_slots_count: int,
+                 steady_state: bool = True) -> PipelineResult:
     """Simulate ``schedule`` ([(wave_runs, wave_repeat)], wave_runs = ((Step, repeat), ...))."""
     env = simpy.Environment()
-    dram = simpy.Resource(env, capacity=1)
+    # The DRAM channel serves transfers first come, first served, one at a time: booking the
+    # channel's next free cycle when a transfer is issued is that queue, without its events.
+    channel = {"free": 0.0}
+
+    def book(nbytes):
+        """Cycles from now until a transfer of ``nbytes`` issued now has left the channel."""
+        start = max(env.now, channel["free"])
+        channel["free"] = start + nbytes / bytes_per_cycle
+        return channel["free"] - env.now
     in_slots = simpy.Container(env, capacity=slots, init=slots)
     sel_slots = simpy.Container(env, capacity=slots, init=slots)
-    out_slots = simpy.Container(env, capacity=slots, init=slots)
+    out_slots = simpy.Container(env, capacity=out_slots_count, init=out_slots_count)
     loaded = simpy.Store(env)
     decoded = simpy.Store(env)
     selected = simpy.Store(env)
@@ -94,10 +105,14 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
         return (env.now + clock.credit_time,
                 tuple(counters[c] + clock.credit[c] for c in COUNTERS))
 
-    def credit(delta, times):
-        clock.credit_time += delta[0] * times
-        for name, inc in zip(COUNTERS, delta[1]):
+    def credit(period, remaining):
+        """Credit whole periods out of ``remaining`` units; returns the units skipped."""
+        length, time, deltas = period
+        times = (remaining - 1) // length  # keep the last unit simulated
+        clock.credit_time += time * times
+        for name, inc in zip(COUNTERS, deltas):
             clock.credit[name] += inc * times
+        return times * length
 
     def deliver(store, item, delay):
         if delay > 0:
@@ -112,12 +127,12 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
                 if steady_state and wave_repeat - w > 1:
                     found = _steady(wave_history.get(wave_id, []), PERIODS)
                     if found is not None:
-                        skip = wave_repeat - w - 1
-                        credit(found, skip)
+                        skip = credit(found, wave_repeat - w)
                         stats["skipped"] += skip * sum(c for _, c in wave_runs)
                         w += skip
                         wave_history.pop(wave_id, None)
-                        continue
+                        if skip:
+                            continue
                 n_runs = len(wave_runs)
                 for run_id, (step, repeat) in enumerate(wave_runs):
                     i = 0
@@ -126,17 +141,15 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
                         if steady_state and repeat - i > 1:
                             found = _steady(step_history.get(key, []), PERIODS)
                             if found is not None:
-                                skip = repeat - i - 1
-                                credit(found, skip)
+                                skip = credit(found, repeat - i)
                                 stats["skipped"] += skip
                                 i += skip
                                 step_history.pop(key, None)
-                                continue
+                                if skip:
+                                    continue
                         yield in_slots.get(1)
-                        with dram.request() as req:
-                            yield req
-                            if step.load_bytes:
-                                yield env.timeout(step.load_bytes / bytes_per_cycle)
+                        if step.load_bytes:
+                            yield env.timeout(book(step.load_bytes))
                         wave_end = run_id == n_runs - 1 and i == repeat - 1
                         item = (step, env.now + latency, key, (wave_id, w) if wave_end else None)
                         deliver(loaded, item, latency)
@@ -165,9 +178,7 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             deliver(selected, item, select_latency)
 
     def writeback(nbytes):
-        with dram.request() as req:
-            yield req
-            yield env.timeout(nbytes / bytes_per_cycle)
+        yield env.timeout(book(nbytes))
         out_slots.put(1)
 
     def mac():

@@ -175,10 +175,12 @@ def analytical_cycles(hw: HardwareConfig, mapping) -> float:
 
 
 def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: str | None = None,
-                  steady_state: bool = True) -> GemmResult:
+                  steady_state: bool = True, memo: dict | None = None) -> GemmResult:
     """Simulate one GEMM. ``weight``: a real compressed weight for ``gemm.weight_name``;
     ``salient``: a synthetic structured side-car pattern (e.g. ``"16:256"``) when no real one;
-    ``steady_state=False`` simulates every step (the exact event path, for checks)."""
+    ``steady_state=False`` simulates every step (the exact event path, for checks).
+    ``memo``: pipeline results by schedule; two GEMMs with equal step schedules (e.g. layers
+    whose masks differ only in kept positions) have the same timing, so one run serves both."""
     hw = load_hardware(hw)
     start = time.perf_counter()
     info = _resolve(hw, gemm, weight, salient)
@@ -186,10 +188,14 @@ def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: str |
     mapping = build_mapping(hw, gemm.m, gemm.n, gemm.k, info, group)
     p = info.pattern
     decode_latency = 0 if p is None else decoder_model(hw.decoder_kind).latency_cycles(p)
-    select_latency = 0 if p is None else math.ceil(math.log2(max(1, mux_inputs(hw))))
-    run = run_pipeline(mapping.schedule, hw.dram_bytes_per_cycle, hw.dram_latency_cycles,
-                       decode_latency, select_latency, 2 if hw.double_buffered else 1,
-                       steady_state=steady_state)
+    select_latency = math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
+    args = (tuple(mapping.schedule), hw.dram_bytes_per_cycle, hw.dram_latency_cycles,
+            decode_latency, select_latency, hw.input_stages, hw.output_stages, steady_state)
+    run = memo.get(args) if memo is not None else None
+    if run is None:
+        run = run_pipeline(*args[:-1], steady_state=steady_state)
+        if memo is not None:
+            memo[args] = run
     stalls = {c: run.counters[c] for c in STALL_CAUSES}
     # Figures are per run: a mapping of ``group`` concurrent instances is divided by it.
     return GemmResult(
@@ -204,13 +210,14 @@ def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: str |
 
 def simulate_workload(hw: HardwareConfig | str, gemms, weights: dict | None = None, *,
                       salient: str | None = None, steady_state: bool = True,
-                      progress: bool = False) -> WorkloadResult:
+                      progress: bool = False, reuse: bool = True) -> WorkloadResult:
     """Simulate a GEMM list; ``weights`` maps ``weight_name`` -> compressed weight. GEMMs of equal
-    shape, count-independent, without a real weight are simulated once and reused."""
+    shape without a real weight are simulated once and reused (``reuse=False``: every one)."""
     hw = load_hardware(hw)
     weights = weights or {}
     start = time.perf_counter()
     cache: dict = {}
+    memo: dict | None = {} if reuse else None
     results = []
     iterator = gemms
     if progress:
@@ -218,15 +225,16 @@ def simulate_workload(hw: HardwareConfig | str, gemms, weights: dict | None = No
         iterator = tqdm(gemms, desc=f"simulate on {hw.name}", unit="gemm")
     for gemm in iterator:
         weight = weights.get(gemm.weight_name) if gemm.weight_name else None
-        key = None if weight is not None else (gemm.m, gemm.n, gemm.k, gemm.group,
-                                               gemm.weight_name is not None)
+        key = None if weight is not None or not reuse else (
+            gemm.m, gemm.n, gemm.k, gemm.group, gemm.weight_name is not None)
         if key is not None and key in cache:
             base = cache[key]
             res = GemmResult(**{**base.__dict__, "name": gemm.name, "count": gemm.count,
                                 "weight_name": gemm.weight_name, "wall_s": 0.0,
                                 "simulated_steps": 0, "skipped_steps": 0})
         else:
-            res = simulate_gemm(hw, gemm, weight, salient=salient, steady_state=steady_state)
+            res = simulate_gemm(hw, gemm, weight, salient=salient, steady_state=steady_state,
+                                memo=memo)
             if key is not None:
                 cache[key] = res
         results.append(res)

@@ -26,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--salient", default=None, metavar="N:M",
                    help="synthetic structured salient side-car, e.g. 16:256")
     p.add_argument("--masks", default=None, metavar="DIR",
-                   help="a `nmsim prune --out` folder: per-layer work from its real masks")
+                   help="a `nmsim prune --out` folder (or its compressed.safetensors / "
+                        "masks.safetensors): per-layer work from the real masks")
     p.add_argument("--full", action="store_true",
                    help="simulate every step (no steady-state extrapolation)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -37,7 +38,7 @@ def run(args) -> int:
     hw = load_hardware(args.hw)
     if args.pattern is not None:
         hw = hw.run_at(args.pattern)
-    weights = load_masks(args.masks) if args.masks else None
+    weights = load_masks(args.masks, hw) if args.masks else None
     gemm_list = gemms(args.workload, args.phase, seq=args.seq, batch=args.batch,
                       kv_len=args.kv_len, layers=args.layers, lm_head=not args.no_lm_head,
                       per_layer=weights is not None)

@@ -1,0 +1,89 @@
+"""Hardware configs: presets reproduce published peaks; validation names the field."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from accel_sim.config import (
+    PRESETS,
+    SWEEPABLE_FIELDS,
+    HardwareConfig,
+    host_cpu_preset,
+    load_hardware,
+    save_hardware,
+)
+
+# Published fp16 tensor-core peaks, dense / 2:4 sparse, TFLOP/s (NVIDIA A100 and H100 SXM
+# whitepapers); TPU v1: 92 int8 TOPS (Jouppi et al., ISCA 2017).
+PUBLISHED_PEAKS = {"a100-like": (312, 624), "h100-like": (989, 1979), "dense": (312, 312),
+                   "tpu-v1-like": (92, 92)}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_PEAKS))
+def test_presets_reproduce_published_peaks(name):
+    hw = load_hardware(name)
+    dense, sparse = PUBLISHED_PEAKS[name]
+    assert hw.dense_peak_tflops == pytest.approx(dense, rel=0.005)
+    assert hw.sparse_peak_tflops() == pytest.approx(sparse, rel=0.005)
+
+
+def test_required_presets_exist_and_load():
+    assert {"dense", "a100-like", "h100-like", "flexible-nm"} <= set(PRESETS)
+    for name in PRESETS:
+        assert load_hardware(name).name == name
+
+
+def test_sweepable_fields_are_fields_and_replace_validates():
+    names = {f.name for f in dataclasses.fields(HardwareConfig)}
+    assert set(SWEEPABLE_FIELDS) <= names
+    hw = load_hardware("flexible-nm")
+    assert hw.replace(num_decoders=2).num_decoders == 2
+    with pytest.raises(ValueError, match="bogus_field"):
+        hw.replace(bogus_field=1)
+    with pytest.raises(ValueError, match="num_cores"):
+        hw.replace(num_cores=0)
+    with pytest.raises(ValueError, match="decoder 'popcount' cannot read 'rank'"):
+        hw.replace(decoder="popcount")
+    with pytest.raises(ValueError, match="rank_rom cannot hold 16:32"):
+        hw.replace(decoder="rank_rom")
+    assert hw.replace(supported_patterns="2:4 8:16").supported_patterns == ("2:4", "8:16")
+
+
+def test_run_at_refuses_patterns_the_design_lacks():
+    a100 = load_hardware("a100-like")
+    with pytest.raises(ValueError, match="8:16 is not supported"):
+        a100.run_at("8:16")
+    assert a100.run_at("dense").run_pattern is None
+    flexible = load_hardware("flexible-nm")
+    assert str(flexible.run_at("16:32").run_pattern) == "16:32"
+
+
+def test_yaml_round_trip_and_unknown_keys(tmp_path):
+    hw = load_hardware("systolic-nm").replace(num_decoders=3)
+    path = tmp_path / "hw.yaml"
+    save_hardware(hw, path)
+    assert load_hardware(path) == hw
+    data = yaml.safe_load(path.read_text())
+    data["clock_mhz"] = 900
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="clock_mhz"):
+        load_hardware(path)
+    with pytest.raises(ValueError, match="not a preset"):
+        load_hardware(tmp_path / "missing.yaml")
+
+
+def test_every_validation_problem_is_listed():
+    with pytest.raises(ValueError) as info:
+        HardwareConfig(array_rows=0, clock_ghz=-1, dtype="fp64")
+    message = str(info.value)
+    for field in ("array_rows", "clock_ghz", "dtype"):
+        assert field in message
+
+
+def test_host_cpu_preset_describes_the_measurement():
+    hw = host_cpu_preset(bandwidth_gb_s=20.0, peak_gflops=96.0, clock_ghz=3.0, cores=2)
+    assert hw.dense_peak_tflops * 1e3 == pytest.approx(96.0)
+    assert hw.dram_bandwidth_gb_s == 20.0 and not hw.is_sparse
+    with pytest.raises(ValueError, match="positive"):
+        host_cpu_preset(bandwidth_gb_s=0, peak_gflops=1)
