@@ -2,6 +2,7 @@
 
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -116,3 +117,17 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert int(loaded.group(1)) == int(loaded.group(2)) >= 4
     assert dom.count("<table") >= 4
     assert "<th>tops_per_mm2</th>" in dom and "8:16" in dom
+
+
+def test_report_refuses_a_foreign_database(tmp_path):
+    db = tmp_path / "other.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    before = db.read_bytes()
+    out = subprocess.run([sys.executable, "-m", "nmsim", "report", str(db), "--out",
+                          str(tmp_path / "rep")], capture_output=True, text=True, check=False)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "not an nmsim sweep results database" in out.stderr
+    assert db.read_bytes() == before and not (tmp_path / "rep").exists()
