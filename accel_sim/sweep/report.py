@@ -531,8 +531,44 @@ def _describe(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _headlines(frame: pd.DataFrame) -> list[str]:
+    """A few findings computed from the results (best design, cost of N:M support, stalls)."""
+    lines = []
+    for title, group in _workload_groups(frame):
+        best = group.loc[group["tops_per_mm2"].idxmax()]
+        design = " ".join(str(best.get(c)) for c in DESIGN_FIELDS
+                          if c in best and best.get(c) != "n/a")
+        speedup = best.get("speedup_vs_dense")
+        vs = f", {speedup:.2f}x its dense twin" if pd.notna(speedup) else ""
+        lines.append(f"{title}: best TOPS/mm2 is {design} ({best['tops_per_mm2']:.3g} TOPS/mm2, "
+                     f"{best['effective_tflops']:.3g} TFLOP/s, {best['area_mm2']:.1f} mm2{vs}).")
+    if any(c.startswith("area_") and c != "area_mm2" for c in frame.columns):
+        totals = area_breakdown_table(frame).sum(axis=1)
+        fixed24 = totals[totals.index.str.startswith("fixed 2:4")]
+        flexible = totals[totals.index.str.startswith("flexible")]
+        if "dense" in totals.index and not fixed24.empty and not flexible.empty:
+            dense = totals["dense"]
+            lines.append(
+                f"Area of N:M support over dense ({dense:.1f} mm2): cheapest fixed 2:4 "
+                f"+{100 * (fixed24.min() / dense - 1):.1f}% ({fixed24.idxmin()}), cheapest "
+                f"flexible +{100 * (flexible.min() / dense - 1):.1f}% ({flexible.idxmin()}), "
+                f"i.e. flexibility costs +{100 * (flexible.min() / fixed24.min() - 1):.1f}% over "
+                "fixed 2:4.")
+    ok = frame[frame["status"] == "ok"]
+    decode_bound = ok[ok["dominant_stall"] == "decode"]
+    if len(ok):
+        where = ", ".join(
+            f"{p} with {int(d)} decoders ({n})" for (p, d), n in
+            decode_bound.groupby(["pattern", "num_decoders"]).size().items()) \
+            if "num_decoders" in ok.columns and len(decode_bound) else ""
+        lines.append(f"Metadata decoders are the dominant stall in {len(decode_bound)} of "
+                     f"{len(ok)} points{': ' + where if where else ''}.")
+    return lines
+
+
 def _markdown(frame: pd.DataFrame, tables: dict, charts: dict) -> str:
-    out = ["# Design-space sweep", "", *(f"- {line}" for line in _describe(frame)), ""]
+    out = ["# Design-space sweep", "", *(f"- {line}" for line in _describe(frame)), "",
+           "## Headlines", "", *(f"- {line}" for line in _headlines(frame)), ""]
     for title, table in tables.items():
         out += [f"## {title}", "", _fmt(table).to_markdown(index=False) if not table.empty
                 else "_(no rows)_", ""]
@@ -561,6 +597,8 @@ def _html(frame: pd.DataFrame, tables: dict, charts: dict, folder: Path) -> str:
              "img{max-width:100%}</style>"), _LOAD_CHECK, "</head><body>",
              "<h1>Design-space sweep</h1><ul>"]
     parts += [f"<li>{html.escape(line)}</li>" for line in _describe(frame)]
+    parts.append("</ul><h2>Headlines</h2><ul>")
+    parts += [f"<li>{html.escape(line)}</li>" for line in _headlines(frame)]
     parts.append("</ul>")
     for title, table in tables.items():
         parts.append(f"<h2>{html.escape(title)}</h2>")
