@@ -104,22 +104,39 @@ def _run_locally(chunks, workers, _address):
 
 
 def _run_on_dask(chunks, workers, address):
-    """Yield each chunk's records as it finishes, on the dask.distributed scheduler at address."""
+    """Yield each chunk's records as it finishes, on the dask.distributed scheduler at address.
+
+    The scheduler and workers must import this package (``pip install`` it there, or set
+    PYTHONPATH). Cluster failures become an ``OSError``; points stored so far stay stored.
+    """
     from distributed import Client, as_completed
+    from distributed.scheduler import KilledWorker
 
     try:
         client = Client(address, timeout="20s")
     except OSError as exc:
         raise OSError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     with client:
-        slots = max(workers, sum(client.nthreads().values())) * _WINDOW_PER_WORKER
-        pending_chunks = iter(chunks)
-        running = as_completed([client.submit(evaluate_chunk, c, pure=False)
-                                for c in itertools.islice(pending_chunks, slots)])
-        for future in running:
-            records = future.result()
-            future.release()
-            yield records
-            nxt = next(pending_chunks, None)
-            if nxt is not None:
-                running.add(client.submit(evaluate_chunk, nxt, pure=False))
+        try:
+            slots = max(workers, sum(client.nthreads().values())) * _WINDOW_PER_WORKER
+            pending_chunks = iter(chunks)
+            running = as_completed([client.submit(evaluate_chunk, c, pure=False)
+                                    for c in itertools.islice(pending_chunks, slots)])
+            for future in running:
+                records = future.result()
+                future.release()
+                yield records
+                nxt = next(pending_chunks, None)
+                if nxt is not None:
+                    running.add(client.submit(evaluate_chunk, nxt, pure=False))
+        except ImportError as exc:
+            raise OSError(f"the Dask cluster at {address} cannot import the sweep code ({exc}): "
+                          "install nmsim on the scheduler and workers or set their PYTHONPATH"
+                          ) from None
+        except RuntimeError as exc:  # e.g. the scheduler cannot deserialize the task graph
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise OSError(f"the Dask cluster at {address} failed: {first} - the scheduler and "
+                          "workers need the same environment with nmsim importable") from None
+        except KilledWorker as exc:
+            raise OSError(f"a Dask worker died running sweep points ({exc}); finished points are "
+                          "stored, run the sweep again to resume") from None
