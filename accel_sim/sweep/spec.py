@@ -141,8 +141,10 @@ def point_key(point: dict) -> str:
 
 
 def baseline_twin(point: dict) -> dict:
-    """The point's dense twin: its hardware with the baseline overrides applied."""
-    return {**point, "hw": {**point["hw"], **point.get("baseline", {})}}
+    """The point's dense twin: its hardware with the baseline overrides applied, running the
+    uncompressed model (no mask file: the twin is the dense reference for real masks too)."""
+    twin = {k: v for k, v in point.items() if k != "masks"}
+    return {**twin, "hw": {**point["hw"], **point.get("baseline", {})}}
 
 
 def load_spec(path: str | Path | None = None) -> SweepSpec:

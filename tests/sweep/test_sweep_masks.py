@@ -9,7 +9,7 @@ pytest.importorskip("accel_sim.simulate", reason="needs the simulator (sim branc
 
 from accel_sim.sweep.engine import run_spec
 from accel_sim.sweep.evaluate import evaluate_on_simulator
-from accel_sim.sweep.spec import SpecError, parse_spec
+from accel_sim.sweep.spec import SpecError, baseline_twin, parse_spec, point_key
 from accel_sim.sweep.store import open_store
 from compression import formats
 from workloads.models import ARCHITECTURES, LAYER_WEIGHTS
@@ -64,3 +64,18 @@ def test_mask_files_attach_by_pattern_and_workload(tmp_path):
 def test_required_masks_missing_is_a_spec_error(tmp_path):
     with pytest.raises(SpecError, match="masks.dir: no compressed.safetensors"):
         parse_spec(SPEC.format(dir=tmp_path / "nothing"))
+
+
+def test_dense_twin_of_a_real_mask_point_runs_without_masks(tmp_path):
+    write_layer0_masks(tmp_path / "prune", "8:16")
+    spec = parse_spec(SPEC.format(dir=tmp_path / "prune")
+                      + "baseline: {pattern: dense, supported_patterns: []}\n")
+    points = spec.points()
+    real = next(p for p in points if "masks" in p)
+    twin = baseline_twin(real)
+    assert "masks" not in twin and twin["hw"]["pattern"] == "dense"
+    assert point_key(twin) in {point_key(p) for p in points}
+    # The uniform 2:4 point of the same workload shares that dense twin.
+    uniform = next(p for p in points if p["workload"] == "smollm2-135m"
+                   and p["hw"]["pattern"] == "2:4")
+    assert point_key(baseline_twin(uniform)) == point_key(twin)
