@@ -183,7 +183,6 @@ class RankRomDecoder(DecoderModel):
 DECODER_MODELS = {cls.kind: cls() for cls in
                   (DirectDecoder, PopcountDecoder, RankRomDecoder, RankPipelineDecoder,
                    RankSerialDecoder)}
-DEFAULT_DECODER = {"index": "direct", "bitmask": "popcount", "rank": "rank_pipeline"}
 
 
 def decoder_model(kind: str) -> DecoderModel:

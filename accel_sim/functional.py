@@ -11,14 +11,15 @@ import numpy as np
 
 from compression.formats import CSRTensor, NMTensor, SparseWeight
 
-from .decoders import DEFAULT_DECODER, decoder_model
+from .config import DECODERS_FOR_ENCODING
+from .decoders import decoder_model
 
 ROW_CHUNK = 256  # output rows per gather, bounds the temporary [rows, kept, batch] array
 
 
 def decoded_positions(tensor: NMTensor, decoder: str | None = None) -> np.ndarray:
     """Kept positions ``int64[out, blocks, N]`` as the decoder model reads ``tensor``."""
-    model = decoder_model(decoder or DEFAULT_DECODER[tensor.encoding])
+    model = decoder_model(decoder or DECODERS_FOR_ENCODING[tensor.encoding][0])
     if model.encoding != tensor.encoding:
         raise ValueError(f"decoder '{model.kind}' reads '{model.encoding}' metadata, the tensor "
                          f"is '{tensor.encoding}'")

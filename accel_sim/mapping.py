@@ -93,13 +93,14 @@ def weight_info(weight, shape: tuple[int, int], name: str = "") -> WeightInfo:
 
 def synthetic_salient(shape: tuple[int, int], salient: str | Pattern, value_bytes: int = 2
                       ) -> tuple[tuple[np.ndarray, np.ndarray], float]:
-    """Coordinates of a uniform structured side-car (first N of every M), and bytes per entry
-    (value + index offset of ceil(log2 M) bits) - used when no real side-car is given."""
+    """Coordinates of a uniform structured side-car (N evenly spaced entries in every group of
+    M, as spread as real outliers are on average), and bytes per entry (value + index offset of
+    ceil(log2 M) bits) - used when no real side-car is given."""
     p = Pattern.parse(salient)
     rows, cols = shape
     blocks = -(-cols // p.m)
     starts = np.arange(blocks) * p.m
-    offsets = np.arange(p.n)
+    offsets = (np.arange(p.n) * p.m) // p.n
     col = (starts[:, None] + offsets[None, :]).reshape(-1)
     col = col[col < cols]
     r = np.repeat(np.arange(rows), len(col))
@@ -115,12 +116,10 @@ class Mapping:
     tile_n: int
     chunk_k: int  # dense k per step
     waves: int
-    tiles: int
     schedule: list  # [(tuple[(Step, repeat), ...], wave_repeat)]
     bytes_by_class: dict
     kept_macs: float  # MACs the array performs (stored weights x m)
     salient_macs: float
-    pattern: Pattern | None
 
 
 def _chunk_widths(k: int, chunk: int) -> list[tuple[int, int]]:
@@ -239,8 +238,7 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     if hw.template == "tensor_core":
         # The operand-select stage is in the datapath of a sparse design even for dense runs.
         select_depth = math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
-        pipe_fill = select_depth + 2 + math.ceil(math.log2(hw.dot_width)) if hw.dot_width > 1 \
-            else select_depth + 2
+        pipe_fill = select_depth + 2 + math.ceil(math.log2(hw.dot_width))
 
     # Salient side-car: nnz per (n-tile, k-chunk); chunk index of the last chunk is n_chunks-1.
     sal = None
@@ -249,8 +247,8 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
             raise ValueError(f"salient_lanes is 0: hardware '{hw.name}' cannot run the salient "
                              f"side-car of '{info.name or 'weight'}'")
         r, c = info.salient_rows_cols
-        sal = np.zeros((n_tiles, n_chunks), dtype=np.int64)
-        np.add.at(sal, (r // tile_n, np.minimum(c // chunk_k, n_chunks - 1)), 1)
+        cell = (r // tile_n) * n_chunks + np.minimum(c // chunk_k, n_chunks - 1)
+        sal = np.bincount(cell, minlength=n_tiles * n_chunks).reshape(n_tiles, n_chunks)
 
     def tile_mac_cycles(tm, tn, kept, last):
         if hw.template == "tensor_core":
@@ -343,8 +341,8 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
             waves_out[-1][1] += 1
         else:
             waves_out.append([steps, 1])
-    return Mapping(tile_m, tile_n, chunk_k, waves, tiles, [tuple(x) for x in waves_out],
-                   bytes_by_class, kept_macs, salient_macs, p)
+    return Mapping(tile_m, tile_n, chunk_k, waves, [tuple(x) for x in waves_out],
+                   bytes_by_class, kept_macs, salient_macs)
 
 
 def tile_order(m_tiles: int, n_tiles: int, cores: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ Each wave-step (:class:`accel_sim.mapping.Step`) flows through five processes:
   slots when double-buffered, freed when the MAC array finishes the step), so at most
   ``stages - 1`` loads are in flight while the array computes: too few stages expose the latency;
 * **decoder** turns the metadata into select signals (occupancy ``decode_cycles``, then its
-  latency) into a select-buffer slot;
+  latency), the step keeping its input slot;
 * **operand select** drives the muxes (latency of a log2(inputs)-level mux tree, pipelined);
 * **MAC array** computes (``max(mac_cycles, salient_cycles)``); the first step of a wave needs a
   free output-buffer slot;
@@ -45,7 +45,6 @@ class PipelineResult:
     counters: dict
     simulated_steps: int
     skipped_steps: int
-    events: int = 0
 
 
 @dataclass
@@ -89,7 +88,8 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
         channel["free"] = start + nbytes / bytes_per_cycle
         return channel["free"] - env.now
     in_slots = simpy.Container(env, capacity=slots, init=slots)
-    sel_slots = simpy.Container(env, capacity=slots, init=slots)
+    # The select buffer needs no slots of its own: a step holds its input slot from its load
+    # until the MAC array finishes it, so at most ``slots`` steps are ever decoded ahead.
     out_slots = simpy.Container(env, capacity=out_slots_count, init=out_slots_count)
     loaded = simpy.Store(env)
     decoded = simpy.Store(env)
@@ -164,7 +164,6 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             if item is None:
                 deliver(decoded, None, decode_latency)
                 return
-            yield sel_slots.get(1)
             if item[0].decode_cycles:
                 yield env.timeout(item[0].decode_cycles)
             deliver(decoded, item, decode_latency)
@@ -202,7 +201,6 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             counters["compute"] += step.mac_cycles - step.useful_cycles
             counters["salient"] += occupancy - step.mac_cycles
             in_slots.put(1)
-            sel_slots.put(1)
             if step.writeback_bytes:
                 env.process(writeback(step.writeback_bytes))
             elif wave_key is not None:

@@ -18,6 +18,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from compression.formats import Pattern
+
 from .area import area_breakdown
 from .config import HardwareConfig, load_hardware
 from .decoders import decoder_model
@@ -49,6 +51,8 @@ class GemmResult:
     simulated_steps: int
     skipped_steps: int
     wall_s: float
+    array_macs_per_run: float = 0.0  # MACs the array performs (kept weights x m), not dense
+    salient_macs_per_run: float = 0.0
 
     @property
     def total_cycles(self) -> float:
@@ -80,6 +84,8 @@ class GemmResult:
             "stall_cycles": {k: v * c for k, v in self.stall_per_run.items()},
             "dram_bytes": {k: v * c for k, v in self.dram_bytes_per_run.items()},
             "analytical_cycles": self.analytical_cycles_per_run * c,
+            "array_macs": self.array_macs_per_run * c,
+            "salient_macs": self.salient_macs_per_run * c,
             "utilization": self.utilization,
             "effective_tflops": self.effective_tflops,
             "simulated_steps": self.simulated_steps,
@@ -205,7 +211,8 @@ def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: str |
         {c: v / group for c, v in stalls.items()},
         {c: v / group for c, v in mapping.bytes_by_class.items()},
         analytical_cycles(hw, mapping) / group, hw.clock_ghz, run.simulated_steps,
-        run.skipped_steps, time.perf_counter() - start)
+        run.skipped_steps, time.perf_counter() - start, mapping.kept_macs / group,
+        mapping.salient_macs / group)
 
 
 def simulate_workload(hw: HardwareConfig | str, gemms, weights: dict | None = None, *,
@@ -215,6 +222,11 @@ def simulate_workload(hw: HardwareConfig | str, gemms, weights: dict | None = No
     shape without a real weight are simulated once and reused (``reuse=False``: every one)."""
     hw = load_hardware(hw)
     weights = weights or {}
+    if salient is not None:
+        Pattern.parse(salient)
+        if hw.salient_lanes < 1:
+            raise ValueError(f"salient_lanes is 0: hardware '{hw.name}' cannot run a {salient} "
+                             "side-car")
     start = time.perf_counter()
     cache: dict = {}
     memo: dict | None = {} if reuse else None

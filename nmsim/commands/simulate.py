@@ -71,6 +71,8 @@ def _print_table(r: dict) -> None:
     print(f"total: {r['total_cycles'] / 1e6:.3f} Mcycles = {r['seconds'] * 1e3:.3f} ms, "
           f"{r['effective_tflops']:.1f} TFLOP/s dense-equivalent (peak {r['dense_peak_tflops']:.0f}"
           f" dense / {r['sparse_peak_tflops']:.0f} sparse), utilization {r['utilization']:.2f}")
+    print(f"analytical cross-check (roofline + latency): {r['analytical_cycles'] / 1e6:.3f} "
+          "Mcycles")
     stalls = ", ".join(f"{k} {v / 1e6:.3f}" for k, v in r["stall_cycles"].items())
     print(f"stalls (Mcycles): {stalls}")
     dram = ", ".join(f"{k} {v / 2**20:.1f}" for k, v in r["dram_bytes"].items())

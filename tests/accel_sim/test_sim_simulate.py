@@ -253,3 +253,38 @@ def test_buffer_too_small_for_one_tile_names_the_field(field, overrides):
     hw = load_hardware("flexible-nm").replace(**overrides)
     with pytest.raises(ValueError, match=field):
         simulate_gemm(hw, GEMM("q", 64, 64, 256, 1, "w"))
+
+
+def test_array_macs_follow_the_kept_fraction_and_reuse_is_exact():
+    gs = gemms("smollm2-135m", "prefill", seq=128, layers=2, per_layer=True, lm_head=False)
+    hw = load_hardware("flexible-nm")
+    rng = np.random.default_rng(5)
+    weights = {}
+    for g in gs:
+        if g.weight_name:
+            w = rng.standard_normal((g.n, g.k)).astype(np.float32)
+            weights[g.weight_name] = F.NMTensor.from_dense(w, F.nm_mask(np.abs(w), "8:16"),
+                                                           "8:16", encoding="rank")
+    reused = simulate_workload(hw, gs, weights).to_dict()
+    every = simulate_workload(hw, gs, weights, reuse=False).to_dict()
+    assert reused["total_cycles"] == every["total_cycles"]
+    assert reused["stall_cycles"] == every["stall_cycles"]
+    for g in every["gemms"]:
+        dense_macs = g["m"] * g["n"] * g["k"] * g["count"]
+        expected = dense_macs / 2 if g["pattern"] == "8:16" else dense_macs
+        assert g["array_macs"] == pytest.approx(expected)
+
+
+def test_salient_lanes_must_keep_up_with_the_side_car_density():
+    # 8:16 on 1024 MACs/SM covers 2048 dense MACs per cycle; a 16:256 side-car is 1/16 of them:
+    # 128 lanes keep up, 32 lanes take 4x the array's time.
+    gemm = GEMM("q", 1024, 2048, 4096, 1, "w")
+    hw = load_hardware("flexible-nm").replace(num_cores=4, **IDEAL_MEMORY)
+    enough = simulate_gemm(hw.replace(salient_lanes=128), gemm, salient="16:256")
+    short = simulate_gemm(hw.replace(salient_lanes=32), gemm, salient="16:256")
+    assert enough.stall_per_run["salient"] == 0
+    assert short.cycles_per_run / enough.cycles_per_run == pytest.approx(4, rel=0.02)
+    # Side-car entries (fp16 value + 8-bit offset) travel with the weight tiles they belong to:
+    # (1/16 x 3 bytes) against the values' (8/16 x 2 bytes) per weight element.
+    bytes_ = short.dram_bytes_per_run
+    assert bytes_["salient"] / bytes_["values"] == pytest.approx((3 / 16) / (2 * 8 / 16))
