@@ -536,8 +536,8 @@ def _headlines(frame: pd.DataFrame) -> list[str]:
     lines = []
     for title, group in _workload_groups(frame):
         best = group.loc[group["tops_per_mm2"].idxmax()]
-        design = " ".join(str(best.get(c)) for c in DESIGN_FIELDS
-                          if c in best and best.get(c) != "n/a")
+        design = " ".join(dict.fromkeys(str(best.get(c)) for c in DESIGN_FIELDS
+                                        if c in best and best.get(c) != "n/a"))
         speedup = best.get("speedup_vs_dense")
         vs = f", {speedup:.2f}x its dense twin" if pd.notna(speedup) else ""
         lines.append(f"{title}: best TOPS/mm2 is {design} ({best['tops_per_mm2']:.3g} TOPS/mm2, "
