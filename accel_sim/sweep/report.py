@@ -568,15 +568,14 @@ def _headlines(frame: pd.DataFrame) -> list[str]:
 
 def _markdown(frame: pd.DataFrame, tables: dict, charts: dict) -> str:
     out = ["# Design-space sweep", "", *(f"- {line}" for line in _describe(frame)), "",
-           "## Headlines", "", *(f"- {line}" for line in _headlines(frame)), ""]
+           "## Headlines", "", *(f"- {line}" for line in _headlines(frame)), "",
+           "## Charts", "", *(f"![{caption}]({name})" for name, caption in charts.items()), "",
+           "Full per-point figures: `results.csv`.", ""]
     for title, table in tables.items():
         out += [f"## {title}", "", _fmt(table).to_markdown(index=False) if not table.empty
                 else "_(no rows)_", ""]
         if title in NOTES:
             out += [NOTES[title], ""]
-    out += ["## Charts", ""]
-    out += [f"![{caption}]({name})" for name, caption in charts.items()]
-    out += ["", "Full per-point figures: `results.csv`.", ""]
     return "\n".join(out)
 
 
@@ -600,15 +599,17 @@ def _html(frame: pd.DataFrame, tables: dict, charts: dict, folder: Path) -> str:
     parts.append("</ul><h2>Headlines</h2><ul>")
     parts += [f"<li>{html.escape(line)}</li>" for line in _headlines(frame)]
     parts.append("</ul>")
-    for title, table in tables.items():
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(_fmt(table).to_html(index=False, border=0, na_rep="n/a")
-                     if not table.empty else "<p>(no rows)</p>")
     parts.append("<h2>Charts</h2>")
     for name, caption in charts.items():
         data = base64.b64encode((folder / name).read_bytes()).decode()
         parts.append(f"<figure><img alt='{html.escape(caption)}' "
                      f"src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}"
                      "</figcaption></figure>")
+    for title, table in tables.items():
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(_fmt(table).to_html(index=False, border=0, na_rep="n/a")
+                     if not table.empty else "<p>(no rows)</p>")
+        if title in NOTES:
+            parts.append(f"<p>{html.escape(NOTES[title])}</p>")
     parts.append("</body></html>")
     return "\n".join(parts)

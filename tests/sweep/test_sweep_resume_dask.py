@@ -52,7 +52,7 @@ def test_sigkill_mid_sweep_then_resume_recomputes_nothing_finished(tmp_path):
     spec = tmp_path / "killme.yaml"
     spec.write_text(SLOW_SPEC)
     db = tmp_path / "r.sqlite"
-    env = {**os.environ, SYNTHETIC_DELAY_ENV: "0.05"}
+    env = {**os.environ, SYNTHETIC_DELAY_ENV: "0.1"}
     proc = subprocess.Popen(sweep_cmd(spec, db, "--quiet"), env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
