@@ -288,3 +288,32 @@ def test_salient_lanes_must_keep_up_with_the_side_car_density():
     # (1/16 x 3 bytes) against the values' (8/16 x 2 bytes) per weight element.
     bytes_ = short.dram_bytes_per_run
     assert bytes_["salient"] / bytes_["values"] == pytest.approx((3 / 16) / (2 * 8 / 16))
+
+
+@settings(max_examples=15, deadline=None)
+@given(pattern=st.sampled_from(["2:4", "4:8", "8:16"]), r=st.integers(2, 16),
+       c=st.integers(2, 16), m=st.integers(1, 40), n=st.integers(1, 40),
+       blocks=st.integers(1, 30))
+def test_sparse_output_stationary_streams_the_compressed_k(pattern, r, c, m, n, blocks):
+    p = Pattern.parse(pattern)
+    k = blocks * p.m
+    result = simulate_gemm(systolic(r, c, "os", pattern), GEMM("g", m, n, k, 1, "w"))
+    kept = blocks * p.n  # T = k' streamed through each fold
+    folds = math.ceil(m / r) * math.ceil(n / c)
+    decode_latency = max(1, (p.m - 1).bit_length()) + 1
+    select_latency = math.ceil(math.log2(p.m - p.n + 1))
+    first_chunk_blocks = min(blocks, 64 // p.m)  # tile_k = 64 dense inputs per step
+    first_decode = math.ceil(min(n, c) * first_chunk_blocks / 64)
+    expected = (2 * r + c + kept - 2) * folds + decode_latency + select_latency + first_decode
+    assert result.cycles_per_run == pytest.approx(expected, abs=1e-3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(m_tiles=st.integers(1, 40), n_tiles=st.integers(1, 40), cores=st.integers(1, 140))
+def test_tile_order_issues_every_tile_once(m_tiles, n_tiles, cores):
+    from accel_sim.mapping import tile_order
+
+    mi, ni = tile_order(m_tiles, n_tiles, cores)
+    pairs = set(zip(mi.tolist(), ni.tolist()))
+    assert len(mi) == len(pairs) == m_tiles * n_tiles
+    assert pairs == {(a, b) for a in range(m_tiles) for b in range(n_tiles)}
