@@ -11,9 +11,12 @@ A spec names a base hardware preset, the workloads and phases to run, and the ax
     axes:
       pattern: [2:4, 8:16]            # a sweepable hardware field and its values
       metadata:                       # a linked axis: each value sets several fields together
-        - {encoding: rank, decoder: rank-rom}
-        - {encoding: index, decoder: index}
-    baseline: {pattern: dense}        # overrides giving each point its dense twin (speedup)
+        - {encoding: rank, decoder: rank_pipeline}
+        - {encoding: index, decoder: direct}
+    baseline: {pattern: dense, supported_patterns: []}   # each point's dense twin (speedup)
+    skip_invalid: false               # true: drop combinations the hardware rejects
+
+See docs/sweep.md for every field (masks, compression, evaluator).
 
 Every problem in a spec is collected and reported at once (:class:`SpecError`); nothing runs on an
 invalid spec. A design point is a plain JSON-able dict; its key is a hash of its canonical JSON, so
