@@ -15,8 +15,26 @@ import time
 import traceback
 from functools import lru_cache
 
+# The code a simulated result depends on: a change here must not reuse stored results.
+_SIMULATOR_SOURCES = ("accel_sim/*.py", "accel_sim/presets/*.yaml", "workloads/models.py",
+                      "compression/formats.py")
+
 # Seconds the synthetic evaluator sleeps per point (engine tests use it to kill a sweep mid-way).
 SYNTHETIC_DELAY_ENV = "NMSIM_SYNTHETIC_DELAY_S"
+
+
+@lru_cache(maxsize=1)
+def simulator_version() -> str:
+    """A 12-hex-digit hash of the simulator's sources, part of every simulated point's key."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for pattern in _SIMULATOR_SOURCES:
+        for path in sorted(root.glob(pattern)):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def evaluate_chunk(chunk: list[tuple[str, dict]]) -> list[tuple]:

@@ -69,6 +69,7 @@ def load_results(db_path: str | Path) -> pd.DataFrame:
             point, result = row["point"], row["result"] or {}
             cycles_by_key[row["key"]] = result.get("total_cycles")
             record = {"key": row["key"], "status": row["status"], "error": row["error"],
+                      "simulator": point.get("simulator"), "finished_at": row["finished_at"],
                       "hardware": point.get("hardware"), "real_masks": "masks" in point,
                       "twin_key": point_key(baseline_twin(point)) if point.get("baseline")
                       else None,
@@ -82,12 +83,28 @@ def load_results(db_path: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records)
     if frame.empty:
         raise ValueError(f"{db_path} holds no results yet")
+    frame = _latest_simulator(frame)
     for col in ("seq", "batch", "kv_len"):
         frame[col] = frame[col].astype("Int64")
     twin_cycles = frame["twin_key"].map(cycles_by_key)
     frame["speedup_vs_dense"] = twin_cycles / frame.get("total_cycles")
     frame["is_baseline"] = frame["twin_key"] == frame["key"]
     return frame.drop(columns=["twin_key"])
+
+
+def _latest_simulator(frame: pd.DataFrame) -> pd.DataFrame:
+    """Only the points of the simulator version that finished last (one store may hold several
+    versions after the code changed); ``frame.attrs["stale_points"]`` counts the rest."""
+    versions = frame["simulator"].dropna()
+    if versions.nunique() <= 1:
+        frame.attrs["stale_points"] = 0
+        return frame
+    latest = frame.loc[frame["finished_at"][frame["simulator"].notna()].idxmax(), "simulator"]
+    keep = frame["simulator"].isna() | (frame["simulator"] == latest)
+    stale = int((~keep).sum())
+    frame = frame[keep].copy()
+    frame.attrs["stale_points"] = stale
+    return frame
 
 
 def _figures(result: dict) -> dict:
@@ -264,6 +281,7 @@ def _tables(frame: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, pd.DataFram
 def _hw_columns(frame: pd.DataFrame) -> list[str]:
     """Columns that came from the points' hardware overrides (in spec order of appearance)."""
     skip = {"key", "status", "error", "hardware", "real_masks", "elapsed_s", "is_baseline",
+            "simulator", "finished_at",
             "supported_patterns", *WORKLOAD_COLUMNS}  # supported_patterns: shown as "support"
     figures = {"total_cycles", "area_mm2", "effective_tflops", "tops_per_mm2", "utilization",
                "bytes_per_weight", "dominant_stall", "speedup_vs_dense"}
@@ -516,8 +534,10 @@ def _fmt(table: pd.DataFrame) -> pd.DataFrame:
 def _describe(frame: pd.DataFrame) -> list[str]:
     counts = frame["status"].value_counts()
     ok = frame[frame["status"] == "ok"]
+    stale = frame.attrs.get("stale_points", 0)
     lines = [(f"{len(frame)} design points: {counts.get('ok', 0)} simulated, "
-             f"{counts.get('error', 0)} failed (stored with their error)."),
+             f"{counts.get('error', 0)} failed (stored with their error)"
+             + (f"; {stale} points of an older simulator version left out." if stale else ".")),
              (f"Hardware: base preset(s) {', '.join(sorted(map(str, frame['hardware'].unique())))}"
              f"; varied fields: {', '.join(_hw_columns(frame)) or 'none'}.")]
     for (w, ph), g in ok.groupby(["workload", "phase"]):

@@ -36,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from accel_sim.sweep.default_spec import DEFAULT_SPEC_YAML
+from accel_sim.sweep.evaluate import simulator_version
 
 TOP_LEVEL_KEYS = ("name", "evaluator", "hardware", "workloads", "phases", "axes", "baseline",
                   "skip_invalid", "masks", "compression")
@@ -117,6 +118,8 @@ class SweepSpec:
 
     def _point(self, hw: dict, work: dict) -> dict:
         point = {"evaluator": self.evaluator, "hardware": self.hardware, "hw": hw, **work}
+        if self.evaluator == "accel_sim":  # results of another simulator version are not reused
+            point["simulator"] = simulator_version()
         if self.baseline:
             point["baseline"] = dict(self.baseline)
         if self.masks and work["workload"] == self.masks["workload"]:

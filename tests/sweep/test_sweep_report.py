@@ -131,3 +131,31 @@ def test_report_refuses_a_foreign_database(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
     assert "not an nmsim sweep results database" in out.stderr
     assert db.read_bytes() == before and not (tmp_path / "rep").exists()
+
+
+def test_points_of_an_older_simulator_are_left_out(report, tmp_path):
+    from accel_sim.sweep.report import load_results
+
+    _, rows = report
+    db = tmp_path / "mixed.sqlite"
+    with open_store(db) as store:
+        run = store.start_run("t", "<t>", "local:1")
+        for r in rows.values():  # every point twice: an "old" simulator, then the current one
+            if r["status"] == "ok":
+                old = {**r["point"], "simulator": "000000000000"}
+                store.put(point_key(old), old, r["result"], None, 0.0, run)
+        for r in rows.values():
+            store.put(r["key"], r["point"], r["result"], r["error"], 0.0, run)
+    frame = load_results(db)
+    assert len(frame) == len(rows)
+    assert frame.attrs["stale_points"] == sum(r["status"] == "ok" for r in rows.values())
+    current = {r["point"].get("simulator") for r in rows.values()} - {None}
+    assert set(frame["simulator"].dropna()) == current and len(current) == 1
+
+
+def test_simulator_version_is_in_every_simulated_point():
+    from accel_sim.sweep.evaluate import simulator_version
+
+    points = parse_spec(SPEC).points()
+    assert {p["simulator"] for p in points} == {simulator_version()}
+    assert len(simulator_version()) == 12
