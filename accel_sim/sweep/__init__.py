@@ -1,0 +1,1 @@
+"""Design-space sweeps: YAML specs, a resumable engine (process pool or Dask), reports."""

@@ -1,0 +1,414 @@
+"""Sweep specifications: a YAML file (or the embedded default) expanded into design points.
+
+A spec names a base hardware preset, the workloads and phases to run, and the axes to vary::
+
+    name: my-sweep
+    hardware: flexible-nm            # base preset name or a hardware file
+    workloads: [llama2-7b, llama2-13b]
+    phases:
+      prefill: {seq: [2048]}          # every value may be a scalar or a list (crossed)
+      decode: {batch: [16], kv_len: [2048]}
+    axes:
+      pattern: [2:4, 8:16]            # a sweepable hardware field and its values
+      metadata:                       # a linked axis: each value sets several fields together
+        - {encoding: rank, decoder: rank_pipeline}
+        - {encoding: index, decoder: direct}
+    baseline: {pattern: dense, supported_patterns: []}   # each point's dense twin (speedup)
+    skip_invalid: false               # true: drop combinations the hardware rejects
+
+See docs/sweep.md for every field (masks, compression, evaluator).
+
+Every problem in a spec is collected and reported at once (:class:`SpecError`); nothing runs on an
+invalid spec. A design point is a plain JSON-able dict; its key is a hash of its canonical JSON, so
+the same point always lands on the same row of the results store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from accel_sim.sweep.default_spec import DEFAULT_SPEC_YAML
+from accel_sim.sweep.evaluate import simulator_version
+
+TOP_LEVEL_KEYS = ("name", "evaluator", "hardware", "workloads", "phases", "axes", "baseline",
+                  "skip_invalid", "masks", "compression")
+REQUIRED_KEYS = ("hardware", "workloads", "phases", "axes")
+# Which workload parameters each phase takes, and their defaults.
+PHASE_PARAMETERS = {
+    "prefill": {"seq": 2048, "batch": 1},
+    "decode": {"batch": 1, "kv_len": 2048},
+}
+EVALUATORS = ("accel_sim", "synthetic")
+
+
+class SpecError(ValueError):
+    """An invalid sweep spec; ``problems`` lists every offending field."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"invalid sweep spec {source} ({count}): " + "; ".join(problems))
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that ``2:4`` is the string "2:4", not YAML 1.1's base-60 124."""
+
+
+_SpecLoader.yaml_implicit_resolvers = {
+    key: list(resolvers) for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _digit in "0123456789":
+    _SpecLoader.yaml_implicit_resolvers.setdefault(_digit, []).insert(
+        0, ("tag:yaml.org,2002:str", re.compile(r"^\d+:\d+$"))
+    )
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated spec: the cross product of ``axes`` x workloads x phase parameters."""
+
+    name: str
+    evaluator: str
+    hardware: str
+    workloads: tuple[str, ...]
+    phases: dict[str, dict[str, tuple[int, ...]]]
+    axes: dict[str, tuple]  # axis name -> values (scalars, or dicts of fields for linked axes)
+    baseline: dict = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()  # combinations the hardware rejects, dropped by skip_invalid
+    masks: dict | None = None
+    compression: tuple[str, ...] = ()
+    source: str = "<spec>"
+    base_pattern: str = "dense"  # the base preset's pattern (points that do not override it)
+
+    def hardware_settings(self) -> list[dict]:
+        """Every combination of the axes, as a dict of hardware field overrides."""
+        return [hw for hw, _ in _combinations(self.axes)
+                if json.dumps(hw, sort_keys=True) not in self.skipped]
+
+    def workload_settings(self) -> list[dict]:
+        """Every (workload, phase, phase parameters) combination."""
+        settings = []
+        for workload in self.workloads:
+            for phase, params in self.phases.items():
+                names = list(params)
+                for values in itertools.product(*(params[n] for n in names)):
+                    settings.append({"workload": workload, "phase": phase,
+                                     **dict(zip(names, values))})
+        return settings
+
+    def points(self) -> list[dict]:
+        """All design points, baseline twins included (deduplicated, in a stable order)."""
+        points: dict[str, dict] = {}
+        for work in self.workload_settings():
+            for hw in self.hardware_settings():
+                point = self._point(hw, work)
+                points.setdefault(point_key(point), point)
+                if self.baseline:
+                    twin = baseline_twin(point)
+                    points.setdefault(point_key(twin), twin)
+        return list(points.values())
+
+    def _point(self, hw: dict, work: dict) -> dict:
+        point = {"evaluator": self.evaluator, "hardware": self.hardware, "hw": hw, **work}
+        if self.evaluator == "accel_sim":  # results of another simulator version are not reused
+            point["simulator"] = simulator_version()
+        if self.baseline:
+            point["baseline"] = dict(self.baseline)
+        if self.masks and work["workload"] == self.masks["workload"]:
+            mask_file = self.masks["files"].get(str(hw.get("pattern", self.base_pattern)))
+            if mask_file:
+                point["masks"] = mask_file
+        return point
+
+
+def _combinations(axes: dict[str, tuple]):
+    """Yield (hardware overrides, [(axis, value index), ...]) for every combination of axes."""
+    names = list(axes)
+    for picks in itertools.product(*(range(len(axes[n])) for n in names)):
+        hw: dict = {}
+        for name, i in zip(names, picks):
+            value = axes[name][i]
+            hw.update(value if isinstance(value, dict) else {name: value})
+        yield hw, list(zip(names, picks))
+
+
+def point_key(point: dict) -> str:
+    """A stable 32-hex-digit key: SHA-256 of the point's canonical JSON."""
+    canonical = json.dumps(point, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def baseline_twin(point: dict) -> dict:
+    """The point's dense twin: its hardware with the baseline overrides applied, running the
+    uncompressed model (no mask file: the twin is the dense reference for real masks too)."""
+    twin = {k: v for k, v in point.items() if k != "masks"}
+    return {**twin, "hw": {**point["hw"], **point.get("baseline", {})}}
+
+
+def load_spec(path: str | Path | None = None) -> SweepSpec:
+    """Parse and validate a spec file (``None``: the embedded default)."""
+    if path is None:
+        return parse_spec(DEFAULT_SPEC_YAML, "<default>")
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no such sweep spec: {path}")
+    return parse_spec(path.read_text(), str(path))
+
+
+def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
+    """Parse YAML text and validate it, listing every problem in one :class:`SpecError`."""
+    try:
+        raw = yaml.load(text, Loader=_SpecLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", exc)
+        raise SpecError(source, [f"not valid YAML{where}: {problem}"]) from None
+    if not isinstance(raw, dict):
+        raise SpecError(source, ["the spec must be a mapping of fields (name, hardware, ...)"])
+    return _validate(raw, source)
+
+
+def _validate(raw: dict, source: str) -> SweepSpec:
+    from accel_sim.config import SWEEPABLE_FIELDS, load_hardware
+    from workloads.models import ARCHITECTURES
+
+    problems: list[str] = []
+    problems += [f"{key}: unknown field (known: {', '.join(TOP_LEVEL_KEYS)})"
+                 for key in raw if key not in TOP_LEVEL_KEYS]
+    problems += [f"{key}: missing" for key in REQUIRED_KEYS if key not in raw]
+
+    name = raw.get("name", Path(source).stem if source != "<default>" else "default")
+    if not isinstance(name, str) or not name:
+        problems.append(f"name: must be a non-empty string, got {name!r}")
+    evaluator = raw.get("evaluator", "accel_sim")
+    if evaluator not in EVALUATORS:
+        problems.append(f"evaluator: unknown '{evaluator}' (choose {', '.join(EVALUATORS)})")
+
+    base = None
+    hardware = raw.get("hardware")
+    if "hardware" in raw:
+        try:
+            base = load_hardware(str(hardware))
+        except (ValueError, OSError) as exc:
+            problems.append(f"hardware: {exc}")
+
+    workloads = _as_list(raw.get("workloads"))
+    if "workloads" in raw and not workloads:
+        problems.append("workloads: must list at least one workload")
+    for i, w in enumerate(workloads):
+        if w not in ARCHITECTURES:
+            problems.append(f"workloads[{i}]: unknown workload '{w}' "
+                            f"(known: {', '.join(ARCHITECTURES)})")
+
+    phases = _validate_phases(raw.get("phases"), problems) if "phases" in raw else {}
+    axes = (_validate_axes(raw.get("axes"), SWEEPABLE_FIELDS, problems)
+            if "axes" in raw else {})
+
+    baseline = raw.get("baseline") or {}
+    if not isinstance(baseline, dict):
+        problems.append("baseline: must be a mapping of hardware fields")
+        baseline = {}
+    else:
+        _check_fields("baseline", baseline, base, SWEEPABLE_FIELDS, problems)
+
+    masks = raw.get("masks")
+    if masks is not None:
+        masks = _validate_masks(masks, workloads, problems)
+    compression = tuple(str(p) for p in _as_list(raw.get("compression")))
+    if source == "<default>":  # the default joins the committed compression report when present
+        compression = tuple(p for p in compression if Path(p).exists())
+    problems += [f"compression[{i}]: no such file or folder {p}"
+                 for i, p in enumerate(compression) if not Path(p).exists()]
+
+    skip_invalid = raw.get("skip_invalid", False)
+    if not isinstance(skip_invalid, bool):
+        problems.append(f"skip_invalid: must be true or false, got {skip_invalid!r}")
+    invalid = []
+    checkable = {axis: values for axis, values in axes.items()
+                 if all(f in SWEEPABLE_FIELDS for v in values
+                        for f in (v if isinstance(v, dict) else {axis: v}))}
+    if base is not None and checkable:
+        invalid = _check_combinations(checkable, baseline, base, skip_invalid is True, problems)
+    if problems:
+        raise SpecError(source, problems)
+    return SweepSpec(name=name, evaluator=evaluator, hardware=str(hardware),
+                     workloads=tuple(workloads), phases=phases, axes=axes, baseline=baseline,
+                     masks=masks, compression=compression, source=source,
+                     base_pattern=str(base.pattern),
+                     skipped=tuple(json.dumps(hw, sort_keys=True) for hw in invalid))
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _validate_phases(raw, problems: list[str]) -> dict[str, dict[str, tuple[int, ...]]]:
+    if not isinstance(raw, dict) or not raw:
+        problems.append(f"phases: must map phase names ({', '.join(PHASE_PARAMETERS)}) "
+                        "to their parameters")
+        return {}
+    phases = {}
+    for phase, params in raw.items():
+        if phase not in PHASE_PARAMETERS:
+            problems.append(f"phases.{phase}: unknown phase (choose "
+                            f"{', '.join(PHASE_PARAMETERS)})")
+            continue
+        params = params or {}
+        if not isinstance(params, dict):
+            problems.append(f"phases.{phase}: must be a mapping such as "
+                            f"{{{', '.join(PHASE_PARAMETERS[phase])}: ...}}")
+            continue
+        resolved = {}
+        for pname, default in PHASE_PARAMETERS[phase].items():
+            values = _as_list(params.get(pname, default))
+            bad = [v for v in values if not (isinstance(v, int) and not isinstance(v, bool)
+                                             and v > 0)]
+            if not values or bad:
+                problems.append(f"phases.{phase}.{pname}: must be positive integers, got "
+                                f"{params.get(pname)!r}")
+            resolved[pname] = tuple(values)
+        problems += [f"phases.{phase}.{k}: unknown parameter (known: "
+                     f"{', '.join(PHASE_PARAMETERS[phase])})"
+                     for k in params if k not in PHASE_PARAMETERS[phase]]
+        phases[phase] = resolved
+    return phases
+
+
+def _validate_axes(raw, sweepable, problems: list[str]) -> dict[str, tuple]:
+    if not isinstance(raw, dict) or not raw:
+        problems.append("axes: must map at least one axis to a list of values")
+        return {}
+    axes = {}
+    for axis, values in raw.items():
+        values = _as_list(values)
+        if not values:
+            problems.append(f"axes.{axis}: needs at least one value")
+            continue
+        linked = all(isinstance(v, dict) for v in values)
+        if axis not in sweepable and not linked:
+            problems.append(f"axes.{axis}: unknown axis: not a sweepable hardware field "
+                            f"({', '.join(sweepable)}) nor a linked axis of field mappings")
+            continue
+        for i, value in enumerate(values):
+            fields = value if isinstance(value, dict) else {axis: value}
+            problems += [f"axes.{axis}[{i}].{f}: unknown hardware field (sweepable: "
+                         f"{', '.join(sweepable)})" for f in fields if f not in sweepable]
+        axes[axis] = tuple(values)
+    return axes
+
+
+def _check_fields(where: str, fields: dict, base, sweepable, problems: list[str]) -> None:
+    """Each field must be sweepable, and the base hardware must accept the values together."""
+    unknown = [f for f in fields if f not in sweepable]
+    for f in unknown:
+        problems.append(f"{where}.{f}: unknown hardware field (sweepable: {', '.join(sweepable)})")
+    if unknown or base is None:
+        return
+    try:
+        base.replace(**fields)
+    except ValueError as exc:
+        label = f"{where}.{next(iter(fields))}" if len(fields) == 1 else where
+        problems.append(f"{label}: {exc}")
+
+
+def _validate_masks(raw, workloads: list, problems: list[str]) -> dict | None:
+    """``{workload, dir, required}`` -> ``{workload, files: {pattern: compressed file}}``."""
+    if not isinstance(raw, dict) or not {"dir", "workload"} <= set(raw) \
+            or not set(raw) <= {"dir", "workload", "required"}:
+        problems.append("masks: must be {workload: NAME, dir: PRUNE_OUTPUT_DIR(S), "
+                        "required: true|false}")
+        return None
+    if raw["workload"] not in workloads:
+        problems.append(f"masks.workload: '{raw['workload']}' is not one of the spec's workloads")
+    files = find_mask_files(raw["dir"])
+    if not files and raw.get("required", True):
+        problems.append(f"masks.dir: no compressed.safetensors in {raw['dir']} or its "
+                        "subfolders (expected `nmsim prune --out DIR` output folders)")
+    return {"workload": raw["workload"], "files": files}
+
+
+def find_mask_files(folder: str | Path) -> dict[str, str]:
+    """Pattern -> compressed file, for ``folder``/compressed.safetensors and one level below."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    found = {}
+    for path in sorted([folder / "compressed.safetensors",
+                        *folder.glob("*/compressed.safetensors")]):
+        if not path.is_file():
+            continue
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                header = json.loads((handle.metadata() or {})["nmsim"])
+            pattern = next(iter(header["tensors"].values()))["bulk"]["pattern"]
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise ValueError(f"masks: {path} is not a compressed N:M file ({exc})") from None
+        found.setdefault(pattern, str(path))
+    return found
+
+
+# Cap on how many invalid axis combinations one error message names.
+_MAX_LISTED_COMBINATIONS = 5
+
+
+def _check_combinations(axes: dict, baseline: dict, base, skip_invalid: bool,
+                        problems: list[str]) -> list[dict]:
+    """Try every design on the base hardware; return the invalid combinations.
+
+    A value that no combination accepts is a problem of that value (``axes.AXIS[i]``). Values
+    valid one by one may still clash together (a ROM decoder and 16:32): such combinations are a
+    problem unless ``skip_invalid`` drops them.
+    """
+    invalid, usable, first_error = [], set(), {}
+    for hw, picks in _combinations(axes):
+        try:
+            base.replace(**hw)
+            if baseline:
+                base.replace(**{**hw, **baseline})
+        except ValueError as exc:
+            invalid.append((hw, picks, str(exc)))
+            for pick in picks:
+                first_error.setdefault(pick, str(exc))
+            continue
+        usable.update(picks)
+    never = set(first_error) - usable
+    order = {axis: n for n, axis in enumerate(axes)}
+    for axis, i in sorted(never, key=lambda pick: (order[pick[0]], pick[1])):
+        value = axes[axis][i]
+        try:
+            base.replace(**(value if isinstance(value, dict) else {axis: value}))
+            why = f"accepted by no combination of the other axes ({first_error[(axis, i)]})"
+        except ValueError as exc:
+            why = str(exc)
+        problems.append(f"axes.{axis}[{i}]: {why}")
+    clashes = [(hw, why) for hw, picks, why in invalid if not set(picks) & never]
+    if clashes and not skip_invalid:
+        listed = "; ".join(f"{hw}: {why}" for hw, why in clashes[:_MAX_LISTED_COMBINATIONS])
+        more = (f" (and {len(clashes) - _MAX_LISTED_COMBINATIONS} more)"
+                if len(clashes) > _MAX_LISTED_COMBINATIONS else "")
+        problems.append(f"axes: {len(clashes)} combination(s) the hardware rejects - link the "
+                        f"axes that depend on each other, or set skip_invalid: true: "
+                        f"{listed}{more}")
+    return [hw for hw, _, _ in invalid]
+
+def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None) -> SweepSpec:
+    """The spec with its real-mask workload fed from ``folder`` (prune output folders)."""
+    workload = workload or (spec.masks or {}).get("workload") or "smollm2-135m"
+    if workload not in spec.workloads:
+        raise ValueError(f"--masks: workload '{workload}' is not in spec {spec.name} "
+                         f"({', '.join(spec.workloads)})")
+    files = find_mask_files(folder)
+    if not files:
+        raise ValueError(f"--masks: no compressed.safetensors in {folder} or its subfolders")
+    return dataclasses.replace(spec, masks={"workload": workload, "files": files})
