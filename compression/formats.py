@@ -610,7 +610,8 @@ class NMTensor:
             last_vals = self.values[:, -self.pattern.n :].astype(np.float32)
             if (padded & (last_vals != 0)).any():
                 raise FormatError("non-zero value stored at a padding position of the tail block")
-        self._positions = positions
+        # Cached at one byte per kept element (M <= 256): the int64 decode would cost 8 bytes.
+        self._positions = positions.astype(np.uint8)
 
     @property
     def geometry(self) -> BlockGeometry:
@@ -622,7 +623,7 @@ class NMTensor:
 
     @property
     def positions(self) -> np.ndarray:
-        """Decoded kept positions within each block, ``int64[out, blocks, N]``."""
+        """Decoded kept positions within each block, ``uint8[out, blocks, N]``."""
         return self._positions
 
     @property
