@@ -151,13 +151,22 @@ def pareto_front(cost, value) -> np.ndarray:
     return front
 
 
+def _has_salient(value) -> bool:
+    """Whether a metrics entry's ``salient`` field names a side-car (empty/NaN/None: none)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return False
+    return str(value).strip().lower() not in ("", "none", "false", "0")
+
+
 def load_compression_metrics(paths) -> pd.DataFrame:
     """Best (lowest) perplexity per (model, pattern) from compression outputs.
 
     Accepts ``metrics.json`` files or the ``nmsim prune --out`` folders holding them (keys
     ``model``, ``pattern``, ``perplexity``), and CSV files with ``pattern`` and ``perplexity``
     columns (the model from a ``model`` column, else the file name, e.g. ``smollm2-135m.csv``).
-    Several rows for one pattern (methods, corrections) keep the best, with its label.
+    Several rows for one pattern (methods, corrections) keep the best, with its label. Rows with
+    a salient side-car are left out: the swept designs carry no side-car, so their perplexity
+    would belong to a different (larger) weight than the one simulated.
     """
     rows = []
     for path in map(Path, paths):
@@ -184,6 +193,8 @@ def load_compression_metrics(paths) -> pd.DataFrame:
                 if missing:
                     raise ValueError(f"{path}: missing key(s) {', '.join(sorted(missing))}")
         for entry in entries:
+            if _has_salient(entry.get("salient")):
+                continue
             rows.append({"model": str(entry["model"]).lower(), "pattern": str(entry["pattern"]),
                          "perplexity": float(entry["perplexity"]),
                          "method": entry.get("label") or entry.get("method") or "",

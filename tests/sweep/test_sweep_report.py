@@ -159,3 +159,18 @@ def test_simulator_version_is_in_every_simulated_point():
     points = parse_spec(SPEC).points()
     assert {p["simulator"] for p in points} == {simulator_version()}
     assert len(simulator_version()) == 12
+
+
+def test_compression_join_skips_salient_rows(tmp_path):
+    """A side-car row's perplexity belongs to a bigger weight than the swept design: never joined."""
+    from accel_sim.sweep.report import load_compression_metrics
+
+    csv = tmp_path / "smollm2-135m.csv"
+    csv.write_text("label,pattern,salient,perplexity\n"
+                   "2:4 wanda,2:4,,80.0\n"
+                   "2:4 wanda +salient 16:256,2:4,16:256,50.0\n"
+                   "8:16 sparsegpt,8:16,,60.0\n")
+    table = load_compression_metrics([csv]).set_index("pattern")
+    assert table.loc["2:4", "perplexity"] == 80.0
+    assert table.loc["2:4", "method"] == "2:4 wanda"
+    assert table.loc["8:16", "perplexity"] == 60.0
