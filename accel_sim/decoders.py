@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from compression.formats import FormatError, Pattern, unpack_fields
+from compression.formats import FormatError, Pattern, binomial_table, unpack_fields
 
 
 class DecoderModel:
@@ -94,7 +94,7 @@ class PopcountDecoder(DecoderModel):
     kind, encoding = "popcount", "bitmask"
 
     def latency_cycles(self, pattern: Pattern) -> int:
-        return max(1, (pattern.m - 1).bit_length()) + 1  # prefix levels + slot encoder
+        return pattern.index_bits + 1  # prefix levels + slot encoder
 
     def decode_fields(self, fields, pattern):
         bits = np.asarray(fields, dtype=np.int64)
@@ -113,7 +113,7 @@ class PopcountDecoder(DecoderModel):
 def _compare_subtract(ranks: np.ndarray, pattern: Pattern) -> np.ndarray:
     """Colex unranking, one compare-subtract stage per candidate position (highest first)."""
     n, m = pattern.n, pattern.m
-    binom = np.array([[math.comb(c, k) for k in range(n + 1)] for c in range(m)], np.uint64)
+    binom = binomial_table(pattern)
     rest = np.asarray(ranks, dtype=np.uint64).copy()
     if (rest >= np.uint64(pattern.configurations)).any():
         raise FormatError(f"rank decoder: rank out of range for {pattern} "

@@ -373,8 +373,20 @@ def unpack_fields(packed: np.ndarray, k: int, bits: int) -> np.ndarray:
 @lru_cache(maxsize=64)
 def _binomial_table(m: int, n: int, big: bool) -> np.ndarray:
     """C(c, i) for 0 <= c < m, 0 <= i <= n, as uint64 or Python ints (object)."""
-    table = [[math.comb(c, i) for i in range(n + 1)] for c in range(m)]
-    return np.array(table, dtype=object if big else np.uint64)
+    table = np.array([[math.comb(c, i) for i in range(n + 1)] for c in range(m)],
+                     dtype=object if big else np.uint64)
+    table.setflags(write=False)
+    return table
+
+
+def binomial_table(pattern: str | Pattern) -> np.ndarray:
+    """``uint64[M, N+1]`` of C(c, i): the one table that rank encoders, unranking decoders and
+    kernels share. Only for patterns whose ranks fit 63 bits (all with M <= 64)."""
+    p = Pattern.parse(pattern)
+    if _rank_is_big(p):
+        raise FormatError(f"{p} ranks need {p.rank_bits} bits; the uint64 binomial table "
+                          f"holds at most {_UINT64_RANK_BITS}")
+    return _binomial_table(p.m, p.n, False)
 
 
 def _rank_is_big(p: Pattern) -> bool:

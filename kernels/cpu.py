@@ -10,7 +10,6 @@ as the simulator's functional mode.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,8 +78,7 @@ class _NMPart:
             raise ValueError(f"{p} {tensor.encoding} fields are {bits} bits wide; the kernels "
                              f"read at most {K.MAX_FIELD_BITS} (use index metadata)")
         lut = F.rank_lut(p) if decoder == "rank-lut" else np.zeros((1, 1), np.uint8)
-        binom = np.array([[math.comb(c, i) for i in range(p.n + 1)] for c in range(p.m)],
-                         dtype=np.uint64)
+        binom = F.binomial_table(p)
         pad_block = int(geo.blocks > geo.full_blocks)
         kernels = K.nm_kernels(p.n, p.m, bits, K.DECODER_NAMES[decoder],
                                _VALUE_KINDS[tensor.dtype])

@@ -22,8 +22,6 @@ On a CPU this runs under ``TRITON_INTERPRET=1`` (set it before triton is importe
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import triton
@@ -142,8 +140,7 @@ class _TritonPart:
         self.values = _torch_values(tensor.values).to(device)
         self.metadata = torch.from_numpy(np.ascontiguousarray(tensor.metadata)).to(device)
         self.tail = _torch_values(tensor.tail_values).to(device)
-        self.binom = torch.tensor([[math.comb(c, i) for i in range(p.n + 1)] for c in range(p.m)],
-                                  dtype=torch.int64, device=device)
+        self.binom = torch.from_numpy(F.binomial_table(p).astype(np.int64)).to(device)
         self.covered_cols = geo.blocks * p.m
 
     def launch(self, x: torch.Tensor, out: torch.Tensor, accumulate: bool,

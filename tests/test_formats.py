@@ -376,3 +376,11 @@ def test_garbage_and_foreign_files_raise(tmp_path):
 def test_bfloat16_values_are_real_bfloat16():
     t = _example("bfloat16")["plain"]
     assert t.values.dtype == ml_dtypes.bfloat16
+
+
+def test_shared_binomial_table():
+    table = F.binomial_table("8:16")
+    assert table.shape == (16, 9) and table.dtype == np.uint64 and not table.flags.writeable
+    assert all(int(table[c, i]) == math.comb(c, i) for c in range(16) for i in range(9))
+    with pytest.raises(ValueError, match="63"):
+        F.binomial_table("16:128")

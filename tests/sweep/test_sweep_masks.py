@@ -5,8 +5,6 @@ import textwrap
 import numpy as np
 import pytest
 
-pytest.importorskip("accel_sim.simulate", reason="needs the simulator (sim branch)")
-
 from accel_sim.sweep.engine import run_spec
 from accel_sim.sweep.evaluate import evaluate_on_simulator
 from accel_sim.sweep.spec import SpecError, baseline_twin, parse_spec, point_key

@@ -11,8 +11,6 @@ import time
 
 import pytest
 
-pytest.importorskip("accel_sim.simulate", reason="needs the simulator (sim branch)")
-
 from accel_sim.sweep.engine import run_spec
 from accel_sim.sweep.evaluate import SYNTHETIC_DELAY_ENV
 from accel_sim.sweep.spec import parse_spec

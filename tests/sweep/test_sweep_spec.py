@@ -6,8 +6,6 @@ import textwrap
 
 import pytest
 
-pytest.importorskip("accel_sim.simulate", reason="needs the simulator (sim branch)")
-
 from accel_sim.config import SWEEPABLE_FIELDS, load_hardware
 from accel_sim.sweep.spec import SpecError, baseline_twin, load_spec, parse_spec, point_key
 
