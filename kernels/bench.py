@@ -115,7 +115,9 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                     bound = dense_bytes / plan.nbytes
                     records.append({
                         "shape": list(shape), "pattern": pattern, "encoding": encoding,
-                        "decoder": plan.decoder, "batch": batch, "dtype": dtype,
+                        "decoder": plan.decoder,
+                        "kernel": plan.gemv_path if batch == 1 else "scalar",
+                        "batch": batch, "dtype": dtype,
                         "dense_s": medians[best_name], "dense_baseline": best_name,
                         "dense_all_s": {name: medians[name] for name in dense},
                         "sparse_s": sparse_s, "speedup": speedup, "bound": bound,
@@ -155,7 +157,7 @@ def markdown_table(records: list[dict]) -> str:
     for r in records:
         lines.append(
             f"| {r['shape'][0]}x{r['shape'][1]} | {r['pattern']} | {r['encoding']} "
-            f"({r['decoder']}) | {r['batch']} | {r['dtype']} | {r['dense_s'] * 1e3:.2f} "
+            f"({r['decoder']}, {r['kernel']}) | {r['batch']} | {r['dtype']} | {r['dense_s'] * 1e3:.2f} "
             f"({r['dense_baseline']}) | {r['sparse_s'] * 1e3:.2f} | {r['speedup']:.2f} | "
             f"{r['bound']:.2f} | {r['fraction_of_bound']:.0%} | {r['sparse_gb_s']:.1f} |")
     return "\n".join(lines) + "\n"

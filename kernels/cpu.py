@@ -16,6 +16,7 @@ import numpy as np
 
 from compression import formats as F
 from kernels import numba_nm as K
+from kernels import simd_nm
 
 _VALUE_KINDS = {"float32": K.F32, "float16": K.F16_BITS, "bfloat16": K.BF16_BITS}
 # Measured choice for rank metadata (reports/kernels/cpu.md, "rank decoder"): the LUT decoder
@@ -57,15 +58,21 @@ def _validated(tensor: F.NMTensor) -> F.NMTensor:
 
 @dataclass(frozen=True)
 class _NMPart:
-    """One N:M tensor's compiled kernels and their arguments (all but x, out and accumulate)."""
+    """One N:M tensor's compiled kernels and their arguments (all but x, out and accumulate).
+
+    ``gemv_path`` says which batch-1 kernel runs: ``"avx2-group"`` (:mod:`kernels.simd_nm`, eight
+    kept values per vector step) where the pattern, encoding and CPU allow it, else ``"scalar"``.
+    """
 
     kernels: tuple
     arrays: tuple
     scalars: tuple
+    gemv_scalars: tuple
     decoder: str
+    gemv_path: str
 
     @classmethod
-    def build(cls, tensor: F.NMTensor, decoder: str | None) -> _NMPart:
+    def build(cls, tensor: F.NMTensor, decoder: str | None, simd: bool = True) -> _NMPart:
         tensor = _validated(tensor)
         p, geo = tensor.pattern, tensor.geometry
         decoder = decoder or default_decoder(p, tensor.encoding)
@@ -80,21 +87,32 @@ class _NMPart:
         lut = F.rank_lut(p) if decoder == "rank-lut" else np.zeros((1, 1), np.uint8)
         binom = F.binomial_table(p)
         pad_block = int(geo.blocks > geo.full_blocks)
-        kernels = K.nm_kernels(p.n, p.m, bits, K.DECODER_NAMES[decoder],
-                               _VALUE_KINDS[tensor.dtype])
+        kind = _VALUE_KINDS[tensor.dtype]
+        gemv, gemm = K.nm_kernels(p.n, p.m, bits, K.DECODER_NAMES[decoder], kind)
+        scalars = (geo.full_blocks, pad_block, lut, binom)
+        gemv_scalars, gemv_path = scalars, "scalar"
+        if simd and decoder in ("rank-lut", "index") and simd_nm.supports(p, tensor.encoding):
+            gemv = K.nm_group_gemv(p.n, p.m, bits, K.DECODER_NAMES[decoder], kind)
+            table = (simd_nm.group_position_table(p) if decoder == "rank-lut"
+                     else np.zeros((1, simd_nm.LANES), np.uint8))
+            gemv_scalars, gemv_path = (geo.full_blocks, pad_block, table, binom), "avx2-group"
         args = (_kernel_values(tensor.values, tensor.dtype), K.kernel_metadata(tensor.metadata),
                 _kernel_values(tensor.tail_values, tensor.dtype))
-        return cls(kernels, args, (geo.full_blocks, pad_block, lut, binom), decoder)
+        return cls((gemv, gemm), args, scalars, gemv_scalars, decoder, gemv_path)
 
     def run(self, x: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
         gemv, gemm = self.kernels
-        (gemv if x.ndim == 1 else gemm)(*self.arrays, x, out, *self.scalars, int(accumulate))
+        if x.ndim == 1:
+            gemv(*self.arrays, x, out, *self.gemv_scalars, int(accumulate))
+        else:
+            gemm(*self.arrays, x, out, *self.scalars, int(accumulate))
 
 
 class NMPlan:
     """A compressed weight (N:M bulk + optional salient side-car) ready for the Numba kernels."""
 
-    def __init__(self, weight: F.SparseWeight | F.NMTensor, decoder: str | None = None):
+    def __init__(self, weight: F.SparseWeight | F.NMTensor, decoder: str | None = None,
+                 simd: bool = True):
         if isinstance(weight, F.NMTensor):
             weight = F.SparseWeight(weight)
         if not isinstance(weight, F.SparseWeight):
@@ -102,15 +120,20 @@ class NMPlan:
                 f"expected an NMTensor or SparseWeight, got {type(weight).__name__}")
         self.shape = tuple(weight.shape)
         self.nbytes = weight.nbytes
-        self.bulk = _NMPart.build(weight.bulk, decoder)
+        self.bulk = _NMPart.build(weight.bulk, decoder, simd)
         salient = weight.salient
-        self.salient_nm = (_NMPart.build(salient, None) if isinstance(salient, F.NMTensor)
+        self.salient_nm = (_NMPart.build(salient, None, simd) if isinstance(salient, F.NMTensor)
                            else None)
         self.salient_csr = salient if isinstance(salient, F.CSRTensor) else None
 
     @property
     def decoder(self) -> str:
         return self.bulk.decoder
+
+    @property
+    def gemv_path(self) -> str:
+        """The bulk's batch-1 kernel: ``"avx2-group"`` or ``"scalar"`` (see ``_NMPart``)."""
+        return self.bulk.gemv_path
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``W @ x`` in float32; ``out`` (float32, C-contiguous) is written if given."""
@@ -151,9 +174,11 @@ def check_activations(x, in_features: int) -> np.ndarray:
     return x
 
 
-def prepare(weight: F.SparseWeight | F.NMTensor, decoder: str | None = None) -> NMPlan:
-    """Validate ``weight`` and bind it to the kernels (see :class:`NMPlan`)."""
-    return NMPlan(weight, decoder)
+def prepare(weight: F.SparseWeight | F.NMTensor, decoder: str | None = None,
+            simd: bool = True) -> NMPlan:
+    """Validate ``weight`` and bind it to the kernels (see :class:`NMPlan`); ``simd=False``
+    keeps the batch-1 GEMV on the scalar kernel (for comparison)."""
+    return NMPlan(weight, decoder, simd)
 
 
 def nm_matmul(weight, x: np.ndarray, decoder: str | None = None) -> np.ndarray:

@@ -36,6 +36,9 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from compression.formats import Pattern
+from kernels import simd_nm
+
 RANK_LUT, RANK_UNRANK, INDEX, BITMASK = 0, 1, 2, 3
 DECODER_NAMES = {"rank-lut": RANK_LUT, "rank-unrank": RANK_UNRANK, "index": INDEX,
                  "bitmask": BITMASK}
@@ -234,6 +237,59 @@ def nm_kernels(n: int, m: int, bits: int, decoder: int, kind: int):
                     out[r, j] = out[r, j] + acc[j] if accumulate else acc[j]
 
     return gemv, gemm
+
+
+@cache
+def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int):
+    """The batch-1 GEMV through :mod:`kernels.simd_nm`'s AVX2 group loop (rank-LUT or index).
+
+    Same arguments as ``nm_kernels(...)[0]`` except ``lut``, which is
+    :func:`kernels.simd_nm.group_position_table` for rank metadata. Whole groups of eight kept
+    values go through the vector loop; leftover full blocks, a padded block and the dense tail
+    take the scalar code of :func:`nm_kernels`.
+    """
+    geometry = simd_nm.group_geometry(Pattern(n, m))
+    source = simd_nm.RANK if decoder == RANK_LUT else simd_nm.INDEX
+    dot = simd_nm.group_dot(n, m, bits, source, kind)
+    field_mask = np.uint64((1 << bits) - 1)
+    per_group = geometry.blocks_per_group
+    groups_per_block = geometry.groups_per_block
+    # Leftover blocks are decoded with the scalar index reader; rank-LUT leftovers need the
+    # per-block table, which the group table's key 0..C-1 rows do not hold, so they unrank.
+    scalar = INDEX if decoder == INDEX else RANK_UNRANK
+
+    @njit(parallel=True, fastmath=_FASTMATH, cache=True)
+    def gemv(values, metadata, tail_values, x, out, full_blocks, pad_block, table, binom,
+             accumulate):
+        """out[r] (+)= W[r] . x for every row, whole groups in AVX2, the rest scalar."""
+        rows = values.shape[0]
+        cols = x.shape[0]
+        tail = tail_values.shape[1]
+        if per_group:
+            groups = full_blocks // per_group
+            first_scalar = groups * per_group
+        else:
+            groups = full_blocks * groups_per_block
+            first_scalar = full_blocks
+        chunks = (rows + ROW_CHUNK - 1) // ROW_CHUNK
+        for chunk in prange(chunks):
+            pos = np.zeros(n + 1, dtype=np.int64)
+            for r in range(chunk * ROW_CHUNK, min(rows, (chunk + 1) * ROW_CHUNK)):
+                meta_row = metadata[r]
+                vrow = values[r]
+                acc = dot(vrow, meta_row, x, table, groups)
+                for b in range(first_scalar, full_blocks + pad_block):
+                    f = _prepare_block(meta_row, b, n, m, bits, field_mask, scalar, binom, pos)
+                    for i in range(n):
+                        c = b * m + _kept_position(meta_row, f, b, i, n, bits, field_mask,
+                                                   scalar, table, pos)
+                        if c < cols:
+                            acc += _widen(vrow[b * n + i], kind) * x[c]
+                for j in range(tail):
+                    acc += _widen(tail_values[r, j], kind) * x[cols - tail + j]
+                out[r] = out[r] + acc if accumulate else acc
+
+    return gemv
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
