@@ -157,8 +157,8 @@ def markdown_table(records: list[dict]) -> str:
     for r in records:
         lines.append(
             f"| {r['shape'][0]}x{r['shape'][1]} | {r['pattern']} | {r['encoding']} "
-            f"({r['decoder']}, {r['kernel']}) | {r['batch']} | {r['dtype']} | {r['dense_s'] * 1e3:.2f} "
-            f"({r['dense_baseline']}) | {r['sparse_s'] * 1e3:.2f} | {r['speedup']:.2f} | "
+            f"({r['decoder']}, {r['kernel']}) | {r['batch']} | {r['dtype']} | "
+            f"{r['dense_s'] * 1e3:.2f} ({r['dense_baseline']}) | {r['sparse_s'] * 1e3:.2f} | {r['speedup']:.2f} | "
             f"{r['bound']:.2f} | {r['fraction_of_bound']:.0%} | {r['sparse_gb_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
