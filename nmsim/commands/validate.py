@@ -58,7 +58,7 @@ def run(args) -> int:
           f"{checks[0]['batch']}, tail dense: max |y - ref| / (|W| @ |x|), tolerance "
           f"{checks[0]['tolerance']:g}")
     for c in checks:
-        print(f"  {c['pattern']:>6} {c['encoding']:>7} {c['dtype']:>8} {c['kernel']:>18}  "
+        print(f"  {c['pattern']:>6} {c['encoding']:>7} {c['dtype']:>8} {c['kernel']:>31}  "
               f"{c['max_relative_error']:.2e}  {'ok' if c['ok'] else 'FAIL'}")
     if speed:
         host = speed[0]["host"]

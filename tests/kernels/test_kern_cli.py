@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from kernels import simd_nm
 from nmsim.cli import main
 
 
@@ -41,7 +42,8 @@ def test_validate_outputs_agree_with_the_simulator(capsys):
                  "--check-shape", "24x44", "--json"]) == 0
     checks = json.loads(capsys.readouterr().out)["outputs"]
     kernels = {c["kernel"] for c in checks}
-    assert {"numba/index", "triton"} <= kernels
+    gemv = "numba/index gemv/avx2-group" if simd_nm.available() else "numba/index gemv/scalar"
+    assert {"numba/index", gemv, "triton"} <= kernels
     assert {c["dtype"] for c in checks} == {"float32", "float16", "bfloat16"}
     assert all(c["ok"] and c["max_relative_error"] <= c["tolerance"] for c in checks)
 
