@@ -92,7 +92,7 @@ class _NMPart:
         scalars = (geo.full_blocks, pad_block, lut, binom)
         gemv_scalars, gemv_path = scalars, "scalar"
         if simd and decoder in ("rank-lut", "index") and simd_nm.supports(p, tensor.encoding):
-            gemv = K.nm_group_gemv(p.n, p.m, bits, K.DECODER_NAMES[decoder], kind)
+            gemv = simd_nm.nm_group_gemv(p.n, p.m, bits, K.DECODER_NAMES[decoder], kind)
             table = (simd_nm.group_position_table(p) if decoder == "rank-lut"
                      else np.zeros((1, simd_nm.LANES), np.uint8))
             gemv_scalars, gemv_path = (geo.full_blocks, pad_block, table, binom), "avx2-group"

@@ -36,9 +36,6 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from compression.formats import Pattern
-from kernels import simd_nm
-
 RANK_LUT, RANK_UNRANK, INDEX, BITMASK = 0, 1, 2, 3
 DECODER_NAMES = {"rank-lut": RANK_LUT, "rank-unrank": RANK_UNRANK, "index": INDEX,
                  "bitmask": BITMASK}
@@ -51,7 +48,7 @@ METADATA_SLACK_BYTES = 8
 # Rows handed to a thread at a time (scratch arrays are allocated once per chunk, not per row).
 ROW_CHUNK = 64
 # reassoc/contract let LLVM vectorise the float32 reductions; NaN/inf semantics stay IEEE.
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 # 2**112 rebiases a half's exponent field (bias 15) to float32's (bias 127); also exact for
 # half subnormals, which become float32 normals.
 _HALF_REBIAS = np.float32(2.0**112)
@@ -90,7 +87,7 @@ def _load_u64(typingctx, row, byte_index):
 
 
 @njit(inline="always")
-def _widen(raw, kind):
+def widen(raw, kind):
     """float32 value of a stored value: float32 as is, half or bfloat16 bits widened."""
     if kind == F32:
         return np.float32(raw)
@@ -115,7 +112,7 @@ def _field(meta_row, index, bits, field_mask):
 
 
 @njit(inline="always")
-def _prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos):
+def prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos):
     """Read block ``b``'s field; unranking and bitmask decoders also fill ``pos[:n]``."""
     if decoder == INDEX:
         return np.uint64(0)
@@ -141,7 +138,7 @@ def _prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos):
 
 
 @njit(inline="always")
-def _kept_position(meta_row, f, b, i, n, bits, field_mask, decoder, lut, pos):
+def kept_position(meta_row, f, b, i, n, bits, field_mask, decoder, lut, pos):
     """Position (0..M-1) of the i-th kept element of block ``b``."""
     if decoder == RANK_LUT:
         return np.int64(lut[f, i])
@@ -160,7 +157,7 @@ def nm_kernels(n: int, m: int, bits: int, decoder: int, kind: int):
     """
     field_mask = np.uint64((1 << bits) - 1)
 
-    @njit(parallel=True, fastmath=_FASTMATH, cache=True)
+    @njit(parallel=True, fastmath=FASTMATH, cache=True)
     def gemv(values, metadata, tail_values, x, out, full_blocks, pad_block, lut, binom,
              accumulate):
         """out[r] (+)= sum over kept k of W[r, k] * x[k], for every row r, parallel over rows.
@@ -180,26 +177,26 @@ def nm_kernels(n: int, m: int, bits: int, decoder: int, kind: int):
                 vrow = values[r]
                 acc = np.float32(0.0)
                 for b in range(full_blocks):
-                    f = _prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos)
+                    f = prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos)
                     block_sum = np.float32(0.0)
                     for i in range(n):
-                        c = _kept_position(meta_row, f, b, i, n, bits, field_mask, decoder, lut,
+                        c = kept_position(meta_row, f, b, i, n, bits, field_mask, decoder, lut,
                                            pos)
-                        block_sum += _widen(vrow[b * n + i], kind) * x[b * m + c]
+                        block_sum += widen(vrow[b * n + i], kind) * x[b * m + c]
                     acc += block_sum
                 if pad_block:
                     b = full_blocks
-                    f = _prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos)
+                    f = prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos)
                     for i in range(n):
-                        c = b * m + _kept_position(meta_row, f, b, i, n, bits, field_mask,
+                        c = b * m + kept_position(meta_row, f, b, i, n, bits, field_mask,
                                                    decoder, lut, pos)
                         if c < cols:
-                            acc += _widen(vrow[b * n + i], kind) * x[c]
+                            acc += widen(vrow[b * n + i], kind) * x[c]
                 for j in range(tail):
-                    acc += _widen(tail_values[r, j], kind) * x[cols - tail + j]
+                    acc += widen(tail_values[r, j], kind) * x[cols - tail + j]
                 out[r] = out[r] + acc if accumulate else acc
 
-    @njit(parallel=True, fastmath=_FASTMATH, cache=True)
+    @njit(parallel=True, fastmath=FASTMATH, cache=True)
     def gemm(values, metadata, tail_values, x, out, full_blocks, pad_block, lut, binom,
              accumulate):
         """out[r, :] (+)= sum over kept k of W[r, k] * x[k, :] (x is ``[in, batch]``).
@@ -219,17 +216,17 @@ def nm_kernels(n: int, m: int, bits: int, decoder: int, kind: int):
                 vrow = values[r]
                 acc[:] = 0.0
                 for b in range(full_blocks + pad_block):
-                    f = _prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos)
+                    f = prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos)
                     for i in range(n):
-                        c = b * m + _kept_position(meta_row, f, b, i, n, bits, field_mask,
+                        c = b * m + kept_position(meta_row, f, b, i, n, bits, field_mask,
                                                    decoder, lut, pos)
                         if c < cols:
-                            v = _widen(vrow[b * n + i], kind)
+                            v = widen(vrow[b * n + i], kind)
                             xrow = x[c]
                             for j in range(batch):
                                 acc[j] += v * xrow[j]
                 for t in range(tail):
-                    v = _widen(tail_values[r, t], kind)
+                    v = widen(tail_values[r, t], kind)
                     xrow = x[cols - tail + t]
                     for j in range(batch):
                         acc[j] += v * xrow[j]
@@ -239,60 +236,7 @@ def nm_kernels(n: int, m: int, bits: int, decoder: int, kind: int):
     return gemv, gemm
 
 
-@cache
-def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int):
-    """The batch-1 GEMV through :mod:`kernels.simd_nm`'s AVX2 group loop (rank-LUT or index).
-
-    Same arguments as ``nm_kernels(...)[0]`` except ``lut``, which is
-    :func:`kernels.simd_nm.group_position_table` for rank metadata. Whole groups of eight kept
-    values go through the vector loop; leftover full blocks, a padded block and the dense tail
-    take the scalar code of :func:`nm_kernels`.
-    """
-    geometry = simd_nm.group_geometry(Pattern(n, m))
-    source = simd_nm.RANK if decoder == RANK_LUT else simd_nm.INDEX
-    dot = simd_nm.group_dot(n, m, bits, source, kind)
-    field_mask = np.uint64((1 << bits) - 1)
-    per_group = geometry.blocks_per_group
-    groups_per_block = geometry.groups_per_block
-    # Leftover blocks are decoded with the scalar index reader; rank-LUT leftovers need the
-    # per-block table, which the group table's key 0..C-1 rows do not hold, so they unrank.
-    scalar = INDEX if decoder == INDEX else RANK_UNRANK
-
-    @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-    def gemv(values, metadata, tail_values, x, out, full_blocks, pad_block, table, binom,
-             accumulate):
-        """out[r] (+)= W[r] . x for every row, whole groups in AVX2, the rest scalar."""
-        rows = values.shape[0]
-        cols = x.shape[0]
-        tail = tail_values.shape[1]
-        if per_group:
-            groups = full_blocks // per_group
-            first_scalar = groups * per_group
-        else:
-            groups = full_blocks * groups_per_block
-            first_scalar = full_blocks
-        chunks = (rows + ROW_CHUNK - 1) // ROW_CHUNK
-        for chunk in prange(chunks):
-            pos = np.zeros(n + 1, dtype=np.int64)
-            for r in range(chunk * ROW_CHUNK, min(rows, (chunk + 1) * ROW_CHUNK)):
-                meta_row = metadata[r]
-                vrow = values[r]
-                acc = dot(vrow, meta_row, x, table, groups)
-                for b in range(first_scalar, full_blocks + pad_block):
-                    f = _prepare_block(meta_row, b, n, m, bits, field_mask, scalar, binom, pos)
-                    for i in range(n):
-                        c = b * m + _kept_position(meta_row, f, b, i, n, bits, field_mask,
-                                                   scalar, table, pos)
-                        if c < cols:
-                            acc += _widen(vrow[b * n + i], kind) * x[c]
-                for j in range(tail):
-                    acc += _widen(tail_values[r, j], kind) * x[cols - tail + j]
-                out[r] = out[r] + acc if accumulate else acc
-
-    return gemv
-
-
-@njit(parallel=True, fastmath=_FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def csr_matmul_add(indptr, indices, values, x, out):
     """out += S x for an unstructured CSR side-car (float32 values); x is ``[in, batch]``."""
     rows = indptr.shape[0] - 1
@@ -309,7 +253,7 @@ def csr_matmul_add(indptr, indices, values, x, out):
 def dense_kernels(kind: int):
     """``(gemv, gemm)`` dense baselines for one value kind (float32, half or bfloat16 bits)."""
 
-    @njit(parallel=True, fastmath=_FASTMATH, cache=True)
+    @njit(parallel=True, fastmath=FASTMATH, cache=True)
     def gemv(weight, x, out):
         """out[r] = sum_k W[r, k] x[k]."""
         rows, cols = weight.shape
@@ -317,10 +261,10 @@ def dense_kernels(kind: int):
             wrow = weight[r]
             acc = np.float32(0.0)
             for k in range(cols):
-                acc += _widen(wrow[k], kind) * x[k]
+                acc += widen(wrow[k], kind) * x[k]
             out[r] = acc
 
-    @njit(parallel=True, fastmath=_FASTMATH, cache=True)
+    @njit(parallel=True, fastmath=FASTMATH, cache=True)
     def gemm(weight, x, out):
         """out[r, :] = sum_k W[r, k] x[k, :] (same loop order as the N:M gemm)."""
         rows, cols = weight.shape
@@ -331,7 +275,7 @@ def dense_kernels(kind: int):
             for r in range(chunk * ROW_CHUNK, min(rows, (chunk + 1) * ROW_CHUNK)):
                 acc[:] = 0.0
                 for k in range(cols):
-                    v = _widen(weight[r, k], kind)
+                    v = widen(weight[r, k], kind)
                     xrow = x[k]
                     for j in range(batch):
                         acc[j] += v * xrow[j]

@@ -34,11 +34,12 @@ from functools import cache
 import llvmlite.binding as llvm_binding
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from compression import formats as F
+from kernels import numba_nm as K
 
 LANES = 8
 # The widest rank key a position table is built for: 2**16 keys x 8 bytes = 512 KiB, half of
@@ -152,7 +153,6 @@ def group_position_table(pattern: F.Pattern) -> np.ndarray:
 
 
 RANK, INDEX = 0, 1
-F32, F16_BITS, BF16_BITS = 0, 1, 2
 
 
 @cache
@@ -280,11 +280,11 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
                 lower = builder.select(bit_set(16), upper, lower)
 
         first = builder.mul(g, ir.Constant(i64, LANES))
-        if kind == F32:
+        if kind == K.F32:
             weights = vec_load(values, first, v8f)
         else:
             raw = vec_load(values, first, ir.VectorType(i16, LANES))
-            if kind == F16_BITS:
+            if kind == K.F16_BITS:
                 weights = builder.fpext(builder.bitcast(raw, ir.VectorType(ir.HalfType(), LANES)),
                                         v8f)
             else:
@@ -313,7 +313,7 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     # Software prefetch PREFETCH_GROUPS ahead: every value cache line of the trip, and the
     # metadata once (a trip reads at most 4 x 40 bits of it).
     if prefetch_groups:
-        value_bytes = 4 if kind == F32 else 2
+        value_bytes = 4 if kind == K.F32 else 2
         ahead = builder.add(g, const(prefetch_groups))
         for line in range(0, UNROLL * LANES * value_bytes, 64):
             prefetch(builder.gep(values, [builder.add(builder.mul(ahead, const(LANES)),
@@ -378,3 +378,57 @@ def _horizontal_sum(builder, vector):
                                       ir.Constant(mask_type, list(range(width, 2 * width))))
         vector = builder.fadd(low, high)
     return builder.extract_element(vector, ir.Constant(ir.IntType(32), 0))
+
+
+@cache
+def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int):
+    """The batch-1 GEMV through the AVX2 group loop (rank-LUT or index metadata).
+
+    Same arguments as :func:`kernels.numba_nm.nm_kernels`'s GEMV except ``table``, which is
+    :func:`group_position_table` for rank metadata. Whole groups of eight kept values go
+    through the vector loop; leftover full blocks, a padded block and the dense tail take the
+    scalar code of :mod:`kernels.numba_nm`. Defined here, beside the IR it inlines, so Numba's
+    disk cache (stamped by this file's modification time) is invalidated when the loop changes.
+    """
+    geometry = group_geometry(F.Pattern(n, m))
+    source = RANK if decoder == K.RANK_LUT else INDEX
+    dot = group_dot(n, m, bits, source, kind)
+    field_mask = np.uint64((1 << bits) - 1)
+    per_group = geometry.blocks_per_group
+    groups_per_block = geometry.groups_per_block
+    # Leftover blocks are decoded with the scalar index reader; rank-LUT leftovers need the
+    # per-block table, which the group table's key 0..C-1 rows do not hold, so they unrank.
+    scalar = K.INDEX if decoder == K.INDEX else K.RANK_UNRANK
+
+    @njit(parallel=True, fastmath=K.FASTMATH, cache=True)
+    def gemv(values, metadata, tail_values, x, out, full_blocks, pad_block, table, binom,
+             accumulate):
+        """out[r] (+)= W[r] . x for every row, whole groups in AVX2, the rest scalar."""
+        rows = values.shape[0]
+        cols = x.shape[0]
+        tail = tail_values.shape[1]
+        if per_group:
+            groups = full_blocks // per_group
+            first_scalar = groups * per_group
+        else:
+            groups = full_blocks * groups_per_block
+            first_scalar = full_blocks
+        chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
+        for chunk in prange(chunks):
+            pos = np.zeros(n + 1, dtype=np.int64)
+            for r in range(chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)):
+                meta_row = metadata[r]
+                vrow = values[r]
+                acc = dot(vrow, meta_row, x, table, groups)
+                for b in range(first_scalar, full_blocks + pad_block):
+                    f = K.prepare_block(meta_row, b, n, m, bits, field_mask, scalar, binom, pos)
+                    for i in range(n):
+                        c = b * m + K.kept_position(meta_row, f, b, i, n, bits, field_mask,
+                                                   scalar, table, pos)
+                        if c < cols:
+                            acc += K.widen(vrow[b * n + i], kind) * x[c]
+                for j in range(tail):
+                    acc += K.widen(tail_values[r, j], kind) * x[cols - tail + j]
+                out[r] = out[r] + acc if accumulate else acc
+
+    return gemv
