@@ -34,6 +34,7 @@ from functools import cache
 import llvmlite.binding as llvm_binding
 import numpy as np
 from llvmlite import ir
+from numba import config as numba_config
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -54,7 +55,13 @@ PREFETCH_GROUPS = 64
 
 @cache
 def available() -> bool:
-    """True on a CPU whose features include AVX2 and FMA (the instructions this path emits)."""
+    """True when Numba compiles for this host and its features include AVX2 and FMA.
+
+    ``NUMBA_CPU_NAME`` set to anything but ``host`` (portable caches, e.g. ``generic``) makes
+    Numba target a CPU that may lack them, so the scalar kernels are used then.
+    """
+    if numba_config.CPU_NAME not in (None, "host"):
+        return False
     features = llvm_binding.get_host_cpu_features()
     return bool(features.get("avx2")) and bool(features.get("fma"))
 

@@ -98,3 +98,15 @@ def test_unsupported_combinations_stay_scalar():
                                        ("3:7", "rank", None), ("16:32", "rank", None)]:
         weight = compressed(rng, 5, 64, pattern, encoding, "dense", "float32")
         assert prepare(weight, decoder).gemv_path == "scalar", (pattern, encoding)
+
+
+def test_non_host_numba_target_takes_the_scalar_path(monkeypatch):
+    """A portable Numba target (NUMBA_CPU_NAME=generic) may lack AVX2: never emit it then."""
+    monkeypatch.setattr(simd_nm.numba_config, "CPU_NAME", "generic")
+    simd_nm.available.cache_clear()
+    try:
+        assert not simd_nm.available()
+        weight = compressed(np.random.default_rng(2), 5, 64, "8:16", "rank", "dense", "float32")
+        assert prepare(weight).gemv_path == "scalar"
+    finally:
+        simd_nm.available.cache_clear()
