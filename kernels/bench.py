@@ -1,15 +1,17 @@
 """`nmsim bench kernels`: N:M Numba kernels against the best dense baseline on LLaMa-2-7B shapes.
 
 For every (shape, dtype, batch) group, the dense baselines (Numba dense, torch.matmul, numpy for
-float32) and every sparse variant (pattern x encoding) are timed round-robin in the same loop -
-warm-up rounds first, then ``repeats`` rounds - so machine noise hits them alike; each figure is
-the median of its rounds. The bytes bound is dense weight bytes / compressed weight bytes
+float32) and every sparse variant (pattern x encoding) are timed in the same rounds - warm-up
+rounds first, then ``repeats`` rounds, each giving every candidate an untimed call and
+:data:`CALLS_PER_ROUND` timed ones (:func:`time_round_robin`) - so machine noise hits them alike;
+each figure is the median over rounds of the per-round median. The bytes bound is dense weight bytes / compressed weight bytes
 (kept values + metadata with row padding + dense tail): what a purely memory-bound kernel could
 gain. ``fraction_of_bound`` = speedup / bound.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -40,6 +42,15 @@ def set_threads(count: int) -> None:
     torch.set_num_threads(count)
 
 
+def thread_pool_settings() -> dict:
+    """How the thread pools behaved while timing (see ``nmsim.cli.TIMING_ENVIRONMENT``)."""
+    import numba
+
+    return {"numba_threading_layer": numba.threading_layer(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+            "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset")}
+
+
 def _dense_baselines(weight: np.ndarray, dtype: str, batch: int) -> dict[str, Callable]:
     """Dense ``W @ x`` candidates in ``dtype``; each returns its output (float32 x for numba)."""
     typed = weight.astype(F.value_dtype(dtype))
@@ -64,16 +75,33 @@ def _activations(cols: int, batch: int, seed: int) -> np.ndarray:
     return (rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)).astype(np.float32)
 
 
-def time_round_robin(candidates: dict[str, Callable], repeats: int, warmup: int) -> dict:
-    """Median seconds per candidate, all candidates timed in turn in each round."""
+# Timed calls per candidate per round, after one untimed call.
+CALLS_PER_ROUND = 5
+
+
+def time_round_robin(candidates: dict[str, Callable], repeats: int, warmup: int,
+                     calls: int = CALLS_PER_ROUND) -> dict:
+    """Median seconds per call of each candidate, timed in rounds.
+
+    Each round gives every candidate in turn one untimed call and then ``calls`` timed back-to-back
+    calls; a candidate's figure is the median over rounds of its per-round median. The untimed
+    call matters: numpy's OpenBLAS, torch's OpenMP and Numba each keep a thread pool whose
+    workers spin for a while after a call, and on 2 cores the previous candidate's spinning
+    workers slowed the first call of the next one by up to 2x (measured: a Numba N:M GEMV alone
+    took 3.7 ms, strictly alternated with numpy and torch 7-10 ms). Rounds still interleave the
+    candidates, so machine noise hits them alike.
+    """
     samples = {name: [] for name in candidates}
     for round_index in range(warmup + repeats):
         for name, fn in candidates.items():
-            start = time.perf_counter()
             fn()
-            elapsed = time.perf_counter() - start
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
             if round_index >= warmup:
-                samples[name].append(elapsed)
+                samples[name].append(float(np.median(times)))
     return {name: float(np.median(times)) for name, times in samples.items()}
 
 
@@ -125,8 +153,9 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                         "sparse_gb_s": (plan.nbytes + io_bytes) / sparse_s / 1e9,
                         "dense_gb_s": (dense_bytes + io_bytes) / medians[best_name] / 1e9,
                         "weight_bytes_dense": dense_bytes, "weight_bytes_sparse": plan.nbytes,
-                        "repeats": repeats, "warmup": warmup, "threads": threads(),
-                        "torch_threads": torch.get_num_threads(),
+                        "repeats": repeats, "warmup": warmup, "calls": CALLS_PER_ROUND,
+                        "threads": threads(), "torch_threads": torch.get_num_threads(),
+                        **thread_pool_settings(),
                     })
                 bar.update()
     bar.close()

@@ -18,8 +18,12 @@ they index must be 16 or 32 inputs wide (:func:`group_geometry`): 1:2, 2:4, 4:8,
 * index metadata: the group's eight fields are one bit slice of the row (8 x ceil(log2 M) <= 40
   bits), split across lanes with vector shifts; no table;
 * rank metadata: the group's G consecutive rank fields (G = 8 / N blocks, <= 16 bits together)
-  index a table of eight window positions per key (:func:`group_position_table`, built from
-  :func:`compression.formats.rank_lut`; uint8, at most 512 KiB), widened with ``vpmovzxbd``.
+  index a table of eight int8 window positions per key (:func:`group_position_table`, built
+  from :func:`compression.formats.rank_lut`, at most 128 KiB) whose sign bit is the blend's
+  register select, so a position vector costs one sign-extending load.
+
+A trip's keys are read at constant bit offsets from one byte-aligned start when four keys fill
+whole bytes (2:4, 4:8, 8:16 rank: 48 or 56 bits), not with per-group shift arithmetic.
 
 The loop over a row's groups is written in LLVM IR (a Numba ``@intrinsic``) because Numba has no
 vector types; the caller handles leftover blocks, padded tails and dense tails with scalar code.
@@ -94,6 +98,17 @@ class GroupGeometry:
             return groups * self.blocks_per_group
         return groups // self.groups_per_block
 
+    @property
+    def lane_pairs(self) -> bool:
+        """Lanes 0-3 index inputs 0-7 and lanes 4-7 inputs 8-15 (two or more blocks in a window
+        of 16): two in-lane vpermilps on [x0:4 | x8:12], [x4:8 | x12:16] gather then."""
+        return self.window == 16 and self.blocks_per_group >= 2
+
+    @property
+    def select_bit(self) -> int:
+        """The position bit that picks the first-level register (bit 2 for lane pairs, else 3)."""
+        return 4 if self.lane_pairs else 8
+
     def lane_offset(self, lane: int) -> int:
         """Window offset of the block lane ``lane`` of a group belongs to."""
         return (lane // self.n) * self.m if self.blocks_per_group else 0
@@ -136,18 +151,21 @@ def _has_lut(pattern: F.Pattern) -> bool:
 
 @cache
 def group_position_table(pattern: F.Pattern) -> np.ndarray:
-    """``uint8[2**(G*bits), 8]``: window positions of a group's kept values, keyed by its G ranks.
+    """``int8[2**(G*bits), 8]``: window positions of a group's kept values, keyed by its G ranks.
 
     A key is the group's G rank fields as they lie in the bit stream (field j at bits
     ``[j*bits, (j+1)*bits)``); keys holding a rank >= C(M, N) cannot occur in validated metadata
-    and map to position 0.
+    and map to position 0. Bit 7 of an entry repeats the position's register-select bit
+    (:attr:`GroupGeometry.select_bit`): sign-extended to int32 (``vpmovsxbd``) it is the blend's
+    sign, while the permutes use only the low bits. 128 KiB for 8:16 and 4:8 (an int32 table,
+    512 KiB, measured ~20% slower: L2 misses), 32 KiB for 2:4.
     """
     geometry = group_geometry(pattern)
     bits = pattern.field_bits("rank")
     per = geometry.blocks_per_group
-    lut = F.rank_lut(pattern).astype(np.uint8)  # [C(M,N), N] ascending positions
+    lut = F.rank_lut(pattern).astype(np.int64)  # [C(M,N), N] ascending positions
     keys = np.arange(1 << (per * bits), dtype=np.int64)
-    table = np.zeros((keys.size, LANES), dtype=np.uint8)
+    table = np.zeros((keys.size, LANES), dtype=np.int64)
     valid = np.ones(keys.size, dtype=bool)
     for j in range(per):
         ranks = (keys >> (j * bits)) & ((1 << bits) - 1)
@@ -155,6 +173,8 @@ def group_position_table(pattern: F.Pattern) -> np.ndarray:
         table[:, j * pattern.n:(j + 1) * pattern.n] = (
             lut[np.minimum(ranks, lut.shape[0] - 1)] + j * pattern.m)
     table[~valid] = 0
+    table |= np.where(table & geometry.select_bit, 0x80, 0)
+    table = table.astype(np.uint8).view(np.int8)
     table.setflags(write=False)
     return table
 
@@ -200,10 +220,6 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     permilps = cgutils.get_or_insert_function(module, ir.FunctionType(v8f, [v8f, v8i]),
                                               "llvm.x86.avx.vpermilvar.ps.256")
     v4f = ir.VectorType(f32, 4)
-    # With two or more blocks per group in a 16-input window, lanes 0-3 only index inputs 0-7 and
-    # lanes 4-7 inputs 8-15, so two in-lane vpermilps do (measured ~5% faster than two vpermps
-    # for 2:4 in float32 on Zen 3).
-    lane_pairs = geometry.window == 16 and geometry.blocks_per_group >= 2
     fma = cgutils.get_or_insert_function(module, ir.FunctionType(v8f, [v8f, v8f, v8f]),
                                          "llvm.fma.v8f32")
     arrays = [context.make_array(t)(context, builder, a)
@@ -227,18 +243,34 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
         builder.call(prefetch_fn, [builder.bitcast(pointer, i8.as_pointer()),
                                    ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
 
-    def group(g, acc):
-        """acc + this group's eight products."""
-        # The group's key: key_bits bits at bit g * key_bits of the row (one unaligned load).
+    key_mask = ir.Constant(i64, (1 << key_bits) - 1)
+
+    def key_at(g):
+        """Group g's key: key_bits bits at bit g * key_bits of the row (one unaligned load)."""
         bit = builder.mul(g, ir.Constant(i64, key_bits))
         byte = builder.gep(meta, [builder.lshr(bit, ir.Constant(i64, 3))])
         word = builder.load(builder.bitcast(byte, i64.as_pointer()), align=1)
-        key = builder.and_(builder.lshr(word, builder.and_(bit, ir.Constant(i64, 7))),
-                           ir.Constant(i64, (1 << key_bits) - 1))
+        return builder.and_(builder.lshr(word, builder.and_(bit, ir.Constant(i64, 7))), key_mask)
+
+    def key_in_trip(first_byte, u):
+        """Key of the trip's u-th group when the trip starts on a byte: constant offsets."""
+        offset = u * key_bits
+        byte = builder.gep(meta, [builder.add(first_byte, ir.Constant(i64, offset // 8))])
+        word = builder.load(builder.bitcast(byte, i64.as_pointer()), align=1)
+        return builder.and_(builder.lshr(word, ir.Constant(i64, offset % 8)), key_mask)
+
+    # The register-select mask: 1:2 and 2:4 pick lanes 2, 3, 6, 7 from the odd pair whatever
+    # the positions; rank tables carry the select bit as the sign; index positions are tested.
+    constant_select = geometry.lane_pairs and geometry.m <= 4
+    odd_lanes = ir.Constant(ir.VectorType(ir.IntType(1), LANES),
+                            [geometry.lane_offset(lane) // 4 % 2 for lane in range(LANES)])
+
+    def group(g, acc, key):
+        """acc + the eight products of group g, whose metadata key is ``key``."""
         if source == RANK:
             row = builder.gep(table, [builder.mul(key, ir.Constant(i64, LANES))])
-            positions = builder.zext(builder.load(builder.bitcast(row, ir.VectorType(i8, LANES)
-                                                                  .as_pointer()), align=1), v8i)
+            positions = builder.sext(builder.load(builder.bitcast(
+                row, ir.VectorType(i8, LANES).as_pointer()), align=1), v8i)
         else:
             field_mask = (1 << bits) - 1
             if key_bits <= 32:
@@ -270,17 +302,23 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
             return builder.shuffle_vector(low, high, ir.Constant(ir.VectorType(i32, LANES),
                                                                  list(range(LANES))))
 
-        if lane_pairs:
+        if constant_select:
+            first_level = odd_lanes
+        elif source == RANK:
+            first_level = builder.icmp_signed("<", positions, const_vec([0] * LANES))
+        else:
+            first_level = bit_set(geometry.select_bit)
+        if geometry.lane_pairs:
             # Lanes 0-3 index inputs 0-7 and lanes 4-7 inputs 8-15: in-lane vpermilps on
             # [x0:4 | x8:12] and [x4:8 | x12:16], bit 2 of a position picks the register.
             c = [chunk(4 * k) for k in range(4)]
             even = builder.call(permilps, [pair(c[0], c[2]), positions])
             odd = builder.call(permilps, [pair(c[1], c[3]), positions])
-            lower = builder.select(bit_set(4), odd, even)
+            lower = builder.select(first_level, odd, even)
         else:
             picked = [builder.call(permps, [vec_load(x, builder.add(start, ir.Constant(
                 i64, r * LANES)), v8f), positions]) for r in range(registers)]
-            bit3 = bit_set(8)
+            bit3 = first_level
             lower = builder.select(bit3, picked[1], picked[0])
             if registers == 4:
                 upper = builder.select(bit3, picked[3], picked[2])
@@ -326,7 +364,15 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
             prefetch(builder.gep(values, [builder.add(builder.mul(ahead, const(LANES)),
                                                       const(line // value_bytes))]))
         prefetch(builder.gep(meta, [builder.lshr(builder.mul(ahead, const(key_bits)), const(3))]))
-    nexts = [group(builder.add(g, const(u)), acc) for u, acc in enumerate(accs)]
+    if UNROLL * key_bits % 8 == 0:
+        first_byte = builder.mul(g, const(key_bits // 8 if key_bits % 8 == 0 else key_bits))
+        if key_bits % 8:  # g is a multiple of UNROLL, so g * key_bits is a whole byte count
+            first_byte = builder.lshr(first_byte, const(3))
+        keys = [key_in_trip(first_byte, u) for u in range(UNROLL)]
+    else:
+        keys = [key_at(builder.add(g, const(u))) for u in range(UNROLL)]
+    nexts = [group(builder.add(g, const(u)), acc, key)
+             for u, (acc, key) in enumerate(zip(accs, keys, strict=True))]
     g_next = builder.add(g, const(UNROLL))
     main_exit = builder.basic_block
     g.add_incoming(g_next, main_exit)
@@ -352,7 +398,7 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     acc_rest = builder.phi(v8f)
     g_rest.add_incoming(main_end, middle)
     acc_rest.add_incoming(combined, middle)
-    acc_rest_next = group(g_rest, acc_rest)
+    acc_rest_next = group(g_rest, acc_rest, key_at(g_rest))
     g_rest_next = builder.add(g_rest, const(1))
     rest_exit = builder.basic_block
     g_rest.add_incoming(g_rest_next, rest_exit)
