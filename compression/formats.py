@@ -888,30 +888,46 @@ def save(path: str | Path, weights: dict[str, SparseWeight | NMTensor]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load(path: str | Path) -> dict[str, SparseWeight]:
-    """Read and fully validate a file written by :func:`save`."""
+def _open(path: Path):
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise FormatError(f"no such compressed-weight file: {path}")
     try:
-        handle = safe_open(str(path), framework="pt")
+        return safe_open(str(path), framework="pt")
     except Exception as exc:  # noqa: BLE001 - safetensors raises assorted types for corrupt files
         raise FormatError(f"{path} is not a readable safetensors file: {exc}") from None
-    with handle:
-        meta = handle.metadata() or {}
-        if "nmsim" not in meta:
-            raise FormatError(f"{path} has no nmsim header: not a compressed N:M file")
-        try:
-            header = json.loads(meta["nmsim"])
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{path}: nmsim header is not valid JSON ({exc})") from None
-        if header.get("format") != FORMAT_NAME:
-            raise FormatError(f"{path}: unknown format {header.get('format')!r}")
-        if header.get("version") != FORMAT_VERSION:
-            raise FormatError(f"{path}: format version {header.get('version')!r} is not "
-                              f"supported (this build reads version {FORMAT_VERSION})")
+
+
+def _check_header(path: Path, handle) -> dict:
+    meta = handle.metadata() or {}
+    if "nmsim" not in meta:
+        raise FormatError(f"{path} has no nmsim header: not a compressed N:M file")
+    try:
+        header = json.loads(meta["nmsim"])
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path}: nmsim header is not valid JSON ({exc})") from None
+    if header.get("format") != FORMAT_NAME:
+        raise FormatError(f"{path}: unknown format {header.get('format')!r}")
+    if header.get("version") != FORMAT_VERSION:
+        raise FormatError(f"{path}: format version {header.get('version')!r} is not "
+                          f"supported (this build reads version {FORMAT_VERSION})")
+    return header
+
+
+def read_header(path: str | Path) -> dict:
+    """The checked nmsim header of a file written by :func:`save` (``tensors``: name -> part ->
+    kind, shape, pattern, ...), without reading its arrays."""
+    path = Path(path)
+    with _open(path) as handle:
+        return _check_header(path, handle)
+
+
+def load(path: str | Path) -> dict[str, SparseWeight]:
+    """Read and fully validate a file written by :func:`save`."""
+    path = Path(path)
+    with _open(path) as handle:
+        header = _check_header(path, handle)
         keys = set(handle.keys())
         result = {}
         for name, parts in header.get("tensors", {}).items():

@@ -15,6 +15,7 @@ and writes W = B + S back into the model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +52,7 @@ class PruneConfig:
     method: str = "wanda"
     salient: Salient | None = None
     variance_correction: bool = False
+    match_mean: bool = False  # variance correction also matches the output mean (adds a bias)
     equalize_alpha: float | None = None
     encoding: str = "rank"
     value_dtype: str = "float16"
@@ -62,6 +64,8 @@ class PruneConfig:
             raise ValueError(f"unknown method '{self.method}': choose one of {', '.join(METHODS)}")
         if self.salient is not None:
             self.salient.check_against(self.target)
+        if self.match_mean and not self.variance_correction:
+            raise ValueError("matching the output mean is part of variance correction")
         if self.equalize_alpha is not None and not 0 <= self.equalize_alpha <= 1:
             raise ValueError(f"--equalize alpha must be in [0, 1], got {self.equalize_alpha}")
         check_encoding(self.encoding)
@@ -76,6 +80,7 @@ class PruneConfig:
         return {"pattern": str(self.target), "method": self.method,
                 "salient": str(self.salient) if self.salient else None,
                 "variance_correction": self.variance_correction,
+                "variance_correction_match_mean": self.match_mean,
                 "equalize_alpha": self.equalize_alpha, "encoding": self.encoding,
                 "value_dtype": self.value_dtype}
 
@@ -94,15 +99,42 @@ class LayerMask:
 
 @dataclass
 class PruneOutcome:
-    """Masks by module name (e.g. ``model.layers.0.self_attn.q_proj``) and per-linear records."""
+    """Masks by module name (e.g. ``model.layers.0.self_attn.q_proj``) and per-linear records.
+
+    With a layer sink (:func:`prune_model`), masks leave with their layer and are not kept here.
+    """
 
     masks: dict[str, LayerMask] = field(default_factory=dict)
     records: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class CompressedLayer:
+    """One decoder layer as stored: compressed linears (N:M bulk only), masks, and the output
+    biases that mean matching added, all by module name."""
+
+    index: int
+    weights: dict[str, SparseWeight]
+    masks: dict[str, LayerMask]
+    biases: dict[str, np.ndarray]
+
+    def bool_masks(self) -> dict[str, np.ndarray]:
+        """``NAME`` (bulk) and ``NAME.salient`` keep masks."""
+        out = {}
+        for name, mask in self.masks.items():
+            out[name] = mask.bulk
+            if mask.salient is not None:
+                out[f"{name}.salient"] = mask.salient
+        return out
+
+
+LayerSink = Callable[[CompressedLayer], None]
+
+
 def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfig
-                 ) -> tuple[torch.Tensor, LayerMask, dict]:
-    """Prune one ``[out, in]`` weight; returns (new fp32 weight, masks, statistics)."""
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, LayerMask, dict]:
+    """Prune one ``[out, in]`` weight; returns (new fp32 weight, output bias from mean matching
+    or None, masks, statistics)."""
     w = weight.detach().to(torch.float32)
     w_np = w.numpy()
     if cfg.method == "magnitude":
@@ -121,19 +153,28 @@ def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfi
         keep = bulk_mask(scores, cfg.target, per_row=cfg.method != "magnitude")
         new_rest = torch.from_numpy(np.where(keep, rest, 0.0).astype(np.float32))
     new = new_rest if sal is None else new_rest + torch.from_numpy(np.where(sal, w_np, 0.0))
+    bias = None
     if cfg.variance_correction:
-        new, _ = variance_correction(w, new, stats)
+        new, bias = variance_correction(w, new, stats, cfg.match_mean)
     mask = LayerMask(keep, sal)
     record = {"out": w.shape[0], "in": w.shape[1],
               "kept_fraction": float(mask.union.mean()),
               "salient": int(sal.sum()) if sal is not None else 0}
     if stats is not None:
-        diff = (w - new).to(torch.float64)
-        dense = w.to(torch.float64)
-        record["relative_output_error"] = float(
-            torch.einsum("oi,ij,oj->", diff, stats.gram, diff)
-            / torch.einsum("oi,ij,oj->", dense, stats.gram, dense))
-    return new, mask, record
+        record["relative_output_error"] = relative_output_error(w, new, bias, stats)
+    return new, bias, mask, record
+
+
+def relative_output_error(dense: torch.Tensor, pruned: torch.Tensor, bias: torch.Tensor | None,
+                          stats: InputStats) -> float:
+    """||W X - (W' X + b)||^2 / ||W X||^2 over the calibration tokens, from X^T X and sum x."""
+    diff = (dense - pruned).to(torch.float64)
+    w = dense.to(torch.float64)
+    error = torch.einsum("oi,ij,oj->", diff, stats.gram, diff)
+    if bias is not None:
+        b = bias.to(torch.float64)
+        error = error - 2 * b @ (diff @ stats.total) + stats.count * (b @ b)
+    return float(error / torch.einsum("oi,ij,oj->", w, stats.gram, w))
 
 
 class _StopForward(Exception):
@@ -183,8 +224,14 @@ def _run_layer(layer, batches: list, kwargs: dict) -> list:
 
 @torch.no_grad()
 def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: int = 4,
-                progress: bool = True) -> PruneOutcome:
-    """Prune every decoder-layer linear of ``model`` in place, layer by layer."""
+                progress: bool = True, sink: LayerSink | None = None) -> PruneOutcome:
+    """Prune every decoder-layer linear of ``model`` in place, layer by layer.
+
+    With ``sink``, each layer is compressed as soon as its pruned outputs have been computed
+    (the stored weight written back, as :func:`compress_model` does) and handed to ``sink``;
+    its masks are then dropped, so memory does not grow with the model. Without, the masks are
+    kept in the outcome for a later :func:`compress_model` (fine-tuning needs them all).
+    """
     if cfg.needs_calibration and calib is None:
         raise ValueError(f"method '{cfg.method}' with these corrections needs calibration text")
     outcome = PruneOutcome()
@@ -195,6 +242,7 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
                                        disable=not progress, unit="layer")):
         stored_dtype = next(layer.parameters()).dtype
         layer.to(torch.float32)
+        masks = {}
         stats = _observe(layer, batches, kwargs) if cfg.needs_calibration else {}
         for norm_name, names in LINEAR_GROUPS:
             group_stats = stats.get(names[0])
@@ -205,13 +253,19 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
                 equalize(layer.get_submodule(norm_name), linears, scales)
                 group_stats.rescale(scales)
             for name, linear in zip(names, linears):
-                new, mask, record = prune_weight(linear.weight, group_stats, cfg)
+                new, bias, mask, record = prune_weight(linear.weight, group_stats, cfg)
                 linear.weight.copy_(new)
+                if bias is not None:
+                    linear.bias = torch.nn.Parameter(bias, requires_grad=False)
                 full_name = f"model.layers.{index}.{name}"
-                outcome.masks[full_name] = mask
+                masks[full_name] = mask
                 outcome.records.append({"layer": index, "module": full_name, **record})
         if cfg.needs_calibration:
             batches = _run_layer(layer, batches, kwargs)
+        if sink is None:
+            outcome.masks.update(masks)
+        else:
+            sink(compress_layer(model, index, masks, cfg, stored_dtype))
         layer.to(stored_dtype)
     return outcome
 
@@ -258,14 +312,38 @@ def compress_weight(weight: np.ndarray, mask: LayerMask, cfg: PruneConfig
 
 
 @torch.no_grad()
-def compress_model(model, outcome: PruneOutcome, cfg: PruneConfig) -> dict[str, SparseWeight]:
-    """Compress every pruned linear and write the stored weight (B + S) back into the model."""
-    compressed = {}
-    for name, mask in outcome.masks.items():
+def compress_layer(model, index: int, masks: dict[str, LayerMask], cfg: PruneConfig,
+                   stored_dtype: torch.dtype) -> CompressedLayer:
+    """Compress one decoder layer's pruned linears and write the stored weight (B + S) back.
+
+    The weight is first rounded to ``stored_dtype`` (the model's own dtype, where a fp32 layer
+    is on its way back), so compressing during pruning stores what compressing afterwards did.
+    """
+    weights, biases = {}, {}
+    for name, mask in masks.items():
         linear = model.get_submodule(name)
-        weight = linear.weight.detach().to(torch.float32).numpy()
+        weight = linear.weight.detach().to(stored_dtype).to(torch.float32).numpy()
         sparse, stored = compress_weight(weight, mask, cfg)
-        linear.weight.copy_(torch.from_numpy(stored).to(linear.weight.dtype))
+        linear.weight.copy_(torch.from_numpy(stored).to(stored_dtype))
         if sparse is not None:
-            compressed[name] = sparse
+            weights[name] = sparse
+        if linear.bias is not None:
+            biases[name] = linear.bias.detach().to(stored_dtype).to(torch.float32).numpy()
+    return CompressedLayer(index, weights, masks, biases)
+
+
+def compress_pruned(model, outcome: PruneOutcome, cfg: PruneConfig, sink: LayerSink) -> None:
+    """Compress the masks an outcome kept (after fine-tuning), one decoder layer at a time."""
+    by_layer: dict[int, dict[str, LayerMask]] = {}
+    for name, mask in outcome.masks.items():
+        by_layer.setdefault(int(name.split(".")[2]), {})[name] = mask
+    for index, masks in sorted(by_layer.items()):
+        dtype = model.get_submodule(next(iter(masks))).weight.dtype
+        sink(compress_layer(model, index, masks, cfg, dtype))
+
+
+def compress_model(model, outcome: PruneOutcome, cfg: PruneConfig) -> dict[str, SparseWeight]:
+    """Every compressed linear by name (the stored weights written back into the model)."""
+    compressed = {}
+    compress_pruned(model, outcome, cfg, lambda layer: compressed.update(layer.weights))
     return compressed
