@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -64,12 +66,17 @@ def run(args) -> int:
     load_s = time.perf_counter() - start
     calib = data.calibration(loaded.tokenizer) if needs_calib else None
     windows = None if args.no_eval else data.evaluation(loaded.tokenizer)
-    with OutputWriter(args.out) as writer:
-        metrics, records = prune_and_evaluate(loaded, cfg, calib, windows, args.finetune_steps,
-                                              writer=writer)
-        metrics["timings"]["load_s"] = load_s
-        metrics["data"] = data.describe() if needs_calib else None
-        writer.commit(records, metrics)
+    # A terminated run unwinds like an interrupted one, so the writer removes its staging folder.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        with OutputWriter(args.out) as writer:
+            metrics, records = prune_and_evaluate(loaded, cfg, calib, windows,
+                                                  args.finetune_steps, writer=writer)
+            metrics["timings"]["load_s"] = load_s
+            metrics["data"] = data.describe() if needs_calib else None
+            writer.commit(records, metrics)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     ppl = (f"perplexity {metrics['perplexity']:.3f} ({metrics['windows']} windows x "
            f"{metrics['seqlen']} tokens)" if windows is not None else "not evaluated")
     print(f"{cfg.target} {cfg.method}: {ppl}; prune {metrics['timings']['prune_s']:.1f} s; "
