@@ -169,12 +169,11 @@ def relative_output_error(dense: torch.Tensor, pruned: torch.Tensor, bias: torch
                           stats: InputStats) -> float:
     """||W X - (W' X + b)||^2 / ||W X||^2 over the calibration tokens, from X^T X and sum x."""
     diff = (dense - pruned).to(torch.float64)
-    w = dense.to(torch.float64)
-    error = torch.einsum("oi,ij,oj->", diff, stats.gram, diff)
+    error = stats.quadratic(diff)
     if bias is not None:
         b = bias.to(torch.float64)
         error = error - 2 * b @ (diff @ stats.total) + stats.count * (b @ b)
-    return float(error / torch.einsum("oi,ij,oj->", w, stats.gram, w))
+    return float(error / stats.quadratic(dense))
 
 
 class _StopForward(Exception):
