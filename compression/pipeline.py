@@ -33,7 +33,7 @@ from compression.criteria import (
     wanda_scores,
 )
 from compression.formats import CSRTensor, NMTensor, SparseWeight, check_encoding, value_dtype
-from compression.sparsegpt import sparsegpt_prune
+from compression.sparsegpt import hessian_factor, sparsegpt_prune
 
 # Linears of a LLaMa decoder layer, grouped by shared input, with the RMSNorm that feeds them.
 LINEAR_GROUPS = (
@@ -131,10 +131,12 @@ class CompressedLayer:
 LayerSink = Callable[[CompressedLayer], None]
 
 
-def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfig
+def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfig,
+                 factor: tuple[torch.Tensor, torch.Tensor] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, LayerMask, dict]:
     """Prune one ``[out, in]`` weight; returns (new fp32 weight, output bias from mean matching
-    or None, masks, statistics)."""
+    or None, masks, statistics). ``factor``: SparseGPT's :func:`hessian_factor` of ``stats``
+    when already computed for another linear of the same input."""
     w = weight.detach().to(torch.float32)
     w_np = w.numpy()
     if cfg.method == "magnitude":
@@ -146,7 +148,7 @@ def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfi
     if cfg.method == "sparsegpt":
         new_rest, keep = sparsegpt_prune(torch.from_numpy(rest), stats.gram, cfg.target,
                                          None if sal is None else torch.from_numpy(sal),
-                                         cfg.sparsegpt_blocksize, cfg.sparsegpt_damp)
+                                         cfg.sparsegpt_blocksize, cfg.sparsegpt_damp, factor)
         keep = keep.numpy()
     else:
         scores = importance if sal is None else np.where(sal, -np.inf, importance)
@@ -274,8 +276,10 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
                                              cfg.equalize_alpha)
                 equalize(layer.get_submodule(norm_name), linears, scales)
                 group_stats.rescale(scales)
+            factor = (hessian_factor(group_stats.gram, cfg.sparsegpt_damp)
+                      if cfg.method == "sparsegpt" else None)
             for name, linear in zip(names, linears):
-                new, bias, mask, record = prune_weight(linear.weight, group_stats, cfg)
+                new, bias, mask, record = prune_weight(linear.weight, group_stats, cfg, factor)
                 linear.weight.copy_(new)
                 if bias is not None:
                     linear.bias = torch.nn.Parameter(bias, requires_grad=False)
