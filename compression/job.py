@@ -87,18 +87,23 @@ class _LayerTally:
 
 def prune_and_evaluate(loaded: LoadedModel, cfg: PruneConfig, calib: np.ndarray | None,
                        windows: np.ndarray | None, finetune_steps: int = 0,
-                       progress: bool = True, writer: OutputWriter | None = None
-                       ) -> tuple[dict, list[dict]]:
+                       progress: bool = True, writer: OutputWriter | None = None,
+                       release_layers: bool = False) -> tuple[dict, list[dict]]:
     """Prune ``loaded.model`` in place, each compressed layer streamed to ``writer`` (if any);
-    returns (metrics, per-linear records)."""
+    returns (metrics, per-linear records). ``release_layers``: the run only writes, so written
+    layers leave memory (see :func:`prune_model`); not with evaluation or fine-tuning."""
     if finetune_steps and calib is None:
         raise ValueError("--finetune-steps needs calibration text")
+    if release_layers and (windows is not None or finetune_steps or writer is None):
+        raise ValueError("releasing layers is only for a written run without evaluation or "
+                         "fine-tuning")
     timings = {}
     tally = _LayerTally(writer)
     start = time.perf_counter()
     # Fine-tuning changes every layer after pruning: compress only once it is done.
     outcome = prune_model(loaded.model, calib if cfg.needs_calibration else None, cfg,
-                          progress=progress, sink=None if finetune_steps else tally)
+                          progress=progress, sink=None if finetune_steps else tally,
+                          release=release_layers)
     timings["prune_s"] = time.perf_counter() - start
     losses = []
     if finetune_steps:

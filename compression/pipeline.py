@@ -179,7 +179,7 @@ def relative_output_error(dense: torch.Tensor, pruned: torch.Tensor, bias: torch
 
 
 class _StopForward(Exception):
-    """Raised by the capture hook once the first layer's inputs are recorded."""
+    """Raised by a hook once the inputs it records are in (the rest of the forward is moot)."""
 
 
 def _to_float32(value):
@@ -230,11 +230,14 @@ def _lift(layer) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
     return stored
 
 
-def _lower(stored: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
-    """Write lifted parameters back into their stored tensors (rounding to the stored dtype)."""
+def _lower(stored: list[tuple[torch.nn.Parameter, torch.Tensor]], write_back: bool = True
+           ) -> None:
+    """Write lifted parameters back into their stored tensors (rounding to the stored dtype);
+    without ``write_back``, only drop the fp32 copies."""
     for param, original in stored:
         if param.data_ptr() != original.data_ptr():
-            original.copy_(param.data)
+            if write_back:
+                original.copy_(param.data)
             param.data = original
 
 
@@ -248,14 +251,21 @@ def _run_layer(layer, batches: list, kwargs: dict) -> list:
 
 @torch.no_grad()
 def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: int = 4,
-                progress: bool = True, sink: LayerSink | None = None) -> PruneOutcome:
+                progress: bool = True, sink: LayerSink | None = None,
+                release: bool = False) -> PruneOutcome:
     """Prune every decoder-layer linear of ``model`` in place, layer by layer.
 
     With ``sink``, each layer is compressed as soon as its pruned outputs have been computed
     (the stored weight written back, as :func:`compress_model` does) and handed to ``sink``;
     its masks are then dropped, so memory does not grow with the model. Without, the masks are
     kept in the outcome for a later :func:`compress_model` (fine-tuning needs them all).
+    ``release`` (with a sink, for runs that only want the written layers): a layer handed to the
+    sink is not written back, its parameters return to their stored tensors (a folder's
+    memory-mapped file pages, which the kernel may drop), so a pruned 13B model need not fit in
+    memory; the model is left unusable for evaluation.
     """
+    if release and sink is None:
+        raise ValueError("release needs a sink: the pruned layers would be lost")
     if cfg.needs_calibration and calib is None:
         raise ValueError(f"method '{cfg.method}' with these corrections needs calibration text")
     outcome = PruneOutcome()
@@ -292,21 +302,33 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
             outcome.masks.update(masks)
         else:
             sink(compress_layer(model, index, masks, cfg, stored_dtype))
-        _lower(stored)
+        _lower(stored, write_back=not release)
         layer.to(stored_dtype)  # parameters added on the way (mean matching's biases)
     return outcome
 
 
 def _observe(layer, batches: list, kwargs: dict) -> dict[str, InputStats]:
-    """Input statistics of the first linear of each group over all calibration batches."""
+    """Input statistics of the first linear of each group over all calibration batches.
+
+    The dense forward stops at the last group's input (down_proj's): its output is not needed.
+    """
     stats, handles = {}, []
+    last = LINEAR_GROUPS[-1][1][0]
     for _, names in LINEAR_GROUPS:
         module = layer.get_submodule(names[0])
         stats[names[0]] = InputStats(module.in_features)
-        handles.append(module.register_forward_pre_hook(
-            lambda mod, args, s=stats[names[0]]: s.add(args[0])))
+
+        def observe(mod, args, s=stats[names[0]], stop=names[0] == last):
+            s.add(args[0])
+            if stop:
+                raise _StopForward
+        handles.append(module.register_forward_pre_hook(observe))
     try:
-        _run_layer(layer, batches, kwargs)
+        for hidden in batches:
+            try:
+                layer(hidden, **kwargs)
+            except _StopForward:
+                pass
     finally:
         for handle in handles:
             handle.remove()

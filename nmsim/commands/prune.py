@@ -70,8 +70,9 @@ def run(args) -> int:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         with OutputWriter(args.out) as writer:
-            metrics, records = prune_and_evaluate(loaded, cfg, calib, windows,
-                                                  args.finetune_steps, writer=writer)
+            metrics, records = prune_and_evaluate(
+                loaded, cfg, calib, windows, args.finetune_steps, writer=writer,
+                release_layers=windows is None and not args.finetune_steps)
             metrics["timings"]["load_s"] = load_s
             metrics["data"] = data.describe() if needs_calib else None
             writer.commit(records, metrics)

@@ -66,9 +66,10 @@ def test_each_layer_is_on_disk_and_out_of_memory_before_the_next_is_pruned(
     assert len(list((tmp_path / "out" / "layers").iterdir())) == 6
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("dtype, release", [(torch.float16, False), (torch.float32, False),
+                                            (torch.float16, True)])
 def test_streamed_folder_equals_the_in_memory_compression_bit_for_bit(tiny_folder, tmp_path,
-                                                                      dtype):
+                                                                      dtype, release):
     from workloads.loading import load_model
 
     cfg = PruneConfig(Target.parse("2:4"), "sparsegpt", Salient.parse("8:32"),
@@ -87,9 +88,10 @@ def test_streamed_folder_equals_the_in_memory_compression_bit_for_bit(tiny_folde
     streamed = fresh()
     with OutputWriter(tmp_path / "out") as writer:
         metrics, records = prune_and_evaluate(streamed, cfg, calib, None, progress=False,
-                                              writer=writer)
+                                              writer=writer, release_layers=release)
         writer.commit(records, metrics)
     loaded = prune_output.load_compressed(tmp_path / "out")
+    dense = fresh().model
     masks, biases = prune_output.load_masks(tmp_path / "out")
     assert set(loaded) == set(reference) == set(biases)
     for name, ref in reference.items():
@@ -101,6 +103,9 @@ def test_streamed_folder_equals_the_in_memory_compression_bit_for_bit(tiny_folde
         np.testing.assert_array_equal(masks[name], outcome.masks[name].bulk)
         np.testing.assert_array_equal(masks[f"{name}.salient"], outcome.masks[name].salient)
         module = streamed.model.get_submodule(name)
+        if release:  # the written layers were not kept: the fp16 model is still the dense one
+            assert torch.equal(module.weight, dense.get_submodule(name).weight)
+            continue
         stored = torch.from_numpy(loaded[name].to_dense()).to(dtype)
         assert torch.equal(module.weight.detach(), stored)  # the evaluated weight is the stored one
         np.testing.assert_array_equal(biases[name], module.bias.detach().float().numpy())
