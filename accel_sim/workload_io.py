@@ -1,10 +1,10 @@
 """Loading a compression run's masks for the simulator (``nmsim simulate --masks DIR``).
 
-``nmsim prune --out DIR`` writes ``DIR/compressed.safetensors`` (values + metadata, read with
-``compression.formats.load``) and ``DIR/masks.safetensors`` (bool keep masks ``NAME`` and
-``NAME.salient``). Either feeds the simulator: the timing depends on the pattern, tail and
-side-car placement, not on the values, so bool masks are compressed with zero values in the
-hardware's encoding after their N:M pattern is recognised among the hardware's patterns.
+``nmsim prune --out DIR`` writes one compressed file per decoder layer (values + metadata in the
+shared format) and one bit-packed mask file per layer (``compression.prune_output`` documents
+the folder). Either feeds the simulator: the timing depends on the pattern, tail and side-car
+placement, not on the values, so bool masks are compressed with zero values in the hardware's
+encoding after their N:M pattern is recognised among the hardware's patterns.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compression import prune_output
 from compression.formats import (
     CSRTensor,
     FormatError,
@@ -20,51 +21,32 @@ from compression.formats import (
     Pattern,
     SparseWeight,
     check_nm_mask,
-    load,
 )
-
-COMPRESSED_FILE = "compressed.safetensors"
-MASKS_FILE = "masks.safetensors"
-SALIENT_SUFFIX = ".salient"
+from compression.prune_output import SALIENT_SUFFIX
 
 
 def load_masks(path: str | Path, hw=None) -> dict:
-    """Compressed weights by module name from a prune folder or one of its two files.
+    """Compressed weights by module name from a prune output folder or one compressed file.
 
-    ``compressed.safetensors`` is preferred; a bool ``masks.safetensors`` needs ``hw`` (its
-    supported patterns and encoding)."""
+    A folder's compressed layers are preferred; a folder with masks only (its bulk has no
+    compressed form) needs ``hw`` (its supported patterns and encoding)."""
     path = Path(path)
-    if path.is_dir():
-        file = path / COMPRESSED_FILE
-        if not file.is_file():
-            file = path / MASKS_FILE
-    else:
-        file = path
-    if not file.is_file():
-        raise ValueError(f"--masks: no {COMPRESSED_FILE} or {MASKS_FILE} in {path}")
-    if file.name == MASKS_FILE:
-        if hw is None:
-            raise ValueError("--masks: bool masks need the hardware's patterns to be read")
-        weights = weights_from_bool_masks(_read_bool_masks(file), hw)
-    else:
-        weights = load(file)
-    if not weights:
-        raise ValueError(f"--masks: {file} holds no tensors")
-    return weights
-
-
-def _read_bool_masks(file: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
+    if path.is_dir() and not prune_output.is_output_folder(path):
+        raise ValueError(f"--masks: {path} is not a prune output folder (no index.json)")
+    if not path.exists():
+        raise ValueError(f"--masks: no prune output folder or compressed file at {path}")
     try:
-        arrays = load_file(str(file))
-    except (SafetensorError, OSError) as exc:
-        raise ValueError(f"--masks: {file} is not a readable safetensors file: {exc}") from None
-    bad = [name for name, a in arrays.items() if a.dtype != np.bool_ or a.ndim != 2]
-    if bad:
-        raise ValueError(f"--masks: {file}: '{bad[0]}' is not a 2-D bool mask")
-    return arrays
+        if path.is_dir() and not prune_output.compressed_files(path):
+            if hw is None:
+                raise ValueError("--masks: bool masks need the hardware's patterns to be read")
+            weights = weights_from_bool_masks(prune_output.load_masks(path)[0], hw)
+        else:
+            weights = prune_output.load_compressed(path)
+    except FormatError as exc:
+        raise ValueError(f"--masks: {exc}") from None
+    if not weights:
+        raise ValueError(f"--masks: {path} holds no tensors")
+    return weights
 
 
 def _recognise(mask: np.ndarray, patterns, name: str) -> tuple[Pattern, str]:

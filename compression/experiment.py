@@ -103,7 +103,7 @@ def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | 
             metrics = {"model": loaded.name, "pattern": "dense", "method": "dense",
                        **perplexity(loaded.model, windows), "timings": {}}
         else:
-            metrics, _, _ = prune_and_evaluate(loaded, row.config, calib, windows,
+            metrics, _ = prune_and_evaluate(loaded, row.config, calib, windows,
                                                row.finetune_steps)
         record = flatten(row, metrics, data, split_windows)
         print(json.dumps(record), flush=True)

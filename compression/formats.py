@@ -262,17 +262,27 @@ def nm_mask(scores: np.ndarray, pattern: str | Pattern, tail: str = "dense") -> 
         raise FormatError("scores contain NaN; a mask needs a total order")
     rows, cols = scores.shape
     geo = BlockGeometry(cols, p, tail)
-    work = np.full((rows, geo.blocks * p.m), -np.inf, dtype=scores.dtype)
-    used = min(cols, geo.blocks * p.m)
-    work[:, :used] = scores[:, :used]
+    if cols == geo.blocks * p.m:  # no tail, or nothing to pad: the scores themselves
+        work = np.ascontiguousarray(scores)
+    else:
+        work = np.full((rows, geo.blocks * p.m), -np.inf, dtype=scores.dtype)
+        used = min(cols, geo.blocks * p.m)
+        work[:, :used] = scores[:, :used]
     blocks = work.reshape(rows, geo.blocks, p.m)
     # Keep everything above the N-th largest score, then the lowest-index ties equal to it.
     # Padding (-inf) loses to every real element and, among itself, keeps the lowest index too.
     nth = np.partition(blocks, p.m - p.n, axis=-1)[..., p.m - p.n, None]
     above = blocks > nth
     ties = blocks == nth
-    need = p.n - np.count_nonzero(above, axis=-1)[..., None]
-    block_mask = above | (ties & (np.cumsum(ties, axis=-1, dtype=np.int16) <= need))
+    need = p.n - np.count_nonzero(above, axis=-1)
+    block_mask = above | ties
+    # Only blocks with more ties than places left need the lowest-index rule (rare for real
+    # scores, so the cumulative count runs on those blocks alone).
+    crowded = np.nonzero(np.count_nonzero(ties, axis=-1) > need)
+    if crowded[0].size:
+        tied = ties[crowded]
+        first = np.cumsum(tied, axis=-1, dtype=np.int16) <= need[crowded][:, None]
+        block_mask[crowded] = above[crowded] | (tied & first)
     mask = np.ones((rows, cols), dtype=bool)
     mask[:, : geo.full_blocks * p.m] = block_mask[:, : geo.full_blocks].reshape(rows, -1)
     if tail == "pad" and geo.tail_width:
@@ -551,7 +561,9 @@ def _kept_positions(keep: np.ndarray, n: int) -> np.ndarray:
     """Ascending kept positions ``int64[rows, blocks, N]`` of a ``bool[rows, blocks, M]`` keep
     array that holds exactly N per block (row-major nonzero order is ascending per block)."""
     rows, blocks, m = keep.shape
-    return (np.flatnonzero(keep) % m).reshape(rows, blocks, n)
+    flat = np.flatnonzero(keep).reshape(rows * blocks, n)
+    flat -= (np.arange(rows * blocks, dtype=np.int64) * m)[:, None]  # minus each block's start
+    return flat.reshape(rows, blocks, n)
 
 
 def _check_positions(positions: np.ndarray, p: Pattern) -> None:
@@ -670,11 +682,15 @@ class NMTensor:
         rows, cols = weight.shape
         geo = BlockGeometry(cols, p, tail)
         width = geo.blocks * p.m
-        w = np.zeros((rows, width), dtype=vdtype)
-        k = np.zeros((rows, width), dtype=bool)
-        used = min(cols, width)
-        w[:, :used] = weight[:, :used].astype(vdtype)
-        k[:, :used] = mask[:, :used]
+        if cols == width:  # no tail or padding: work on the arrays themselves
+            w = np.ascontiguousarray(weight.astype(vdtype, copy=False))
+            k = np.ascontiguousarray(mask)
+        else:
+            w = np.zeros((rows, width), dtype=vdtype)
+            k = np.zeros((rows, width), dtype=bool)
+            used = min(cols, width)
+            w[:, :used] = weight[:, :used].astype(vdtype)
+            k[:, :used] = mask[:, :used]
         if tail == "pad" and geo.tail_width and geo.tail_width < p.n:
             # Fill the tail block up to N with the first padding positions (value 0).
             pad_cols = np.arange(cols, cols + p.n - geo.tail_width)
@@ -888,30 +904,46 @@ def save(path: str | Path, weights: dict[str, SparseWeight | NMTensor]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load(path: str | Path) -> dict[str, SparseWeight]:
-    """Read and fully validate a file written by :func:`save`."""
+def _open(path: Path):
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise FormatError(f"no such compressed-weight file: {path}")
     try:
-        handle = safe_open(str(path), framework="pt")
+        return safe_open(str(path), framework="pt")
     except Exception as exc:  # noqa: BLE001 - safetensors raises assorted types for corrupt files
         raise FormatError(f"{path} is not a readable safetensors file: {exc}") from None
-    with handle:
-        meta = handle.metadata() or {}
-        if "nmsim" not in meta:
-            raise FormatError(f"{path} has no nmsim header: not a compressed N:M file")
-        try:
-            header = json.loads(meta["nmsim"])
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{path}: nmsim header is not valid JSON ({exc})") from None
-        if header.get("format") != FORMAT_NAME:
-            raise FormatError(f"{path}: unknown format {header.get('format')!r}")
-        if header.get("version") != FORMAT_VERSION:
-            raise FormatError(f"{path}: format version {header.get('version')!r} is not "
-                              f"supported (this build reads version {FORMAT_VERSION})")
+
+
+def _check_header(path: Path, handle) -> dict:
+    meta = handle.metadata() or {}
+    if "nmsim" not in meta:
+        raise FormatError(f"{path} has no nmsim header: not a compressed N:M file")
+    try:
+        header = json.loads(meta["nmsim"])
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path}: nmsim header is not valid JSON ({exc})") from None
+    if header.get("format") != FORMAT_NAME:
+        raise FormatError(f"{path}: unknown format {header.get('format')!r}")
+    if header.get("version") != FORMAT_VERSION:
+        raise FormatError(f"{path}: format version {header.get('version')!r} is not "
+                          f"supported (this build reads version {FORMAT_VERSION})")
+    return header
+
+
+def read_header(path: str | Path) -> dict:
+    """The checked nmsim header of a file written by :func:`save` (``tensors``: name -> part ->
+    kind, shape, pattern, ...), without reading its arrays."""
+    path = Path(path)
+    with _open(path) as handle:
+        return _check_header(path, handle)
+
+
+def load(path: str | Path) -> dict[str, SparseWeight]:
+    """Read and fully validate a file written by :func:`save`."""
+    path = Path(path)
+    with _open(path) as handle:
+        header = _check_header(path, handle)
         keys = set(handle.keys())
         result = {}
         for name, parts in header.get("tensors", {}).items():

@@ -1,32 +1,22 @@
 """One pruning run end to end: load, calibrate, prune, (fine-tune), compress, evaluate, write.
 
-Used by ``nmsim prune`` and by the experiment. Output folder (written to a temporary sibling
-folder, renamed at the end, so a failed run leaves nothing behind):
-
-* ``compressed.safetensors``: the pruned linears in the shared format (``formats.save``; names are
-  module names without ``.weight``); only for an N:M bulk (an unstructured bulk has no N:M form);
-* ``masks.safetensors``: bool keep masks, ``NAME`` (bulk) and ``NAME.salient``;
-* ``layer_stats.csv``: per linear: shape, kept fraction, salient count, relative output error
-  ||(W - W') X||^2 / ||W X||^2 on the calibration inputs;
-* ``metrics.json``: perplexity (seqlen, windows), recipe, timings, peak RSS.
+Used by ``nmsim prune`` and by the experiment. Each decoder layer is compressed as soon as it is
+pruned and streamed to an :class:`compression.prune_output.OutputWriter` (the output folder's
+layout is documented there), so memory stays near the model plus one layer.
 """
 
 from __future__ import annotations
 
-import json
 import resource
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from compression import formats
 from compression.finetune import finetune
 from compression.perplexity import perplexity
-from compression.pipeline import PruneConfig, compress_model, prune_model
+from compression.pipeline import CompressedLayer, PruneConfig, compress_pruned, prune_model
+from compression.prune_output import OutputWriter
 from workloads import text
 from workloads.loading import LoadedModel
 
@@ -72,69 +62,68 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bits_per_weight(compressed: dict[str, formats.SparseWeight]) -> float | None:
-    """Stored bits (values + metadata + tails + side-car) per dense weight element."""
-    if not compressed:
-        return None
-    elements = sum(w.shape[0] * w.shape[1] for w in compressed.values())
-    return 8 * sum(w.nbytes for w in compressed.values()) / elements
+class _LayerTally:
+    """A layer sink: counts stored bytes per weight and forwards each layer to the writer."""
+
+    def __init__(self, writer: OutputWriter | None):
+        self.writer = writer
+        self.stored_bytes = 0
+        self.elements = 0
+        self.write_s = 0.0
+
+    def __call__(self, layer: CompressedLayer) -> None:
+        self.stored_bytes += sum(w.nbytes for w in layer.weights.values())
+        self.elements += sum(w.shape[0] * w.shape[1] for w in layer.weights.values())
+        if self.writer is not None:
+            start = time.perf_counter()
+            self.writer.add_layer(layer.index, layer.weights, layer.bool_masks(), layer.biases)
+            self.write_s += time.perf_counter() - start
+
+    @property
+    def bits_per_weight(self) -> float | None:
+        """Stored bits (values + metadata + tails + side-car) per dense weight element."""
+        return 8 * self.stored_bytes / self.elements if self.elements else None
 
 
 def prune_and_evaluate(loaded: LoadedModel, cfg: PruneConfig, calib: np.ndarray | None,
                        windows: np.ndarray | None, finetune_steps: int = 0,
-                       progress: bool = True) -> tuple[dict, dict, object]:
-    """Prune ``loaded.model`` in place; returns (metrics, compressed weights, prune outcome)."""
+                       progress: bool = True, writer: OutputWriter | None = None,
+                       release_layers: bool = False) -> tuple[dict, list[dict]]:
+    """Prune ``loaded.model`` in place, each compressed layer streamed to ``writer`` (if any);
+    returns (metrics, per-linear records). ``release_layers``: the run only writes, so written
+    layers leave memory (see :func:`prune_model`); not with evaluation or fine-tuning."""
+    if finetune_steps and calib is None:
+        raise ValueError("--finetune-steps needs calibration text")
+    if release_layers and (windows is not None or finetune_steps or writer is None):
+        raise ValueError("releasing layers is only for a written run without evaluation or "
+                         "fine-tuning")
     timings = {}
+    tally = _LayerTally(writer)
     start = time.perf_counter()
+    # Fine-tuning changes every layer after pruning: compress only once it is done.
     outcome = prune_model(loaded.model, calib if cfg.needs_calibration else None, cfg,
-                          progress=progress)
+                          progress=progress, sink=None if finetune_steps else tally,
+                          release=release_layers)
     timings["prune_s"] = time.perf_counter() - start
     losses = []
     if finetune_steps:
-        if calib is None:
-            raise ValueError("--finetune-steps needs calibration text")
         start = time.perf_counter()
         losses = finetune(loaded.model, {n: m.union for n, m in outcome.masks.items()}, calib,
                           finetune_steps, progress=progress)
         timings["finetune_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    compressed = compress_model(loaded.model, outcome, cfg)
-    timings["compress_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        compress_pruned(loaded.model, outcome, cfg, tally)
+        timings["compress_s"] = time.perf_counter() - start
+    if writer is not None:
+        timings["write_s"] = tally.write_s
     metrics = {"model": loaded.name, "source": loaded.source, **cfg.describe(),
                "finetune_steps": finetune_steps,
                "finetune_loss_first_last": [losses[0], losses[-1]] if losses else None,
-               "compressed_bits_per_weight": bits_per_weight(compressed),
+               "compressed_bits_per_weight": tally.bits_per_weight,
                "kept_fraction": float(np.mean([r["kept_fraction"] for r in outcome.records])),
                "timings": timings}
     if windows is not None:
         metrics.update(perplexity(loaded.model, windows, progress=progress))
+        timings["eval_s"] = metrics["eval_seconds"]
     metrics["peak_rss_mib"] = peak_rss_mib()
-    return metrics, compressed, outcome
-
-
-def write_outputs(out: Path, metrics: dict, compressed: dict, outcome) -> None:
-    """Write the output folder atomically (temporary sibling folder, then rename)."""
-    import pandas as pd
-    import torch
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    if out.exists():
-        raise ValueError(f"output folder {out} already exists")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        if compressed:
-            formats.save(staging / "compressed.safetensors", compressed)
-        masks = {}
-        for name, mask in outcome.masks.items():
-            masks[name] = torch.from_numpy(mask.bulk)
-            if mask.salient is not None:
-                masks[f"{name}.salient"] = torch.from_numpy(mask.salient)
-        save_file(masks, str(staging / "masks.safetensors"))
-        pd.DataFrame(outcome.records).to_csv(staging / "layer_stats.csv", index=False)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    return metrics, outcome.records

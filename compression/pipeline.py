@@ -15,6 +15,7 @@ and writes W = B + S back into the model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +33,7 @@ from compression.criteria import (
     wanda_scores,
 )
 from compression.formats import CSRTensor, NMTensor, SparseWeight, check_encoding, value_dtype
-from compression.sparsegpt import sparsegpt_prune
+from compression.sparsegpt import hessian_factor, sparsegpt_prune
 
 # Linears of a LLaMa decoder layer, grouped by shared input, with the RMSNorm that feeds them.
 LINEAR_GROUPS = (
@@ -51,6 +52,7 @@ class PruneConfig:
     method: str = "wanda"
     salient: Salient | None = None
     variance_correction: bool = False
+    match_mean: bool = False  # variance correction also matches the output mean (adds a bias)
     equalize_alpha: float | None = None
     encoding: str = "rank"
     value_dtype: str = "float16"
@@ -62,6 +64,8 @@ class PruneConfig:
             raise ValueError(f"unknown method '{self.method}': choose one of {', '.join(METHODS)}")
         if self.salient is not None:
             self.salient.check_against(self.target)
+        if self.match_mean and not self.variance_correction:
+            raise ValueError("matching the output mean is part of variance correction")
         if self.equalize_alpha is not None and not 0 <= self.equalize_alpha <= 1:
             raise ValueError(f"--equalize alpha must be in [0, 1], got {self.equalize_alpha}")
         check_encoding(self.encoding)
@@ -76,6 +80,7 @@ class PruneConfig:
         return {"pattern": str(self.target), "method": self.method,
                 "salient": str(self.salient) if self.salient else None,
                 "variance_correction": self.variance_correction,
+                "variance_correction_match_mean": self.match_mean,
                 "equalize_alpha": self.equalize_alpha, "encoding": self.encoding,
                 "value_dtype": self.value_dtype}
 
@@ -94,15 +99,44 @@ class LayerMask:
 
 @dataclass
 class PruneOutcome:
-    """Masks by module name (e.g. ``model.layers.0.self_attn.q_proj``) and per-linear records."""
+    """Masks by module name (e.g. ``model.layers.0.self_attn.q_proj``) and per-linear records.
+
+    With a layer sink (:func:`prune_model`), masks leave with their layer and are not kept here.
+    """
 
     masks: dict[str, LayerMask] = field(default_factory=dict)
     records: list[dict] = field(default_factory=list)
 
 
-def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfig
-                 ) -> tuple[torch.Tensor, LayerMask, dict]:
-    """Prune one ``[out, in]`` weight; returns (new fp32 weight, masks, statistics)."""
+@dataclass
+class CompressedLayer:
+    """One decoder layer as stored: compressed linears (N:M bulk only), masks, and the output
+    biases that mean matching added, all by module name."""
+
+    index: int
+    weights: dict[str, SparseWeight]
+    masks: dict[str, LayerMask]
+    biases: dict[str, np.ndarray]
+
+    def bool_masks(self) -> dict[str, np.ndarray]:
+        """``NAME`` (bulk) and ``NAME.salient`` keep masks."""
+        out = {}
+        for name, mask in self.masks.items():
+            out[name] = mask.bulk
+            if mask.salient is not None:
+                out[f"{name}.salient"] = mask.salient
+        return out
+
+
+LayerSink = Callable[[CompressedLayer], None]
+
+
+def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfig,
+                 factor: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, LayerMask, dict]:
+    """Prune one ``[out, in]`` weight; returns (new fp32 weight, output bias from mean matching
+    or None, masks, statistics). ``factor``: SparseGPT's :func:`hessian_factor` of ``stats``
+    when already computed for another linear of the same input."""
     w = weight.detach().to(torch.float32)
     w_np = w.numpy()
     if cfg.method == "magnitude":
@@ -110,34 +144,42 @@ def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfi
     else:
         importance = wanda_scores(w_np, stats.norms.numpy().astype(np.float32))
     sal = salient_mask(importance, cfg.salient) if cfg.salient else None
-    rest = w_np if sal is None else np.where(sal, 0.0, w_np).astype(np.float32)
+    rest = w_np if sal is None else np.where(sal, np.float32(0), w_np)
     if cfg.method == "sparsegpt":
         new_rest, keep = sparsegpt_prune(torch.from_numpy(rest), stats.gram, cfg.target,
                                          None if sal is None else torch.from_numpy(sal),
-                                         cfg.sparsegpt_blocksize, cfg.sparsegpt_damp)
+                                         cfg.sparsegpt_blocksize, cfg.sparsegpt_damp, factor)
         keep = keep.numpy()
     else:
         scores = importance if sal is None else np.where(sal, -np.inf, importance)
         keep = bulk_mask(scores, cfg.target, per_row=cfg.method != "magnitude")
-        new_rest = torch.from_numpy(np.where(keep, rest, 0.0).astype(np.float32))
+        new_rest = torch.from_numpy(np.where(keep, rest, np.float32(0)))
     new = new_rest if sal is None else new_rest + torch.from_numpy(np.where(sal, w_np, 0.0))
+    bias = None
     if cfg.variance_correction:
-        new, _ = variance_correction(w, new, stats)
+        new, bias = variance_correction(w, new, stats, cfg.match_mean)
     mask = LayerMask(keep, sal)
     record = {"out": w.shape[0], "in": w.shape[1],
               "kept_fraction": float(mask.union.mean()),
               "salient": int(sal.sum()) if sal is not None else 0}
     if stats is not None:
-        diff = (w - new).to(torch.float64)
-        dense = w.to(torch.float64)
-        record["relative_output_error"] = float(
-            torch.einsum("oi,ij,oj->", diff, stats.gram, diff)
-            / torch.einsum("oi,ij,oj->", dense, stats.gram, dense))
-    return new, mask, record
+        record["relative_output_error"] = relative_output_error(w, new, bias, stats)
+    return new, bias, mask, record
+
+
+def relative_output_error(dense: torch.Tensor, pruned: torch.Tensor, bias: torch.Tensor | None,
+                          stats: InputStats) -> float:
+    """||W X - (W' X + b)||^2 / ||W X||^2 over the calibration tokens, from X^T X and sum x."""
+    diff = (dense - pruned).to(torch.float64)
+    error = stats.quadratic(diff)
+    if bias is not None:
+        b = bias.to(torch.float64)
+        error = error - 2 * b @ (diff @ stats.total) + stats.count * (b @ b)
+    return float(error / stats.quadratic(dense))
 
 
 class _StopForward(Exception):
-    """Raised by the capture hook once the first layer's inputs are recorded."""
+    """Raised by a hook once the inputs it records are in (the rest of the forward is moot)."""
 
 
 def _to_float32(value):
@@ -173,6 +215,32 @@ def capture_layer_inputs(model, calib: np.ndarray, batch_size: int) -> tuple[lis
     return batches, kwargs_seen
 
 
+def _lift(layer) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """Lift a layer's parameters to fp32; returns (parameter, stored tensor) pairs.
+
+    The stored tensors are kept so that :func:`_lower` writes the result back into them rather
+    than allocating new ones: a folder's weights are memory-mapped copy-on-write, and writing into
+    the mapping replaces each file page by a private one, where a new tensor would leave the
+    file page resident beside it (two copies of every pruned layer in the peak RSS).
+    """
+    stored = []
+    for param in layer.parameters():
+        stored.append((param, param.data))
+        param.data = param.data.to(torch.float32)
+    return stored
+
+
+def _lower(stored: list[tuple[torch.nn.Parameter, torch.Tensor]], write_back: bool = True
+           ) -> None:
+    """Write lifted parameters back into their stored tensors (rounding to the stored dtype);
+    without ``write_back``, only drop the fp32 copies."""
+    for param, original in stored:
+        if param.data_ptr() != original.data_ptr():
+            if write_back:
+                original.copy_(param.data)
+            param.data = original
+
+
 def _run_layer(layer, batches: list, kwargs: dict) -> list:
     outputs = []
     for hidden in batches:
@@ -183,8 +251,21 @@ def _run_layer(layer, batches: list, kwargs: dict) -> list:
 
 @torch.no_grad()
 def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: int = 4,
-                progress: bool = True) -> PruneOutcome:
-    """Prune every decoder-layer linear of ``model`` in place, layer by layer."""
+                progress: bool = True, sink: LayerSink | None = None,
+                release: bool = False) -> PruneOutcome:
+    """Prune every decoder-layer linear of ``model`` in place, layer by layer.
+
+    With ``sink``, each layer is compressed as soon as its pruned outputs have been computed
+    (the stored weight written back, as :func:`compress_model` does) and handed to ``sink``;
+    its masks are then dropped, so memory does not grow with the model. Without, the masks are
+    kept in the outcome for a later :func:`compress_model` (fine-tuning needs them all).
+    ``release`` (with a sink, for runs that only want the written layers): a layer handed to the
+    sink is not written back, its parameters return to their stored tensors (a folder's
+    memory-mapped file pages, which the kernel may drop), so a pruned 13B model need not fit in
+    memory; the model is left unusable for evaluation.
+    """
+    if release and sink is None:
+        raise ValueError("release needs a sink: the pruned layers would be lost")
     if cfg.needs_calibration and calib is None:
         raise ValueError(f"method '{cfg.method}' with these corrections needs calibration text")
     outcome = PruneOutcome()
@@ -194,7 +275,8 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
     for index, layer in enumerate(tqdm(layers, desc=f"prune {cfg.method} {cfg.target}",
                                        disable=not progress, unit="layer")):
         stored_dtype = next(layer.parameters()).dtype
-        layer.to(torch.float32)
+        stored = _lift(layer)
+        masks = {}
         stats = _observe(layer, batches, kwargs) if cfg.needs_calibration else {}
         for norm_name, names in LINEAR_GROUPS:
             group_stats = stats.get(names[0])
@@ -204,32 +286,61 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
                                              cfg.equalize_alpha)
                 equalize(layer.get_submodule(norm_name), linears, scales)
                 group_stats.rescale(scales)
+            factor = (hessian_factor(group_stats.gram, cfg.sparsegpt_damp)
+                      if cfg.method == "sparsegpt" else None)
             for name, linear in zip(names, linears):
-                new, mask, record = prune_weight(linear.weight, group_stats, cfg)
+                new, bias, mask, record = prune_weight(linear.weight, group_stats, cfg, factor)
                 linear.weight.copy_(new)
+                if bias is not None:
+                    linear.bias = torch.nn.Parameter(bias, requires_grad=False)
                 full_name = f"model.layers.{index}.{name}"
-                outcome.masks[full_name] = mask
+                masks[full_name] = mask
                 outcome.records.append({"layer": index, "module": full_name, **record})
         if cfg.needs_calibration:
             batches = _run_layer(layer, batches, kwargs)
-        layer.to(stored_dtype)
+        if sink is None:
+            outcome.masks.update(masks)
+        else:
+            sink(compress_layer(model, index, masks, cfg, stored_dtype))
+        _lower(stored, write_back=not release)
+        layer.to(stored_dtype)  # parameters added on the way (mean matching's biases)
     return outcome
 
 
 def _observe(layer, batches: list, kwargs: dict) -> dict[str, InputStats]:
-    """Input statistics of the first linear of each group over all calibration batches."""
+    """Input statistics of the first linear of each group over all calibration batches.
+
+    The dense forward stops at the last group's input (down_proj's): its output is not needed.
+    """
     stats, handles = {}, []
+    last = LINEAR_GROUPS[-1][1][0]
     for _, names in LINEAR_GROUPS:
         module = layer.get_submodule(names[0])
         stats[names[0]] = InputStats(module.in_features)
-        handles.append(module.register_forward_pre_hook(
-            lambda mod, args, s=stats[names[0]]: s.add(args[0])))
+
+        def observe(mod, args, s=stats[names[0]], stop=names[0] == last):
+            s.add(args[0])
+            if stop:
+                raise _StopForward
+        handles.append(module.register_forward_pre_hook(observe))
     try:
-        _run_layer(layer, batches, kwargs)
+        for hidden in batches:
+            try:
+                layer(hidden, **kwargs)
+            except _StopForward:
+                pass
     finally:
         for handle in handles:
             handle.remove()
     return stats
+
+
+def _round(values: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values rounded to the value dtype (torch's vectorised fp16 conversion rounds to
+    nearest even like numpy's, about ten times faster)."""
+    if value_dtype(dtype) == np.float16:
+        return torch.from_numpy(np.ascontiguousarray(values)).to(torch.float16).numpy()
+    return values.astype(value_dtype(dtype))
 
 
 def compress_weight(weight: np.ndarray, mask: LayerMask, cfg: PruneConfig
@@ -239,12 +350,13 @@ def compress_weight(weight: np.ndarray, mask: LayerMask, cfg: PruneConfig
     Returns (SparseWeight, or None for an unstructured bulk, and the dense B + S as stored).
     """
     sal = mask.salient
-    bulk_values = weight if sal is None else np.where(sal, 0.0, weight)
-    rounded = np.where(mask.bulk, bulk_values, 0.0).astype(value_dtype(cfg.value_dtype))
-    stored = rounded.astype(np.float32)
+    bulk_values = weight if sal is None else np.where(sal, np.float32(0), weight)
+    rounded = _round(np.where(mask.bulk, bulk_values, np.float32(0)), cfg.value_dtype)
+    stored = torch.from_numpy(rounded).float().numpy() if rounded.dtype == np.float16 else \
+        rounded.astype(np.float32)
     side = None
     if sal is not None:
-        side_values = np.where(sal, weight, 0.0).astype(np.float32)
+        side_values = np.where(sal, weight, np.float32(0))
         stored = stored + side_values
         if cfg.target.structured:
             side = (CSRTensor.from_dense(side_values, sal) if cfg.salient.unstructured else
@@ -252,20 +364,45 @@ def compress_weight(weight: np.ndarray, mask: LayerMask, cfg: PruneConfig
                                         tail="pad", dtype="float32"))
     if not cfg.target.structured:
         return None, stored
-    bulk = NMTensor.from_dense(bulk_values, mask.bulk, cfg.target.pattern, cfg.encoding,
+    # Kept values and the dense tail are where rounded == bulk_values rounded: compress it as is.
+    bulk = NMTensor.from_dense(rounded, mask.bulk, cfg.target.pattern, cfg.encoding,
                                tail="dense", dtype=cfg.value_dtype)
     return SparseWeight(bulk, side), stored
 
 
 @torch.no_grad()
-def compress_model(model, outcome: PruneOutcome, cfg: PruneConfig) -> dict[str, SparseWeight]:
-    """Compress every pruned linear and write the stored weight (B + S) back into the model."""
-    compressed = {}
-    for name, mask in outcome.masks.items():
+def compress_layer(model, index: int, masks: dict[str, LayerMask], cfg: PruneConfig,
+                   stored_dtype: torch.dtype) -> CompressedLayer:
+    """Compress one decoder layer's pruned linears and write the stored weight (B + S) back.
+
+    The weight is first rounded to ``stored_dtype`` (the model's own dtype, where a fp32 layer
+    is on its way back), so compressing during pruning stores what compressing afterwards did.
+    """
+    weights, biases = {}, {}
+    for name, mask in masks.items():
         linear = model.get_submodule(name)
-        weight = linear.weight.detach().to(torch.float32).numpy()
+        weight = linear.weight.detach().to(stored_dtype).to(torch.float32).numpy()
         sparse, stored = compress_weight(weight, mask, cfg)
-        linear.weight.copy_(torch.from_numpy(stored).to(linear.weight.dtype))
+        linear.weight.copy_(torch.from_numpy(stored).to(stored_dtype))
         if sparse is not None:
-            compressed[name] = sparse
+            weights[name] = sparse
+        if linear.bias is not None:
+            biases[name] = linear.bias.detach().to(stored_dtype).to(torch.float32).numpy()
+    return CompressedLayer(index, weights, masks, biases)
+
+
+def compress_pruned(model, outcome: PruneOutcome, cfg: PruneConfig, sink: LayerSink) -> None:
+    """Compress the masks an outcome kept (after fine-tuning), one decoder layer at a time."""
+    by_layer: dict[int, dict[str, LayerMask]] = {}
+    for name, mask in outcome.masks.items():
+        by_layer.setdefault(int(name.split(".")[2]), {})[name] = mask
+    for index, masks in sorted(by_layer.items()):
+        dtype = model.get_submodule(next(iter(masks))).weight.dtype
+        sink(compress_layer(model, index, masks, cfg, dtype))
+
+
+def compress_model(model, outcome: PruneOutcome, cfg: PruneConfig) -> dict[str, SparseWeight]:
+    """Every compressed linear by name (the stored weights written back into the model)."""
+    compressed = {}
+    compress_pruned(model, outcome, cfg, lambda layer: compressed.update(layer.weights))
     return compressed

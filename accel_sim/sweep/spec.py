@@ -333,28 +333,27 @@ def _validate_masks(raw, workloads: list, problems: list[str]) -> dict | None:
         problems.append(f"masks.workload: '{raw['workload']}' is not one of the spec's workloads")
     files = find_mask_files(raw["dir"])
     if not files and raw.get("required", True):
-        problems.append(f"masks.dir: no compressed.safetensors in {raw['dir']} or its "
-                        "subfolders (expected `nmsim prune --out DIR` output folders)")
+        problems.append(f"masks.dir: no prune output with compressed layers in {raw['dir']} "
+                        "or its subfolders (expected `nmsim prune --out DIR` output folders)")
     return {"workload": raw["workload"], "files": files}
 
 
 def find_mask_files(folder: str | Path) -> dict[str, str]:
-    """Pattern -> compressed file, for ``folder``/compressed.safetensors and one level below."""
-    from safetensors import safe_open
+    """Pattern -> prune output folder with compressed layers, for ``folder`` and one level below."""
+    from compression.prune_output import INDEX_FILE, bulk_pattern
 
     folder = Path(folder)
     found = {}
-    for path in sorted([folder / "compressed.safetensors",
-                        *folder.glob("*/compressed.safetensors")]):
-        if not path.is_file():
+    for index in sorted([folder / INDEX_FILE, *folder.glob(f"*/{INDEX_FILE}")]):
+        if not index.is_file():
             continue
         try:
-            with safe_open(str(path), framework="numpy") as handle:
-                header = json.loads((handle.metadata() or {})["nmsim"])
-            pattern = next(iter(header["tensors"].values()))["bulk"]["pattern"]
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise ValueError(f"masks: {path} is not a compressed N:M file ({exc})") from None
-        found.setdefault(pattern, str(path))
+            pattern = bulk_pattern(index.parent)
+        except ValueError as exc:  # FormatError is a ValueError
+            raise ValueError(f"masks: {index.parent} is not a readable prune output ({exc})"
+                             ) from None
+        if pattern is not None:
+            found.setdefault(pattern, str(index.parent))
     return found
 
 
@@ -410,5 +409,6 @@ def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None)
                          f"({', '.join(spec.workloads)})")
     files = find_mask_files(folder)
     if not files:
-        raise ValueError(f"--masks: no compressed.safetensors in {folder} or its subfolders")
+        raise ValueError(f"--masks: no prune output with compressed layers in {folder} or its "
+                         "subfolders")
     return dataclasses.replace(spec, masks={"workload": workload, "files": files})

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+import time
 from pathlib import Path
 
 from compression.criteria import METHODS, Salient, Target
-from compression.job import DataConfig, prune_and_evaluate, write_outputs
+from compression.job import DataConfig, prune_and_evaluate
 from compression.pipeline import PruneConfig
+from compression.prune_output import OutputWriter
 from workloads.loading import load_model
 
 
@@ -21,7 +25,10 @@ def register(sub) -> None:
     side.add_argument("--salient-unstructured", metavar="P",
                       help="unstructured side-car: share of each layer (0.0625, 6.25%%) or "
                            "K:L for the same count as that pattern")
-    p.add_argument("--variance-correction", action="store_true")
+    p.add_argument("--variance-correction", nargs="?", const="var", choices=("var", "mean-var"),
+                   help="rescale each output channel to the dense output variance over the "
+                        "calibration tokens (var, the default when given alone); mean-var also "
+                        "matches the mean with an output bias")
     p.add_argument("--equalize", type=float, metavar="A", help="SmoothQuant-like alpha in [0, 1]")
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--calib", help="calibration text (default: shared wiki.valid.tokens)")
@@ -45,19 +52,32 @@ def run(args) -> int:
         salient = Salient.parse(args.salient_unstructured, unstructured=True)
     else:
         salient = None
-    cfg = PruneConfig(Target.parse(args.pattern), args.method, salient, args.variance_correction,
-                      args.equalize, args.encoding, args.value_dtype)
+    cfg = PruneConfig(Target.parse(args.pattern), args.method, salient,
+                      variance_correction=args.variance_correction is not None,
+                      match_mean=args.variance_correction == "mean-var",
+                      equalize_alpha=args.equalize, encoding=args.encoding,
+                      value_dtype=args.value_dtype)
     data = DataConfig(args.calib, args.eval, args.calib_samples, args.seqlen, args.seqlen,
                       args.eval_windows)
     needs_calib = cfg.needs_calibration or args.finetune_steps
     data.check_files(calib=needs_calib, evaluation=not args.no_eval)  # fail before loading
+    start = time.perf_counter()
     loaded = load_model(args.model)
+    load_s = time.perf_counter() - start
     calib = data.calibration(loaded.tokenizer) if needs_calib else None
     windows = None if args.no_eval else data.evaluation(loaded.tokenizer)
-    metrics, compressed, outcome = prune_and_evaluate(loaded, cfg, calib, windows,
-                                                      args.finetune_steps)
-    metrics["data"] = data.describe() if needs_calib else None
-    write_outputs(args.out, metrics, compressed, outcome)
+    # A terminated run unwinds like an interrupted one, so the writer removes its staging folder.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        with OutputWriter(args.out) as writer:
+            metrics, records = prune_and_evaluate(
+                loaded, cfg, calib, windows, args.finetune_steps, writer=writer,
+                release_layers=windows is None and not args.finetune_steps)
+            metrics["timings"]["load_s"] = load_s
+            metrics["data"] = data.describe() if needs_calib else None
+            writer.commit(records, metrics)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     ppl = (f"perplexity {metrics['perplexity']:.3f} ({metrics['windows']} windows x "
            f"{metrics['seqlen']} tokens)" if windows is not None else "not evaluated")
     print(f"{cfg.target} {cfg.method}: {ppl}; prune {metrics['timings']['prune_s']:.1f} s; "

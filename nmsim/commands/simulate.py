@@ -26,8 +26,8 @@ def register(sub) -> None:
     p.add_argument("--salient", default=None, metavar="N:M",
                    help="synthetic structured salient side-car, e.g. 16:256")
     p.add_argument("--masks", default=None, metavar="DIR",
-                   help="a `nmsim prune --out` folder (or its compressed.safetensors / "
-                        "masks.safetensors): per-layer work from the real masks")
+                   help="a `nmsim prune --out` folder (or one compressed file): per-layer work "
+                        "from the real masks")
     p.add_argument("--full", action="store_true",
                    help="simulate every step (no steady-state extrapolation)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

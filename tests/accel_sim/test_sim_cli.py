@@ -10,6 +10,7 @@ import yaml
 
 from accel_sim.config import PRESET_DIR
 from compression import formats as F
+from compression.prune_output import OutputWriter
 from nmsim.cli import main
 from workloads.models import ARCHITECTURES
 
@@ -46,19 +47,29 @@ def test_pattern_flag_runs_a_supported_pattern(capsys):
         F.bits_per_element("16:32", "rank") / F.bits_per_element("2:4", "rank"))
 
 
+def write_prune_folder(out, layers):
+    """A `nmsim prune --out` folder from {layer: ({name: weight}, {name: bool mask})}."""
+    with OutputWriter(out) as writer:
+        for index, (weights, masks) in layers.items():
+            writer.add_layer(index, weights, masks, {})
+        writer.commit([], {})
+    return out
+
+
 def _prune_folder(tmp_path, layers=1, shape_override=None):
     """A folder like `nmsim prune --out` writes for SmolLM2-135M (first `layers` layers)."""
     arch = ARCHITECTURES["smollm2-135m"]
     rng = np.random.default_rng(0)
-    weights = {}
+    content = {}
     for layer in range(layers):
+        weights = {}
         for name in ("self_attn.q_proj", "mlp.down_proj"):
             n, k = shape_override or arch.weight_shape(name)
             w = rng.standard_normal((n, k)).astype(np.float32)
             weights[f"model.layers.{layer}.{name}"] = F.NMTensor.from_dense(
                 w, F.nm_mask(np.abs(w), "8:16"), "8:16", encoding="rank")
-    F.save(tmp_path / "compressed.safetensors", weights)
-    return tmp_path
+        content[layer] = (weights, {n: w.mask() for n, w in weights.items()})
+    return write_prune_folder(tmp_path / "prune", content)
 
 
 def test_masks_folder_feeds_per_layer_work(capsys, tmp_path):
@@ -101,7 +112,9 @@ def test_bad_files_exit_2_naming_the_problem(tmp_path, capsys):
     assert main(["simulate", "--workload", "smollm2-135m", "--masks", str(folder)]) == 2
     assert "mask shape (64, 64)" in capsys.readouterr().err
     assert main(["simulate", "--masks", str(tmp_path / "nowhere")]) == 2
-    assert "no compressed.safetensors" in capsys.readouterr().err
+    assert "no prune output folder or compressed file" in capsys.readouterr().err
+    assert main(["simulate", "--masks", str(tmp_path)]) == 2
+    assert "not a prune output folder" in capsys.readouterr().err
 
 
 def test_table_output_runs_as_a_process():
@@ -110,9 +123,7 @@ def test_table_output_runs_as_a_process():
     assert "total:" in proc.stdout and "area" in proc.stdout
 
 
-def test_bool_masks_file_is_recognised_and_matches_the_compressed_file(capsys, tmp_path):
-    from safetensors.numpy import save_file
-
+def test_bool_masks_are_recognised_and_match_the_compressed_folder(capsys, tmp_path):
     arch = ARCHITECTURES["smollm2-135m"]
     rng = np.random.default_rng(3)
     n, k = arch.weight_shape("mlp.up_proj")
@@ -121,22 +132,22 @@ def test_bool_masks_file_is_recognised_and_matches_the_compressed_file(capsys, t
     side = np.zeros((n, k), bool)
     side[:, :8] = True
     name = "model.layers.0.mlp.up_proj"
-    save_file({name: bulk, name + ".salient": side}, str(tmp_path / "masks.safetensors"))
+    masks = {name: bulk, name + ".salient": side}
+    write_prune_folder(tmp_path / "m", {0: ({}, masks)})  # masks only, as for a non-N:M bulk
     args = ["--hw", "flexible-nm", "--workload", "smollm2-135m", "--layers", "1",
-            "--seq", "64", "--masks", str(tmp_path)]
+            "--seq", "64", "--masks", str(tmp_path / "m")]
     from_bool = simulate_json(capsys, *args)
     up = next(g for g in from_bool["gemms"] if g["name"] == "layers.0.up_proj")
     assert up["pattern"] == "4:8" and up["dram_bytes"]["salient"] > 0
     # the same masks as a compressed file give the same timing
     weight = F.SparseWeight(F.NMTensor.from_dense(w, bulk, "4:8", encoding="rank"),
                             F.CSRTensor.from_dense(w, side))
-    (tmp_path / "c").mkdir()
-    F.save(tmp_path / "c" / "compressed.safetensors", {name: weight})
-    from_file = simulate_json(capsys, *args[:-1], str(tmp_path / "c"))
-    assert from_file["total_cycles"] == pytest.approx(from_bool["total_cycles"], rel=1e-12)
-    save_file({name: np.ones((n, k), bool)}, str(tmp_path / "masks.safetensors"))
-    assert main(["simulate", *args]) == 2
+    write_prune_folder(tmp_path / "c", {0: ({name: weight}, masks)})
+    from_folder = simulate_json(capsys, *args[:-1], str(tmp_path / "c"))
+    assert from_folder["total_cycles"] == pytest.approx(from_bool["total_cycles"], rel=1e-12)
+    write_prune_folder(tmp_path / "dense", {0: ({}, {name: np.ones((n, k), bool)})})
+    assert main(["simulate", *args[:-1], str(tmp_path / "dense")]) == 2
     assert "is not N:M in any pattern" in capsys.readouterr().err
-    (tmp_path / "masks.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "m" / "layers" / "00000.masks.safetensors").write_bytes(b"not safetensors")
     assert main(["simulate", *args]) == 2
-    assert "not a readable safetensors file" in capsys.readouterr().err
+    assert "is not a readable mask file" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 import pytest
 
-from workloads.loading import load_model, save_tiny_llama
+from workloads.loading import load_model, save_random_llama
 
 CORPUS = (
     "The tower is 324 metres tall , about the same height as an 81 @-@ storey building . "
@@ -13,7 +13,7 @@ CORPUS = (
 
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory):
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama", seed=0)
+    return save_random_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama", seed=0)
 
 
 @pytest.fixture(scope="session")

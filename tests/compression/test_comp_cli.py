@@ -5,9 +5,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from safetensors.numpy import load_file
 
-from compression import formats
+from compression import formats, prune_output
 from nmsim.cli import main
 
 
@@ -24,14 +23,20 @@ def test_prune_writes_the_contract_folder(tiny_folder, text_files, tmp_path, cap
                            "--equalize", "0.5"))
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [
-        "compressed.safetensors", "layer_stats.csv", "masks.safetensors", "metrics.json"]
+        "index.json", "layer_stats.csv", "layers", "metrics.json"]
+    assert sorted(p.name for p in (out / "layers").iterdir()) == [
+        "00000.masks.safetensors", "00000.safetensors", "00001.masks.safetensors",
+        "00001.safetensors"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["pattern"] == "2:4" and metrics["method"] == "sparsegpt"
     assert metrics["seqlen"] == 32 and metrics["windows"] >= 1
     assert np.isfinite(metrics["perplexity"]) and metrics["peak_rss_mib"] > 0
     assert metrics["salient"] == "16:256" and metrics["equalize_alpha"] == 0.5
-    weights = formats.load(out / "compressed.safetensors")
-    masks = load_file(str(out / "masks.safetensors"))
+    assert metrics["variance_correction"] and not metrics["variance_correction_match_mean"]
+    assert {"load_s", "prune_s", "write_s", "eval_s"} <= set(metrics["timings"])
+    weights = prune_output.load_compressed(out)
+    masks, biases = prune_output.load_masks(out)
+    assert biases == {}
     assert "model.layers.0.self_attn.q_proj" in weights
     for name, weight in weights.items():
         np.testing.assert_array_equal(weight.bulk.mask(), masks[name])

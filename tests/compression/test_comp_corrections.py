@@ -40,6 +40,26 @@ def test_input_stats_match_numpy(seed, features, sizes):
     np.testing.assert_allclose(stats.absmax, np.abs(x).max(0), rtol=1e-6)
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(2, 12), st.lists(st.integers(1, 8), min_size=1,
+                                                                  max_size=4), st.booleans())
+def test_quadratic_form_from_rows_or_gram_matches_numpy(seed, features, sizes, rescaled):
+    """sum_t ||W x_t||^2: from the kept rows while tokens < features, else from X^T X."""
+    parts = batches(seed, features, sizes)
+    stats = InputStats(features)
+    for part in parts:
+        stats.add(torch.from_numpy(part.astype(np.float32)))
+    x = np.concatenate(parts).astype(np.float32).astype(np.float64)
+    assert (stats.rows is not None) == (len(x) < features)
+    scales = np.random.default_rng(seed).uniform(0.5, 2, features)
+    if rescaled:
+        stats.rescale(torch.from_numpy(scales))
+        x = x / scales
+    w = np.random.default_rng(seed + 1).standard_normal((3, features))
+    expected = np.sum((x @ w.T) ** 2)
+    assert float(stats.quadratic(torch.from_numpy(w))) == pytest.approx(expected, rel=1e-5)
+
+
 def observed(x):
     stats = InputStats(x.shape[1])
     stats.add(torch.from_numpy(x.astype(np.float32)))

@@ -110,6 +110,8 @@ def test_config_rejects_bad_recipes():
         PruneConfig(Target.parse("3:5"), "wanda", Salient.parse("16:256"))
     with pytest.raises(ValueError, match="alpha"):
         PruneConfig(Target.parse("2:4"), "wanda", equalize_alpha=2.0)
+    with pytest.raises(ValueError, match="part of variance correction"):
+        PruneConfig(Target.parse("2:4"), "wanda", match_mean=True)
     with pytest.raises(ValueError, match="calibration"):
         prune_model(None, None, PruneConfig(Target.parse("2:4"), "wanda"))
 
@@ -144,3 +146,33 @@ def test_finetune_keeps_masks_and_lowers_the_loss(tiny_model):
     assert not any(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match="fp32"):
         finetune(tiny_model(), masks, calib, steps=1)
+
+
+@torch.no_grad()
+def test_variance_correction_matches_the_dense_output_moments(tiny_model):
+    """Layer 0's q_proj sees the same inputs pruned or not: its outputs' per-channel variance
+    (and, with mean matching, mean) over the calibration tokens equal the dense layer's."""
+    dense = tiny_model().float()
+    calib = calib_windows(dense.config.vocab_size)
+    name = "model.layers.0.self_attn.q_proj"
+    inputs = []
+    handle = dense.get_submodule(name).register_forward_pre_hook(
+        lambda mod, args: inputs.append(args[0].reshape(-1, args[0].shape[-1])))
+    dense(torch.from_numpy(calib), use_cache=False)
+    handle.remove()
+    x = torch.cat(inputs).double()
+    reference = x @ dense.get_submodule(name).weight.double().T
+    for match_mean in (False, True):
+        model = tiny_model().float()
+        prune_model(model, calib, PruneConfig(Target.parse("2:4"), "wanda",
+                                              variance_correction=True, match_mean=match_mean),
+                    progress=False)
+        linear = model.get_submodule(name)
+        out = x @ linear.weight.double().T
+        if match_mean:
+            out = out + linear.bias.double()
+        else:
+            assert linear.bias is None
+        torch.testing.assert_close(out.var(0), reference.var(0), rtol=1e-4, atol=0)
+        means_match = torch.allclose(out.mean(0), reference.mean(0), rtol=1e-4, atol=1e-6)
+        assert means_match == match_mean

@@ -10,11 +10,12 @@ from accel_sim.sweep.evaluate import evaluate_on_simulator
 from accel_sim.sweep.spec import SpecError, baseline_twin, parse_spec, point_key
 from accel_sim.sweep.store import open_store
 from compression import formats
+from compression.prune_output import OutputWriter
 from workloads.models import ARCHITECTURES, LAYER_WEIGHTS
 
 
 def write_layer0_masks(folder, pattern):
-    """A compressed file for SmolLM2's layer 0 (random weights, magnitude N:M masks)."""
+    """A prune output folder for SmolLM2's layer 0 (random weights, magnitude N:M masks)."""
     arch = ARCHITECTURES["smollm2-135m"]
     rng = np.random.default_rng(0)
     weights = {}
@@ -22,8 +23,9 @@ def write_layer0_masks(folder, pattern):
         w = rng.standard_normal(arch.weight_shape(name)).astype(np.float32)
         weights[f"model.layers.0.{name}"] = formats.NMTensor.from_dense(
             w, formats.nm_mask(np.abs(w), pattern), pattern, encoding="index")
-    folder.mkdir(parents=True)
-    formats.save(folder / "compressed.safetensors", weights)
+    with OutputWriter(folder) as writer:
+        writer.add_layer(0, weights, {n: w.mask() for n, w in weights.items()}, {})
+        writer.commit([], {})
 
 
 SPEC = textwrap.dedent("""\
@@ -40,7 +42,7 @@ def test_mask_files_attach_by_pattern_and_workload(tmp_path):
     spec = parse_spec(SPEC.format(dir=tmp_path / "prune"))
     with_masks = [p for p in spec.points() if "masks" in p]
     assert [(p["workload"], p["hw"]["pattern"]) for p in with_masks] == [("smollm2-135m", "8:16")]
-    assert with_masks[0]["masks"].endswith("p816/compressed.safetensors")
+    assert with_masks[0]["masks"].endswith("p816")
 
     with open_store(tmp_path / "r.sqlite") as store:
         stats = run_spec(spec, store, workers=1, progress=False)
@@ -60,7 +62,7 @@ def test_mask_files_attach_by_pattern_and_workload(tmp_path):
 
 
 def test_required_masks_missing_is_a_spec_error(tmp_path):
-    with pytest.raises(SpecError, match="masks.dir: no compressed.safetensors"):
+    with pytest.raises(SpecError, match="masks.dir: no prune output"):
         parse_spec(SPEC.format(dir=tmp_path / "nothing"))
 
 

@@ -1,0 +1,166 @@
+"""The ``nmsim prune --out DIR`` folder: written one decoder layer at a time, read by the simulator.
+
+Layout (``index.json`` ``"format": "nmsim-prune-output"``, version 1)::
+
+    DIR/index.json                      layers in order: {"layer", "compressed", "masks", "tensors"}
+    DIR/layers/NNNNN.safetensors        layer NNNNN's linears in the shared format (formats.save);
+                                        only for an N:M bulk (an unstructured bulk has no N:M form)
+    DIR/layers/NNNNN.masks.safetensors  keep masks bit-packed along the input dimension
+                                        (numpy packbits, little bit order: uint8[out, ceil(in/8)],
+                                        shapes in the file's "nmsim-masks" metadata), NAME (bulk)
+                                        and NAME.salient; NAME.bias (fp32) where mean matching
+                                        added an output bias
+    DIR/layer_stats.csv, DIR/metrics.json
+
+Names are module names without ``.weight`` (``model.layers.0.self_attn.q_proj``). The writer
+streams into a hidden temporary sibling of DIR, so a layer leaves memory as soon as it is
+written, and a single rename at the end makes DIR appear complete or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+
+from compression import formats
+
+OUTPUT_FORMAT = "nmsim-prune-output"
+OUTPUT_VERSION = 1
+INDEX_FILE = "index.json"
+LAYER_DIR = "layers"
+SALIENT_SUFFIX = ".salient"
+BIAS_SUFFIX = ".bias"
+_MASKS_KEY = "nmsim-masks"
+
+
+class OutputWriter:
+    """Streams layers into a staging folder; :meth:`commit` renames it to ``out``.
+
+    Use it as a context manager: leaving the block without a commit (an error, an interrupt)
+    removes the staging folder, so nothing partial is left behind.
+    """
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        if self.out.exists():
+            raise ValueError(f"output folder {self.out} already exists")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        (self.staging / LAYER_DIR).mkdir()
+        self.layers: list[dict] = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.staging.exists():
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def add_layer(self, index: int, weights: dict[str, formats.SparseWeight],
+                  masks: dict[str, np.ndarray], biases: dict[str, np.ndarray]) -> None:
+        """Write decoder layer ``index``: compressed weights, bool masks (``NAME``,
+        ``NAME.salient``) and output biases by module name."""
+        from safetensors.numpy import save_file
+
+        stem = f"{LAYER_DIR}/{index:05d}"
+        compressed = None
+        if weights:
+            compressed = f"{stem}.safetensors"
+            formats.save(self.staging / compressed, weights)
+        arrays = {name: np.packbits(mask, axis=-1, bitorder="little")
+                  for name, mask in masks.items()}
+        arrays.update({name + BIAS_SUFFIX: np.asarray(b, np.float32) for name, b in biases.items()})
+        shapes = {name: list(mask.shape) for name, mask in masks.items()}
+        save_file(arrays, str(self.staging / f"{stem}.masks.safetensors"),
+                  metadata={_MASKS_KEY: json.dumps({"version": OUTPUT_VERSION, "shapes": shapes})})
+        self.layers.append({"layer": index, "compressed": compressed,
+                            "masks": f"{stem}.masks.safetensors",
+                            "tensors": sorted(n for n in masks if not n.endswith(SALIENT_SUFFIX))})
+
+    def commit(self, records: list[dict], metrics: dict) -> Path:
+        """Write the index, ``layer_stats.csv`` and ``metrics.json``, then rename to ``out``."""
+        import pandas as pd
+
+        pd.DataFrame(records).to_csv(self.staging / "layer_stats.csv", index=False)
+        (self.staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        index = {"format": OUTPUT_FORMAT, "version": OUTPUT_VERSION, "layers": self.layers}
+        (self.staging / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
+        self.staging.rename(self.out)
+        return self.out
+
+
+def read_index(folder: str | Path) -> dict:
+    """The checked ``index.json`` of a prune output folder (one-line ValueError otherwise)."""
+    file = Path(folder) / INDEX_FILE
+    if not file.is_file():
+        raise ValueError(f"{folder} is not a prune output folder (no {INDEX_FILE})")
+    try:
+        index = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file} is not readable JSON: {exc}") from None
+    if not isinstance(index, dict) or index.get("format") != OUTPUT_FORMAT:
+        raise ValueError(f"{file}: not an {OUTPUT_FORMAT} index")
+    if index.get("version") != OUTPUT_VERSION:
+        raise ValueError(f"{file}: version {index.get('version')!r} is not supported (this build "
+                         f"reads version {OUTPUT_VERSION})")
+    return index
+
+
+def is_output_folder(path: str | Path) -> bool:
+    return (Path(path) / INDEX_FILE).is_file()
+
+
+def compressed_files(folder: str | Path) -> list[Path]:
+    """The folder's compressed layer files, in layer order (empty for an unstructured bulk)."""
+    folder = Path(folder)
+    return [folder / e["compressed"] for e in read_index(folder)["layers"] if e["compressed"]]
+
+
+def load_compressed(path: str | Path) -> dict[str, formats.SparseWeight]:
+    """Compressed weights by module name from a prune output folder (all layers) or from one
+    file written by :func:`formats.save`."""
+    path = Path(path)
+    if not path.is_dir():
+        return formats.load(path)
+    weights = {}
+    for file in compressed_files(path):
+        weights.update(formats.load(file))
+    return weights
+
+
+def bulk_pattern(folder: str | Path) -> str | None:
+    """The N:M pattern of the folder's bulk (from its first layer's header), or None."""
+    files = compressed_files(folder)
+    if not files:
+        return None
+    tensors = formats.read_header(files[0]).get("tensors", {})
+    return next(iter(tensors.values()))["bulk"]["pattern"] if tensors else None
+
+
+def load_masks(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(bool masks ``NAME`` / ``NAME.salient``, fp32 output biases ``NAME``) of every layer."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    masks, biases = {}, {}
+    for entry in read_index(folder)["layers"]:
+        file = folder / entry["masks"]
+        try:
+            with safe_open(str(file), framework="numpy") as handle:
+                shapes = json.loads((handle.metadata() or {})[_MASKS_KEY])["shapes"]
+                for key in handle.keys():  # noqa: SIM118 - a safe_open handle, not a dict
+                    array = handle.get_tensor(key)
+                    if key.endswith(BIAS_SUFFIX):
+                        biases[key[: -len(BIAS_SUFFIX)]] = array
+                    else:
+                        masks[key] = np.unpackbits(array, axis=-1, count=shapes[key][1],
+                                                   bitorder="little").view(bool)
+        except Exception as exc:  # noqa: BLE001 - any unreadable mask file is reported the same
+            raise ValueError(f"{file} is not a readable mask file: {type(exc).__name__}: "
+                             f"{exc}") from None
+    return masks, biases
