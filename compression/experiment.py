@@ -1,4 +1,4 @@
-"""The SmolLM2-135M pruning experiment behind ``reports/compression/smollm2-135m.{md,csv,png}``.
+"""The SmolLM2-135M pruning experiment behind ``reports/compression/[screen/]smollm2-135m.*``.
 
     PYTHONPATH=. python -m compression.experiment [--eval-windows W] [--calib-samples C]
 

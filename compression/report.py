@@ -190,9 +190,14 @@ def write_report(csv_path: str | Path, command: str) -> Path:
 
     missing = [row.label for row in grid() if row.label not in set(table["label"])]
     if missing:
+        screen = csv_path.parent / "screen" / csv_path.name
         body += ["## Rows of the grid not run", "",
                  ("These rows are in the experiment's grid but not in the CSV (not run before the "
                  "deadline on the shared machine); rerunning the same command resumes with them:"),
                  "", *[f"- {label}" for label in missing], ""]
+        if screen.is_file():
+            body += [(f"Every row was measured on fewer windows in the screening run: "
+                      f"[screen/{screen.with_suffix('.md').name}]"
+                      f"(screen/{screen.with_suffix('.md').name})."), ""]
     md_path.write_text("\n".join(body))
     return md_path

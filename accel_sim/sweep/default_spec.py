@@ -38,5 +38,5 @@ axes:
 skip_invalid: true
 baseline: {pattern: dense, supported_patterns: [], encoding: index, decoder: auto,
            mux_style: full, num_decoders: 0, salient_lanes: 0}
-compression: [reports/compression/smollm2-135m.csv]
+compression: [reports/compression/screen/smollm2-135m.csv]
 """
