@@ -25,7 +25,6 @@ from compression.criteria import METHODS, Salient, Target
 from compression.formats import bits_per_element
 from compression.job import DataConfig, peak_rss_mib, prune_and_evaluate
 from compression.perplexity import perplexity
-from workloads import text
 from workloads.loading import SMOLLM2_NAME, load_model
 
 REPORT_DIR = Path(__file__).resolve().parent.parent / "reports" / "compression"
@@ -93,9 +92,7 @@ def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | 
     loaded = load_model(SMOLLM2_NAME)
     dense_state = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     calib = data.calibration(loaded.tokenizer)
-    windows = data.evaluation(loaded.tokenizer)
-    split_windows = len(text.tokenize(loaded.tokenizer, data.eval_path
-                                      or text.default_path("eval"))) // data.eval_seqlen
+    windows, split_windows = data.evaluation_and_split(loaded.tokenizer)
     for row in rows:
         loaded.model.load_state_dict(dense_state)
         print(f"== {row.label}", flush=True)
@@ -104,7 +101,7 @@ def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | 
                        **perplexity(loaded.model, windows), "timings": {}}
         else:
             metrics, _ = prune_and_evaluate(loaded, row.config, calib, windows,
-                                               row.finetune_steps)
+                                            row.finetune_steps)
         record = flatten(row, metrics, data, split_windows)
         print(json.dumps(record), flush=True)
         pd.DataFrame([record]).to_csv(csv_path, mode="a", header=not csv_path.is_file(),

@@ -117,6 +117,11 @@ class Pattern:
         return math.comb(self.m, self.n)
 
     @property
+    def has_rank_lut(self) -> bool:
+        """Whether :func:`rank_lut` builds a table for this pattern (C(M, N) <= 2**20)."""
+        return self.configurations <= _RANK_LUT_MAX_CONFIGS
+
+    @property
     def index_bits(self) -> int:
         """Bits of one kept element's position, ceil(log2 M)."""
         return max(1, (self.m - 1).bit_length())
@@ -436,7 +441,7 @@ def _rank_unrank(ranks: np.ndarray, pattern: Pattern) -> np.ndarray:
 @lru_cache(maxsize=16)
 def rank_lut(pattern: Pattern) -> np.ndarray:
     """All C(M, N) blocks' sorted positions by rank, ``uint8[C, N]`` (the ROM decoder's table)."""
-    if pattern.configurations > _RANK_LUT_MAX_CONFIGS:
+    if not pattern.has_rank_lut:
         raise FormatError(
             f"rank LUT for {pattern} would hold {pattern.configurations} entries; "
             f"use the unranking decoder"

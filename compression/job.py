@@ -46,9 +46,13 @@ class DataConfig:
         return text.calibration_windows(ids, self.calib_samples, self.calib_seqlen, self.seed)
 
     def evaluation(self, tokenizer) -> np.ndarray:
-        path = self.eval_path or text.default_path("eval")
-        return text.eval_windows(text.tokenize(tokenizer, path), self.eval_seqlen,
-                                 self.eval_windows)
+        return self.evaluation_and_split(tokenizer)[0]
+
+    def evaluation_and_split(self, tokenizer) -> tuple[np.ndarray, int]:
+        """The evaluation windows, and how many windows the whole split holds (one tokenization)."""
+        ids = text.tokenize(tokenizer, self.eval_path or text.default_path("eval"))
+        windows = text.eval_windows(ids, self.eval_seqlen, self.eval_windows)
+        return windows, len(ids) // self.eval_seqlen
 
     def describe(self) -> dict:
         return {"calib_path": str(self.calib_path or text.default_path("calib")),

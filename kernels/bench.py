@@ -4,8 +4,8 @@ For every (shape, dtype, batch) group, the dense baselines (Numba dense, torch.m
 float32) and every sparse variant (pattern x encoding) are timed in the same rounds - warm-up
 rounds first, then ``repeats`` rounds, each giving every candidate an untimed call and
 :data:`CALLS_PER_ROUND` timed ones (:func:`time_round_robin`) - so machine noise hits them alike;
-each figure is the median over rounds of the per-round median. The bytes bound is dense weight bytes / compressed weight bytes
-(kept values + metadata with row padding + dense tail): what a purely memory-bound kernel could
+each figure is the median over rounds of the per-round median. The bytes bound is dense weight
+bytes / compressed weight bytes (kept values + metadata with row padding + dense tail): what a purely memory-bound kernel could
 gain. ``fraction_of_bound`` = speedup / bound.
 """
 
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from functools import partial
 
+import numba
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -34,8 +35,6 @@ _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16":
 
 def set_threads(count: int) -> None:
     """Use ``count`` threads in the Numba kernels and in torch's dense baseline."""
-    import numba
-
     if not 1 <= count <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(f"--threads must be in 1..{numba.config.NUMBA_NUM_THREADS}, got {count}")
     numba.set_num_threads(count)
@@ -44,8 +43,6 @@ def set_threads(count: int) -> None:
 
 def thread_pool_settings() -> dict:
     """How the thread pools behaved while timing (see ``nmsim.cli.TIMING_ENVIRONMENT``)."""
-    import numba
-
     return {"numba_threading_layer": numba.threading_layer(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
             "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset")}
@@ -79,12 +76,11 @@ def _activations(cols: int, batch: int, seed: int) -> np.ndarray:
 CALLS_PER_ROUND = 5
 
 
-def time_round_robin(candidates: dict[str, Callable], repeats: int, warmup: int,
-                     calls: int = CALLS_PER_ROUND) -> dict:
+def time_round_robin(candidates: dict[str, Callable], repeats: int, warmup: int) -> dict:
     """Median seconds per call of each candidate, timed in rounds.
 
-    Each round gives every candidate in turn one untimed call and then ``calls`` timed back-to-back
-    calls; a candidate's figure is the median over rounds of its per-round median. The untimed
+    Each round gives every candidate in turn one untimed call and then :data:`CALLS_PER_ROUND`
+    timed back-to-back calls; a candidate's figure is the median over rounds of its per-round median. The untimed
     call matters: numpy's OpenBLAS, torch's OpenMP and Numba each keep a thread pool whose
     workers spin for a while after a call, and on 2 cores the previous candidate's spinning
     workers slowed the first call of the next one by up to 2x (measured: a Numba N:M GEMV alone
@@ -96,7 +92,7 @@ def time_round_robin(candidates: dict[str, Callable], repeats: int, warmup: int,
         for name, fn in candidates.items():
             fn()
             times = []
-            for _ in range(calls):
+            for _ in range(CALLS_PER_ROUND):
                 start = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - start)
@@ -187,8 +183,8 @@ def markdown_table(records: list[dict]) -> str:
         lines.append(
             f"| {r['shape'][0]}x{r['shape'][1]} | {r['pattern']} | {r['encoding']} "
             f"({r['decoder']}, {r['kernel']}) | {r['batch']} | {r['dtype']} | "
-            f"{r['dense_s'] * 1e3:.2f} ({r['dense_baseline']}) | {r['sparse_s'] * 1e3:.2f} | {r['speedup']:.2f} | "
-            f"{r['bound']:.2f} | {r['fraction_of_bound']:.0%} | {r['sparse_gb_s']:.1f} |")
+            f"{r['dense_s'] * 1e3:.2f} ({r['dense_baseline']}) | {r['sparse_s'] * 1e3:.2f} | "
+            f"{r['speedup']:.2f} | {r['bound']:.2f} | {r['fraction_of_bound']:.0%} | {r['sparse_gb_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

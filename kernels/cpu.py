@@ -28,17 +28,9 @@ def default_decoder(pattern: F.Pattern, encoding: str) -> str:
     """Decoder used for ``encoding`` unless the caller names one."""
     if encoding != "rank":
         return encoding
-    if DEFAULT_RANK_DECODER == "rank-lut" and _lut_available(pattern):
+    if DEFAULT_RANK_DECODER == "rank-lut" and pattern.has_rank_lut:
         return "rank-lut"
     return "rank-unrank"
-
-
-def _lut_available(pattern: F.Pattern) -> bool:
-    try:
-        F.rank_lut(pattern)
-    except F.FormatError:
-        return False
-    return True
 
 
 def _kernel_values(array: np.ndarray, dtype_name: str) -> np.ndarray:

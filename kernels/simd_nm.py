@@ -81,24 +81,6 @@ class GroupGeometry:
     blocks_per_group: int  # 8 / N when N <= 8, else 0 (a block spans N / 8 groups)
     groups_per_block: int  # N / 8 when N >= 8, else 0
 
-    def window_start(self, group: int) -> int:
-        """First input of group ``group``'s window."""
-        if self.blocks_per_group:
-            return group * self.blocks_per_group * self.m
-        return group // self.groups_per_block * self.m
-
-    def groups_in(self, full_blocks: int) -> int:
-        """Whole groups among ``full_blocks`` full blocks."""
-        if self.blocks_per_group:
-            return full_blocks // self.blocks_per_group
-        return full_blocks * self.groups_per_block
-
-    def blocks_in(self, groups: int) -> int:
-        """Full blocks covered by ``groups`` whole groups."""
-        if self.blocks_per_group:
-            return groups * self.blocks_per_group
-        return groups // self.groups_per_block
-
     @property
     def lane_pairs(self) -> bool:
         """Lanes 0-3 index inputs 0-7 and lanes 4-7 inputs 8-15 (two or more blocks in a window
@@ -138,16 +120,8 @@ def supports(pattern: F.Pattern, encoding: str) -> bool:
     if encoding == "rank":
         return (geometry.blocks_per_group > 0
                 and geometry.blocks_per_group * pattern.field_bits("rank") <= MAX_TABLE_KEY_BITS
-                and _has_lut(pattern))
+                and pattern.has_rank_lut)
     return False
-
-
-def _has_lut(pattern: F.Pattern) -> bool:
-    try:
-        F.rank_lut(pattern)
-    except F.FormatError:
-        return False
-    return True
 
 
 @cache

@@ -21,11 +21,7 @@ RELATIVE_TOLERANCE = 1e-5
 def _decoders(pattern: F.Pattern, encoding: str) -> list[str]:
     if encoding != "rank":
         return [encoding]
-    try:
-        F.rank_lut(pattern)
-    except F.FormatError:
-        return ["rank-unrank"]
-    return ["rank-lut", "rank-unrank"]
+    return ["rank-lut", "rank-unrank"] if pattern.has_rank_lut else ["rank-unrank"]
 
 
 def _triton_available() -> bool:

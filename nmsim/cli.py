@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if (sys.argv[1:] if argv is None else argv)[:1] in ([c] for c in TIMING_COMMANDS):
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in TIMING_COMMANDS:
         for name, value in TIMING_ENVIRONMENT.items():
             os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
