@@ -105,12 +105,14 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                   patterns: Iterable[str] = PATTERNS, encodings: Iterable[str] = ENCODINGS,
                   batches: Iterable[int] = BATCHES, dtypes: Iterable[str] = DTYPES,
                   repeats: int = 7, warmup: int = 2, seed: int = 0,
-                  progress: bool = True) -> list[dict]:
-    """One record per (shape, pattern, encoding, batch, dtype); see the module docstring."""
+                  progress: bool = True, simd: Iterable[str] = ("auto",)) -> list[dict]:
+    """One record per (shape, pattern, encoding, batch, dtype) and, at batch 1, per distinct
+    vector path the ``simd`` caps select (``kernels.cpu.prepare``); see the module docstring."""
     patterns = [F.Pattern.parse(p) for p in patterns]
     encodings = [F.check_encoding(e) for e in encodings]
     dtypes = [str(F.value_dtype_name(F.value_dtype(d))) for d in dtypes]
     batches = [int(b) for b in batches]
+    simd = list(dict.fromkeys(simd))
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     if any(b < 1 for b in batches):
@@ -122,25 +124,34 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
         weight = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
         masks = {p: F.nm_mask(np.abs(weight), p) for p in patterns}
         for dtype in dtypes:
-            plans = {(str(p), e): prepare(F.NMTensor.from_dense(weight, masks[p], p, e,
-                                                                dtype=dtype))
-                     for p in patterns for e in encodings}
+            plans = {}
+            for p in patterns:
+                for e in encodings:
+                    tensor = F.NMTensor.from_dense(weight, masks[p], p, e, dtype=dtype)
+                    for cap in simd:  # one plan per distinct batch-1 path
+                        plan = prepare(tensor, simd=cap)
+                        plans.setdefault((str(p), e, plan.gemv_path), plan)
             dense_bytes = weight.size * F.value_dtype(dtype).itemsize
             for batch in batches:
                 x = _activations(shape[1], batch, seed=1)
                 dense = _dense_baselines(weight, dtype, batch)
-                sparse = {key: partial(plan, x) for key, plan in plans.items()}
+                # Above batch 1 every path runs the same GEMM: time one plan per variant.
+                first = {}
+                for key in plans:
+                    first.setdefault(key[:2], key)
+                timed = plans if batch == 1 else {key: plans[key] for key in first.values()}
+                sparse = {key: partial(plan, x) for key, plan in timed.items()}
                 medians = time_round_robin({**dense, **sparse}, repeats, warmup)
                 best_name = min(dense, key=medians.get)
                 io_bytes = 4 * (shape[1] + shape[0]) * batch  # float32 activations in, out
-                for (pattern, encoding), plan in plans.items():
-                    sparse_s = medians[(pattern, encoding)]
+                for (pattern, encoding, path), plan in timed.items():
+                    sparse_s = medians[(pattern, encoding, path)]
                     speedup = medians[best_name] / sparse_s
                     bound = dense_bytes / plan.nbytes
                     records.append({
                         "shape": list(shape), "pattern": pattern, "encoding": encoding,
                         "decoder": plan.decoder,
-                        "kernel": plan.gemv_path if batch == 1 else "scalar",
+                        "kernel": path if batch == 1 else "scalar",
                         "batch": batch, "dtype": dtype,
                         "dense_s": medians[best_name], "dense_baseline": best_name,
                         "dense_all_s": {name: medians[name] for name in dense},

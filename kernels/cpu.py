@@ -52,8 +52,9 @@ def _validated(tensor: F.NMTensor) -> F.NMTensor:
 class _NMPart:
     """One N:M tensor's compiled kernels and their arguments (all but x, out and accumulate).
 
-    ``gemv_path`` says which batch-1 kernel runs: ``"avx2-group"`` (:mod:`kernels.simd_nm`, eight
-    kept values per vector step) where the pattern, encoding and CPU allow it, else ``"scalar"``.
+    ``gemv_path`` says which batch-1 kernel runs (:func:`kernels.simd_nm.gemv_path`):
+    ``"avx512-pair"`` (sixteen kept values per vector step), ``"avx2-group"`` (eight) where the
+    pattern, encoding and CPU allow it, else ``"scalar"``.
     """
 
     kernels: tuple
@@ -64,7 +65,7 @@ class _NMPart:
     gemv_path: str
 
     @classmethod
-    def build(cls, tensor: F.NMTensor, decoder: str | None, simd: bool = True) -> _NMPart:
+    def build(cls, tensor: F.NMTensor, decoder: str | None, simd: str = "auto") -> _NMPart:
         tensor = _validated(tensor)
         p, geo = tensor.pattern, tensor.geometry
         decoder = decoder or default_decoder(p, tensor.encoding)
@@ -82,12 +83,18 @@ class _NMPart:
         kind = _VALUE_KINDS[tensor.dtype]
         gemv, gemm = K.nm_kernels(p.n, p.m, bits, K.DECODER_NAMES[decoder], kind)
         scalars = (geo.full_blocks, pad_block, lut, binom)
-        gemv_scalars, gemv_path = scalars, "scalar"
-        if simd and decoder in ("rank-lut", "index") and simd_nm.supports(p, tensor.encoding):
-            gemv = simd_nm.nm_group_gemv(p.n, p.m, bits, K.DECODER_NAMES[decoder], kind)
-            table = (simd_nm.group_position_table(p) if decoder == "rank-lut"
-                     else np.zeros((1, simd_nm.LANES), np.uint8))
-            gemv_scalars, gemv_path = (geo.full_blocks, pad_block, table, binom), "avx2-group"
+        gemv_scalars = scalars
+        gemv_path = simd_nm.gemv_path(p, tensor.encoding, decoder, simd)
+        if gemv_path != "scalar":
+            gemv = simd_nm.nm_group_gemv(p.n, p.m, bits, K.DECODER_NAMES[decoder], kind,
+                                         wide=gemv_path == "avx512-pair")
+            if decoder != "rank-lut":
+                table = np.zeros((1, simd_nm.LANES), np.uint8)
+            elif gemv_path == "avx512-pair":
+                table = simd_nm.group_mask_table(p)
+            else:
+                table = simd_nm.group_position_table(p)
+            gemv_scalars = (geo.full_blocks, pad_block, table, binom)
         args = (_kernel_values(tensor.values, tensor.dtype), K.kernel_metadata(tensor.metadata),
                 _kernel_values(tensor.tail_values, tensor.dtype))
         return cls((gemv, gemm), args, scalars, gemv_scalars, decoder, gemv_path)
@@ -104,7 +111,7 @@ class NMPlan:
     """A compressed weight (N:M bulk + optional salient side-car) ready for the Numba kernels."""
 
     def __init__(self, weight: F.SparseWeight | F.NMTensor, decoder: str | None = None,
-                 simd: bool = True):
+                 simd: str = "auto"):
         if isinstance(weight, F.NMTensor):
             weight = F.SparseWeight(weight)
         if not isinstance(weight, F.SparseWeight):
@@ -124,7 +131,7 @@ class NMPlan:
 
     @property
     def gemv_path(self) -> str:
-        """The bulk's batch-1 kernel: ``"avx2-group"`` or ``"scalar"`` (see ``_NMPart``)."""
+        """The bulk's batch-1 kernel: ``"avx512-pair"``, ``"avx2-group"`` or ``"scalar"``."""
         return self.bulk.gemv_path
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -167,9 +174,10 @@ def check_activations(x, in_features: int) -> np.ndarray:
 
 
 def prepare(weight: F.SparseWeight | F.NMTensor, decoder: str | None = None,
-            simd: bool = True) -> NMPlan:
-    """Validate ``weight`` and bind it to the kernels (see :class:`NMPlan`); ``simd=False``
-    keeps the batch-1 GEMV on the scalar kernel (for comparison)."""
+            simd: str = "auto") -> NMPlan:
+    """Validate ``weight`` and bind it to the kernels (see :class:`NMPlan`). ``simd`` caps the
+    batch-1 GEMV's vector path for comparisons: ``"auto"`` (the widest this CPU runs),
+    ``"avx2"`` or ``"scalar"``."""
     return NMPlan(weight, decoder, simd)
 
 

@@ -1,4 +1,4 @@
-"""AVX2 group kernel for the batch-1 N:M GEMV: eight kept values against an x window per step.
+"""AVX2 and AVX-512 group kernels for the batch-1 N:M GEMV: kept values against an x window.
 
 The scalar GEMV (:mod:`kernels.numba_nm`) spends 3-4 cycles per kept element on a field read, an
 address and a scalar ``x[position]`` load; the memory-bound bytes bound needs about one. Here the
@@ -22,12 +22,19 @@ they index must be 16 or 32 inputs wide (:func:`group_geometry`): 1:2, 2:4, 4:8,
   from :func:`compression.formats.rank_lut`, at most 128 KiB) whose sign bit is the blend's
   register select, so a position vector costs one sign-extending load.
 
-A trip's keys are read at constant bit offsets from one byte-aligned start when four keys fill
-whole bytes (2:4, 4:8, 8:16 rank: 48 or 56 bits), not with per-group shift arithmetic.
+A trip's keys are read at constant bit offsets from one byte-aligned start when its keys fill
+whole bytes (2:4, 4:8, 8:16 rank: 48 or 56 bits per four), not with per-group shift arithmetic.
+
+AVX-512 (:func:`wide_available`) widens the 50% patterns (1:2, 2:4, 4:8, 8:16, 16:32), whose two
+consecutive groups index one 32-input window, to *pairs*: sixteen kept values per step in one
+``<16 x float>``. Index positions of both groups are joined and one ``vpermt2ps`` gathers ``x``
+from the window's two registers; rank keys read a 16-bit window mask per group
+(:func:`group_mask_table`) and ``vcompressps`` packs each group's ``x``. Measured on Zen 5
+(11008x4096 float32, one thread): 12% (index) and 15-20% (2:4 rank) less time than the AVX2 step.
 
 The loop over a row's groups is written in LLVM IR (a Numba ``@intrinsic``) because Numba has no
 vector types; the caller handles leftover blocks, padded tails and dense tails with scalar code.
-Only x86 CPUs with AVX2 take this path (:func:`available`).
+Only x86 CPUs with AVX2 take this path (:func:`available`); :func:`gemv_path` picks the step.
 """
 
 from __future__ import annotations
@@ -53,22 +60,36 @@ MAX_TABLE_KEY_BITS = 16
 WINDOWS = (16, 32)
 # Groups per main-loop trip, each with its own accumulator (a power of two).
 UNROLL = 4
-# Software prefetch distance in groups (x 32 bytes of float32 values); measured +10-20% over
-# none on 11008x4096, flat between 32 and 256.
-PREFETCH_GROUPS = 64
+# AVX-512 pairs (two groups, 16 kept values) per main-loop trip, each with its own accumulator;
+# measured 3-5% faster than 2 for rank metadata on Zen 5, equal for index.
+PAIR_UNROLL = 4
+# Software prefetch distance in groups (x 32 bytes of float32 values, so 8 KiB ahead: about one
+# 11008x4096 row). Measured on 11008x4096 float32: Zen 3, +10-20% over none, flat between 32
+# and 256; Zen 5 (one thread), 256 took 30-40% less time than 64 and 512 no less than 256.
+PREFETCH_GROUPS = 256
+
+
+# What ``simd=`` may ask of :func:`gemv_path`: the widest path available, AVX2 at most, or none.
+SIMD_CHOICES = ("auto", "avx2", "scalar")
 
 
 @cache
+def _host_features() -> frozenset:
+    return frozenset(k for k, v in llvm_binding.get_host_cpu_features().items() if v)
+
+
 def available() -> bool:
     """True when Numba compiles for this host and its features include AVX2 and FMA.
 
     ``NUMBA_CPU_NAME`` set to anything but ``host`` (portable caches, e.g. ``generic``) makes
     Numba target a CPU that may lack them, so the scalar kernels are used then.
     """
-    if numba_config.CPU_NAME not in (None, "host"):
-        return False
-    features = llvm_binding.get_host_cpu_features()
-    return bool(features.get("avx2")) and bool(features.get("fma"))
+    return numba_config.CPU_NAME in (None, "host") and {"avx2", "fma"} <= _host_features()
+
+
+def wide_available() -> bool:
+    """True when the AVX2 path is available and the host also has AVX-512F (16-lane pairs)."""
+    return available() and "avx512f" in _host_features()
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,14 @@ class GroupGeometry:
     def select_bit(self) -> int:
         """The position bit that picks the first-level register (bit 2 for lane pairs, else 3)."""
         return 4 if self.lane_pairs else 8
+
+    @property
+    def pairs_fill_32(self) -> bool:
+        """Two consecutive groups (16 kept values) index one window of 32 inputs: the 50%
+        patterns 1:2, 2:4, 4:8, 8:16 (two windows of 16) and 16:32 (one block). One AVX-512
+        ``vpermt2ps`` over two ``<16 x float>`` registers then gathers all sixteen."""
+        return (self.window == 16 and self.blocks_per_group > 0) or (
+            self.window == 32 and self.groups_per_block == 2)
 
     def lane_offset(self, lane: int) -> int:
         """Window offset of the block lane ``lane`` of a group belongs to."""
@@ -124,6 +153,23 @@ def supports(pattern: F.Pattern, encoding: str) -> bool:
     return False
 
 
+def gemv_path(pattern: F.Pattern, encoding: str, decoder: str, simd: str = "auto") -> str:
+    """The batch-1 kernel for ``pattern`` with ``encoding`` metadata read by ``decoder``:
+    ``"avx512-pair"`` (16 kept values per step), ``"avx2-group"`` (8 per step) or ``"scalar"``.
+
+    ``simd`` (:data:`SIMD_CHOICES`) caps it: ``"auto"`` takes the widest this CPU runs,
+    ``"avx2"`` stops at the AVX2 group loop and ``"scalar"`` keeps the scalar kernel.
+    """
+    if simd not in SIMD_CHOICES:
+        raise ValueError(f"simd must be one of {', '.join(SIMD_CHOICES)}, got {simd!r}")
+    if simd == "scalar" or decoder not in ("rank-lut", "index") or not supports(pattern,
+                                                                                 encoding):
+        return "scalar"
+    if simd == "auto" and wide_available() and group_geometry(pattern).pairs_fill_32:
+        return "avx512-pair"
+    return "avx2-group"
+
+
 @cache
 def group_position_table(pattern: F.Pattern) -> np.ndarray:
     """``int8[2**(G*bits), 8]``: window positions of a group's kept values, keyed by its G ranks.
@@ -154,16 +200,44 @@ def group_position_table(pattern: F.Pattern) -> np.ndarray:
     return table
 
 
+@cache
+def group_mask_table(pattern: F.Pattern) -> np.ndarray:
+    """``uint16[2**(G*bits)]``: the 16-input window bit mask of a group's kept positions, keyed
+    like :func:`group_position_table` (invalid keys map to 0).
+
+    The AVX-512 pair step reads rank metadata through it: ``vcompressps`` of the window's
+    sixteen ``x`` under the mask yields ``x`` at the kept positions in ascending order, the
+    order the values are stored in. Two bytes per key instead of eight: 8 KiB for 2:4 and
+    32 KiB for 8:16 and 4:8 against 32 and 128 KiB of position rows. Why size matters
+    (measured on Zen 5, 11008x4096, one thread): the rank pair step ran 25-50% slower than
+    with index metadata, and as fast once every lookup was confined to 64 keys; the smaller
+    table alone did not close that gap (random lookups still miss the 48 KiB L1 that the
+    streamed values and ``x`` share).
+    """
+    geometry = group_geometry(pattern)
+    if geometry is None or geometry.window != 16 or not geometry.blocks_per_group:
+        raise ValueError(f"{pattern}: groups of eight kept values do not fill a 16-input window")
+    positions = group_position_table(pattern).astype(np.int64) & 0x0F
+    masks = np.bitwise_or.reduce(np.left_shift(1, positions), axis=1)
+    # group_position_table maps invalid keys to all-zero positions: mask 1, reset to 0.
+    masks[np.any(positions[:, 1:] <= positions[:, :-1], axis=1)] = 0
+    masks = masks.astype(np.uint16)
+    masks.setflags(write=False)
+    return masks
+
+
 RANK, INDEX = 0, 1
 
 
 @cache
-def group_dot(n: int, m: int, bits: int, source: int, kind: int):
+def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool):
     """A Numba intrinsic ``(values_row, meta_row, x, table, groups) -> float32``.
 
     Returns ``sum_{g < groups} sum_lane v[8g + lane] * x[start(g) + pos(g, lane)]`` for one row.
     ``meta_row`` must carry 8 readable bytes after its last field (``kernel_metadata``);
-    ``table`` is :func:`group_position_table` for rank metadata (ignored for index).
+    ``table`` is :func:`group_position_table` for rank metadata (ignored for index). ``wide``
+    (AVX-512, :attr:`GroupGeometry.pairs_fill_32` patterns): the main loop takes two groups per
+    step into ``<16 x float>`` accumulators; a leftover odd group takes the eight-lane step.
     """
     geometry = group_geometry(F.Pattern(n, m))
     key_bits = (geometry.blocks_per_group * bits if source == RANK else LANES * bits)
@@ -175,37 +249,53 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int):
 
         def codegen(context, builder, signature, args):
             return _emit(context, builder, signature, args, geometry, bits, key_bits, registers,
-                         source, kind)
+                         source, kind, wide)
 
         return sig, codegen
 
     return _group_dot
 
 
-def _emit(context, builder, signature, args, geometry, bits, key_bits, registers, source, kind):
+def _emit(context, builder, signature, args, geometry, bits, key_bits, registers, source, kind,
+          wide):
     """The IR of one row's group loop (see :func:`group_dot`)."""
     f32, i8, i16, i32, i64 = (ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32),
                               ir.IntType(64))
     v8f, v8i = ir.VectorType(f32, LANES), ir.VectorType(i32, LANES)
+    v16f, v16i = ir.VectorType(f32, 2 * LANES), ir.VectorType(i32, 2 * LANES)
     module = builder.module
     permps = cgutils.get_or_insert_function(module, ir.FunctionType(v8f, [v8f, v8i]),
                                             "llvm.x86.avx2.permps")
     permilps = cgutils.get_or_insert_function(module, ir.FunctionType(v8f, [v8f, v8i]),
                                               "llvm.x86.avx.vpermilvar.ps.256")
+    # vpermt2ps: lane i of the result is [a | b][index_i & 31] (bit 4 picks b).
+    permt2ps = cgutils.get_or_insert_function(module, ir.FunctionType(v16f, [v16f, v16i, v16f]),
+                                              "llvm.x86.avx512.vpermi2var.ps.512")
+    # vcompressps: the lanes of a whose mask bit is set, packed into the low lanes in order.
+    compressps = cgutils.get_or_insert_function(
+        module, ir.FunctionType(v16f, [v16f, v16f, ir.VectorType(ir.IntType(1), 2 * LANES)]),
+        "llvm.x86.avx512.mask.compress.v16f32")
     v4f = ir.VectorType(f32, 4)
-    fma = cgutils.get_or_insert_function(module, ir.FunctionType(v8f, [v8f, v8f, v8f]),
-                                         "llvm.fma.v8f32")
+    fma = {width: cgutils.get_or_insert_function(
+        module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{width}f32")
+        for width, vt in ((LANES, v8f), (2 * LANES, v16f))}
     arrays = [context.make_array(t)(context, builder, a)
               for t, a in zip(signature.args[:4], args[:4], strict=True)]
     values, meta, x, table = (a.data for a in arrays)
     groups = args[4]
 
     def const_vec(items, kind_type=i32):
-        return ir.Constant(ir.VectorType(kind_type, LANES), [int(v) for v in items])
+        items = [int(v) for v in items]
+        return ir.Constant(ir.VectorType(kind_type, len(items)), items)
 
     def vec_load(pointer, index, vector_type):
         address = builder.gep(pointer, [index])
         return builder.load(builder.bitcast(address, vector_type.as_pointer()), align=1)
+
+    def concat(low, high):
+        """Two vectors of one type joined into one twice as wide."""
+        return builder.shuffle_vector(low, high,
+                                      const_vec(range(2 * low.type.count)))
 
     prefetch_fn = cgutils.get_or_insert_function(
         module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
@@ -232,6 +322,37 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
         word = builder.load(builder.bitcast(byte, i64.as_pointer()), align=1)
         return builder.and_(builder.lshr(word, ir.Constant(i64, offset % 8)), key_mask)
 
+    def table_row(key):
+        """The rank table's eight int8 entries for ``key`` (``<8 x i8>``)."""
+        row = builder.gep(table, [builder.mul(key, ir.Constant(i64, LANES))])
+        return builder.load(builder.bitcast(row, ir.VectorType(i8, LANES).as_pointer()), align=1)
+
+    def index_positions(key):
+        """A group's eight window positions from its index fields (``<8 x i32>``)."""
+        field_mask = (1 << bits) - 1
+        if key_bits <= 32:
+            lanes = _splat(builder, builder.trunc(key, i32), v8i)
+            fields = builder.lshr(lanes, const_vec(lane * bits for lane in range(LANES)))
+        else:
+            v8l = ir.VectorType(i64, LANES)
+            lanes = _splat(builder, key, v8l)
+            fields = builder.trunc(builder.lshr(lanes, const_vec(
+                (lane * bits for lane in range(LANES)), i64)), v8i)
+        return builder.add(builder.and_(fields, const_vec([field_mask] * LANES)),
+                           const_vec(geometry.lane_offset(lane) for lane in range(LANES)))
+
+    def weights_at(first, lanes):
+        """``lanes`` kept values from element ``first`` of the row, widened to float32."""
+        if kind == K.F32:
+            return vec_load(values, first, ir.VectorType(f32, lanes))
+        raw = vec_load(values, first, ir.VectorType(i16, lanes))
+        if kind == K.F16_BITS:
+            return builder.fpext(builder.bitcast(raw, ir.VectorType(ir.HalfType(), lanes)),
+                                 ir.VectorType(f32, lanes))
+        lanes_i32 = ir.VectorType(i32, lanes)
+        widened = builder.shl(builder.zext(raw, lanes_i32), const_vec([16] * lanes))
+        return builder.bitcast(widened, ir.VectorType(f32, lanes))
+
     # The register-select mask: 1:2 and 2:4 pick lanes 2, 3, 6, 7 from the odd pair whatever
     # the positions; rank tables carry the select bit as the sign; index positions are tested.
     constant_select = geometry.lane_pairs and geometry.m <= 4
@@ -241,21 +362,9 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     def group(g, acc, key):
         """acc + the eight products of group g, whose metadata key is ``key``."""
         if source == RANK:
-            row = builder.gep(table, [builder.mul(key, ir.Constant(i64, LANES))])
-            positions = builder.sext(builder.load(builder.bitcast(
-                row, ir.VectorType(i8, LANES).as_pointer()), align=1), v8i)
+            positions = builder.sext(table_row(key), v8i)
         else:
-            field_mask = (1 << bits) - 1
-            if key_bits <= 32:
-                lanes = _splat(builder, builder.trunc(key, i32), v8i)
-                fields = builder.lshr(lanes, const_vec(lane * bits for lane in range(LANES)))
-            else:
-                v8l = ir.VectorType(i64, LANES)
-                lanes = _splat(builder, key, v8l)
-                fields = builder.trunc(builder.lshr(lanes, const_vec(
-                    (lane * bits for lane in range(LANES)), i64)), v8i)
-            positions = builder.add(builder.and_(fields, const_vec([field_mask] * LANES)),
-                                    const_vec(geometry.lane_offset(lane) for lane in range(LANES)))
+            positions = index_positions(key)
 
         # x window: `registers` consecutive <8 x float>; vpermps uses the low 3 bits of a position,
         # bits 3 and 4 pick the register.
@@ -271,10 +380,6 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
         def chunk(offset):
             return vec_load(x, builder.add(start, ir.Constant(i64, offset)), v4f)
 
-        def pair(low, high):
-            return builder.shuffle_vector(low, high, ir.Constant(ir.VectorType(i32, LANES),
-                                                                 list(range(LANES))))
-
         if constant_select:
             first_level = odd_lanes
         elif source == RANK:
@@ -285,8 +390,8 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
             # Lanes 0-3 index inputs 0-7 and lanes 4-7 inputs 8-15: in-lane vpermilps on
             # [x0:4 | x8:12] and [x4:8 | x12:16], bit 2 of a position picks the register.
             c = [chunk(4 * k) for k in range(4)]
-            even = builder.call(permilps, [pair(c[0], c[2]), positions])
-            odd = builder.call(permilps, [pair(c[1], c[3]), positions])
+            even = builder.call(permilps, [concat(c[0], c[2]), positions])
+            odd = builder.call(permilps, [concat(c[1], c[3]), positions])
             lower = builder.select(first_level, odd, even)
         else:
             picked = [builder.call(permps, [vec_load(x, builder.add(start, ir.Constant(
@@ -297,55 +402,95 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
                 upper = builder.select(bit3, picked[3], picked[2])
                 lower = builder.select(bit_set(16), upper, lower)
 
-        first = builder.mul(g, ir.Constant(i64, LANES))
-        if kind == K.F32:
-            weights = vec_load(values, first, v8f)
+        weights = weights_at(builder.mul(g, ir.Constant(i64, LANES)), LANES)
+        return builder.call(fma[LANES], [weights, lower, acc])
+
+    # A pair's second group indexes the upper 16 inputs of the 32-input window when each group
+    # has its own 16-window; 16:32's two groups share one block's window.
+    upper_offset = 16 if geometry.window == 16 else 0
+    pair_offsets = const_vec([0] * LANES + [upper_offset] * LANES)
+
+    def window_mask(key):
+        """A group's 16-bit window mask from :func:`group_mask_table` (``<16 x i1>``)."""
+        entry = builder.gep(table, [key])
+        return builder.bitcast(builder.load(builder.bitcast(entry, i16.as_pointer()), align=2),
+                               ir.VectorType(ir.IntType(1), 2 * LANES))
+
+    def masked_group(g, acc, key):
+        """acc + the eight products of group g through its window mask (the wide rank path's
+        single step, whose table holds masks rather than positions)."""
+        window = vec_load(x, builder.mul(g, ir.Constant(i64, 16)), v16f)
+        packed = builder.call(compressps, [window, ir.Constant(v16f, [0.0] * 2 * LANES),
+                                           window_mask(key)])
+        gathered = builder.shuffle_vector(packed, packed, const_vec(range(LANES)))
+        weights = weights_at(builder.mul(g, ir.Constant(i64, LANES)), LANES)
+        return builder.call(fma[LANES], [weights, gathered, acc])
+
+    def pair(g, acc, key_low, key_high):
+        """acc + the sixteen products of groups g (even) and g + 1, whose x window is 32 inputs
+        in two registers. Rank metadata: each group's window mask compresses its register
+        (vcompressps) and the two halves are joined. Index metadata: one vpermt2ps gathers
+        with 5-bit positions."""
+        start = builder.mul(g, ir.Constant(i64, 16))  # 32 inputs per pair of groups
+        low = vec_load(x, start, v16f)
+        high = vec_load(x, builder.add(start, ir.Constant(i64, 16)), v16f)
+        if source == RANK:
+            zeros = ir.Constant(v16f, [0.0] * 2 * LANES)
+            packed_low = builder.call(compressps, [low, zeros, window_mask(key_low)])
+            packed_high = builder.call(compressps, [high, zeros, window_mask(key_high)])
+            gathered = builder.shuffle_vector(packed_low, packed_high, const_vec(
+                list(range(LANES)) + list(range(2 * LANES, 3 * LANES))))
         else:
-            raw = vec_load(values, first, ir.VectorType(i16, LANES))
-            if kind == K.F16_BITS:
-                weights = builder.fpext(builder.bitcast(raw, ir.VectorType(ir.HalfType(), LANES)),
-                                        v8f)
-            else:
-                widened = builder.shl(builder.zext(raw, v8i), const_vec([16] * LANES))
-                weights = builder.bitcast(widened, v8f)
-        return builder.call(fma, [weights, lower, acc])
+            positions = builder.add(concat(index_positions(key_low), index_positions(key_high)),
+                                    pair_offsets)
+            gathered = builder.call(permt2ps, [low, positions, high])
+        weights = weights_at(builder.mul(g, ir.Constant(i64, LANES)), 2 * LANES)
+        return builder.call(fma[2 * LANES], [weights, gathered, acc])
 
     def const(value):
         return ir.Constant(i64, value)
 
-    # Main loop: UNROLL groups per trip into UNROLL accumulators (the FMA latency is not the
-    # bound then); a remainder loop finishes with one accumulator.
-    zero = ir.Constant(v8f, [0.0] * LANES)
+    # Main loop: a trip of `steps` steps (a group, or a pair of groups when wide), each into its
+    # own accumulator (the FMA latency is not the bound then); a remainder loop finishes the
+    # leftover groups one at a time with one eight-lane accumulator.
+    step_groups, steps = (2, PAIR_UNROLL) if wide else (1, UNROLL)
+    trip = step_groups * steps
+    acc_type = v16f if wide else v8f
+    zero = ir.Constant(acc_type, [0.0] * acc_type.count)
     entry = builder.basic_block
     main = builder.append_basic_block("nm_group.main")
     middle = builder.append_basic_block("nm_group.middle")
     rest = builder.append_basic_block("nm_group.rest")
     done = builder.append_basic_block("nm_group.done")
-    main_end = builder.and_(groups, const(-UNROLL))
+    main_end = builder.and_(groups, const(-trip))
     builder.cbranch(builder.icmp_signed(">", main_end, const(0)), main, middle)
 
     builder.position_at_end(main)
     g = builder.phi(i64)
-    accs = [builder.phi(v8f) for _ in range(UNROLL)]
+    accs = [builder.phi(acc_type) for _ in range(steps)]
     g.add_incoming(const(0), entry)
     # Software prefetch PREFETCH_GROUPS ahead: every value cache line of the trip, and the
-    # metadata once (a trip reads at most 4 x 40 bits of it).
+    # metadata once (a trip reads at most 8 x 40 bits of it).
     value_bytes = 4 if kind == K.F32 else 2
     ahead = builder.add(g, const(PREFETCH_GROUPS))
-    for line in range(0, UNROLL * LANES * value_bytes, 64):
+    for line in range(0, trip * LANES * value_bytes, 64):
         prefetch(builder.gep(values, [builder.add(builder.mul(ahead, const(LANES)),
                                                   const(line // value_bytes))]))
     prefetch(builder.gep(meta, [builder.lshr(builder.mul(ahead, const(key_bits)), const(3))]))
-    if UNROLL * key_bits % 8 == 0:
+    if trip * key_bits % 8 == 0:
         first_byte = builder.mul(g, const(key_bits // 8 if key_bits % 8 == 0 else key_bits))
-        if key_bits % 8:  # g is a multiple of UNROLL, so g * key_bits is a whole byte count
+        if key_bits % 8:  # g is a multiple of the trip, so g * key_bits is a whole byte count
             first_byte = builder.lshr(first_byte, const(3))
-        keys = [key_in_trip(first_byte, u) for u in range(UNROLL)]
+        keys = [key_in_trip(first_byte, u) for u in range(trip)]
     else:
-        keys = [key_at(builder.add(g, const(u))) for u in range(UNROLL)]
-    nexts = [group(builder.add(g, const(u)), acc, key)
-             for u, (acc, key) in enumerate(zip(accs, keys, strict=True))]
-    g_next = builder.add(g, const(UNROLL))
+        keys = [key_at(builder.add(g, const(u))) for u in range(trip)]
+    if wide:
+        nexts = [pair(builder.add(g, const(2 * s)), acc, keys[2 * s], keys[2 * s + 1])
+                 for s, acc in enumerate(accs)]
+    else:
+        nexts = [group(builder.add(g, const(u)), acc, key)
+                 for u, (acc, key) in enumerate(zip(accs, keys, strict=True))]
+    g_next = builder.add(g, const(trip))
     main_exit = builder.basic_block
     g.add_incoming(g_next, main_exit)
     for acc, acc_next in zip(accs, nexts, strict=True):
@@ -356,13 +501,17 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     builder.position_at_end(middle)
     partial = []
     for acc_next in nexts:
-        merged = builder.phi(v8f)
+        merged = builder.phi(acc_type)
         merged.add_incoming(zero, entry)
         merged.add_incoming(acc_next, main_exit)
         partial.append(merged)
     while len(partial) > 1:
         partial = [builder.fadd(a, b) for a, b in zip(partial[::2], partial[1::2], strict=True)]
     combined = partial[0]
+    if wide:  # fold the 16 lanes to 8 for the remainder loop
+        combined = builder.fadd(
+            builder.shuffle_vector(combined, combined, const_vec(range(LANES))),
+            builder.shuffle_vector(combined, combined, const_vec(range(LANES, 2 * LANES))))
     builder.cbranch(builder.icmp_signed("<", main_end, groups), rest, done)
 
     builder.position_at_end(rest)
@@ -370,7 +519,8 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     acc_rest = builder.phi(v8f)
     g_rest.add_incoming(main_end, middle)
     acc_rest.add_incoming(combined, middle)
-    acc_rest_next = group(g_rest, acc_rest, key_at(g_rest))
+    single = masked_group if wide and source == RANK else group
+    acc_rest_next = single(g_rest, acc_rest, key_at(g_rest))
     g_rest_next = builder.add(g_rest, const(1))
     rest_exit = builder.basic_block
     g_rest.add_incoming(g_rest_next, rest_exit)
@@ -406,8 +556,9 @@ def _horizontal_sum(builder, vector):
 
 
 @cache
-def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int):
-    """The batch-1 GEMV through the AVX2 group loop (rank-LUT or index metadata).
+def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool = False):
+    """The batch-1 GEMV through the group loop (rank-LUT or index metadata); ``wide``: its
+    AVX-512 pair steps (:func:`gemv_path` says when).
 
     Same arguments as :func:`kernels.numba_nm.nm_kernels`'s GEMV except ``table``, which is
     :func:`group_position_table` for rank metadata. Whole groups of eight kept values go
@@ -417,7 +568,7 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int):
     """
     geometry = group_geometry(F.Pattern(n, m))
     source = RANK if decoder == K.RANK_LUT else INDEX
-    dot = group_dot(n, m, bits, source, kind)
+    dot = group_dot(n, m, bits, source, kind, wide)
     field_mask = np.uint64((1 << bits) - 1)
     per_group = geometry.blocks_per_group
     groups_per_block = geometry.groups_per_block

@@ -65,11 +65,13 @@ def compare_kernels(reference: Callable[[F.SparseWeight, np.ndarray], np.ndarray
                 # kernel name -> (output, the reference columns it computed)
                 outputs = {}
                 for decoder in _decoders(pattern, encoding):
-                    plan = prepare(weight, decoder)
-                    outputs[f"numba/{decoder}"] = (plan(x), np.s_[:])
-                    # Batch 1 takes its own GEMV (the AVX2 group kernel where supported).
-                    outputs[f"numba/{decoder} gemv/{plan.gemv_path}"] = (
-                        plan(np.ascontiguousarray(x[:, 0]))[:, None], np.s_[:1])
+                    outputs[f"numba/{decoder}"] = (prepare(weight, decoder)(x), np.s_[:])
+                    # Batch 1 takes its own GEMV: every vector path this CPU runs is checked
+                    # (AVX-512 pairs, AVX2 groups; the scalar one where neither applies).
+                    for simd in ("auto", "avx2"):
+                        plan = prepare(weight, decoder, simd)
+                        outputs[f"numba/{decoder} gemv/{plan.gemv_path}"] = (
+                            plan(np.ascontiguousarray(x[:, 0]))[:, None], np.s_[:1])
                 if run_triton and encoding in ("rank", "index") and (
                         dtype == "float16" or (dtype == "bfloat16" and device == "cuda")):
                     plan = TritonNMPlan(weight, device)

@@ -29,6 +29,9 @@ def register(sub) -> None:
     k.add_argument("--batch", action="append", type=int, help="repeatable; default 1 8 64")
     k.add_argument("--dtype", action="append", choices=("float32", "float16", "bfloat16"),
                    help="value dtype (repeatable; default float32 float16)")
+    k.add_argument("--simd", action="append", choices=("auto", "avx2", "scalar"),
+                   help="batch-1 vector path cap, timed side by side (repeatable; default auto: "
+                        "the widest this CPU runs)")
     k.add_argument("--repeats", type=int, default=7, help="timed rounds (median reported)")
     k.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     k.add_argument("--threads", type=int, help="Numba and torch threads (default: all cores)")
@@ -87,7 +90,8 @@ def run_kernels(args) -> int:
         return 0
     records = bench.bench_kernels(
         shapes, args.pattern or bench.PATTERNS, args.encoding or bench.ENCODINGS,
-        args.batch or bench.BATCHES, args.dtype or bench.DTYPES, args.repeats, args.warmup)
+        args.batch or bench.BATCHES, args.dtype or bench.DTYPES, args.repeats, args.warmup,
+        simd=args.simd or ("auto",))
     table = bench.markdown_table(records)
     if args.markdown:
         tmp = args.markdown.with_name(args.markdown.name + ".tmp")

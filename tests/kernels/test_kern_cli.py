@@ -37,13 +37,30 @@ def test_bench_kernels_json_records(capsys, tmp_path):
     assert table.read_text().count("| 32x64 | 2:4 |") == 4
 
 
+def test_bench_kernels_times_each_distinct_simd_path_at_batch_1(capsys):
+    assert main(["bench", "kernels", "--shape", "16x64", "--pattern", "2:4", "--pattern", "1:4",
+                 "--encoding", "index", "--batch", "1", "--batch", "3", "--dtype", "float32",
+                 "--simd", "auto", "--simd", "avx2", "--simd", "scalar", "--simd", "avx2",
+                 "--repeats", "1", "--warmup", "0", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    vector = (["avx2-group"] if simd_nm.available() else [])
+    expected = {"2:4": set(vector + (["avx512-pair"] if simd_nm.wide_available() else [])),
+                "1:4": set(vector)}
+    for pattern, paths in expected.items():
+        batch1 = [r["kernel"] for r in records if r["pattern"] == pattern and r["batch"] == 1]
+        assert sorted(batch1) == sorted(paths | {"scalar"}), pattern
+        batch3 = [r["kernel"] for r in records if r["pattern"] == pattern and r["batch"] == 3]
+        assert batch3 == ["scalar"], pattern
+
+
 def test_validate_outputs_agree_with_the_simulator(capsys):
     assert main(["validate", "--skip-speed", "--pattern", "4:8", "--encoding", "index",
                  "--check-shape", "24x44", "--json"]) == 0
     checks = json.loads(capsys.readouterr().out)["outputs"]
     kernels = {c["kernel"] for c in checks}
-    gemv = "numba/index gemv/avx2-group" if simd_nm.available() else "numba/index gemv/scalar"
-    assert {"numba/index", gemv, "triton"} <= kernels
+    paths = (["avx512-pair"] if simd_nm.wide_available() else []) + (
+        ["avx2-group"] if simd_nm.available() else ["scalar"])
+    assert {"numba/index", "triton", *(f"numba/index gemv/{p}" for p in paths)} <= kernels
     assert {c["dtype"] for c in checks} == {"float32", "float16", "bfloat16"}
     assert all(c["ok"] and c["max_relative_error"] <= c["tolerance"] for c in checks)
 

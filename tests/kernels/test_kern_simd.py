@@ -1,4 +1,5 @@
-"""The AVX2 group GEMV (kernels.simd_nm) against a float64 reference and the scalar kernel."""
+"""The AVX2 and AVX-512 group GEMVs (kernels.simd_nm) against a float64 reference and the
+scalar kernel."""
 
 import itertools
 import math
@@ -30,29 +31,89 @@ SETTINGS = settings(max_examples=15, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 needs_avx2 = pytest.mark.skipif(not simd_nm.available(), reason="CPU without AVX2/FMA")
+needs_avx512 = pytest.mark.skipif(not simd_nm.wide_available(), reason="CPU without AVX-512F")
+
+
+def _is_half_density(p: F.Pattern) -> bool:
+    """The patterns whose two groups of eight fill a 32-input window: M = 2N, N | 16."""
+    return p.m == 2 * p.n and 16 % p.n == 0
 
 
 @needs_avx2
 @pytest.mark.parametrize(("pattern", "encoding", "dtype"), CASES)
 @SETTINGS
-@given(rows=st.integers(1, 70), blocks=st.integers(0, 9), tail_width=st.integers(0, 40),
-       tail=st.sampled_from(["dense", "pad"]), seed=st.integers(0, 2**32 - 1))
-def test_group_gemv_matches_float64_and_scalar(pattern, encoding, dtype, rows, blocks,
+@given(rows=st.integers(1, 70), groups=st.integers(0, 20), extra=st.integers(0, 15),
+       tail_width=st.integers(0, 40), tail=st.sampled_from(["dense", "pad"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_group_gemv_matches_float64_and_scalar(pattern, encoding, dtype, rows, groups, extra,
                                                tail_width, tail, seed):
-    """Leftover blocks (blocks not a multiple of 8/N), padded and dense tails included."""
+    """Every vector path this CPU runs: up to 20 groups of eight kept values (main-loop trips
+    of 4 groups or 4 pairs and the single-group remainder), leftover blocks (blocks not a
+    multiple of 8/N), padded and dense tails."""
     p = F.Pattern.parse(pattern)
+    per_group = 8 // p.n if p.n <= 8 else 0
+    blocks = groups * per_group + extra % per_group if per_group else groups // (p.n // 8)
     cols = blocks * p.m + tail_width % p.m or p.m
     rng = np.random.default_rng(seed)
     weight = compressed(rng, rows, cols, p, encoding, tail, dtype)
     x = nonzero(rng, (cols,))
-    plan = prepare(weight)
-    assert plan.gemv_path == "avx2-group"
-    y = plan(x, out=np.full(rows, np.nan, np.float32))
-    assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
-    scalar = prepare(weight, simd=False)
+    scalar = prepare(weight, simd="scalar")
     assert scalar.gemv_path == "scalar"
     y_scalar = scalar(x, out=np.full(rows, np.nan, np.float32))
-    assert_close(y, y_scalar.astype(np.float64), weight, x, rtol=2e-5)
+    wide = simd_nm.wide_available() and _is_half_density(p)
+    for simd, path in [("avx2", "avx2-group"), ("auto", "avx512-pair" if wide else "avx2-group")]:
+        plan = prepare(weight, simd=simd)
+        assert plan.gemv_path == path
+        y = plan(x, out=np.full(rows, np.nan, np.float32))
+        assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
+        assert_close(y, y_scalar.astype(np.float64), weight, x, rtol=2e-5)
+
+
+@pytest.mark.parametrize("pattern", ["1:2", "2:4", "4:8", "8:16"])
+def test_group_mask_table_matches_decoded_ranks(pattern):
+    """Every valid key's mask has exactly the window bits of the format's own decoding of its
+    G ranks; keys holding an impossible rank map to 0."""
+    p = F.Pattern.parse(pattern)
+    masks = simd_nm.group_mask_table(p)
+    bits = p.field_bits("rank")
+    per = 8 // p.n
+    count = math.comb(p.m, p.n)
+    rng = np.random.default_rng(3)
+    ranks = rng.integers(0, count, size=(300, per))
+    positions = np.stack([F.rank_lut(p)[ranks[:, j]] for j in range(per)], axis=1)
+    metadata = F.encode_metadata(positions, p, "rank")
+    keys = [int.from_bytes(row.tobytes(), "little") & ((1 << per * bits) - 1) for row in metadata]
+    decoded = F.decode_metadata(metadata, p, "rank", len(metadata), per)
+    window = decoded + np.arange(per)[None, :, None] * p.m
+    expected = [sum(1 << int(c) for c in row.ravel()) for row in window]
+    np.testing.assert_array_equal(masks[keys].astype(np.int64), expected)
+    if count < 1 << bits:  # a first field holding rank C(M, N) cannot occur
+        assert masks[count] == 0
+
+
+@pytest.mark.parametrize("pattern", ["1:4", "4:16", "16:32", "3:7"])
+def test_group_mask_table_refuses_other_windows(pattern):
+    with pytest.raises(ValueError, match="16-input window"):
+        simd_nm.group_mask_table(F.Pattern.parse(pattern))
+
+
+@needs_avx512
+def test_simd_choice_caps_the_path():
+    rng = np.random.default_rng(4)
+    for pattern, encoding, auto in [("2:4", "rank", "avx512-pair"), ("16:32", "index",
+                                                                     "avx512-pair"),
+                                    ("1:4", "rank", "avx2-group"),
+                                    ("4:16", "index", "avx2-group")]:
+        weight = compressed(rng, 3, 128, pattern, encoding, "dense", "float32")
+        assert prepare(weight).gemv_path == auto, pattern
+        assert prepare(weight, simd="avx2").gemv_path == "avx2-group", pattern
+        assert prepare(weight, simd="scalar").gemv_path == "scalar", pattern
+
+
+def test_unknown_simd_choice_is_refused():
+    weight = compressed(np.random.default_rng(5), 3, 32, "2:4", "index", "dense", "float32")
+    with pytest.raises(ValueError, match="simd must be one of"):
+        prepare(weight, simd="avx1024")
 
 
 @pytest.mark.parametrize("pattern", ["1:2", "2:4", "4:8", "8:16", "1:4"])
@@ -92,6 +153,7 @@ def test_geometry_covers_exactly_the_16_and_32_windows():
         assert (geometry is not None) == (window in (16, 32)), p
         if geometry is not None:
             assert geometry.window == window
+            assert geometry.pairs_fill_32 == _is_half_density(p), p
 
 
 @needs_avx2
@@ -106,10 +168,7 @@ def test_unsupported_combinations_stay_scalar():
 def test_non_host_numba_target_takes_the_scalar_path(monkeypatch):
     """A portable Numba target (NUMBA_CPU_NAME=generic) may lack AVX2: never emit it then."""
     monkeypatch.setattr(simd_nm.numba_config, "CPU_NAME", "generic")
-    simd_nm.available.cache_clear()
-    try:
-        assert not simd_nm.available()
-        weight = compressed(np.random.default_rng(2), 5, 64, "8:16", "rank", "dense", "float32")
-        assert prepare(weight).gemv_path == "scalar"
-    finally:
-        simd_nm.available.cache_clear()
+    assert not simd_nm.available()
+    assert not simd_nm.wide_available()
+    weight = compressed(np.random.default_rng(2), 5, 64, "8:16", "rank", "dense", "float32")
+    assert prepare(weight).gemv_path == "scalar"
