@@ -7,7 +7,7 @@ row's kept values are taken eight at a time (one ``<8 x float>``): their positio
 ``vpermps`` (``llvm.x86.avx2.permps``) gathers ``x`` at those positions from registers, with
 blends choosing the register by bits 3 and 4 of the position (2:4, 4:8 and 1:2 use two in-lane
 ``vpermilps`` instead). One FMA per eight values follows; the loop runs four groups per trip into
-four accumulators and prefetches values and metadata :data:`PREFETCH_GROUPS` groups ahead. Zen 3's
+four accumulators and prefetches values and metadata :data:`PREFETCH_BYTES` ahead. Zen 3's
 memory ``vgatherdps`` is microcoded and measured slower than scalar code, so the gather stays in
 registers.
 
@@ -30,7 +30,7 @@ consecutive groups index one 32-input window, to *pairs*: sixteen kept values pe
 ``<16 x float>``. Index positions of both groups are joined and one ``vpermt2ps`` gathers ``x``
 from the window's two registers; rank keys read a 16-bit window mask per group
 (:func:`group_mask_table`) and ``vcompressps`` packs each group's ``x``. Measured on Zen 5
-(11008x4096 float32, one thread): 12% (index) and 15-20% (2:4 rank) less time than the AVX2 step.
+(11008x4096 float32, one thread): 8-13% less time than the AVX2 step.
 
 The loop over a row's groups is written in LLVM IR (a Numba ``@intrinsic``) because Numba has no
 vector types; the caller handles leftover blocks, padded tails and dense tails with scalar code.
@@ -63,10 +63,11 @@ UNROLL = 4
 # AVX-512 pairs (two groups, 16 kept values) per main-loop trip, each with its own accumulator;
 # measured 3-5% faster than 2 for rank metadata on Zen 5, equal for index.
 PAIR_UNROLL = 4
-# Software prefetch distance in groups (x 32 bytes of float32 values, so 8 KiB ahead: about one
-# 11008x4096 row). Measured on 11008x4096 float32: Zen 3, +10-20% over none, flat between 32
-# and 256; Zen 5 (one thread), 256 took 30-40% less time than 64 and 512 no less than 256.
-PREFETCH_GROUPS = 256
+# Software prefetch distance in bytes of values (about one 11008x4096 float32 row: 256 float32
+# groups, 512 half-precision ones). Measured on 11008x4096, one thread: Zen 3 float32, +10-20%
+# over none, flat between 1 and 8 KiB; Zen 5, 8 KiB took 30-40% less time than 2 KiB and 16 KiB
+# no less, for float32 and float16 alike.
+PREFETCH_BYTES = 8192
 
 
 # What ``simd=`` may ask of :func:`gemv_path`: the widest path available, AVX2 at most, or none.
@@ -212,7 +213,8 @@ def group_mask_table(pattern: F.Pattern) -> np.ndarray:
     (measured on Zen 5, 11008x4096, one thread): the rank pair step ran 25-50% slower than
     with index metadata, and as fast once every lookup was confined to 64 keys; the smaller
     table alone did not close that gap (random lookups still miss the 48 KiB L1 that the
-    streamed values and ``x`` share).
+    streamed values and ``x`` share); prefetching values further ahead (:data:`PREFETCH_BYTES`)
+    narrowed it to 10-20%.
     """
     geometry = group_geometry(pattern)
     if geometry is None or geometry.window != 16 or not geometry.blocks_per_group:
@@ -469,10 +471,10 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     g = builder.phi(i64)
     accs = [builder.phi(acc_type) for _ in range(steps)]
     g.add_incoming(const(0), entry)
-    # Software prefetch PREFETCH_GROUPS ahead: every value cache line of the trip, and the
-    # metadata once (a trip reads at most 8 x 40 bits of it).
+    # Software prefetch PREFETCH_BYTES of values ahead: every value cache line of the trip,
+    # and the metadata once (a trip reads at most 8 x 40 bits of it).
     value_bytes = 4 if kind == K.F32 else 2
-    ahead = builder.add(g, const(PREFETCH_GROUPS))
+    ahead = builder.add(g, const(PREFETCH_BYTES // (LANES * value_bytes)))
     for line in range(0, trip * LANES * value_bytes, 64):
         prefetch(builder.gep(values, [builder.add(builder.mul(ahead, const(LANES)),
                                                   const(line // value_bytes))]))
