@@ -255,6 +255,9 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool):
 
         return sig, codegen
 
+    # Numba keys its disk cache on the pickled closure of the GEMV, this intrinsic included;
+    # the default per-process uuid would make every process miss the cache and compile again.
+    _group_dot._set_uuid(f"kernels.simd_nm.group_dot/{n}:{m}/{bits}/{source}/{kind}/{wide}")
     return _group_dot
 
 
