@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 from numba import njit, prange
+
+from kernels.bench import time_round_robin
 
 
 @njit(parallel=True, cache=True)
@@ -18,13 +18,8 @@ def _parallel_sum(array):
 
 
 def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (and compilation)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    """The benchmark's protocol (:func:`kernels.bench.time_round_robin`) for one candidate."""
+    return time_round_robin({"fn": fn}, repeats, warmup=1)["fn"]
 
 
 def read_bandwidth_gb_s(megabytes: int = 512, repeats: int = 5) -> float:
