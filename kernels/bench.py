@@ -106,8 +106,9 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                   batches: Iterable[int] = BATCHES, dtypes: Iterable[str] = DTYPES,
                   repeats: int = 7, warmup: int = 2, seed: int = 0,
                   progress: bool = True, simd: Iterable[str] = ("auto",)) -> list[dict]:
-    """One record per (shape, pattern, encoding, batch, dtype) and, at batch 1, per distinct
-    vector path the ``simd`` caps select (``kernels.cpu.prepare``); see the module docstring."""
+    """One record per (shape, pattern, encoding, batch, dtype) and per distinct kernel the
+    ``simd`` caps select at that batch (``kernels.cpu.prepare``: ``gemv_path`` at batch 1,
+    ``gemm_path`` above); see the module docstring."""
     patterns = [F.Pattern.parse(p) for p in patterns]
     encodings = [F.check_encoding(e) for e in encodings]
     dtypes = [str(F.value_dtype_name(F.value_dtype(d))) for d in dtypes]
@@ -124,22 +125,17 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
         weight = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
         masks = {p: F.nm_mask(np.abs(weight), p) for p in patterns}
         for dtype in dtypes:
-            plans = {}
-            for p in patterns:
-                for e in encodings:
-                    tensor = F.NMTensor.from_dense(weight, masks[p], p, e, dtype=dtype)
-                    for cap in simd:  # one plan per distinct batch-1 path
-                        plan = prepare(tensor, simd=cap)
-                        plans.setdefault((str(p), e, plan.gemv_path), plan)
+            plans = [(str(p), e, prepare(F.NMTensor.from_dense(weight, masks[p], p, e,
+                                                               dtype=dtype), simd=cap))
+                     for p in patterns for e in encodings for cap in simd]
             dense_bytes = weight.size * F.value_dtype(dtype).itemsize
             for batch in batches:
                 x = _activations(shape[1], batch, seed=1)
                 dense = _dense_baselines(weight, dtype, batch)
-                # Above batch 1 every path runs the same GEMM: time one plan per variant.
-                first = {}
-                for key in plans:
-                    first.setdefault(key[:2], key)
-                timed = plans if batch == 1 else {key: plans[key] for key in first.values()}
+                timed = {}  # one plan per (pattern, encoding, kernel run at this batch)
+                for pattern, encoding, plan in plans:
+                    path = plan.gemv_path if batch == 1 else plan.gemm_path
+                    timed.setdefault((pattern, encoding, path), plan)
                 sparse = {key: partial(plan, x) for key, plan in timed.items()}
                 medians = time_round_robin({**dense, **sparse}, repeats, warmup)
                 best_name = min(dense, key=medians.get)
@@ -151,7 +147,7 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                     records.append({
                         "shape": list(shape), "pattern": pattern, "encoding": encoding,
                         "decoder": plan.decoder,
-                        "kernel": path if batch == 1 else "scalar",
+                        "kernel": path,
                         "batch": batch, "dtype": dtype,
                         "dense_s": medians[best_name], "dense_baseline": best_name,
                         "dense_all_s": {name: medians[name] for name in dense},

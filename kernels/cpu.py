@@ -54,15 +54,18 @@ class _NMPart:
 
     ``gemv_path`` says which batch-1 kernel runs (:func:`kernels.simd_nm.gemv_path`):
     ``"avx512-pair"`` (sixteen kept values per vector step), ``"avx2-group"`` (eight) where the
-    pattern, encoding and CPU allow it, else ``"scalar"``.
+    pattern, encoding and CPU allow it, else ``"scalar"``. ``gemm_path`` says the same of the
+    batch > 1 kernel: ``"avx2-group"`` (:func:`kernels.simd_nm.nm_group_gemm`) wherever a
+    vector GEMV runs, else ``"scalar"``.
     """
 
     kernels: tuple
     arrays: tuple
-    scalars: tuple
     gemv_scalars: tuple
+    gemm_scalars: tuple
     decoder: str
     gemv_path: str
+    gemm_path: str
 
     @classmethod
     def build(cls, tensor: F.NMTensor, decoder: str | None, simd: str = "auto") -> _NMPart:
@@ -81,30 +84,33 @@ class _NMPart:
         binom = F.binomial_table(p)
         pad_block = int(geo.blocks > geo.full_blocks)
         kind = _VALUE_KINDS[tensor.dtype]
-        gemv, gemm = K.nm_kernels(p.n, p.m, bits, K.DECODER_NAMES[decoder], kind)
-        scalars = (geo.full_blocks, pad_block, lut, binom)
-        gemv_scalars = scalars
-        gemv_path = simd_nm.gemv_path(p, tensor.encoding, decoder, simd)
+        code = K.DECODER_NAMES[decoder]
+        gemv, gemm = K.nm_kernels(p.n, p.m, bits, code, kind)
+        gemv_scalars = gemm_scalars = (geo.full_blocks, pad_block, lut, binom)
+        gemv_path = gemm_path = simd_nm.gemv_path(p, tensor.encoding, decoder, simd)
         if gemv_path != "scalar":
-            gemv = simd_nm.nm_group_gemv(p.n, p.m, bits, K.DECODER_NAMES[decoder], kind,
+            gemv = simd_nm.nm_group_gemv(p.n, p.m, bits, code, kind,
                                          wide=gemv_path == "avx512-pair")
+            gemm, gemm_path = simd_nm.nm_group_gemm(p.n, p.m, bits, code, kind), "avx2-group"
             if decoder != "rank-lut":
-                table = np.zeros((1, simd_nm.LANES), np.uint8)
-            elif gemv_path == "avx512-pair":
-                table = simd_nm.group_mask_table(p)
+                gemv_table = gemm_table = np.zeros((1, simd_nm.LANES), np.uint8)
             else:
-                table = simd_nm.group_position_table(p)
-            gemv_scalars = (geo.full_blocks, pad_block, table, binom)
+                gemm_table = simd_nm.group_position_table(p)
+                gemv_table = (simd_nm.group_mask_table(p) if gemv_path == "avx512-pair"
+                              else gemm_table)
+            gemv_scalars = (geo.full_blocks, pad_block, gemv_table, binom)
+            gemm_scalars = (geo.full_blocks, pad_block, gemm_table, binom)
         args = (_kernel_values(tensor.values, tensor.dtype), K.kernel_metadata(tensor.metadata),
                 _kernel_values(tensor.tail_values, tensor.dtype))
-        return cls((gemv, gemm), args, scalars, gemv_scalars, decoder, gemv_path)
+        return cls((gemv, gemm), args, gemv_scalars, gemm_scalars, decoder, gemv_path,
+                   gemm_path)
 
     def run(self, x: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
         gemv, gemm = self.kernels
         if x.ndim == 1:
             gemv(*self.arrays, x, out, *self.gemv_scalars, int(accumulate))
         else:
-            gemm(*self.arrays, x, out, *self.scalars, int(accumulate))
+            gemm(*self.arrays, x, out, *self.gemm_scalars, int(accumulate))
 
 
 class NMPlan:
@@ -133,6 +139,11 @@ class NMPlan:
     def gemv_path(self) -> str:
         """The bulk's batch-1 kernel: ``"avx512-pair"``, ``"avx2-group"`` or ``"scalar"``."""
         return self.bulk.gemv_path
+
+    @property
+    def gemm_path(self) -> str:
+        """The bulk's batch > 1 kernel: ``"avx2-group"`` or ``"scalar"``."""
+        return self.bulk.gemm_path
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``W @ x`` in float32; ``out`` (float32, C-contiguous) is written if given."""

@@ -229,6 +229,15 @@ def group_mask_table(pattern: F.Pattern) -> np.ndarray:
 
 
 RANK, INDEX = 0, 1
+F32, I8, I16, I32, I64 = (ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32),
+                          ir.IntType(64))
+
+
+def _fma(module, width: int):
+    """``llvm.fma`` on ``<width x float>``."""
+    vector = ir.VectorType(F32, width)
+    return cgutils.get_or_insert_function(module, ir.FunctionType(vector, [vector] * 3),
+                                          f"llvm.fma.v{width}f32")
 
 
 @cache
@@ -261,11 +270,107 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool):
     return _group_dot
 
 
+class _RowIR:
+    """IR building blocks shared by the GEMV and GEMM row loops: metadata keys, positions of a
+    group's kept values in its window, widened values, prefetches."""
+
+    def __init__(self, builder, values, meta, table, geometry, bits, key_bits, source, kind):
+        self.builder, self.values, self.meta, self.table = builder, values, meta, table
+        self.geometry, self.bits, self.key_bits = geometry, bits, key_bits
+        self.source, self.kind = source, kind
+        self.key_mask = ir.Constant(I64, (1 << key_bits) - 1)
+        self.prefetch_fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [I8.as_pointer(), I32, I32, I32]),
+            "llvm.prefetch.p0")
+
+    def vec_load(self, pointer, index, vector_type):
+        address = self.builder.gep(pointer, [index])
+        return self.builder.load(self.builder.bitcast(address, vector_type.as_pointer()),
+                                 align=1)
+
+    def concat(self, low, high):
+        """Two vectors of one type joined into one twice as wide."""
+        return self.builder.shuffle_vector(low, high, _const_vec(range(2 * low.type.count)))
+
+    def prefetch(self, pointer):
+        """Read prefetch into all cache levels (rw 0, locality 3, data cache)."""
+        b = self.builder
+        b.call(self.prefetch_fn, [b.bitcast(pointer, I8.as_pointer()), ir.Constant(I32, 0),
+                                  ir.Constant(I32, 3), ir.Constant(I32, 1)])
+
+    def key_at(self, g):
+        """Group g's key: key_bits bits at bit g * key_bits of the row (one unaligned load)."""
+        b = self.builder
+        bit = b.mul(g, ir.Constant(I64, self.key_bits))
+        byte = b.gep(self.meta, [b.lshr(bit, ir.Constant(I64, 3))])
+        word = b.load(b.bitcast(byte, I64.as_pointer()), align=1)
+        return b.and_(b.lshr(word, b.and_(bit, ir.Constant(I64, 7))), self.key_mask)
+
+    def key_in_trip(self, first_byte, u):
+        """Key of the trip's u-th group when the trip starts on a byte: constant offsets."""
+        b = self.builder
+        offset = u * self.key_bits
+        byte = b.gep(self.meta, [b.add(first_byte, ir.Constant(I64, offset // 8))])
+        word = b.load(b.bitcast(byte, I64.as_pointer()), align=1)
+        return b.and_(b.lshr(word, ir.Constant(I64, offset % 8)), self.key_mask)
+
+    def table_row(self, key):
+        """The rank table's eight int8 entries for ``key`` (``<8 x i8>``)."""
+        b = self.builder
+        row = b.gep(self.table, [b.mul(key, ir.Constant(I64, LANES))])
+        return b.load(b.bitcast(row, ir.VectorType(I8, LANES).as_pointer()), align=1)
+
+    def index_positions(self, key):
+        """A group's eight window positions from its index fields (``<8 x i32>``)."""
+        b, bits = self.builder, self.bits
+        v8i = ir.VectorType(I32, LANES)
+        field_mask = (1 << bits) - 1
+        if self.key_bits <= 32:
+            lanes = _splat(b, b.trunc(key, I32), v8i)
+            fields = b.lshr(lanes, _const_vec(lane * bits for lane in range(LANES)))
+        else:
+            lanes = _splat(b, key, ir.VectorType(I64, LANES))
+            fields = b.trunc(b.lshr(lanes, _const_vec(
+                (lane * bits for lane in range(LANES)), I64)), v8i)
+        return b.add(b.and_(fields, _const_vec([field_mask] * LANES)),
+                     _const_vec(self.geometry.lane_offset(lane) for lane in range(LANES)))
+
+    def positions(self, key):
+        """Window positions (``<8 x i32>``); rank entries keep their select bit as the sign."""
+        if self.source == RANK:
+            return self.builder.sext(self.table_row(key), ir.VectorType(I32, LANES))
+        return self.index_positions(key)
+
+    def window_start(self, g):
+        """Index of the first input of group g's window."""
+        b, geometry = self.builder, self.geometry
+        if geometry.blocks_per_group:
+            return b.mul(g, ir.Constant(I64, geometry.window))
+        return b.mul(b.udiv(g, ir.Constant(I64, geometry.groups_per_block)),
+                     ir.Constant(I64, geometry.m))
+
+    def weights_at(self, first, lanes):
+        """``lanes`` kept values from element ``first`` of the row, widened to float32."""
+        b = self.builder
+        if self.kind == K.F32:
+            return self.vec_load(self.values, first, ir.VectorType(F32, lanes))
+        raw = self.vec_load(self.values, first, ir.VectorType(I16, lanes))
+        if self.kind == K.F16_BITS:
+            return b.fpext(b.bitcast(raw, ir.VectorType(ir.HalfType(), lanes)),
+                           ir.VectorType(F32, lanes))
+        widened = b.shl(b.zext(raw, ir.VectorType(I32, lanes)), _const_vec([16] * lanes))
+        return b.bitcast(widened, ir.VectorType(F32, lanes))
+
+
+def _const_vec(items, kind_type=None):
+    items = [int(v) for v in items]
+    return ir.Constant(ir.VectorType(kind_type or I32, len(items)), items)
+
+
 def _emit(context, builder, signature, args, geometry, bits, key_bits, registers, source, kind,
           wide):
     """The IR of one row's group loop (see :func:`group_dot`)."""
-    f32, i8, i16, i32, i64 = (ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32),
-                              ir.IntType(64))
+    f32, i16, i32, i64 = F32, I16, I32, I64
     v8f, v8i = ir.VectorType(f32, LANES), ir.VectorType(i32, LANES)
     v16f, v16i = ir.VectorType(f32, 2 * LANES), ir.VectorType(i32, 2 * LANES)
     module = builder.module
@@ -281,82 +386,15 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
         module, ir.FunctionType(v16f, [v16f, v16f, ir.VectorType(ir.IntType(1), 2 * LANES)]),
         "llvm.x86.avx512.mask.compress.v16f32")
     v4f = ir.VectorType(f32, 4)
-    fma = {width: cgutils.get_or_insert_function(
-        module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{width}f32")
-        for width, vt in ((LANES, v8f), (2 * LANES, v16f))}
+    fma = {width: _fma(module, width) for width in (LANES, 2 * LANES)}
     arrays = [context.make_array(t)(context, builder, a)
               for t, a in zip(signature.args[:4], args[:4], strict=True)]
     values, meta, x, table = (a.data for a in arrays)
     groups = args[4]
-
-    def const_vec(items, kind_type=i32):
-        items = [int(v) for v in items]
-        return ir.Constant(ir.VectorType(kind_type, len(items)), items)
-
-    def vec_load(pointer, index, vector_type):
-        address = builder.gep(pointer, [index])
-        return builder.load(builder.bitcast(address, vector_type.as_pointer()), align=1)
-
-    def concat(low, high):
-        """Two vectors of one type joined into one twice as wide."""
-        return builder.shuffle_vector(low, high,
-                                      const_vec(range(2 * low.type.count)))
-
-    prefetch_fn = cgutils.get_or_insert_function(
-        module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
-        "llvm.prefetch.p0")
-
-    def prefetch(pointer):
-        """Read prefetch into all cache levels (rw 0, locality 3, data cache)."""
-        builder.call(prefetch_fn, [builder.bitcast(pointer, i8.as_pointer()),
-                                   ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-
-    key_mask = ir.Constant(i64, (1 << key_bits) - 1)
-
-    def key_at(g):
-        """Group g's key: key_bits bits at bit g * key_bits of the row (one unaligned load)."""
-        bit = builder.mul(g, ir.Constant(i64, key_bits))
-        byte = builder.gep(meta, [builder.lshr(bit, ir.Constant(i64, 3))])
-        word = builder.load(builder.bitcast(byte, i64.as_pointer()), align=1)
-        return builder.and_(builder.lshr(word, builder.and_(bit, ir.Constant(i64, 7))), key_mask)
-
-    def key_in_trip(first_byte, u):
-        """Key of the trip's u-th group when the trip starts on a byte: constant offsets."""
-        offset = u * key_bits
-        byte = builder.gep(meta, [builder.add(first_byte, ir.Constant(i64, offset // 8))])
-        word = builder.load(builder.bitcast(byte, i64.as_pointer()), align=1)
-        return builder.and_(builder.lshr(word, ir.Constant(i64, offset % 8)), key_mask)
-
-    def table_row(key):
-        """The rank table's eight int8 entries for ``key`` (``<8 x i8>``)."""
-        row = builder.gep(table, [builder.mul(key, ir.Constant(i64, LANES))])
-        return builder.load(builder.bitcast(row, ir.VectorType(i8, LANES).as_pointer()), align=1)
-
-    def index_positions(key):
-        """A group's eight window positions from its index fields (``<8 x i32>``)."""
-        field_mask = (1 << bits) - 1
-        if key_bits <= 32:
-            lanes = _splat(builder, builder.trunc(key, i32), v8i)
-            fields = builder.lshr(lanes, const_vec(lane * bits for lane in range(LANES)))
-        else:
-            v8l = ir.VectorType(i64, LANES)
-            lanes = _splat(builder, key, v8l)
-            fields = builder.trunc(builder.lshr(lanes, const_vec(
-                (lane * bits for lane in range(LANES)), i64)), v8i)
-        return builder.add(builder.and_(fields, const_vec([field_mask] * LANES)),
-                           const_vec(geometry.lane_offset(lane) for lane in range(LANES)))
-
-    def weights_at(first, lanes):
-        """``lanes`` kept values from element ``first`` of the row, widened to float32."""
-        if kind == K.F32:
-            return vec_load(values, first, ir.VectorType(f32, lanes))
-        raw = vec_load(values, first, ir.VectorType(i16, lanes))
-        if kind == K.F16_BITS:
-            return builder.fpext(builder.bitcast(raw, ir.VectorType(ir.HalfType(), lanes)),
-                                 ir.VectorType(f32, lanes))
-        lanes_i32 = ir.VectorType(i32, lanes)
-        widened = builder.shl(builder.zext(raw, lanes_i32), const_vec([16] * lanes))
-        return builder.bitcast(widened, ir.VectorType(f32, lanes))
+    row = _RowIR(builder, values, meta, table, geometry, bits, key_bits, source, kind)
+    const_vec, vec_load, concat, prefetch = _const_vec, row.vec_load, row.concat, row.prefetch
+    key_at, key_in_trip = row.key_at, row.key_in_trip
+    index_positions, weights_at = row.index_positions, row.weights_at
 
     # The register-select mask: 1:2 and 2:4 pick lanes 2, 3, 6, 7 from the odd pair whatever
     # the positions; rank tables carry the select bit as the sign; index positions are tested.
@@ -366,18 +404,11 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
 
     def group(g, acc, key):
         """acc + the eight products of group g, whose metadata key is ``key``."""
-        if source == RANK:
-            positions = builder.sext(table_row(key), v8i)
-        else:
-            positions = index_positions(key)
-
+        positions = row.positions(key)
         # x window: `registers` consecutive <8 x float>; vpermps uses the low 3 bits of a position,
         # bits 3 and 4 pick the register.
-        if geometry.blocks_per_group:
-            start = builder.mul(g, ir.Constant(i64, geometry.window))
-        else:
-            start = builder.mul(builder.udiv(g, ir.Constant(i64, geometry.groups_per_block)),
-                                ir.Constant(i64, geometry.m))
+        start = row.window_start(g)
+
         def bit_set(value):
             return builder.icmp_unsigned("!=", builder.and_(positions, const_vec([value] * LANES)),
                                          const_vec([0] * LANES))
@@ -539,6 +570,110 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     return _horizontal_sum(builder, total)
 
 
+# Batch columns per GEMM pass, in units of eight (one <8 x float> accumulator each); a batch is
+# covered by the widest passes first (64 columns, then 32, 16, 8).
+GEMM_TILES = (8, 4, 2, 1)
+
+
+@cache
+def group_gemm_tile(n: int, m: int, bits: int, source: int, kind: int, tiles: int):
+    """A Numba intrinsic ``(values_row, meta_row, x, table, groups, col0, acc) -> int64``.
+
+    Adds ``sum_{g < groups} sum_lane v[8g + lane] * x[start(g) + pos(g, lane), cols]`` into
+    ``acc[cols]`` for the ``8 * tiles`` batch columns ``cols`` from ``col0``, for one row
+    (``x`` is C-contiguous ``[in, batch]``). Each group's positions are decoded once (as in the
+    GEMV) and each kept value then multiplies a contiguous slice of an ``x`` row: one broadcast
+    and ``tiles`` FMAs. ``table`` is :func:`group_position_table` for rank metadata.
+    """
+    geometry = group_geometry(F.Pattern(n, m))
+    key_bits = (geometry.blocks_per_group * bits if source == RANK else LANES * bits)
+
+    @intrinsic
+    def _tile(typingctx, values_row, meta_row, x, table, groups, col0, acc):
+        sig = types.int64(values_row, meta_row, x, table, groups, col0, acc)
+
+        def codegen(context, builder, signature, args):
+            return _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
+                                   source, kind, tiles)
+
+        return sig, codegen
+
+    _tile._set_uuid(f"kernels.simd_nm.group_gemm_tile/{n}:{m}/{bits}/{source}/{kind}/{tiles}")
+    return _tile
+
+
+def _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits, source, kind,
+                    tiles):
+    """The IR of one row's GEMM pass over ``8 * tiles`` batch columns (see
+    :func:`group_gemm_tile`). Lanes are spread over ``8 // tiles`` accumulator sets so that
+    eight FMA chains are always in flight."""
+    v8f = ir.VectorType(F32, LANES)
+    fma = _fma(builder.module, LANES)
+    arrays = [context.make_array(t)(context, builder, a)
+              for t, a in zip(signature.args[:4], args[:4], strict=True)]
+    values, meta, x, table = (a.data for a in arrays)
+    batch = cgutils.unpack_tuple(builder, arrays[2].shape, 2)[1]
+    acc_data = context.make_array(signature.args[6])(context, builder, args[6]).data
+    groups, col0 = args[4], args[5]
+    row = _RowIR(builder, values, meta, table, geometry, bits, key_bits, source, kind)
+    sets = LANES // tiles
+
+    def const(value):
+        return ir.Constant(I64, value)
+
+    entry = builder.basic_block
+    loop = builder.append_basic_block("nm_gemm.loop")
+    done = builder.append_basic_block("nm_gemm.done")
+    zero = ir.Constant(v8f, [0.0] * LANES)
+    builder.cbranch(builder.icmp_signed(">", groups, const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    g = builder.phi(I64)
+    accs = [[builder.phi(v8f) for _ in range(tiles)] for _ in range(sets)]
+    g.add_incoming(const(0), entry)
+    ahead = builder.add(g, const(PREFETCH_BYTES // (LANES * (4 if kind == K.F32 else 2))))
+    row.prefetch(builder.gep(values, [builder.mul(ahead, const(LANES))]))
+    positions = row.positions(row.key_at(g))
+    if source == RANK:  # drop the select bit carried as the sign (windows are <= 32 inputs)
+        positions = builder.and_(positions, _const_vec([31] * LANES))
+    start = row.window_start(g)
+    weights = row.weights_at(builder.mul(g, const(LANES)), LANES)
+    new = [list(tile_accs) for tile_accs in accs]
+    for lane in range(LANES):
+        c = builder.add(start, builder.sext(builder.extract_element(
+            positions, ir.Constant(I32, lane)), I64))
+        base = builder.add(builder.mul(c, batch), col0)
+        w = builder.shuffle_vector(weights, weights, _const_vec([lane] * LANES))
+        chain = new[lane % sets]
+        for t in range(tiles):
+            x_cols = row.vec_load(x, builder.add(base, const(t * LANES)), v8f)
+            chain[t] = builder.call(fma, [w, x_cols, chain[t]])
+    g_next = builder.add(g, const(1))
+    loop_exit = builder.basic_block
+    g.add_incoming(g_next, loop_exit)
+    for tile_accs, tile_new in zip(accs, new, strict=True):
+        for acc, acc_next in zip(tile_accs, tile_new, strict=True):
+            acc.add_incoming(zero, entry)
+            acc.add_incoming(acc_next, loop_exit)
+    builder.cbranch(builder.icmp_signed("<", g_next, groups), loop, done)
+
+    builder.position_at_end(done)
+    merged = [[builder.phi(v8f) for _ in range(tiles)] for _ in range(sets)]
+    for set_merged, set_new in zip(merged, new, strict=True):
+        for phi, acc_next in zip(set_merged, set_new, strict=True):
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(acc_next, loop_exit)
+    for t in range(tiles):
+        total = merged[0][t]
+        for set_merged in merged[1:]:
+            total = builder.fadd(total, set_merged[t])
+        address = builder.add(col0, const(t * LANES))
+        builder.store(builder.fadd(row.vec_load(acc_data, address, v8f), total),
+                      builder.bitcast(builder.gep(acc_data, [address]), v8f.as_pointer()),
+                      align=1)
+    return const(0)
+
+
 def _splat(builder, scalar, vector_type):
     """``scalar`` in every lane of ``vector_type``."""
     undef = ir.Constant(vector_type, ir.Undefined)
@@ -558,6 +693,84 @@ def _horizontal_sum(builder, vector):
                                       ir.Constant(mask_type, list(range(width, 2 * width))))
         vector = builder.fadd(low, high)
     return builder.extract_element(vector, ir.Constant(ir.IntType(32), 0))
+
+
+@cache
+def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
+    """The GEMM (``x`` ``[in, batch]``) through :func:`group_gemm_tile` passes.
+
+    Same arguments as :func:`nm_group_gemv` with ``table`` :func:`group_position_table` for
+    rank metadata. Whole groups go through the vector passes for the first ``batch - batch % 8``
+    columns; the last ``batch % 8`` columns, leftover blocks, a padded block and the dense tail
+    take scalar code.
+    """
+    geometry = group_geometry(F.Pattern(n, m))
+    source = RANK if decoder == K.RANK_LUT else INDEX
+    tile8, tile4, tile2, tile1 = (group_gemm_tile(n, m, bits, source, kind, t)
+                                  for t in GEMM_TILES)
+    field_mask = np.uint64((1 << bits) - 1)
+    per_group = geometry.blocks_per_group
+    groups_per_block = geometry.groups_per_block
+    scalar = K.INDEX if decoder == K.INDEX else K.RANK_UNRANK
+
+    @njit(parallel=True, fastmath=K.FASTMATH, cache=True)
+    def gemm(values, metadata, tail_values, x, out, full_blocks, pad_block, table, binom,
+             accumulate):
+        """out[r, :] (+)= W[r] @ x for every row, whole groups in AVX2 passes, the rest scalar."""
+        rows = values.shape[0]
+        cols, batch = x.shape
+        tail = tail_values.shape[1]
+        if per_group:
+            groups = full_blocks // per_group
+            first_scalar = groups * per_group
+        else:
+            groups = full_blocks * groups_per_block
+            first_scalar = full_blocks
+        vector_cols = batch - batch % 8
+        chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
+        for chunk in prange(chunks):
+            pos = np.zeros(n + 1, dtype=np.int64)
+            acc = np.empty(batch, dtype=np.float32)
+            for r in range(chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)):
+                meta_row = metadata[r]
+                vrow = values[r]
+                acc[:] = 0.0
+                c0 = 0
+                while c0 + 64 <= vector_cols:
+                    tile8(vrow, meta_row, x, table, groups, c0, acc)
+                    c0 += 64
+                if c0 + 32 <= vector_cols:
+                    tile4(vrow, meta_row, x, table, groups, c0, acc)
+                    c0 += 32
+                if c0 + 16 <= vector_cols:
+                    tile2(vrow, meta_row, x, table, groups, c0, acc)
+                    c0 += 16
+                if c0 + 8 <= vector_cols:
+                    tile1(vrow, meta_row, x, table, groups, c0, acc)
+                # Scalar: the last batch % 8 columns of the grouped blocks, then every column
+                # of leftover and padded blocks.
+                for b in range(full_blocks + pad_block):
+                    first = vector_cols if b < first_scalar else 0
+                    if first == batch:
+                        continue
+                    f = K.prepare_block(meta_row, b, n, m, bits, field_mask, scalar, binom, pos)
+                    for i in range(n):
+                        c = b * m + K.kept_position(meta_row, f, b, i, n, bits, field_mask,
+                                                   scalar, table, pos)
+                        if c < cols:
+                            v = K.widen(vrow[b * n + i], kind)
+                            xrow = x[c]
+                            for j in range(first, batch):
+                                acc[j] += v * xrow[j]
+                for t in range(tail):
+                    v = K.widen(tail_values[r, t], kind)
+                    xrow = x[cols - tail + t]
+                    for j in range(batch):
+                        acc[j] += v * xrow[j]
+                for j in range(batch):
+                    out[r, j] = out[r, j] + acc[j] if accumulate else acc[j]
+
+    return gemm
 
 
 @cache

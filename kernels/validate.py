@@ -34,9 +34,11 @@ def _triton_available() -> bool:
 
 def compare_kernels(reference: Callable[[F.SparseWeight, np.ndarray], np.ndarray],
                     patterns: Iterable[str], encodings: Iterable[str], dtypes: Iterable[str],
-                    shape: tuple[int, int] = (64, 200), batch: int = 4, tail: str = "dense",
+                    shape: tuple[int, int] = (64, 200), batch: int = 12, tail: str = "dense",
                     seed: int = 0, triton: bool = True) -> list[dict]:
     """Max relative error of each kernel against ``reference(weight, x)`` (float64 ``[out, b]``).
+
+    The default batch of 12 runs the vector GEMM's 8-column pass and its scalar remainder.
 
     Activations are rounded through float16 first, so the Triton kernel (fp16 operands) and the
     float32 kernels see identical inputs. Triton runs on float16/bfloat16 values, rank and index
@@ -65,11 +67,11 @@ def compare_kernels(reference: Callable[[F.SparseWeight, np.ndarray], np.ndarray
                 # kernel name -> (output, the reference columns it computed)
                 outputs = {}
                 for decoder in _decoders(pattern, encoding):
-                    outputs[f"numba/{decoder}"] = (prepare(weight, decoder)(x), np.s_[:])
-                    # Batch 1 takes its own GEMV: every vector path this CPU runs is checked
-                    # (AVX-512 pairs, AVX2 groups; the scalar one where neither applies).
-                    for simd in ("auto", "avx2"):
+                    # Every kernel this CPU runs: batch-1 GEMVs (AVX-512 pairs, AVX2 groups,
+                    # scalar) and GEMMs (AVX2 group passes, scalar).
+                    for simd in ("auto", "avx2", "scalar"):
                         plan = prepare(weight, decoder, simd)
+                        outputs[f"numba/{decoder} gemm/{plan.gemm_path}"] = (plan(x), np.s_[:])
                         outputs[f"numba/{decoder} gemv/{plan.gemv_path}"] = (
                             plan(np.ascontiguousarray(x[:, 0]))[:, None], np.s_[:1])
                 if run_triton and encoding in ("rank", "index") and (

@@ -69,6 +69,33 @@ def test_group_gemv_matches_float64_and_scalar(pattern, encoding, dtype, rows, g
         assert_close(y, y_scalar.astype(np.float64), weight, x, rtol=2e-5)
 
 
+@needs_avx2
+@pytest.mark.parametrize(("pattern", "encoding", "dtype"), CASES)
+@SETTINGS
+@given(rows=st.integers(1, 40), groups=st.integers(0, 12), extra=st.integers(0, 15),
+       tail_width=st.integers(0, 40), tail=st.sampled_from(["dense", "pad"]),
+       batch=st.integers(2, 140), seed=st.integers(0, 2**32 - 1))
+def test_group_gemm_matches_float64_and_scalar(pattern, encoding, dtype, rows, groups, extra,
+                                               tail_width, tail, batch, seed):
+    """Batches from 2 to 140: passes of 64, 32, 16 and 8 columns and a scalar remainder of
+    batch % 8 columns; leftover blocks, padded and dense tails as in the GEMV test."""
+    p = F.Pattern.parse(pattern)
+    per_group = 8 // p.n if p.n <= 8 else 0
+    blocks = groups * per_group + extra % per_group if per_group else groups // (p.n // 8)
+    cols = blocks * p.m + tail_width % p.m or p.m
+    rng = np.random.default_rng(seed)
+    weight = compressed(rng, rows, cols, p, encoding, tail, dtype)
+    x = nonzero(rng, (cols, batch))
+    plan = prepare(weight)
+    assert plan.gemm_path == "avx2-group"
+    y = plan(x, out=np.full((rows, batch), np.nan, np.float32))
+    assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
+    scalar = prepare(weight, simd="scalar")
+    assert scalar.gemm_path == "scalar"
+    y_scalar = scalar(x, out=np.full((rows, batch), np.nan, np.float32))
+    assert_close(y, y_scalar.astype(np.float64), weight, x, rtol=2e-5)
+
+
 @pytest.mark.parametrize("pattern", ["1:2", "2:4", "4:8", "8:16"])
 def test_group_mask_table_matches_decoded_ranks(pattern):
     """Every valid key's mask has exactly the window bits of the format's own decoding of its
