@@ -695,6 +695,15 @@ def _horizontal_sum(builder, vector):
     return builder.extract_element(vector, ir.Constant(ir.IntType(32), 0))
 
 
+@njit(inline="always")
+def _vector_groups(full_blocks, per_group, groups_per_block):
+    """(groups the vector loop takes, first block left to scalar code) of a row."""
+    if per_group:
+        groups = full_blocks // per_group
+        return groups, groups * per_group
+    return full_blocks * groups_per_block, full_blocks
+
+
 @cache
 def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
     """The GEMM (``x`` ``[in, batch]``) through :func:`group_gemm_tile` passes.
@@ -720,12 +729,7 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
         rows = values.shape[0]
         cols, batch = x.shape
         tail = tail_values.shape[1]
-        if per_group:
-            groups = full_blocks // per_group
-            first_scalar = groups * per_group
-        else:
-            groups = full_blocks * groups_per_block
-            first_scalar = full_blocks
+        groups, first_scalar = _vector_groups(full_blocks, per_group, groups_per_block)
         vector_cols = batch - batch % 8
         chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
         for chunk in prange(chunks):
@@ -801,12 +805,7 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
         rows = values.shape[0]
         cols = x.shape[0]
         tail = tail_values.shape[1]
-        if per_group:
-            groups = full_blocks // per_group
-            first_scalar = groups * per_group
-        else:
-            groups = full_blocks * groups_per_block
-            first_scalar = full_blocks
+        groups, first_scalar = _vector_groups(full_blocks, per_group, groups_per_block)
         chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
         for chunk in prange(chunks):
             pos = np.zeros(n + 1, dtype=np.int64)

@@ -30,8 +30,8 @@ def register(sub) -> None:
     k.add_argument("--dtype", action="append", choices=("float32", "float16", "bfloat16"),
                    help="value dtype (repeatable; default float32 float16)")
     k.add_argument("--simd", action="append", choices=("auto", "avx2", "scalar"),
-                   help="batch-1 vector path cap, timed side by side (repeatable; default auto: "
-                        "the widest this CPU runs)")
+                   help="vector path cap (GEMV and GEMM), timed side by side (repeatable; "
+                        "default auto: the widest this CPU runs)")
     k.add_argument("--repeats", type=int, default=7, help="timed rounds (median reported)")
     k.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     k.add_argument("--threads", type=int, help="Numba and torch threads (default: all cores)")

@@ -39,6 +39,16 @@ def _is_half_density(p: F.Pattern) -> bool:
     return p.m == 2 * p.n and 16 % p.n == 0
 
 
+def _grouped_weight(rng, pattern, encoding, dtype, rows, groups, extra, tail_width, tail):
+    """A random weight whose rows hold ``groups`` whole groups of eight kept values, then
+    ``extra`` leftover blocks (fewer than a group) and a tail of ``tail_width % M`` columns."""
+    p = F.Pattern.parse(pattern)
+    per_group = 8 // p.n if p.n <= 8 else 0
+    blocks = groups * per_group + extra % per_group if per_group else groups // (p.n // 8)
+    cols = blocks * p.m + tail_width % p.m or p.m
+    return compressed(rng, rows, cols, p, encoding, tail, dtype)
+
+
 @needs_avx2
 @pytest.mark.parametrize(("pattern", "encoding", "dtype"), CASES)
 @SETTINGS
@@ -50,17 +60,15 @@ def test_group_gemv_matches_float64_and_scalar(pattern, encoding, dtype, rows, g
     """Every vector path this CPU runs: up to 20 groups of eight kept values (main-loop trips
     of 4 groups or 4 pairs and the single-group remainder), leftover blocks (blocks not a
     multiple of 8/N), padded and dense tails."""
-    p = F.Pattern.parse(pattern)
-    per_group = 8 // p.n if p.n <= 8 else 0
-    blocks = groups * per_group + extra % per_group if per_group else groups // (p.n // 8)
-    cols = blocks * p.m + tail_width % p.m or p.m
     rng = np.random.default_rng(seed)
-    weight = compressed(rng, rows, cols, p, encoding, tail, dtype)
+    weight = _grouped_weight(rng, pattern, encoding, dtype, rows, groups, extra, tail_width,
+                             tail)
+    cols = weight.shape[1]
     x = nonzero(rng, (cols,))
     scalar = prepare(weight, simd="scalar")
     assert scalar.gemv_path == "scalar"
     y_scalar = scalar(x, out=np.full(rows, np.nan, np.float32))
-    wide = simd_nm.wide_available() and _is_half_density(p)
+    wide = simd_nm.wide_available() and _is_half_density(weight.pattern)
     for simd, path in [("avx2", "avx2-group"), ("auto", "avx512-pair" if wide else "avx2-group")]:
         plan = prepare(weight, simd=simd)
         assert plan.gemv_path == path
@@ -79,12 +87,10 @@ def test_group_gemm_matches_float64_and_scalar(pattern, encoding, dtype, rows, g
                                                tail_width, tail, batch, seed):
     """Batches from 2 to 140: passes of 64, 32, 16 and 8 columns and a scalar remainder of
     batch % 8 columns; leftover blocks, padded and dense tails as in the GEMV test."""
-    p = F.Pattern.parse(pattern)
-    per_group = 8 // p.n if p.n <= 8 else 0
-    blocks = groups * per_group + extra % per_group if per_group else groups // (p.n // 8)
-    cols = blocks * p.m + tail_width % p.m or p.m
     rng = np.random.default_rng(seed)
-    weight = compressed(rng, rows, cols, p, encoding, tail, dtype)
+    weight = _grouped_weight(rng, pattern, encoding, dtype, rows, groups, extra, tail_width,
+                             tail)
+    cols = weight.shape[1]
     x = nonzero(rng, (cols, batch))
     plan = prepare(weight)
     assert plan.gemm_path == "avx2-group"
