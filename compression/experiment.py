@@ -81,7 +81,11 @@ def grid(finetune_steps: int = 0) -> list[Row]:
 
 
 def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | None) -> Path:
-    """Run every row not yet in the CSV, appending each result as it finishes."""
+    """Run every row not yet in the CSV, appending each result as it finishes.
+
+    A fine-tuned row whose un-fine-tuned twin is also pending is pruned once: the twin's figure
+    is measured before the fine-tune (same masks, same weights) and written first.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "smollm2-135m.csv"
     done = set(pd.read_csv(csv_path)["label"]) if csv_path.is_file() else set()
@@ -89,23 +93,35 @@ def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | 
             and (not only or any(part in r.label for part in only))]
     if not rows:
         return csv_path
+    twins = {r.label: t for r in rows if r.finetune_steps for t in rows
+             if not t.finetune_steps and t.config == r.config}
+    rows = [r for r in rows if r not in twins.values()]
     loaded = load_model(SMOLLM2_NAME)
     dense_state = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     calib = data.calibration(loaded.tokenizer)
     windows, split_windows = data.evaluation_and_split(loaded.tokenizer)
+
+    def append(row: Row, metrics: dict) -> None:
+        record = flatten(row, metrics, data, split_windows)
+        print(json.dumps(record), flush=True)
+        pd.DataFrame([record]).to_csv(csv_path, mode="a", header=not csv_path.is_file(),
+                                      index=False)
+
     for row in rows:
         loaded.model.load_state_dict(dense_state)
-        print(f"== {row.label}", flush=True)
+        twin = twins.get(row.label)
+        print(f"== {row.label}" + (f" (and {twin.label})" if twin else ""), flush=True)
         if row.config is None:
             metrics = {"model": loaded.name, "pattern": "dense", "method": "dense",
                        **perplexity(loaded.model, windows), "timings": {}}
         else:
             metrics, _ = prune_and_evaluate(loaded, row.config, calib, windows,
-                                            row.finetune_steps)
-        record = flatten(row, metrics, data, split_windows)
-        print(json.dumps(record), flush=True)
-        pd.DataFrame([record]).to_csv(csv_path, mode="a", header=not csv_path.is_file(),
-                                      index=False)
+                                            row.finetune_steps,
+                                            eval_before_finetune=twin is not None)
+        if twin is not None:
+            before = metrics["before_finetune"]
+            append(twin, {**metrics, **before, "timings": {"prune_s": metrics["timings"]["prune_s"]}})
+        append(row, metrics)
     return csv_path
 
 

@@ -92,12 +92,17 @@ class _LayerTally:
 def prune_and_evaluate(loaded: LoadedModel, cfg: PruneConfig, calib: np.ndarray | None,
                        windows: np.ndarray | None, finetune_steps: int = 0,
                        progress: bool = True, writer: OutputWriter | None = None,
-                       release_layers: bool = False) -> tuple[dict, list[dict]]:
+                       release_layers: bool = False,
+                       eval_before_finetune: bool = False) -> tuple[dict, list[dict]]:
     """Prune ``loaded.model`` in place, each compressed layer streamed to ``writer`` (if any);
     returns (metrics, per-linear records). ``release_layers``: the run only writes, so written
-    layers leave memory (see :func:`prune_model`); not with evaluation or fine-tuning."""
+    layers leave memory (see :func:`prune_model`); not with evaluation or fine-tuning.
+    ``eval_before_finetune``: also measure the pruned model before its fine-tune, so one prune
+    gives both figures (``metrics["before_finetune"]``)."""
     if finetune_steps and calib is None:
         raise ValueError("--finetune-steps needs calibration text")
+    if eval_before_finetune and (not finetune_steps or windows is None):
+        raise ValueError("evaluating before the fine-tune needs --finetune-steps and evaluation")
     if release_layers and (windows is not None or finetune_steps or writer is None):
         raise ValueError("releasing layers is only for a written run without evaluation or "
                          "fine-tuning")
@@ -110,6 +115,7 @@ def prune_and_evaluate(loaded: LoadedModel, cfg: PruneConfig, calib: np.ndarray 
                           release=release_layers)
     timings["prune_s"] = time.perf_counter() - start
     losses = []
+    before = perplexity(loaded.model, windows, progress=progress) if eval_before_finetune else None
     if finetune_steps:
         start = time.perf_counter()
         losses = finetune(loaded.model, {n: m.union for n, m in outcome.masks.items()}, calib,
@@ -126,6 +132,9 @@ def prune_and_evaluate(loaded: LoadedModel, cfg: PruneConfig, calib: np.ndarray 
                "compressed_bits_per_weight": tally.bits_per_weight,
                "kept_fraction": float(np.mean([r["kept_fraction"] for r in outcome.records])),
                "timings": timings}
+    if before is not None:
+        metrics["before_finetune"] = before
+        timings["eval_before_finetune_s"] = before["eval_seconds"]
     if windows is not None:
         metrics.update(perplexity(loaded.model, windows, progress=progress))
         timings["eval_s"] = metrics["eval_seconds"]

@@ -31,6 +31,8 @@ def register(sub) -> None:
                         "matches the mean with an output bias")
     p.add_argument("--equalize", type=float, metavar="A", help="SmoothQuant-like alpha in [0, 1]")
     p.add_argument("--finetune-steps", type=int, default=0)
+    p.add_argument("--eval-before-finetune", action="store_true",
+                   help="also measure perplexity before the fine-tune (one more evaluation)")
     p.add_argument("--calib", help="calibration text (default: shared wiki.valid.tokens)")
     p.add_argument("--eval", help="evaluation text (default: shared wiki.test.raw)")
     p.add_argument("--calib-samples", type=int, default=128)
@@ -72,7 +74,8 @@ def run(args) -> int:
         with OutputWriter(args.out) as writer:
             metrics, records = prune_and_evaluate(
                 loaded, cfg, calib, windows, args.finetune_steps, writer=writer,
-                release_layers=windows is None and not args.finetune_steps)
+                release_layers=windows is None and not args.finetune_steps,
+                eval_before_finetune=args.eval_before_finetune)
             metrics["timings"]["load_s"] = load_s
             metrics["data"] = data.describe() if needs_calib else None
             writer.commit(records, metrics)
@@ -80,6 +83,8 @@ def run(args) -> int:
         signal.signal(signal.SIGTERM, previous)
     ppl = (f"perplexity {metrics['perplexity']:.3f} ({metrics['windows']} windows x "
            f"{metrics['seqlen']} tokens)" if windows is not None else "not evaluated")
+    if "before_finetune" in metrics:
+        ppl += f", {metrics['before_finetune']['perplexity']:.3f} before the fine-tune"
     print(f"{cfg.target} {cfg.method}: {ppl}; prune {metrics['timings']['prune_s']:.1f} s; "
           f"peak RSS {metrics['peak_rss_mib']:.0f} MiB -> {args.out}")
     return 0

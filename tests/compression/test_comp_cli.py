@@ -81,6 +81,14 @@ def test_bad_input_exits_2_and_leaves_nothing(tiny_folder, text_files, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_figure_before_fine_tune_needs_a_fine_tune(tiny_folder, text_files, tmp_path, capsys):
+    args = prune_args(tiny_folder, text_files, tmp_path / "run", "--pattern", "2:4",
+                      "--eval-before-finetune")
+    assert main(args) == 2
+    assert "needs --finetune-steps" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_output_folder_is_refused(tiny_folder, text_files, tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(prune_args(tiny_folder, text_files, tmp_path / "run", "--pattern", "2:4")) == 2

@@ -131,6 +131,24 @@ def test_fine_tuned_run_writes_every_layer_after_training(tiny_model, tmp_path):
                                       model.get_submodule(name).weight.detach().numpy())
 
 
+def test_figure_before_fine_tune_is_that_of_the_same_prune_without_one(tiny_model):
+    """One prune serves both rows: the pre-fine-tune perplexity equals a prune-only run's."""
+    cfg = PruneConfig(Target.parse("2:4"), "wanda", salient=Salient.parse("4:16"))
+    vocab = tiny_model().config.vocab_size
+    calib, windows = calib_windows(vocab, count=2, seqlen=16), calib_windows(vocab, 3, 16)
+    plain, _ = prune_and_evaluate(LoadedModel(tiny_model().float(), None, "tiny", "test"), cfg,
+                                  calib, windows, progress=False)
+    tuned, _ = prune_and_evaluate(LoadedModel(tiny_model().float(), None, "tiny", "test"), cfg,
+                                  calib, windows, finetune_steps=3, progress=False,
+                                  eval_before_finetune=True)
+    assert tuned["before_finetune"]["perplexity"] == pytest.approx(plain["perplexity"], rel=1e-6)
+    assert tuned["perplexity"] != pytest.approx(plain["perplexity"], rel=1e-6)
+    assert "eval_before_finetune_s" in tuned["timings"]
+    with pytest.raises(ValueError, match="before the fine-tune"):
+        prune_and_evaluate(LoadedModel(tiny_model().float(), None, "tiny", "test"), cfg, calib,
+                           None, finetune_steps=1, progress=False, eval_before_finetune=True)
+
+
 @settings(max_examples=25, deadline=None)
 @given(rows=st.integers(1, 9), cols=st.integers(1, 40), seed=st.integers(0, 2**16))
 def test_bit_packed_masks_round_trip(tmp_path_factory, rows, cols, seed):

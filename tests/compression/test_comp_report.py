@@ -70,3 +70,33 @@ def test_report_says_whole_split_only_when_every_row_covers_it(tmp_path):
     table.to_csv(csv, index=False)
     text = write_report(csv, "python -m compression.experiment").read_text()
     assert "whole test split" not in text and "first 594, 595 of the 595 windows" in text
+
+
+def test_fine_tuned_row_and_its_twin_share_one_prune(tiny_folder, text_files, tmp_path,
+                                                     monkeypatch):
+    """The +FT row and its un-fine-tuned twin come from one prune; each row is written once."""
+    from compression import experiment
+    from compression.job import DataConfig
+    from workloads.loading import load_model
+
+    calls = []
+    real = experiment.prune_and_evaluate
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("eval_before_finetune"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "prune_and_evaluate", spy)
+    def load_tiny_fp32(name):
+        loaded = load_model(tiny_folder)
+        loaded.model.float()  # the experiment fine-tunes, which needs fp32 (as SmolLM2 loads)
+        return loaded
+
+    monkeypatch.setattr(experiment, "load_model", load_tiny_fp32)
+    data = DataConfig(text_files / "calib.txt", text_files / "eval.txt", 2, 16, 16, 2)
+    csv_path = experiment.run(tmp_path, data, 2, only=["2:4 sparsegpt +EQ0.5"])
+    table = pd.read_csv(csv_path).set_index("label")
+    base = "2:4 sparsegpt +EQ0.5 +VC +salient 16:256"
+    assert list(table.index) == [base, base + " +FT2"] and calls == [True]
+    assert table.loc[base, "finetune_steps"] == 0 and table.loc[base + " +FT2", "finetune_steps"] == 2
+    assert table.loc[base, "perplexity"] != table.loc[base + " +FT2", "perplexity"]
