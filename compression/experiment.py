@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     data = DataConfig(calib_samples=args.calib_samples, calib_seqlen=args.calib_seqlen,
                       eval_seqlen=args.seqlen, eval_windows=args.eval_windows)
     csv_path = args.out / "smollm2-135m.csv"
+    if args.report_only and not csv_path.is_file():
+        parser.error(f"--report-only: {csv_path} does not exist (run the experiment first)")
     if not args.report_only:
         csv_path = run(args.out, data, args.finetune_steps, args.only)
     from compression.report import write_report

@@ -6,9 +6,16 @@ verdicts on the method's claims are computed from those numbers, not written by 
 
 from __future__ import annotations
 
+import re
+from itertools import pairwise
 from pathlib import Path
 
 import pandas as pd
+
+from compression.criteria import METHODS
+from compression.formats import bits_per_element
+
+STRUCTURED = ("2:4", "4:8", "8:16", "16:32")  # 50% density, M growing
 
 
 def _ppl(table: pd.DataFrame, label: str) -> float | None:
@@ -27,10 +34,25 @@ def _verdict(better: float | None, worse: float | None, claim: str, left: str,
             f"(perplexity {change:+.1f}%).")
 
 
+def _trend(table: pd.DataFrame, method: str) -> str:
+    """Does perplexity keep falling as M grows at 50% density (2:4 -> 16:32), for ``method``?"""
+    claim = f"- perplexity falls as M grows at 50% density ({method})"
+    ppl = {p: _ppl(table, f"{p} {method}") for p in STRUCTURED}
+    measured = [p for p in STRUCTURED if ppl[p] is not None]
+    if len(measured) < 3:
+        return f"{claim}: **not measured** (fewer than three of {', '.join(STRUCTURED)} run)."
+    holds = all(ppl[b] <= ppl[a] for a, b in pairwise(measured))
+    chain = " -> ".join(f"{p} {ppl[p]:.2f} ({bits_per_element(p, 'rank'):.3f} b)"
+                        for p in measured)
+    unstructured = _ppl(table, f"50% {method}")
+    tail = f"; 50% unstructured {unstructured:.2f}" if unstructured is not None else ""
+    return f"{claim}: **{'holds' if holds else 'does not hold'}** - {chain}{tail}."
+
+
 def claims(table: pd.DataFrame) -> list[str]:
     """One line per claim of the method, with the numbers that decide it."""
     lines = []
-    for method in ("magnitude", "wanda", "sparsegpt"):
+    for method in METHODS:
         lines.append(_verdict(_ppl(table, f"8:16 {method}"), _ppl(table, f"2:4 {method}"),
                               f"8:16 beats 2:4 ({method})", "8:16", "2:4"))
     for pattern in ("2:4", "8:16"):
@@ -61,6 +83,7 @@ def claims(table: pd.DataFrame) -> list[str]:
                                   _ppl(table, f"{pattern} sparsegpt +EQ0.5 +VC +salient 16:256"),
                                   f"a short fixed-mask fine-tune helps ({pattern}; the method "
                                   "reports up to 28%)", "fine-tuned", "not fine-tuned"))
+    lines += [_trend(table, method) for method in METHODS]
     lines.append("- A 13B LLaMa-2 at 8:16 matches a dense 7B: **not testable here** - no LLaMa-2 "
                  "checkpoint is reachable from this machine (no model hub), and a 2-core CPU "
                  "could not evaluate 7B/13B perplexity in the time available; the loading path "
@@ -105,6 +128,52 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("WikiText-2 test perplexity (log scale)")
     first = table.iloc[0]
     ax.set_title(f"SmolLM2-135M: {int(first['windows'])} windows x {int(first['seqlen'])} tokens")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pattern_grid(table: pd.DataFrame) -> pd.DataFrame:
+    """Perplexity per method (rows) and 50%-density pattern (columns, 50% unstructured last)."""
+    columns = [*STRUCTURED, "50%"]
+    return pd.DataFrame({p: [_ppl(table, f"{p} {m}") for m in METHODS] for p in columns},
+                        index=list(METHODS), dtype=float)
+
+
+def _pattern_table(grid: pd.DataFrame) -> str:
+    header = "| method | " + " | ".join(
+        f"{p} ({bits_per_element(p, 'rank'):.3f} b)" if ":" in p else f"{p} unstructured"
+        for p in grid.columns) + " |"
+    lines = [header, "|---|" + "---:|" * len(grid.columns)]
+    for method, row in grid.iterrows():
+        lines.append(f"| {method} | " + " | ".join("" if pd.isna(v) else f"{v:.2f}"
+                                                   for v in row) + " |")
+    return "\n".join(lines)
+
+
+def plot_patterns(grid: pd.DataFrame, path: Path, dense: float | None) -> None:
+    """Perplexity per 50%-density pattern (x: M growing, labelled with rank metadata bits per
+    element), one line per method, each method's 50% unstructured row as a dashed level and the
+    dense model as a dotted black one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    x = range(len(STRUCTURED))
+    for method, row in grid.iterrows():
+        (line,) = ax.plot(x, row[list(STRUCTURED)], marker="o", label=method)
+        if not pd.isna(row["50%"]):
+            ax.axhline(row["50%"], color=line.get_color(), ls="--", lw=0.8)
+    if dense:
+        ax.axhline(dense, color="black", ls=":", lw=1, label="dense")
+    ax.set_xticks(list(x), [f"{p}\n{bits_per_element(p, 'rank'):.3f} b/elem" for p in STRUCTURED])
+    ax.set_yscale("log")
+    ax.set_xlabel("N:M pattern at 50% density (rank metadata bits per element)")
+    ax.set_ylabel("WikiText-2 test perplexity (log)")
+    ax.set_title("N:M (solid) vs unstructured 50% (dashed), dense (dotted)")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -186,9 +255,18 @@ def write_report(csv_path: str | Path, command: str) -> Path:
     for title, frame in sections.items():
         body += [f"## {title}", "", _table(frame, dense), ""]
     body += ["![perplexity per row](smollm2-135m.png)", ""]
+    patterns = _pattern_grid(table)
+    if patterns.notna().any(axis=None):
+        plot_patterns(patterns, csv_path.with_name(csv_path.stem + "-patterns.png"), dense)
+        body += ["## Perplexity against the pattern (50% density)", "",
+                 ("Columns carry the rank metadata bits per element; an empty cell is a row not "
+                  "run."), "", _pattern_table(patterns), "",
+                 f"![perplexity against the pattern]({csv_path.stem}-patterns.png)", ""]
     from compression.experiment import grid
 
-    missing = [row.label for row in grid() if row.label not in set(table["label"])]
+    steps = re.search(r"--finetune-steps[ =](\d+)", command)
+    missing = [row.label for row in grid(int(steps.group(1)) if steps else 0)
+               if row.label not in set(table["label"])]
     if missing:
         screen = csv_path.parent / "screen" / csv_path.name
         body += ["## Rows of the grid not run", "",

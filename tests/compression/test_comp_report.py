@@ -48,11 +48,28 @@ def test_claims_follow_the_numbers():
     assert any("not testable" in line for line in lines.values())
 
 
+def test_pattern_trend_verdict_follows_every_step():
+    table = synthetic_table()
+    extra = [{**table.iloc[1].to_dict(), "label": f"{p} wanda", "pattern": p, "perplexity": v}
+             for p, v in (("4:8", 80.0), ("16:32", 55.0), ("50%", 50.0))]
+    table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+    line = next(x for x in claims(table) if "falls as M grows" in x and "(wanda)" in x)
+    assert "**holds**" in line and "4:8 80.00 (0.875 b)" in line and "unstructured 50.00" in line
+    table.loc[table["label"] == "16:32 wanda", "perplexity"] = 61.0  # worse than 8:16's 60
+    line = next(x for x in claims(table) if "falls as M grows" in x and "(wanda)" in x)
+    assert "**does not hold**" in line
+    line = next(x for x in claims(table) if "falls as M grows" in x and "(sparsegpt)" in x)
+    assert "**not measured**" in line
+
+
 def test_write_report_makes_markdown_and_chart(tmp_path):
     csv = tmp_path / "smollm2-135m.csv"
     synthetic_table().to_csv(csv, index=False)
-    md = write_report(csv, "python -m compression.experiment --eval-windows 3")
+    md = write_report(csv, "python -m compression.experiment --eval-windows 3 --finetune-steps 7")
     text = md.read_text()
+    assert "| wanda | 100.00 |  | 60.00 |  |  |" in text  # 2:4, 4:8 (not run), 8:16, ...
+    assert (tmp_path / "smollm2-135m-patterns.png").stat().st_size > 1000
+    assert "- 8:16 sparsegpt +EQ0.5 +VC +salient 16:256 +FT7" in text
     assert "--eval-windows 3" in text and "first 3 of the 595 windows" in text
     assert "whole test split" not in text
     assert "| 8:16 wanda | 60.00 | 3.00x |" in text
@@ -87,6 +104,7 @@ def test_fine_tuned_row_and_its_twin_share_one_prune(tiny_folder, text_files, tm
         return real(*args, **kwargs)
 
     monkeypatch.setattr(experiment, "prune_and_evaluate", spy)
+
     def load_tiny_fp32(name):
         loaded = load_model(tiny_folder)
         loaded.model.float()  # the experiment fine-tunes, which needs fp32 (as SmolLM2 loads)
