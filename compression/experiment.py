@@ -119,8 +119,8 @@ def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | 
                                             row.finetune_steps,
                                             eval_before_finetune=twin is not None)
         if twin is not None:
-            before = metrics["before_finetune"]
-            append(twin, {**metrics, **before, "timings": {"prune_s": metrics["timings"]["prune_s"]}})
+            timings = {"prune_s": metrics["timings"]["prune_s"]}
+            append(twin, {**metrics, **metrics["before_finetune"], "timings": timings})
         append(row, metrics)
     return csv_path
 

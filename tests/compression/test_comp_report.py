@@ -116,5 +116,5 @@ def test_fine_tuned_row_and_its_twin_share_one_prune(tiny_folder, text_files, tm
     table = pd.read_csv(csv_path).set_index("label")
     base = "2:4 sparsegpt +EQ0.5 +VC +salient 16:256"
     assert list(table.index) == [base, base + " +FT2"] and calls == [True]
-    assert table.loc[base, "finetune_steps"] == 0 and table.loc[base + " +FT2", "finetune_steps"] == 2
+    assert table["finetune_steps"].tolist() == [0, 2]
     assert table.loc[base, "perplexity"] != table.loc[base + " +FT2", "perplexity"]
