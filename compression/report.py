@@ -50,7 +50,8 @@ def _trend(table: pd.DataFrame, method: str) -> str:
 
 
 def claims(table: pd.DataFrame) -> list[str]:
-    """One line per claim of the method, with the numbers that decide it."""
+    """One line per claim of the method, with the numbers that decide it (the same claims in the
+    same order for any table; a claim without its rows says it was not measured)."""
     lines = []
     for method in METHODS:
         lines.append(_verdict(_ppl(table, f"8:16 {method}"), _ppl(table, f"2:4 {method}"),
@@ -78,11 +79,10 @@ def claims(table: pd.DataFrame) -> list[str]:
                               "SparseGPT"))
         tuned = table[table["label"].str.startswith(f"{pattern} sparsegpt +EQ0.5 +VC +salient "
                                                     "16:256 +FT")]
-        if len(tuned):
-            lines.append(_verdict(float(tuned["perplexity"].iloc[0]),
-                                  _ppl(table, f"{pattern} sparsegpt +EQ0.5 +VC +salient 16:256"),
-                                  f"a short fixed-mask fine-tune helps ({pattern}; the method "
-                                  "reports up to 28%)", "fine-tuned", "not fine-tuned"))
+        lines.append(_verdict(float(tuned["perplexity"].iloc[0]) if len(tuned) else None,
+                              _ppl(table, f"{pattern} sparsegpt +EQ0.5 +VC +salient 16:256"),
+                              f"a short fixed-mask fine-tune helps ({pattern}; the method "
+                              "reports up to 28%)", "fine-tuned", "not fine-tuned"))
     lines += [_trend(table, method) for method in METHODS]
     lines.append("- A 13B LLaMa-2 at 8:16 matches a dense 7B: **not testable here** - no LLaMa-2 "
                  "checkpoint is reachable from this machine (no model hub), and a 2-core CPU "
@@ -201,6 +201,54 @@ def _evaluation_text(table: pd.DataFrame) -> str:
             "tokens).")
 
 
+NOT_MEASURED = "**not measured**"
+
+
+def _outcome(line: str) -> str | None:
+    """'holds' / 'does not hold' of a verdict line, or None when it was not measured."""
+    match = re.search(r": \*\*(holds|does not hold)\*\*", line)
+    return match.group(1) if match else None
+
+
+def _run_text(table: pd.DataFrame) -> str:
+    calib = table["calib_samples"].dropna()
+    calib_text = f", {int(calib.iloc[0])} calibration windows" if len(calib) else ""
+    return (f"{int(table['windows'].max())} windows of {int(table['seqlen'].iloc[0])} tokens"
+            f"{calib_text}")
+
+
+def claims_with_screen(table: pd.DataFrame, screen: pd.DataFrame | None) -> list[str]:
+    """:func:`claims` of ``table``; a claim it cannot decide carries the screening run's verdict,
+    labelled as such (``claims`` yields the same lines in the same order for any table)."""
+    lines = claims(table)
+    if screen is None:
+        return lines
+    run = _run_text(screen)
+    merged = []
+    for line, other in zip(lines, claims(screen), strict=True):
+        if NOT_MEASURED in line and _outcome(other):
+            verdict = "**" + other.split(": **", 1)[1].split(". ")[0].rstrip(".") + "."
+            reason, _, note = line.partition(").")
+            line = f"{reason}); screening run ({run}): {verdict}{note}"
+        merged.append(line)
+    return merged
+
+
+def screen_agreement(table: pd.DataFrame, screen: pd.DataFrame) -> str:
+    """How far the screening run predicts this one: verdicts that agree, and the Spearman rank
+    correlation (Pearson of ranks) of perplexity over the rows both have."""
+    pairs = [(_outcome(a), _outcome(b)) for a, b in zip(claims(table), claims(screen),
+                                                        strict=True)]
+    decided = [(a, b) for a, b in pairs if a and b]
+    both = table.set_index("label")["perplexity"].to_frame("run").join(
+        screen.set_index("label")["perplexity"].to_frame("screen"), how="inner")
+    rho = both["run"].rank().corr(both["screen"].rank()) if len(both) > 2 else float("nan")
+    return (f"Screening run ({_run_text(screen)}) against this one: "
+            f"{sum(a == b for a, b in decided)} of {len(decided)} verdicts decided by both agree; "
+            f"Spearman rank correlation of perplexity over the {len(both)} rows both have "
+            f"{rho:.3f}.")
+
+
 def write_report(csv_path: str | Path, command: str) -> Path:
     """Write ``smollm2-135m.md`` and ``.png`` beside the CSV; returns the Markdown path."""
     csv_path = Path(csv_path)
@@ -208,6 +256,8 @@ def write_report(csv_path: str | Path, command: str) -> Path:
     md_path = csv_path.with_suffix(".md")
     plot(table, csv_path.with_suffix(".png"))
     dense = _ppl(table, "dense")
+    screen_csv = csv_path.parent / "screen" / csv_path.name
+    screen = pd.read_csv(screen_csv) if screen_csv.is_file() else None
     calib = table.dropna(subset=["calib_samples"])
     calib_text = (f"{int(calib['calib_samples'].iloc[0])} random windows of "
                   f"{int(calib['calib_seqlen'].iloc[0])} tokens" if len(calib) else "none")
@@ -249,8 +299,9 @@ def write_report(csv_path: str | Path, command: str) -> Path:
          + ("." if _whole_split(table) else "; with this few windows, differences of a few "
             "percent are within the noise of the window sample.")),
         "",
-        *claims(table),
+        *claims_with_screen(table, screen),
         "",
+        *([screen_agreement(table, screen), ""] if screen is not None else []),
     ]
     for title, frame in sections.items():
         body += [f"## {title}", "", _table(frame, dense), ""]
@@ -268,14 +319,16 @@ def write_report(csv_path: str | Path, command: str) -> Path:
     missing = [row.label for row in grid(int(steps.group(1)) if steps else 0)
                if row.label not in set(table["label"])]
     if missing:
-        screen = csv_path.parent / "screen" / csv_path.name
+        screened = {} if screen is None else dict(zip(screen["label"], screen["perplexity"]))
         body += ["## Rows of the grid not run", "",
                  ("These rows are in the experiment's grid but not in the CSV (not run before the "
-                 "deadline on the shared machine); rerunning the same command resumes with them:"),
-                 "", *[f"- {label}" for label in missing], ""]
-        if screen.is_file():
-            body += [(f"Every row was measured on fewer windows in the screening run: "
-                      f"[screen/{screen.with_suffix('.md').name}]"
-                      f"(screen/{screen.with_suffix('.md').name})."), ""]
+                  "deadline on the shared machine); rerunning the same command resumes with them"
+                  + (f". In parentheses, the screening run's perplexity ({_run_text(screen)}), "
+                     "not comparable in absolute terms:" if screened else ":")),
+                 "", *[f"- {label}" + (f" (screen {screened[label]:.2f})" if label in screened
+                                       else "") for label in missing], ""]
+        if screen is not None:
+            page = screen_csv.with_suffix(".md").name
+            body += [f"The screening run's report: [screen/{page}](screen/{page}).", ""]
     md_path.write_text("\n".join(body))
     return md_path

@@ -118,3 +118,34 @@ def test_fine_tuned_row_and_its_twin_share_one_prune(tiny_folder, text_files, tm
     assert list(table.index) == [base, base + " +FT2"] and calls == [True]
     assert table["finetune_steps"].tolist() == [0, 2]
     assert table.loc[base, "perplexity"] != table.loc[base + " +FT2", "perplexity"]
+
+
+def test_screening_run_fills_claims_this_run_lacks(tmp_path):
+    """A claim the run cannot decide carries the screen's verdict, labelled; missing rows show
+    the screen's figure; the agreement line counts verdicts and rank-correlates the shared rows."""
+    run = synthetic_table(windows=595).query("label != '2:4 wanda +salient unstructured(16:256)'")
+    screen = synthetic_table(windows=3)
+    screen.loc[screen["label"] == "8:16 magnitude", "perplexity"] = 400.0  # 8:16 now beats 2:4
+    (tmp_path / "screen").mkdir()
+    run.to_csv(tmp_path / "smollm2-135m.csv", index=False)
+    screen.to_csv(tmp_path / "screen" / "smollm2-135m.csv", index=False)
+    text = write_report(tmp_path / "smollm2-135m.csv", "python -m compression.experiment"
+                        ).read_text()
+    salient = next(x for x in text.splitlines() if x.startswith("- structured 16:256 salient")
+                   and "(2:4 Wanda)" in x)
+    assert salient.startswith("- structured 16:256 salient >= unstructured, same count (2:4 "
+                              "Wanda): **not measured** (row missing from the CSV); screening "
+                              "run (3 windows of 512 tokens, 4 calibration windows): **does not "
+                              "hold** - structured 70.00 vs unstructured 65.00 (perplexity +7.7%).")
+    magnitude = next(x for x in text.splitlines() if x.startswith("- 8:16 beats 2:4 (magnitude)"))
+    assert "screening" not in magnitude and "**does not hold**" in magnitude  # run's own verdict
+    assert "- 2:4 wanda +salient unstructured(16:256) (screen 65.00)" in text
+    # Verdicts decided by both: 8:16 vs 2:4 for magnitude and Wanda, VC, EQ (Wanda); the
+    # magnitude one disagrees. Ranks of the 8 shared rows: only 8:16 magnitude moves.
+    shared = run.set_index("label")["perplexity"]
+    moved = shared.copy()
+    moved["8:16 magnitude"] = 400.0
+    x, y = shared.rank().to_numpy(), moved.rank().to_numpy()
+    rho = ((x - x.mean()) @ (y - y.mean())) / ((x - x.mean()) @ (x - x.mean()))
+    assert (f"3 of 4 verdicts decided by both agree; Spearman rank correlation of perplexity "
+            f"over the 8 rows both have {rho:.3f}.") in text
