@@ -49,6 +49,16 @@ def _trend(table: pd.DataFrame, method: str) -> str:
     return f"{claim}: **{'holds' if holds else 'does not hold'}** - {chain}{tail}."
 
 
+def _stored_text(table: pd.DataFrame, structured: str, unstructured: str) -> str:
+    """' Stored: ...' bits per weight of the two salient rows, when both have them."""
+    bits = table.set_index("label")["stored_bits_per_weight"]
+    if (structured not in bits or unstructured not in bits
+            or bits[[structured, unstructured]].isna().any()):
+        return ""
+    return (f" Stored: structured {bits[structured]:.2f} vs unstructured (CSR) "
+            f"{bits[unstructured]:.2f} bits per weight.")
+
+
 def claims(table: pd.DataFrame) -> list[str]:
     """One line per claim of the method, with the numbers that decide it (the same claims in the
     same order for any table; a claim without its rows says it was not measured)."""
@@ -57,10 +67,12 @@ def claims(table: pd.DataFrame) -> list[str]:
         lines.append(_verdict(_ppl(table, f"8:16 {method}"), _ppl(table, f"2:4 {method}"),
                               f"8:16 beats 2:4 ({method})", "8:16", "2:4"))
     for pattern in ("2:4", "8:16"):
-        lines.append(_verdict(_ppl(table, f"{pattern} wanda +salient 16:256"),
-                              _ppl(table, f"{pattern} wanda +salient unstructured(16:256)"),
+        structured, unstructured = (f"{pattern} wanda +salient 16:256",
+                                    f"{pattern} wanda +salient unstructured(16:256)")
+        lines.append(_verdict(_ppl(table, structured), _ppl(table, unstructured),
                               f"structured 16:256 salient >= unstructured, same count "
-                              f"({pattern} Wanda)", "structured", "unstructured"))
+                              f"({pattern} Wanda)", "structured", "unstructured")
+                     + _stored_text(table, structured, unstructured))
         lines.append(_verdict(_ppl(table, f"{pattern} wanda +VC"), _ppl(table, f"{pattern} wanda"),
                               f"variance correction helps ({pattern} Wanda)", "with", "without"))
         lines.append(_verdict(_ppl(table, f"{pattern} wanda +EQ0.5"),
