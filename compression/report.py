@@ -7,6 +7,7 @@ verdicts on the method's claims are computed from those numbers, not written by 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
@@ -23,30 +24,48 @@ def _ppl(table: pd.DataFrame, label: str) -> float | None:
     return float(hit.iloc[0]) if len(hit) else None
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One claim's verdict: ``word`` is holds / does not hold / not measured / not testable here;
+    ``detail`` the numbers (or why none), ``note`` a remark that follows them."""
+
+    claim: str
+    word: str
+    detail: str
+    note: str = ""
+
+    @property
+    def decided(self) -> bool:
+        return self.word in ("holds", "does not hold")
+
+    @property
+    def line(self) -> str:
+        return f"- {self.claim}: **{self.word}** {self.detail}{self.note}"
+
+
 def _verdict(better: float | None, worse: float | None, claim: str, left: str,
-             right: str) -> str:
+             right: str, note: str = "") -> Claim:
     if better is None or worse is None:
-        return f"- {claim}: **not measured** (row missing from the CSV)."
-    holds = better <= worse
+        return Claim(claim, "not measured", "(row missing from the CSV).", note)
     change = (better - worse) / worse * 100
-    word = "holds" if holds else "does not hold"
-    return (f"- {claim}: **{word}** - {left} {better:.2f} vs {right} {worse:.2f} "
-            f"(perplexity {change:+.1f}%).")
+    return Claim(claim, "holds" if better <= worse else "does not hold",
+                 f"- {left} {better:.2f} vs {right} {worse:.2f} (perplexity {change:+.1f}%).",
+                 note)
 
 
-def _trend(table: pd.DataFrame, method: str) -> str:
+def _trend(table: pd.DataFrame, method: str) -> Claim:
     """Does perplexity keep falling as M grows at 50% density (2:4 -> 16:32), for ``method``?"""
-    claim = f"- perplexity falls as M grows at 50% density ({method})"
+    claim = f"perplexity falls as M grows at 50% density ({method})"
     ppl = {p: _ppl(table, f"{p} {method}") for p in STRUCTURED}
     measured = [p for p in STRUCTURED if ppl[p] is not None]
     if len(measured) < 3:
-        return f"{claim}: **not measured** (fewer than three of {', '.join(STRUCTURED)} run)."
+        return Claim(claim, "not measured", f"(fewer than three of {', '.join(STRUCTURED)} run).")
     holds = all(ppl[b] <= ppl[a] for a, b in pairwise(measured))
     chain = " -> ".join(f"{p} {ppl[p]:.2f} ({bits_per_element(p, 'rank'):.3f} b)"
                         for p in measured)
     unstructured = _ppl(table, f"50% {method}")
     tail = f"; 50% unstructured {unstructured:.2f}" if unstructured is not None else ""
-    return f"{claim}: **{'holds' if holds else 'does not hold'}** - {chain}{tail}."
+    return Claim(claim, "holds" if holds else "does not hold", f"- {chain}{tail}.")
 
 
 def _stored_text(table: pd.DataFrame, structured: str, unstructured: str) -> str:
@@ -60,8 +79,13 @@ def _stored_text(table: pd.DataFrame, structured: str, unstructured: str) -> str
 
 
 def claims(table: pd.DataFrame) -> list[str]:
-    """One line per claim of the method, with the numbers that decide it (the same claims in the
-    same order for any table; a claim without its rows says it was not measured)."""
+    """One line per claim of the method, with the numbers that decide it."""
+    return [c.line for c in claim_records(table)]
+
+
+def claim_records(table: pd.DataFrame) -> list[Claim]:
+    """The method's claims decided on ``table``: the same claims in the same order for any
+    table (a claim without its rows is not measured)."""
     lines = []
     for method in METHODS:
         lines.append(_verdict(_ppl(table, f"8:16 {method}"), _ppl(table, f"2:4 {method}"),
@@ -71,16 +95,17 @@ def claims(table: pd.DataFrame) -> list[str]:
                                     f"{pattern} wanda +salient unstructured(16:256)")
         lines.append(_verdict(_ppl(table, structured), _ppl(table, unstructured),
                               f"structured 16:256 salient >= unstructured, same count "
-                              f"({pattern} Wanda)", "structured", "unstructured")
-                     + _stored_text(table, structured, unstructured))
+                              f"({pattern} Wanda)", "structured", "unstructured",
+                              _stored_text(table, structured, unstructured)))
         lines.append(_verdict(_ppl(table, f"{pattern} wanda +VC"), _ppl(table, f"{pattern} wanda"),
                               f"variance correction helps ({pattern} Wanda)", "with", "without"))
         lines.append(_verdict(_ppl(table, f"{pattern} wanda +EQ0.5"),
                               _ppl(table, f"{pattern} wanda"),
                               f"equalization (alpha 0.5) helps ({pattern} Wanda)", "with",
-                              "without")
-                     + " Wanda's score |W_ij| ||X_j|| is unchanged by W diag(s), X diag(s)^-1, "
-                       "so the mask is the same; only fp16 rounding differs.")
+                              "without",
+                              " Wanda's score |W_ij| ||X_j|| is unchanged by W diag(s), "
+                              "X diag(s)^-1, so the mask is the same; only fp16 rounding "
+                              "differs."))
         lines.append(_verdict(_ppl(table, f"{pattern} magnitude +EQ0.5"),
                               _ppl(table, f"{pattern} magnitude"),
                               f"equalization (alpha 0.5) helps ({pattern} magnitude)", "with",
@@ -96,11 +121,11 @@ def claims(table: pd.DataFrame) -> list[str]:
                               f"a short fixed-mask fine-tune helps ({pattern}; the method "
                               "reports up to 28%)", "fine-tuned", "not fine-tuned"))
     lines += [_trend(table, method) for method in METHODS]
-    lines.append("- A 13B LLaMa-2 at 8:16 matches a dense 7B: **not testable here** - no LLaMa-2 "
-                 "checkpoint is reachable from this machine (no model hub), and a 2-core CPU "
-                 "could not evaluate 7B/13B perplexity in the time available; the loading path "
-                 "for local LLaMa-2 folders exists and is tested on a tiny LLaMa-2-structured "
-                 "model only.")
+    lines.append(Claim("A 13B LLaMa-2 at 8:16 matches a dense 7B", "not testable here",
+                       "- no LLaMa-2 checkpoint is reachable from this machine (no model hub), "
+                       "and a 2-core CPU could not evaluate 7B/13B perplexity in the time "
+                       "available; the loading path for local LLaMa-2 folders exists and is "
+                       "tested on a tiny LLaMa-2-structured model only."))
     return lines
 
 
@@ -213,15 +238,6 @@ def _evaluation_text(table: pd.DataFrame) -> str:
             "tokens).")
 
 
-NOT_MEASURED = "**not measured**"
-
-
-def _outcome(line: str) -> str | None:
-    """'holds' / 'does not hold' of a verdict line, or None when it was not measured."""
-    match = re.search(r": \*\*(holds|does not hold)\*\*", line)
-    return match.group(1) if match else None
-
-
 def _run_text(table: pd.DataFrame) -> str:
     calib = table["calib_samples"].dropna()
     calib_text = f", {int(calib.iloc[0])} calibration windows" if len(calib) else ""
@@ -232,26 +248,24 @@ def _run_text(table: pd.DataFrame) -> str:
 def claims_with_screen(table: pd.DataFrame, screen: pd.DataFrame | None) -> list[str]:
     """:func:`claims` of ``table``; a claim it cannot decide carries the screening run's verdict,
     labelled as such (``claims`` yields the same lines in the same order for any table)."""
-    lines = claims(table)
+    records = claim_records(table)
     if screen is None:
-        return lines
+        return [c.line for c in records]
     run = _run_text(screen)
     merged = []
-    for line, other in zip(lines, claims(screen), strict=True):
-        if NOT_MEASURED in line and _outcome(other):
-            verdict = "**" + other.split(": **", 1)[1].split(". ")[0].rstrip(".") + "."
-            reason, _, note = line.partition(").")
-            line = f"{reason}); screening run ({run}): {verdict}{note}"
-        merged.append(line)
+    for own, other in zip(records, claim_records(screen), strict=True):
+        if own.word == "not measured" and other.decided:
+            own = Claim(own.claim, own.word, f"{own.detail[:-1]}; screening run ({run}): "
+                        f"**{other.word}** {other.detail}", own.note)
+        merged.append(own.line)
     return merged
 
 
 def screen_agreement(table: pd.DataFrame, screen: pd.DataFrame) -> str:
     """How far the screening run predicts this one: verdicts that agree, and the Spearman rank
     correlation (Pearson of ranks) of perplexity over the rows both have."""
-    pairs = [(_outcome(a), _outcome(b)) for a, b in zip(claims(table), claims(screen),
-                                                        strict=True)]
-    decided = [(a, b) for a, b in pairs if a and b]
+    decided = [(a.word, b.word) for a, b in zip(claim_records(table), claim_records(screen),
+                                                strict=True) if a.decided and b.decided]
     both = table.set_index("label")["perplexity"].to_frame("run").join(
         screen.set_index("label")["perplexity"].to_frame("screen"), how="inner")
     rho = both["run"].rank().corr(both["screen"].rank()) if len(both) > 2 else float("nan")
