@@ -275,10 +275,30 @@ def screen_agreement(table: pd.DataFrame, screen: pd.DataFrame) -> str:
             f"{rho:.3f}.")
 
 
+def reading_order(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Rows sorted for reading: dense and the plain methods first, then the rest; within each,
+    by pattern (2:4, 4:8, 8:16, 16:32, 50%), then in the grid's order (``labels``).
+
+    The CSV holds rows in the order they finished, which differs from run to run; rows not in
+    the grid go last in their section, in CSV order.
+    """
+    section = (~table["group"].isin(["dense", "methods"])).astype(int)
+    patterns = {p: i for i, p in enumerate(["dense", *STRUCTURED, "50%"])}
+    pattern = table["pattern"].map(patterns).fillna(len(patterns))
+    place = table["label"].map({label: i for i, label in enumerate(labels)}).fillna(len(labels))
+    keys = pd.DataFrame({"section": section, "pattern": pattern, "place": place,
+                         "csv": range(len(table))})
+    return table.loc[keys.sort_values(list(keys.columns)).index].reset_index(drop=True)
+
+
 def write_report(csv_path: str | Path, command: str) -> Path:
     """Write ``smollm2-135m.md`` and ``.png`` beside the CSV; returns the Markdown path."""
+    from compression.experiment import grid
+
     csv_path = Path(csv_path)
-    table = pd.read_csv(csv_path)
+    steps = re.search(r"--finetune-steps[ =](\d+)", command)
+    labels = [row.label for row in grid(int(steps.group(1)) if steps else 0)]
+    table = reading_order(pd.read_csv(csv_path), labels)
     md_path = csv_path.with_suffix(".md")
     plot(table, csv_path.with_suffix(".png"))
     dense = _ppl(table, "dense")
@@ -339,11 +359,7 @@ def write_report(csv_path: str | Path, command: str) -> Path:
                  ("Columns carry the rank metadata bits per element; an empty cell is a row not "
                   "run."), "", _pattern_table(patterns), "",
                  f"![perplexity against the pattern]({csv_path.stem}-patterns.png)", ""]
-    from compression.experiment import grid
-
-    steps = re.search(r"--finetune-steps[ =](\d+)", command)
-    missing = [row.label for row in grid(int(steps.group(1)) if steps else 0)
-               if row.label not in set(table["label"])]
+    missing = [label for label in labels if label not in set(table["label"])]
     if missing:
         screened = {} if screen is None else dict(zip(screen["label"], screen["perplexity"]))
         body += ["## Rows of the grid not run", "",

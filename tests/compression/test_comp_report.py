@@ -154,3 +154,27 @@ def test_screening_run_fills_claims_this_run_lacks(tmp_path):
     rho = ((x - x.mean()) @ (y - y.mean())) / ((x - x.mean()) @ (x - x.mean()))
     assert (f"3 of 4 verdicts decided by both agree; Spearman rank correlation of perplexity "
             f"over the 8 rows both have {rho:.3f}.") in text
+
+
+def test_report_tables_follow_pattern_then_grid_order_whatever_the_csv_order(tmp_path):
+    """Rows finish in any order; the report groups them by pattern, then by the grid."""
+    table = synthetic_table()
+    extra = [{**table.iloc[1].to_dict(), "label": label, "pattern": label.split()[0],
+              "group": group} for label, group in (("50% wanda", "methods"),
+                                                   ("4:8 magnitude", "methods"),
+                                                   ("8:16 wanda +VC", "corrections"),
+                                                   ("a row outside the grid", "methods"))]
+    table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+    table.loc[table["label"].str.contains("+", regex=False), "group"] = "corrections"
+    table = table.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    table.to_csv(tmp_path / "smollm2-135m.csv", index=False)
+    text = write_report(tmp_path / "smollm2-135m.csv", "python -m compression.experiment"
+                        ).read_text()
+    methods, others = (section.split("\n\n")[1] for section in text.split("\n## ")
+                       if section.startswith(("Methods at each pattern", "Corrections")))
+    rows = [line.split(" | ")[0][2:] for line in methods.splitlines()[2:]]
+    assert rows == ["dense", "2:4 magnitude", "2:4 wanda", "4:8 magnitude", "8:16 magnitude",
+                    "8:16 wanda", "50% wanda", "a row outside the grid"]
+    rows = [line.split(" | ")[0][2:] for line in others.splitlines()[2:]]
+    assert rows == ["2:4 wanda +VC", "2:4 wanda +EQ0.5", "2:4 wanda +salient 16:256",
+                    "2:4 wanda +salient unstructured(16:256)", "8:16 wanda +VC"]
