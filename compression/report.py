@@ -17,6 +17,7 @@ from compression.criteria import METHODS
 from compression.formats import bits_per_element
 
 STRUCTURED = ("2:4", "4:8", "8:16", "16:32")  # 50% density, M growing
+PATTERN_COLUMNS = (*STRUCTURED, "50%")  # then the unstructured reference at the same density
 
 
 def _ppl(table: pd.DataFrame, label: str) -> float | None:
@@ -172,7 +173,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 def _pattern_grid(table: pd.DataFrame) -> pd.DataFrame:
     """Perplexity per method (rows) and 50%-density pattern (columns, 50% unstructured last)."""
-    columns = [*STRUCTURED, "50%"]
+    columns = list(PATTERN_COLUMNS)
     return pd.DataFrame({p: [_ppl(table, f"{p} {m}") for m in METHODS] for p in columns},
                         index=list(METHODS), dtype=float)
 
@@ -283,7 +284,7 @@ def reading_order(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     the grid go last in their section, in CSV order.
     """
     section = (~table["group"].isin(["dense", "methods"])).astype(int)
-    patterns = {p: i for i, p in enumerate(["dense", *STRUCTURED, "50%"])}
+    patterns = {p: i for i, p in enumerate(["dense", *PATTERN_COLUMNS])}
     pattern = table["pattern"].map(patterns).fillna(len(patterns))
     place = table["label"].map({label: i for i, label in enumerate(labels)}).fillna(len(labels))
     keys = pd.DataFrame({"section": section, "pattern": pattern, "place": place,
