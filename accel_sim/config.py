@@ -31,7 +31,7 @@ DENSE = "dense"
 DTYPE_BYTES = {"int8": 1, "fp8": 1, "fp16": 2, "bf16": 2}
 ACCUMULATOR_BYTES = {"int8": 4, "fp8": 4, "fp16": 4, "bf16": 4}  # int32 / fp32 accumulation
 TEMPLATES = ("tensor_core", "systolic")
-DATAFLOWS = ("ws", "os")
+DATAFLOWS = ("ws", "os", "is")  # weight-, output-, input-stationary (systolic template)
 MUX_STYLES = ("full", "sorted")  # M:1, or (M-N+1):1 on ascending indices
 DECODERS = ("auto", "direct", "popcount", "rank_rom", "rank_pipeline", "rank_serial")
 # Which decoders can read which encoding ("auto" picks the first).

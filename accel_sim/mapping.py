@@ -13,20 +13,38 @@ Compute templates (per core, per step):
   A step over a k-chunk with ``kept`` stored weights per row (``kept = chunk * N / M`` on N:M)
   takes ``ceil(tm / rows) * ceil(tn / cols) * ceil(kept / dot_width)`` cycles; each wave adds the
   array's pipeline fill once (operand select + multiplier + adder tree).
-* ``systolic`` (SCALE-Sim fold accounting, Samajdar et al., ISPASS 2020): an ``R x C`` array
-  processes a fold of spatial size ``S_R x S_C`` and temporal depth ``T`` in ``2R + C + T - 2``
-  cycles (fill + stream + drain), so a GEMM takes
-  ``(2R + C + T - 2) * ceil(S_R / R) * ceil(S_C / C)`` cycles, with
+* ``systolic`` (SCALE-Sim v3 fold accounting, Samajdar et al., ISPASS 2020, checked against
+  SCALE-Sim 3.0.0 by scripts/scalesim_parity.py): an ``R x C`` array processes a fold of spatial
+  size ``S_R x S_C`` and temporal depth ``T``; a GEMM takes
+  ``fold_cycles * ceil(S_R / R) * ceil(S_C / C) - 1`` cycles (SCALE-Sim counts the last output's
+  cycle index from 0), with ``fold_cycles = 2R + C + T - 2`` for WS and IS (stationary preload
+  + skewed stream + drain) and ``R + C + T - 2`` for OS (no preload):
 
-  - weight-stationary: ``S_R = k'`` (stored weights per row), ``S_C = n``, ``T = m`` (or the
-    m-chunk ``tile_m`` the activation buffer holds);
+  - weight-stationary: ``S_R = k'``, ``S_C = n``, ``T = m`` (or the m-chunk the buffers hold);
+  - input-stationary: ``S_R = k'``, ``S_C = m``, ``T = n`` (or the n-chunk the buffers hold);
   - output-stationary: ``S_R = m``, ``S_C = n``, ``T = k'``.
 
-  On N:M, ``k' = ceil-of-blocks * N`` (+ dense tail): each PE row holds a kept weight and selects
-  its activation among the M of its block through the operand mux.
+  N:M on each dataflow (``k' = blocks * N`` + tail: the stored weights per row):
+
+  - WS: each PE row holds one kept weight and selects its activation among the M of its block
+    as they stream past, through the operand mux; R // N whole blocks per fold; metadata is
+    decoded once per fold and held with the weights. SCALE-Sim 3.0.0's ``ellpack_block`` WS
+    model does the same count with the k' rows packed across folds (equal when N divides R)
+    and a tail block keeping min(N, t) of its t columns; it charges nothing for decoding, our
+    decoder and mux latencies show as ``decode`` stalls.
+  - IS: each PE row holds the M activations of one block slot (an M-entry register window);
+    the streamed weight's metadata selects among them, so every streamed weight row is decoded
+    (n x blocks per fold). R // N blocks per fold.
+  - OS: each PE accumulates one output; the activation row streams its blocks' M values and
+    each PE selects with its weight's metadata, so T = k' cycles per fold; metadata is decoded
+    per output-tile column per k-chunk.
+
+  SCALE-Sim runs N:M on WS only (its OS and IS stop on the compressed filter's shape), so the
+  IS and OS N:M counts are ours, not checked against the tool.
 
 Decoder work: the metadata of a weight chunk is decoded once per step and its select signals are
-reused across the tile's m extent (tensor core) or held in the stationary PEs (WS).
+reused across the tile's m extent (tensor core) or held in the stationary PEs (WS); on IS it
+is decoded for every streamed weight row.
 """
 
 from __future__ import annotations
@@ -179,6 +197,80 @@ def _fill_the_cores(m: int, n: int, tm: int, tn: int, rows: int, cols: int, grou
     return best[1], best[2]
 
 
+def systolic_fold_cycles(rows: int, cols: int, temporal: int, dataflow: str) -> int:
+    """Cycles of one SCALE-Sim fold of an ``rows x cols`` array streaming ``temporal`` rows.
+
+    WS and IS preload the stationary operand (R cycles), stream T rows through the skewed
+    array (R + C + T - 2): ``2R + C + T - 2``. OS has no preload: ``R + C + T - 2``. Checked
+    against SCALE-Sim 3.0.0's compute cycles (scripts/scalesim_parity.py)."""
+    preload = 0 if dataflow == "os" else rows
+    return preload + rows + cols + temporal - 2
+
+
+def systolic_step_cycles(dataflow: str, rows: int, cols: int, tm: int, tn: int, kept: int,
+                         last: bool, final: bool) -> int:
+    """Array cycles of one step (a k-chunk of a ``tm x tn`` output tile with ``kept`` stored
+    weights per row). WS (T = tm) and IS (T = tn) run ceil(kept / R) folds per step; kept > R
+    only when a dense tail stores more than N weights of its block. OS streams the chunk and
+    pays its fill and drain on the tile's last step. The GEMM's very last step (``final``) is
+    one cycle shorter: SCALE-Sim reports ``folds x fold_cycles - 1`` (the index of the cycle
+    that writes the last output, counted from 0)."""
+    if dataflow == "os":
+        cycles = kept + (systolic_fold_cycles(rows, cols, 0, "os") if last else 0)
+    else:
+        temporal = tm if dataflow == "ws" else tn
+        cycles = (-(-kept // rows)) * systolic_fold_cycles(rows, cols, temporal, dataflow)
+    return cycles - (1 if final else 0)
+
+
+def _systolic_tiles(hw: HardwareConfig, m: int, n: int, p: Pattern | None,
+                    weight_row_bytes) -> tuple[int, int, int]:
+    """(tile_m, tile_n, chunk_k) of a systolic array, per dataflow (S_R x S_C spatial, T
+    streamed; SCALE-Sim's definitions):
+
+    * WS: S_R = k', S_C = n, T = m. A fold holds R // N whole blocks (R dense rows when
+      dense) of C weight rows; the activations stream up to the m the buffers hold.
+    * IS: S_R = k', S_C = m, T = n. A fold holds the activations of R // N blocks of C
+      tokens; the weights stream up to the n the buffers hold.
+    * OS: S_R = m, S_C = n, T = k'. An R x C output tile accumulates in place while k-chunks
+      of ``tile_k`` stream through.
+    """
+    rows, cols = hw.array_rows, hw.array_cols
+    slots, vb, acc = hw.input_stages, hw.value_bytes, hw.accumulator_bytes
+    wcap = hw.weight_buffer_kib * 1024 / slots
+    acap = hw.act_buffer_kib * 1024 / slots
+    ocap = hw.out_buffer_kib * 1024 / hw.output_stages
+    if hw.dataflow == "os":
+        chunk_k = hw.tile_k
+        for field, need, cap in (("weight_buffer_kib", cols * weight_row_bytes(chunk_k), wcap),
+                                 ("act_buffer_kib", rows * chunk_k * vb, acap),
+                                 ("out_buffer_kib", rows * cols * acc, ocap)):
+            if need > cap:
+                raise _buffer_error(field, getattr(hw, field), need, f"a {rows}x{cols} tile")
+        return rows, cols, chunk_k
+    per_fold_blocks = rows if p is None else rows // p.n
+    if per_fold_blocks < 1:
+        raise ValueError(f"array_rows={rows} is smaller than N={p.n} of {p}: a "
+                         f"{hw.dataflow.upper()} fold must hold at least one block")
+    chunk_k = per_fold_blocks if p is None else per_fold_blocks * p.m
+    w_row, a_row = weight_row_bytes(chunk_k), chunk_k * vb
+    if hw.dataflow == "ws":  # C weight rows stationary, activation rows streamed
+        held, held_cap, held_field, streamed_row, streamed_cap, streamed_field, total = (
+            cols * w_row, wcap, "weight_buffer_kib", a_row, acap, "act_buffer_kib", m)
+    else:  # IS: C activation rows stationary, weight rows streamed
+        held, held_cap, held_field, streamed_row, streamed_cap, streamed_field, total = (
+            cols * a_row, acap, "act_buffer_kib", w_row, wcap, "weight_buffer_kib", n)
+    if held > held_cap:
+        raise _buffer_error(held_field, getattr(hw, held_field), held,
+                            f"a {rows}x{cols} {hw.dataflow.upper()} fold")
+    t_max = min(streamed_cap // streamed_row, ocap // (cols * acc))
+    if t_max < 1:
+        raise _buffer_error(streamed_field, getattr(hw, streamed_field), streamed_row,
+                            "one streamed row of a fold")
+    temporal = int(min(t_max, total))
+    return (temporal, cols, chunk_k) if hw.dataflow == "ws" else (cols, temporal, chunk_k)
+
+
 def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
                   group: int = 1) -> Mapping:
     """Tile the GEMM for ``hw`` and list its wave-steps (run-length compressed). ``group``
@@ -201,31 +293,8 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
         tails = [_chunk_cost(w, p, info.tail, enc)[0] for w, _ in _chunk_widths(k, chunk_k)]
         return vb * max([chunk_k * density, *tails])
 
-    systolic_ws = hw.template == "systolic" and hw.dataflow == "ws"
-    if systolic_ws:
-        per_fold_blocks = rows if p is None else rows // p.n
-        if per_fold_blocks < 1:
-            raise ValueError(f"array_rows={rows} is smaller than N={p.n} of {p}: a weight-"
-                             "stationary fold must hold at least one block")
-        chunk_k = per_fold_blocks if p is None else per_fold_blocks * p.m
-        tile_n = cols
-        need_w = cols * weight_row_bytes(chunk_k)
-        if need_w > wcap:
-            raise _buffer_error("weight_buffer_kib", hw.weight_buffer_kib, need_w,
-                                f"a {rows}x{cols} weight fold")
-        t_max = min(acap // (chunk_k * vb), ocap // (cols * acc))
-        if t_max < 1:
-            raise _buffer_error("act_buffer_kib", hw.act_buffer_kib, chunk_k * vb,
-                                "one activation row of a fold")
-        tile_m = int(min(t_max, m))
-    elif hw.template == "systolic":  # output-stationary: one R x C output tile per fold
-        chunk_k = hw.tile_k
-        tile_m, tile_n = rows, cols
-        for field, need, cap in (("weight_buffer_kib", cols * weight_row_bytes(chunk_k), wcap),
-                                 ("act_buffer_kib", rows * chunk_k * vb, acap),
-                                 ("out_buffer_kib", rows * cols * acc, ocap)):
-            if need > cap:
-                raise _buffer_error(field, getattr(hw, field), need, f"a {rows}x{cols} tile")
+    if hw.template == "systolic":
+        tile_m, tile_n, chunk_k = _systolic_tiles(hw, m, n, p, weight_row_bytes)
     else:
         chunk_k = hw.tile_k
         tn = _round_down(wcap / weight_row_bytes(chunk_k), cols)
@@ -280,13 +349,10 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
         cell = (r // tile_n) * n_chunks + np.minimum(c // chunk_k, n_chunks - 1)
         sal = np.bincount(cell, minlength=n_tiles * n_chunks).reshape(n_tiles, n_chunks)
 
-    def tile_mac_cycles(tm, tn, kept, last):
+    def tile_mac_cycles(tm, tn, kept, last, final):
         if hw.template == "tensor_core":
             return (-(-tm // rows)) * (-(-tn // cols)) * (-(-kept // hw.dot_width))
-        if systolic_ws:  # ceil(k' / R) folds of 2R + C + T - 2 with T = tm; k' > R only
-            # when a dense tail stores more than N weights per block (up to M - 1)
-            return (-(-kept // rows)) * (2 * rows + cols + tm - 2)
-        return kept + (2 * rows + cols - 2 if last else 0)  # OS: stream, fill+drain once
+        return systolic_step_cycles(hw.dataflow, rows, cols, tm, tn, kept, last, final)
 
     bytes_by_class = {"values": 0.0, "metadata": 0.0, "activations": 0.0, "outputs": 0.0,
                       "salient": 0.0}
@@ -312,7 +378,7 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
         runs: list[list] = []
         wave = {"max_tm": max_tm, "max_tn": max_tn, "sum_n": sum_n_unique, "sum_m": sum_m_unique,
                 "ni": ni, "u_n": u_n, "tm_eff": tm_eff, "area": area, "out": out_bytes,
-                "runs": runs}
+                "runs": runs, "final": w == waves - 1}
 
         def add(wave, chunk_index, width, kept, meta_bits, blocks, repeat):
             """Append ``repeat`` equal steps of chunk ``chunk_index`` (and its traffic)."""
@@ -321,8 +387,9 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
             sum_n_unique, sum_m_unique, runs = wave["sum_n"], wave["sum_m"], wave["runs"]
             last = chunk_index == n_chunks - 1
             first = chunk_index == 0
-            mac = float(tile_mac_cycles(max_tm, max_tn, kept, last)) + (pipe_fill if first
-                                                                       else 0.0)
+            final = last and wave["final"]
+            mac = float(tile_mac_cycles(max_tm, max_tn, kept, last, final)) + (
+                pipe_fill if first else 0.0)
             dec = 0.0
             if decoder is not None and blocks and math.isfinite(dec_rate):
                 dec = float(math.ceil(max_tn * blocks / dec_rate))
