@@ -21,7 +21,7 @@ def designs(draw):
     supported = draw(st.lists(st.sampled_from(PATTERNS), min_size=1, max_size=4, unique=True))
     return {
         "template": template,
-        "dataflow": draw(st.sampled_from(["ws", "os"])),
+        "dataflow": draw(st.sampled_from(["ws", "os", "is"])),
         "dot_width": 1 if template == "systolic" else draw(st.sampled_from([1, 4, 8, 16])),
         "array_rows": draw(st.sampled_from([4, 8, 16, 32])),
         "array_cols": draw(st.sampled_from([4, 8, 16])),
