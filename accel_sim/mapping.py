@@ -223,6 +223,34 @@ def systolic_step_cycles(dataflow: str, rows: int, cols: int, tm: int, tn: int, 
     return cycles - (1 if final else 0)
 
 
+def _stationary_chunk_k(hw: HardwareConfig, p: Pattern | None) -> int:
+    """Dense k of one WS/IS fold: R rows dense, R // N whole blocks on N:M."""
+    rows = hw.array_rows
+    per_fold_blocks = rows if p is None else rows // p.n
+    if per_fold_blocks < 1:
+        raise ValueError(f"array_rows={rows} is smaller than N={p.n} of {p}: a "
+                         f"{hw.dataflow.upper()} fold must hold at least one block")
+    return per_fold_blocks if p is None else per_fold_blocks * p.m
+
+
+def systolic_folds(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo
+                   ) -> tuple[int, int, int]:
+    """(S_R, S_C, folds of one pass over S_R x S_C) of a GEMM on a systolic design, for
+    SCALE-Sim's mapping efficiency S_R x S_C / (folds x R x C); S_R counts stored weights."""
+    rows, cols = hw.array_rows, hw.array_cols
+    if hw.dataflow == "os":
+        return m, n, -(-m // rows) * -(-n // cols)
+    p = info.pattern
+    chunk_k = _stationary_chunk_k(hw, p)
+    stored = row_folds = 0
+    for width, count in _chunk_widths(k, chunk_k):
+        kept = _chunk_cost(width, p, info.tail, hw.encoding)[0]
+        stored += kept * count
+        row_folds += -(-kept // rows) * count
+    spatial_cols = n if hw.dataflow == "ws" else m
+    return stored, spatial_cols, row_folds * -(-spatial_cols // cols)
+
+
 def _systolic_tiles(hw: HardwareConfig, m: int, n: int, p: Pattern | None,
                     weight_row_bytes) -> tuple[int, int, int]:
     """(tile_m, tile_n, chunk_k) of a systolic array, per dataflow (S_R x S_C spatial, T
@@ -248,11 +276,7 @@ def _systolic_tiles(hw: HardwareConfig, m: int, n: int, p: Pattern | None,
             if need > cap:
                 raise _buffer_error(field, getattr(hw, field), need, f"a {rows}x{cols} tile")
         return rows, cols, chunk_k
-    per_fold_blocks = rows if p is None else rows // p.n
-    if per_fold_blocks < 1:
-        raise ValueError(f"array_rows={rows} is smaller than N={p.n} of {p}: a "
-                         f"{hw.dataflow.upper()} fold must hold at least one block")
-    chunk_k = per_fold_blocks if p is None else per_fold_blocks * p.m
+    chunk_k = _stationary_chunk_k(hw, p)
     w_row, a_row = weight_row_bytes(chunk_k), chunk_k * vb
     if hw.dataflow == "ws":  # C weight rows stationary, activation rows streamed
         held, held_cap, held_field, streamed_row, streamed_cap, streamed_field, total = (

@@ -152,7 +152,10 @@ def _resolve(hw: HardwareConfig, gemm, weight, salient) -> WeightInfo:
     if gemm.weight_name is None:
         return WeightInfo(None, activation_operand=True)
     if weight is not None:
-        info = weight_info(weight, (gemm.n, gemm.k), gemm.weight_name)
+        info = weight if isinstance(weight, WeightInfo) else weight_info(  # WeightInfo: a
+            weight, (gemm.n, gemm.k), gemm.weight_name)  # pattern and tail without values
+        if info.pattern is None:
+            return info
         if info.pattern not in hw.supported:
             have = ", ".join(map(str, hw.supported)) or "dense only"
             raise ValueError(f"pattern {info.pattern} of '{gemm.weight_name}' is not supported "
@@ -182,7 +185,8 @@ def analytical_cycles(hw: HardwareConfig, mapping) -> float:
 
 def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: str | None = None,
                   steady_state: bool = True, memo: dict | None = None) -> GemmResult:
-    """Simulate one GEMM. ``weight``: a real compressed weight for ``gemm.weight_name``;
+    """Simulate one GEMM. ``weight``: a real compressed weight for ``gemm.weight_name`` (or a
+    :class:`~accel_sim.mapping.WeightInfo`: its pattern and tail only);
     ``salient``: a synthetic structured side-car pattern (e.g. ``"16:256"``) when no real one;
     ``steady_state=False`` simulates every step (the exact event path, for checks).
     ``memo``: pipeline results by schedule; two GEMMs with equal step schedules (e.g. layers

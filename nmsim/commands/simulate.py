@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from accel_sim import scalesim_io
 from accel_sim.config import load_hardware
 from accel_sim.simulate import simulate_workload
 from accel_sim.workload_io import load_masks, match_weights
@@ -31,10 +32,20 @@ def register(sub) -> None:
     p.add_argument("--full", action="store_true",
                    help="simulate every step (no steady-state extrapolation)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--scalesim-config", default=None, metavar="FILE.cfg",
+                   help="a SCALE-Sim config (array, dataflow, SRAMs, bandwidth, sparsity): "
+                        "simulate its systolic design instead of --hw (needs --topology)")
+    p.add_argument("--topology", default=None, metavar="FILE.csv",
+                   help="a SCALE-Sim GEMM topology (name, M, N, K[, N:M]) instead of --workload")
+    p.add_argument("--per-layer-csv", default=None, metavar="FILE",
+                   help="with --scalesim-config: write a per-layer CSV shaped like SCALE-Sim's "
+                        "COMPUTE_REPORT plus nmsim's stall, metadata and decoder columns")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.scalesim_config or args.topology or args.per_layer_csv:
+        return _run_scalesim_inputs(args)
     hw = load_hardware(args.hw)
     if args.pattern is not None:
         hw = hw.run_at(args.pattern)
@@ -53,6 +64,33 @@ def run(args) -> int:
         print(json.dumps(record, indent=2))
         return 0
     _print_table(record)
+    return 0
+
+
+def _run_scalesim_inputs(args) -> int:
+    """SCALE-Sim's own config and topology, reported per layer like its COMPUTE_REPORT."""
+    if not (args.scalesim_config and args.topology):
+        raise ValueError("--scalesim-config and --topology go together (--per-layer-csv needs "
+                         "both)")
+    cfg = scalesim_io.read_scalesim_config(args.scalesim_config)
+    layers = scalesim_io.read_topology(args.topology)
+    rows = [scalesim_io.compute_report_row(i, layer, hw, result) for i, (layer, hw, result)
+            in enumerate(scalesim_io.simulate_topology(cfg, layers))]
+    if args.per_layer_csv:
+        scalesim_io.write_per_layer_csv(args.per_layer_csv, rows)
+    if args.json:
+        print(json.dumps({"config": cfg.path, "topology": args.topology, "layers": rows},
+                         indent=2))
+        return 0
+    print(f"{cfg.run_name}: {cfg.array_rows}x{cfg.array_cols} {cfg.dataflow.upper()} systolic, "
+          f"{cfg.bandwidth_mode} bandwidth ({args.topology})")
+    print(f"{'layer':<16}{'M':>7}{'N':>7}{'K':>7}{'pattern':>8}{'cycles':>12}{'stall':>10}"
+          f"{'util %':>8}{'map eff %':>10}")
+    for r in rows:
+        print(f"{r['Layer name']:<16}{r['M']:>7}{r['N']:>7}{r['K']:>7}{r['Pattern']:>8}"
+              f"{r['Total Cycles']:>12.0f}{r['Stall Cycles']:>10.0f}{r['Overall Util %']:>8.2f}"
+              f"{r['Mapping Efficiency %']:>10.2f}")
+    print(f"total: {sum(r['Total Cycles'] for r in rows):.0f} cycles")
     return 0
 
 
