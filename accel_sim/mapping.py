@@ -5,7 +5,9 @@ core at a time); the reduction runs in *steps* (k-chunks). Tiles are issued in a
 (:func:`tile_order`) in *waves* of ``num_cores`` tiles that run in lockstep: a wave's step lasts
 as long as its slowest tile, and its DRAM traffic is the distinct weight and activation chunks of
 its tiles (tiles of one wave that share operands fetch them once, as through a shared L2 or a
-multicast bus). Outputs of a wave are written back after its last step.
+multicast bus). Outputs of a wave are written back after its last step. A one-core systolic
+array runs its full tiles before its partial edge tiles (order changes no traffic there, and
+equal consecutive tiles make the schedule a few periodic runs).
 
 Compute templates (per core, per step):
 
@@ -384,8 +386,25 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     kept_macs = 0.0
     salient_macs = 0.0
     order_m, order_n = tile_order(m_tiles, n_tiles, cores)
+    if hw.template == "systolic" and cores == 1:
+        order_m, order_n = _edge_tiles_last(order_m, order_n, m, n, tile_m, tile_n)
     all_ids = np.arange(tiles)
+    # One tile per wave and no side-car: a wave whose tile has the shape of the last one's
+    # repeats it (same steps and traffic), without rebuilding its steps.
+    single = cores == 1 and sal is None
+    if single:
+        shapes = list(zip(np.minimum(tile_m, m - order_m * tile_m).tolist(),
+                          np.minimum(tile_n, n - order_n * tile_n).tolist()))
+    repeat_key = repeat_delta = None
     for w in range(waves):
+        key = (shapes[w % (m_tiles * n_tiles)], w == waves - 1) if single else None
+        if key is not None and key == repeat_key:
+            waves_out[-1][1] += 1
+            for name, inc in repeat_delta[0].items():
+                bytes_by_class[name] += inc
+            kept_macs += repeat_delta[1]
+            continue
+        before = (dict(bytes_by_class), kept_macs)
         ids = all_ids[w * cores:(w + 1) * cores]
         instance, local = ids // (m_tiles * n_tiles), ids % (m_tiles * n_tiles)
         mi, ni = order_m[local], order_n[local]
@@ -463,8 +482,21 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
             waves_out[-1][1] += 1
         else:
             waves_out.append([steps, 1])
+        repeat_key = key
+        repeat_delta = ({name: bytes_by_class[name] - before[0][name] for name in bytes_by_class},
+                        kept_macs - before[1])
     return Mapping(tile_m, tile_n, chunk_k, waves, [tuple(x) for x in waves_out],
                    bytes_by_class, kept_macs, salient_macs)
+
+
+def _edge_tiles_last(order_m: np.ndarray, order_n: np.ndarray, m: int, n: int, tile_m: int,
+                     tile_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """One core runs its tiles one at a time, each with its own operands, so their order
+    changes no traffic: run the full tiles first and the partial edge tiles after them, so that
+    equal tiles are consecutive and the pipeline sees a few long periodic runs."""
+    edge = ((order_m + 1) * tile_m > m).astype(int) * 2 + ((order_n + 1) * tile_n > n)
+    keep = np.argsort(edge, kind="stable")
+    return order_m[keep], order_n[keep]
 
 
 def tile_order(m_tiles: int, n_tiles: int, cores: int) -> tuple[np.ndarray, np.ndarray]:

@@ -91,19 +91,25 @@ class TopologyLayer:
     line: int
 
 
-def _line_of(lines: list[str], section: str, key: str | None = None) -> int:
-    """1-based line of ``key`` in ``[section]`` (or of the section header; 1 when absent)."""
-    in_section, header = False, 1
+def _line_numbers(lines: list[str]) -> dict[tuple[str, str | None], int]:
+    """1-based line of every ``[section]`` header (key None) and ``key`` in it, lower-cased."""
+    where: dict[tuple[str, str | None], int] = {}
+    section = ""
     for number, text in enumerate(lines, 1):
         stripped = text.strip()
         if stripped.startswith("["):
-            in_section = stripped.strip("[]").strip().lower() == section.lower()
-            header = number if in_section else header
-            continue
-        name = re.split(r"[:=]", stripped, maxsplit=1)[0].strip().lower()
-        if in_section and key is not None and name == key.lower():
-            return number
-    return header
+            section = stripped.strip("[]").strip().lower()
+            where.setdefault((section, None), number)
+        elif stripped and not stripped.startswith(("#", ";")):
+            key = re.split(r"[:=]", stripped, maxsplit=1)[0].strip().lower()
+            where.setdefault((section, key), number)
+    return where
+
+
+def _line_of(where: dict, section: str, key: str | None = None) -> int:
+    """Line of ``key`` in ``[section]``, else of the section header, else 1."""
+    section = section.lower()
+    return where.get((section, key and key.lower()), where.get((section, None), 1))
 
 
 def read_scalesim_config(path: str | Path) -> ScaleSimConfig:
@@ -111,7 +117,7 @@ def read_scalesim_config(path: str | Path) -> ScaleSimConfig:
     unknown dataflow raises ``ValueError`` naming the file and line."""
     path = Path(path)
     text = path.read_text()
-    lines = text.splitlines()
+    where = _line_numbers(text.splitlines())
     parser = configparser.ConfigParser()
     try:
         parser.read_string(text, source=str(path))
@@ -119,7 +125,7 @@ def read_scalesim_config(path: str | Path) -> ScaleSimConfig:
         raise ValueError(f"{path}: not a SCALE-Sim config ({str(exc).splitlines()[0]})") from None
 
     def get(section: str, key: str) -> tuple[str, int]:
-        line = _line_of(lines, section, key)
+        line = _line_of(where, section, key)
         if not parser.has_option(section, key):
             raise ValueError(f"{path}:{line}: missing {key} in [{section}]")
         return parser.get(section, key).strip().strip('"'), line
@@ -148,7 +154,7 @@ def read_scalesim_config(path: str | Path) -> ScaleSimConfig:
         if not math.isfinite(bandwidth) or bandwidth <= 0:
             raise ValueError(f"{path}:{line}: Bandwidth must be a positive number of words per "
                              f"cycle, got '{value}'")
-    support, rep = _read_sparsity(parser, path, lines)
+    support, rep = _read_sparsity(parser, path, where)
     run_name = parser.get("general", "run_name", fallback=path.stem).strip().strip('"')
     return ScaleSimConfig(
         path=str(path), run_name=run_name or path.stem,
@@ -159,7 +165,7 @@ def read_scalesim_config(path: str | Path) -> ScaleSimConfig:
         bandwidth=bandwidth, sparsity_support=support, sparse_rep=rep)
 
 
-def _read_sparsity(parser, path: Path, lines: list[str]) -> tuple[bool, str]:
+def _read_sparsity(parser, path: Path, where: dict) -> tuple[bool, str]:
     """(SparsitySupport, SparseRep) of the optional ``[sparsity]`` section."""
     section = "sparsity"
     if not parser.has_section(section):
@@ -168,18 +174,18 @@ def _read_sparsity(parser, path: Path, lines: list[str]) -> tuple[bool, str]:
     for key in ("SparsitySupport", "OptimizedMapping"):
         value = parser.get(section, key, fallback="false").strip().lower()
         if value not in ("true", "false"):
-            raise ValueError(f"{path}:{_line_of(lines, section, key)}: {key} must be true or "
+            raise ValueError(f"{path}:{_line_of(where, section, key)}: {key} must be true or "
                              f"false, got '{value}'")
         flags[key] = value == "true"
     if not flags["SparsitySupport"]:
         return False, ""
     if flags["OptimizedMapping"]:
-        raise ValueError(f"{path}:{_line_of(lines, section, 'OptimizedMapping')}: "
+        raise ValueError(f"{path}:{_line_of(where, section, 'OptimizedMapping')}: "
                          "OptimizedMapping = true (a random N per filter column) is not modelled; "
                          "set it to false")
     rep = parser.get(section, "SparseRep", fallback="ellpack_block").strip()
     if rep not in ("ellpack_block", "csr", "csc"):
-        raise ValueError(f"{path}:{_line_of(lines, section, 'SparseRep')}: unknown SparseRep "
+        raise ValueError(f"{path}:{_line_of(where, section, 'SparseRep')}: unknown SparseRep "
                          f"'{rep}' (ellpack_block, csr or csc)")
     return True, rep
 

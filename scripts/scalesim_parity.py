@@ -29,17 +29,20 @@ from accel_sim.scalesim_ref import (
 )
 
 # (rows, cols, m, n, k): square and non-square arrays, 8x8 to 128x128, sizes that are not
-# multiples of the array. SCALE-Sim's run time grows with cycles x (R + C); sizes keep each run
-# at a second or two on a loaded 2-core machine.
+# multiples of the array. SCALE-Sim's run time grows with cycles x (R + C) and nmsim's hardly
+# at all; sizes are picked for 3-5 s of SCALE-Sim CPU each (about 3 min of CPU in all), enough
+# to measure a 1000x ratio against nmsim's 2-4 ms.
 SHAPES = (
-    (8, 8, 100, 70, 90), (16, 16, 130, 100, 150), (32, 32, 200, 90, 130),
-    (64, 64, 150, 200, 100), (128, 128, 100, 130, 200), (8, 32, 150, 100, 77),
-    (32, 8, 70, 75, 130), (16, 64, 200, 130, 90), (64, 16, 90, 100, 170),
-    (128, 32, 60, 100, 300), (32, 128, 100, 260, 70), (128, 64, 100, 150, 140),
+    (8, 8, 195, 91, 117), (16, 16, 254, 130, 195), (32, 32, 540, 162, 234),
+    (64, 64, 507, 450, 225), (128, 128, 442, 385, 590), (8, 32, 350, 155, 119),
+    (32, 8, 183, 131, 228), (16, 64, 525, 228, 158), (64, 16, 257, 190, 323),
+    (128, 32, 194, 215, 645), (32, 128, 375, 650, 175), (128, 64, 412, 412, 385),
 )
-SPARSE = (  # weight-stationary N:M (SCALE-Sim's only sparse dataflow); tails t < M included
-    (32, 32, 150, 100, 256, "2:4"), (16, 16, 130, 70, 203, "4:8"), (64, 64, 120, 200, 300, "1:4"),
-    (8, 8, 100, 60, 157, "2:8"), (128, 128, 100, 200, 520, "8:16"),
+SPARSE = (  # weight-stationary N:M (SCALE-Sim's only sparse dataflow); k % M tails below,
+    # at and above N (SCALE-Sim keeps min(N, t) of a t-column tail)
+    (32, 32, 438, 195, 497, "2:4"), (16, 16, 342, 122, 355, "4:8"),
+    (64, 64, 468, 520, 781, "1:4"), (8, 8, 278, 111, 293, "2:8"),
+    (128, 128, 300, 400, 1048, "8:16"),
 )
 STALLS = (  # USER bandwidth, small SRAMs (ifmap, filter, ofmap KB), words per cycle
     ("ws", 16, 16, 64, 64, 64, (2, 1, 8), 2), ("os", 16, 16, 64, 64, 64, (2, 2, 8), 2),
