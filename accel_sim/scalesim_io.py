@@ -324,11 +324,14 @@ def write_per_layer_csv(path: str | Path, rows: list[dict]) -> None:
             raise ValueError(f"--per-layer-csv: {path} exists and was not written by nmsim; "
                              "choose another name")
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=PER_LAYER_HEADER, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    try:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=PER_LAYER_HEADER, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def scalesim_config_text(run_name: str, rows: int, cols: int, dataflow: str, *,
