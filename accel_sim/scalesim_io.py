@@ -118,7 +118,7 @@ def read_scalesim_config(path: str | Path) -> ScaleSimConfig:
     path = Path(path)
     text = path.read_text()
     where = _line_numbers(text.splitlines())
-    parser = configparser.ConfigParser()
+    parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text, source=str(path))
     except configparser.Error as exc:
