@@ -115,7 +115,7 @@ def test_memory_bound_gemv_is_bytes_over_bandwidth(pattern):
     expected = weight_bytes / hw.dram_bytes_per_cycle
     assert result.cycles_per_run == pytest.approx(expected, rel=0.01)
     stalls = result.stall_per_run
-    assert max(stalls, key=stalls.get) == "memory"
+    assert max(stalls, key=stalls.get) == "memory_bandwidth"
 
 
 def tensor_core_compute_cycles(hw, gemm, result, kept_per_chunk):
@@ -143,7 +143,8 @@ def test_24_on_a100_reaches_twice_dense_minus_modelled_stalls():
     sparse_compute = tensor_core_compute_cycles(sparse_hw, gemm, sparse, tk // 2)
     # + the operand-select latency once, before the first step (the datapath has the muxes)
     assert dense.cycles_per_run == pytest.approx(dense_compute + math.log2(4), abs=1e-3)
-    stalls = sparse.stall_per_run["decode"] + sparse.stall_per_run["memory"]
+    stalls = sparse.stall_per_run["decode"] + sparse.stall_per_run["memory_bandwidth"] + \
+        sparse.stall_per_run["memory_latency"]
     assert sparse.cycles_per_run == pytest.approx(sparse_compute + stalls, rel=1e-9)
     speedup = sparse.effective_tflops / dense.effective_tflops
     expected = (dense_compute + math.log2(4)) / (sparse_compute + stalls)
