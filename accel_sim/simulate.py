@@ -249,7 +249,7 @@ def gemm_candidates(hw: HardwareConfig, gemm, info: WeightInfo) -> list[Candidat
     return out
 
 
-def _run_candidate(hw: HardwareConfig, candidate: Candidate, info: WeightInfo,
+def run_candidate(hw: HardwareConfig, candidate: Candidate, info: WeightInfo,
                    steady_state: bool, memo: dict | None):
     p = info.pattern
     decode_latency = 0 if p is None else decoder_model(hw.decoder_kind).latency_cycles(p)
@@ -264,21 +264,31 @@ def _run_candidate(hw: HardwareConfig, candidate: Candidate, info: WeightInfo,
     return run
 
 
+# A candidate whose lower bound is within this fraction of the best simulated time is not
+# simulated: the pick is within 5% of the fastest candidate (a library heuristic's margin),
+# and a large GEMM's selection needs one or two simulations instead of all of them.
+SELECTION_TOLERANCE = 0.05
+
+
 def select_candidate(hw: HardwareConfig, candidates: list[Candidate], info: WeightInfo,
-                     steady_state: bool = True, memo: dict | None = None):
-    """(candidate, pipeline run) of the lowest simulated time (ties: the first listed), as a
-    GEMM library picks its fastest kernel. Branch and bound: candidates are simulated in the
-    order of their analytical lower bound until the next bound exceeds the best time found, so
-    the pick is the one simulating every candidate would give."""
-    order = sorted(range(len(candidates)), key=lambda i: candidates[i].bound(hw))
+                     steady_state: bool = True, memo: dict | None = None,
+                     tolerance: float = SELECTION_TOLERANCE):
+    """(candidate, pipeline run) of the lowest simulated time, as a GEMM library picks its
+    fastest kernel. Branch and bound: candidates are simulated in the order of their
+    analytical lower bound (larger tiles first among equal bounds) until the next bound
+    exceeds ``(1 - tolerance)`` x the best time found, so the pick is within ``tolerance`` of
+    the best one simulating every candidate would give (exactly it with ``tolerance=0``)."""
+    def order(i):
+        tile = candidates[i].tile or (0, 0)
+        return candidates[i].bound(hw), -tile[0] * tile[1], i
     best = None  # (total cycles, index, run)
-    for i in order:
+    for i in sorted(range(len(candidates)), key=order):
         cand = candidates[i]
-        if best is not None and cand.bound(hw) > best[0] * (1 + 1e-9):
+        if best is not None and cand.bound(hw) > best[0] * (1 - tolerance) * (1 + 1e-12):
             break
-        run = _run_candidate(hw, cand, info, steady_state, memo)
+        run = run_candidate(hw, cand, info, steady_state, memo)
         total = run.cycles + cand.overhead(hw)
-        if best is None or (total, i) < best[:2]:
+        if best is None or total < best[0]:
             best = (total, i, run)
     return candidates[best[1]], best[2]
 

@@ -80,6 +80,8 @@ ARCHITECTURES: dict[str, ModelArch] = {
                   "meta-llama/Llama-2-13b-hf config.json (Touvron et al. 2023, Table 1)"),
         ModelArch("llama2-70b", 8192, 28672, 64, 8, 80, 32000,
                   "meta-llama/Llama-2-70b-hf config.json (GQA with 8 KV heads)"),
+        ModelArch("llama3-8b", 4096, 14336, 32, 8, 32, 128256,
+                  "meta-llama/Meta-Llama-3-8B config.json (Llama 3.1 8B has the same shapes)"),
         ModelArch("smollm2-135m", 576, 1536, 9, 3, 30, 49152,
                   "HuggingFaceTB/SmolLM2-135M(-Instruct) config.json"),
     )
