@@ -175,20 +175,23 @@ def _resolve(hw: HardwareConfig, gemm, weight, salient) -> WeightInfo:
 
 def analytical_cycles(hw: HardwareConfig, mapping) -> float:
     """Roofline + fill, a lower bound of the simulated time: the slowest of the MAC array (fed by
-    its operand delivery and salient lanes), the decoders and DRAM traffic, plus one DRAM
-    latency; or, when too few loads are in flight, Little's law (every step holds an input slot
-    for at least one latency: ``steps x latency / slots``)."""
-    compute = decode = traffic = steps = 0.0
+    its operand delivery and salient lanes), the decoders and the DRAM loads, plus one DRAM
+    latency; all DRAM traffic, write-backs included; or, when too few loads are in flight,
+    Little's law (every step holds an input slot for at least one latency:
+    ``steps x latency / slots``)."""
+    compute = decode = loads = stores = steps = 0.0
     for wave_runs, wave_repeat in mapping.schedule:
         for step, repeat in wave_runs:
             n = repeat * wave_repeat
             steps += n
             compute += n * max(step.mac_cycles, step.operand_cycles, step.salient_cycles)
             decode += n * step.decode_cycles
-            traffic += n * (step.load_bytes + step.writeback_bytes)
+            loads += n * step.load_bytes
+            stores += n * step.writeback_bytes
     latency = hw.dram_latency_cycles
-    return max(max(compute, decode, traffic / hw.dram_bytes_per_cycle) + latency,
-               steps * latency / hw.input_stages)
+    per_cycle = hw.dram_bytes_per_cycle
+    return max(max(compute, decode, loads / per_cycle) + latency,
+               (loads + stores) / per_cycle, steps * latency / hw.input_stages)
 
 
 @dataclass
