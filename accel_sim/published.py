@@ -37,7 +37,7 @@ SIMULATED_DTYPES = {"fp16": "fp16", "bf16": "bf16", "int8": "int8"}
 OTHER_DTYPES = ("fp8", "int4")
 COLUMNS = ("id", "gpu", "variant", "kind", "library", "dtype", "m", "n", "k", "batch", "model",
            "pattern", "metric", "value", "unit", "baseline_value", "input_len", "output_len",
-           "scope", "source", "locator", "note")
+           "clock_mhz", "scope", "source", "locator", "note")
 # Preset fields set by calibration; "datasheet only" resets them to the ideal machine.
 CALIBRATED_FIELDS = {"sustained_clock_ghz": None, "dram_efficiency": 1.0,
                      "launch_overhead_us": 0.0, "operand_bytes_per_cycle": 0.0,
@@ -64,6 +64,7 @@ class Measurement:
     value: float
     input_len: int
     output_len: int
+    clock_mhz: int  # the tensor-core clock when the source locked it (0: the preset's sustained)
     scope: str
     library: str
     source: str
@@ -126,6 +127,7 @@ def _row(raw: dict, where: str, presets: dict) -> Measurement:
     sizes = {name: _int(raw[name], name, where, required=not decode) for name in "mnk"}
     lengths = {name: _int(raw[name], name, where, required=decode and scope == "scored")
                for name in ("batch", "input_len", "output_len")}
+    lengths["clock_mhz"] = _int(raw["clock_mhz"], "clock_mhz", where, required=False)
     return Measurement(
         id=raw["id"].strip(), line=0, gpu=gpu, preset=preset, kind=raw["kind"].strip(),
         dtype=raw["dtype"].strip(), **sizes, **lengths, model=raw["model"].strip(),
@@ -170,11 +172,13 @@ class _Simulator:
         self.cache: dict = {}
 
     def hardware(self, row: Measurement, pattern: str) -> HardwareConfig:
-        return self.presets[row.preset].run_at(pattern).replace(
-            dtype=SIMULATED_DTYPES[row.dtype])
+        hw = self.presets[row.preset].run_at(pattern).replace(dtype=SIMULATED_DTYPES[row.dtype])
+        if row.clock_mhz:  # a locked clock runs at that clock, capped at the boost clock
+            hw = hw.replace(sustained_clock_ghz=min(row.clock_mhz / 1e3, hw.clock_ghz))
+        return hw
 
     def gemm_seconds(self, row: Measurement, pattern: str) -> float:
-        key = ("gemm", row.preset, row.dtype, pattern, row.m, row.n, row.k)
+        key = ("gemm", row.preset, row.dtype, row.clock_mhz, pattern, row.m, row.n, row.k)
         if key not in self.cache:
             hw = self.hardware(row, pattern)
             result = simulate_gemm(hw, GEMM(row.id, row.m, row.n, row.k, 1, "w"))
@@ -185,8 +189,8 @@ class _Simulator:
         """One request: the prompt's prefill, then ``output_len`` decode steps, each simulated
         at the mean context length (attention work is linear in it), non-GEMM kernels
         included."""
-        key = ("decode", row.preset, row.dtype, pattern, row.model, row.batch, row.input_len,
-               row.output_len)
+        key = ("decode", row.preset, row.dtype, row.clock_mhz, pattern, row.model, row.batch,
+               row.input_len, row.output_len)
         if key not in self.cache:
             hw = self.hardware(row, pattern)
             kv = row.input_len + (row.output_len + 1) // 2
