@@ -153,7 +153,8 @@ def _published(args) -> int:
             print(f"median |error| {s['pattern']:>5} {s['half']:<8}: "
                   f"{P._pct(s['median_abs_error']).lstrip('+')} over {s['rows']} scored rows")
     out = args.out or (None if args.preset or args.datasheet_only else "reports/validation")
-    written = P.write_report(records, summary, out, str(table), seconds) if out else []
+    label = os.path.relpath(table) if not os.path.relpath(table).startswith("..") else table
+    written = P.write_report(records, summary, out, str(label), seconds) if out else []
     if not args.json:
         for path in written:
             print(f"wrote {path}")
