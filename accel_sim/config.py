@@ -49,7 +49,8 @@ SWEEPABLE_FIELDS = (
     "template", "dataflow", "num_cores", "array_rows", "array_cols", "dot_width", "dtype",
     "clock_ghz", "process_nm", "dram_bandwidth_gb_s", "dram_latency_ns", "weight_buffer_kib",
     "act_buffer_kib", "out_buffer_kib", "double_buffered", "buffer_stages", "salient_lanes",
-    "tile_k",
+    "tile_k", "sustained_clock_ghz", "dram_efficiency", "launch_overhead_us",
+    "operand_bytes_per_cycle", "mma_tile_m", "mma_tile_n", "max_split_k",
 )
 
 
@@ -86,6 +87,15 @@ class HardwareConfig:
     tile_k: int = 256
     dram_bandwidth_gb_s: float = 1000.0
     dram_latency_ns: float = 500.0
+    # What silicon sustains, beside the datasheet peaks above (defaults: the ideal machine).
+    sustained_clock_ghz: float | None = None  # tensor-core clock under the power limit
+    dram_efficiency: float = 1.0  # achievable fraction of dram_bandwidth_gb_s
+    launch_overhead_us: float = 0.0  # per kernel launch (GEMM or non-GEMM kernel)
+    operand_bytes_per_cycle: float = 0.0  # shared-memory bytes/cycle/core; 0: unlimited
+    mma_tile_m: int = 64  # output tile one warp (group) computes from its registers: each
+    mma_tile_n: int = 64  # operand is read from shared memory once per warp that needs it
+    library_tiles: tuple[str, ...] = ()  # "MxN" tile shapes a GEMM library offers; () = largest
+    max_split_k: int = 1  # most k-slices a skinny GEMM may be split into (split-K)
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +104,7 @@ class HardwareConfig:
             raise ValueError(f"hardware '{self.name}': " + "; ".join(errors))
         object.__setattr__(self, "supported_patterns",
                            tuple(str(Pattern.parse(p)) for p in self.supported_patterns))
+        object.__setattr__(self, "library_tiles", _as_pattern_tuple(self.library_tiles))
         if self.pattern != DENSE:
             object.__setattr__(self, "pattern", str(Pattern.parse(self.pattern)))
 
@@ -155,12 +166,28 @@ class HardwareConfig:
         return 2 if self.double_buffered else 1
 
     @property
+    def run_clock_ghz(self) -> float:
+        """The clock the simulation counts cycles in: the sustained clock when one is given
+        (peaks stay at ``clock_ghz``, the datasheet boost clock)."""
+        return self.sustained_clock_ghz or self.clock_ghz
+
+    @property
     def dram_bytes_per_cycle(self) -> float:
-        return self.dram_bandwidth_gb_s / self.clock_ghz
+        """Achievable DRAM bytes per (run) cycle: peak x ``dram_efficiency``."""
+        return self.dram_bandwidth_gb_s * self.dram_efficiency / self.run_clock_ghz
 
     @property
     def dram_latency_cycles(self) -> int:
-        return math.ceil(self.dram_latency_ns * self.clock_ghz)
+        return math.ceil(self.dram_latency_ns * self.run_clock_ghz)
+
+    @property
+    def launch_cycles(self) -> float:
+        return self.launch_overhead_us * 1e3 * self.run_clock_ghz
+
+    @property
+    def tile_shapes(self) -> tuple[tuple[int, int], ...]:
+        """``library_tiles`` as (tile_m, tile_n) pairs."""
+        return tuple(_parse_tile(t) for t in self.library_tiles)
 
     # ---------------------------------------------------------------- changes
 
@@ -171,8 +198,9 @@ class HardwareConfig:
         if unknown:
             raise ValueError(f"unknown hardware field(s): {', '.join(unknown)} "
                              f"(sweepable: {', '.join(SWEEPABLE_FIELDS)})")
-        if "supported_patterns" in overrides:
-            overrides["supported_patterns"] = _as_pattern_tuple(overrides["supported_patterns"])
+        for name in ("supported_patterns", "library_tiles"):
+            if name in overrides:
+                overrides[name] = _as_pattern_tuple(overrides[name])
         return dataclasses.replace(self, **overrides)
 
     def run_at(self, pattern: str | Pattern) -> HardwareConfig:
@@ -191,7 +219,15 @@ class HardwareConfig:
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["supported_patterns"] = list(self.supported_patterns)
+        data["library_tiles"] = list(self.library_tiles)
         return data
+
+
+def _parse_tile(text: str) -> tuple[int, int]:
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"library_tiles entry '{text}' is not MxN with positive integers")
+    return int(parts[0]), int(parts[1])
 
 
 def _as_pattern_tuple(value) -> tuple[str, ...]:
@@ -214,15 +250,33 @@ def _validate(hw: HardwareConfig) -> list[str]:
             return False
         return True
 
-    for name in ("num_cores", "array_rows", "array_cols", "dot_width", "tile_k"):
+    for name in ("num_cores", "array_rows", "array_cols", "dot_width", "tile_k", "mma_tile_m",
+                 "mma_tile_n", "max_split_k"):
         positive(name)
     if not _is_int(hw.buffer_stages) or hw.buffer_stages < 2:
         errors.append(f"buffer_stages must be an integer >= 2, got {hw.buffer_stages!r}")
     for name in ("clock_ghz", "process_nm", "dram_bandwidth_gb_s", "weight_buffer_kib",
                  "act_buffer_kib", "out_buffer_kib"):
         positive(name, integer=False)
-    if not isinstance(hw.dram_latency_ns, (int, float)) or hw.dram_latency_ns < 0:
-        errors.append(f"dram_latency_ns must be >= 0, got {hw.dram_latency_ns!r}")
+    for name in ("dram_latency_ns", "launch_overhead_us", "operand_bytes_per_cycle"):
+        value = getattr(hw, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            errors.append(f"{name} must be >= 0, got {value!r}")
+    sustained = hw.sustained_clock_ghz
+    if sustained is not None and (not isinstance(sustained, (int, float))
+                                  or isinstance(sustained, bool) or not 0 < sustained
+                                  or (isinstance(hw.clock_ghz, (int, float))
+                                      and sustained > hw.clock_ghz)):
+        errors.append(f"sustained_clock_ghz must be in (0, clock_ghz={hw.clock_ghz}], got "
+                      f"{hw.sustained_clock_ghz!r}")
+    if (not isinstance(hw.dram_efficiency, (int, float)) or isinstance(hw.dram_efficiency, bool)
+            or not 0 < hw.dram_efficiency <= 1):
+        errors.append(f"dram_efficiency must be in (0, 1], got {hw.dram_efficiency!r}")
+    for tile in _as_pattern_tuple(hw.library_tiles):
+        try:
+            _parse_tile(tile)
+        except ValueError as exc:
+            errors.append(str(exc))
     for name in ("num_decoders", "salient_lanes"):
         value = getattr(hw, name)
         if not _is_int(value) or value < 0:
@@ -294,6 +348,8 @@ def from_dict(data: dict, default_name: str = "custom") -> HardwareConfig:
         data["supported_patterns"] = _as_pattern_tuple(data["supported_patterns"] or ())
     if "pattern" in data:
         data["pattern"] = str(data["pattern"])
+    if "library_tiles" in data:
+        data["library_tiles"] = _as_pattern_tuple(data["library_tiles"] or ())
     return HardwareConfig(**data)
 
 

@@ -73,6 +73,7 @@ class Step:
     load_bytes: float  # DRAM bytes loaded for this step (whole wave)
     writeback_bytes: float  # DRAM bytes written after this step (0 unless the wave's last)
     wave_start: bool  # first step of a wave: needs a free output buffer
+    operand_cycles: float = 0.0  # shared-memory traffic of the step / operand_bytes_per_cycle
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,45 @@ def _chunk_cost(width: int, pattern: Pattern | None, tail: str, encoding: str):
     elif rest:
         kept += rest  # dense tail columns, stored as values without metadata
     return kept, blocks * pattern.bits_per_block(encoding), blocks
+
+
+def _weight_row_bytes(hw: HardwareConfig, k: int, chunk_k: int, info: WeightInfo) -> float:
+    """Bytes of one weight row of the largest k-chunk: chunk_k * N/M values, or more for a
+    dense tail that keeps more than N columns of its last block. The weight buffer holds
+    values; metadata has its own buffer sized to match (accel_sim.area.metadata_buffer_kib),
+    so values alone bound the weight tile."""
+    p = info.pattern
+    density = 1.0 if p is None else p.n / p.m
+    tails = [_chunk_cost(w, p, info.tail, hw.encoding)[0] for w, _ in _chunk_widths(k, chunk_k)]
+    return hw.value_bytes * max([chunk_k * density, *tails])
+
+
+def library_tile_fits(hw: HardwareConfig, tile: tuple[int, int], k: int,
+                      info: WeightInfo) -> bool:
+    """A library tile (``tile_m x tile_n``) fits a tensor-core design when its operand stages
+    fit the shared memory (weight and activation buffers pooled, as one shared memory) and its
+    accumulators fit one output slot."""
+    tile_m, tile_n = tile
+    per_slot = tile_m * hw.tile_k * hw.value_bytes + tile_n * _weight_row_bytes(
+        hw, k, hw.tile_k, info)
+    smem = (hw.weight_buffer_kib + hw.act_buffer_kib) * 1024
+    return (per_slot * hw.input_stages <= smem
+            and tile_m * tile_n * hw.accumulator_bytes <= hw.out_buffer_kib * 1024
+            / hw.output_stages)
+
+
+def operand_delivery_cycles(hw: HardwareConfig, tm: int, tn: int, width: int, kept: int,
+                            meta_bits: float) -> float:
+    """Cycles one core's shared memory needs for a step's operands: each chunk is written
+    once (from DRAM) and read once per warp tile (``mma_tile_m x mma_tile_n``) that uses it;
+    activations are read over the whole dense k window (``width``), weights as their ``kept``
+    values plus metadata, so an N:M step moves more bytes per MAC than a dense one."""
+    if not hw.operand_bytes_per_cycle:
+        return 0.0
+    acts = tm * width * hw.value_bytes
+    weights = tn * (kept * hw.value_bytes + meta_bits / 8)
+    reads = acts * -(-tn // hw.mma_tile_n) + weights * -(-tm // hw.mma_tile_m)
+    return (acts + weights + reads) / hw.operand_bytes_per_cycle
 
 
 def _round_down(value: float, granule: int) -> int:
@@ -298,9 +338,10 @@ def _systolic_tiles(hw: HardwareConfig, m: int, n: int, p: Pattern | None,
 
 
 def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
-                  group: int = 1) -> Mapping:
+                  group: int = 1, tile: tuple[int, int] | None = None) -> Mapping:
     """Tile the GEMM for ``hw`` and list its wave-steps (run-length compressed). ``group``
-    independent instances of the GEMM (own operands each) share the waves."""
+    independent instances of the GEMM (own operands each) share the waves. ``tile``: a library
+    tile (tensor-core template, see :func:`library_tile_fits`) instead of the largest one."""
     p = info.pattern
     slots = hw.input_stages
     vb, acc = hw.value_bytes, hw.accumulator_bytes
@@ -309,18 +350,18 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
     wcap = hw.weight_buffer_kib * 1024 / slots
     acap = hw.act_buffer_kib * 1024 / slots
     ocap = hw.out_buffer_kib * 1024 / hw.output_stages
-    density = 1.0 if p is None else p.n / p.m
 
     def weight_row_bytes(chunk_k: int) -> float:
-        """Bytes of one weight row of the largest k-chunk: chunk_k * N/M values, or more for a
-        dense tail that keeps more than N columns of its last block. The weight buffer holds
-        values; metadata has its own buffer sized to match (accel_sim.area.metadata_buffer_kib),
-        so values alone bound the weight tile."""
-        tails = [_chunk_cost(w, p, info.tail, enc)[0] for w, _ in _chunk_widths(k, chunk_k)]
-        return vb * max([chunk_k * density, *tails])
+        return _weight_row_bytes(hw, k, chunk_k, info)
 
     if hw.template == "systolic":
         tile_m, tile_n, chunk_k = _systolic_tiles(hw, m, n, p, weight_row_bytes)
+    elif tile is not None:
+        chunk_k = hw.tile_k
+        if not library_tile_fits(hw, tile, k, info):
+            raise ValueError(f"library tile {tile[0]}x{tile[1]} does not fit hardware "
+                             f"'{hw.name}' (weight_buffer_kib + act_buffer_kib, out_buffer_kib)")
+        tile_m, tile_n = tile
     else:
         chunk_k = hw.tile_k
         tn = _round_down(wcap / weight_row_bytes(chunk_k), cols)
@@ -446,8 +487,11 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
                 sal_bytes = float(sal[wave["u_n"], chunk_index].sum()) * \
                     info.salient_bytes_per_nnz
                 salient_macs += float(counts.sum()) * repeat
+            operand = (operand_delivery_cycles(hw, max_tm, max_tn, width, kept, meta_bits)
+                       if hw.template == "tensor_core" else 0.0)
             step = Step(mac, area * kept / chip_macs, sal_cycles, dec,
-                        vals + meta + acts + sal_bytes, wave["out"] if last else 0.0, first)
+                        vals + meta + acts + sal_bytes, wave["out"] if last else 0.0, first,
+                        operand)
             bytes_by_class["activations" if info.activation_operand else "values"] += \
                 vals * repeat
             bytes_by_class["metadata"] += meta * repeat

@@ -9,15 +9,21 @@ Each wave-step (:class:`accel_sim.mapping.Step`) flows through five processes:
 * **decoder** turns the metadata into select signals (occupancy ``decode_cycles``, then its
   latency), the step keeping its input slot;
 * **operand select** drives the muxes (latency of a log2(inputs)-level mux tree, pipelined);
-* **MAC array** computes (``max(mac_cycles, salient_cycles)``); the first step of a wave needs a
+* **MAC array** computes (``max(mac_cycles, operand_cycles, salient_cycles)``: the array, the
+  shared-memory operand delivery feeding it, the salient lanes); the first step of a wave needs a
   free output-buffer slot;
 * **write-back** stores a finished wave's outputs over the same DRAM channel and frees its slot.
 
 Stall attribution (the MAC array's view, so that the causes add up to the total): waiting for an
-operand that has not arrived from DRAM, or for an output slot, is *memory*; waiting for data that
-has arrived but is still being decoded or selected is *decode*; array cycles beyond the useful
-MACs (fill/drain, padding of partial tiles) are *compute*; salient lanes slower than the array are
-*salient*; the final write-back after the last MAC is *memory*.
+operand that has not arrived from DRAM is *memory_bandwidth* for the part of the wait during
+which the channel was busy (data arriving in ``[t0, t1]`` left the channel in ``[t0 - latency,
+t1 - latency]``; a busy channel then means bandwidth limited the arrivals) and *memory_latency*
+for the rest (the channel was idle: too few loads in flight to cover the latency); waiting for an
+output slot (a write-back on the channel) and the final write-back are *memory_bandwidth*;
+waiting for data that has arrived but is still being decoded or selected is *decode*; array
+cycles beyond the useful MACs (fill/drain, padding of partial tiles) are *compute*; operand
+delivery slower than the array is *operand_delivery*; salient lanes slower than both are
+*salient*.
 
 Periodic steady state: runs of identical steps (and of identical waves) make the pipeline
 periodic. At every completion the MAC array records the time, the counters and the *state* of the
@@ -41,7 +47,8 @@ from dataclasses import dataclass, field
 import simpy
 
 MAX_PERIOD = 16  # longest period searched, in steps (or waves)
-COUNTERS = ("busy", "compute", "memory", "decode", "salient")
+COUNTERS = ("busy", "compute", "memory_bandwidth", "memory_latency", "decode",
+            "operand_delivery", "salient")
 
 
 @dataclass
@@ -95,11 +102,24 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
     # is that queue, without its events.
     free_at = {"channel": 0.0, "decoder": 0.0}
 
+    busy: deque = deque()  # merged [begin, end] intervals of channel transfers, oldest first
+
     def book(nbytes):
         """Cycles from now until a transfer of ``nbytes`` issued now has left the channel."""
         start = max(env.now, free_at["channel"])
         free_at["channel"] = start + nbytes / bytes_per_cycle
+        if busy and busy[-1][1] >= start:
+            busy[-1][1] = free_at["channel"]
+        else:
+            busy.append([start, free_at["channel"]])
         return free_at["channel"] - env.now
+
+    def busy_within(lo, hi):
+        """Cycles the channel was transferring within [lo, hi]; forgets intervals that ended
+        before ``lo`` (later queries start no earlier: the MAC array's waits move forward)."""
+        while busy and busy[0][1] <= lo:
+            busy.popleft()
+        return sum(max(0.0, min(hi, e) - max(lo, b)) for b, e in busy if b < hi)
     in_slots = simpy.Container(env, capacity=slots, init=slots)
     # The select buffer needs no slots of its own: a step holds its input slot from its load
     # until the MAC array finishes it, so at most ``slots`` steps are ever decoded ahead.
@@ -125,6 +145,8 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             return max(0.0, t - now)
         return (rel(free_at["channel"]), rel(free_at["decoder"]), in_slots.level,
                 out_slots.level, tuple(rel(t) for t in writebacks),
+                tuple((max(b - now, -latency), e - now) for b, e in busy
+                      if e > now - latency),
                 tuple((s, rel(a), None if r is None else rel(r)) for s, a, r in in_flight))
 
     def record(history: dict, key):
@@ -229,17 +251,21 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             arrived = entry[1]
             waited = env.now - start
             memory = max(0.0, min(env.now, arrived) - start)
-            counters["memory"] += memory
+            bandwidth = min(memory, busy_within(start - latency, start + memory - latency))
+            counters["memory_bandwidth"] += bandwidth
+            counters["memory_latency"] += memory - bandwidth
             counters["decode"] += waited - memory
             if step.wave_start:
                 start = env.now
                 yield out_slots.get(1)
-                counters["memory"] += env.now - start
-            occupancy = max(step.mac_cycles, step.salient_cycles)
+                counters["memory_bandwidth"] += env.now - start
+            fed = max(step.mac_cycles, step.operand_cycles)
+            occupancy = max(fed, step.salient_cycles)
             yield env.timeout(occupancy)
             counters["busy"] += step.useful_cycles
             counters["compute"] += step.mac_cycles - step.useful_cycles
-            counters["salient"] += occupancy - step.mac_cycles
+            counters["operand_delivery"] += fed - step.mac_cycles
+            counters["salient"] += occupancy - fed
             in_slots.put(1)
             in_flight.popleft()  # steps finish in load order: this one is the oldest
             if step.writeback_bytes:
@@ -257,7 +283,7 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
         env.process(proc())
     env.run()
     end = env.now
-    counters["memory"] += end - stats["last_mac"]  # final write-back drain
+    counters["memory_bandwidth"] += end - stats["last_mac"]  # final write-back drain
     total = end + clock.credit_time
     merged = {c: counters[c] + clock.credit[c] for c in COUNTERS}
     if not math.isclose(stats["simulated"] + stats["skipped"], total_steps):

@@ -23,10 +23,12 @@ from compression.formats import Pattern
 from .area import area_breakdown
 from .config import HardwareConfig, load_hardware
 from .decoders import decoder_model
-from .mapping import WeightInfo, build_mapping, mux_inputs, synthetic_salient, weight_info
+from .mapping import (WeightInfo, build_mapping, library_tile_fits, mux_inputs,
+                      synthetic_salient, weight_info)
 from .pipeline import run_pipeline
 
-STALL_CAUSES = ("memory", "decode", "compute", "salient")
+STALL_CAUSES = ("memory_bandwidth", "memory_latency", "decode", "operand_delivery", "compute",
+                "salient", "launch")
 
 
 @dataclass
@@ -53,6 +55,8 @@ class GemmResult:
     wall_s: float
     array_macs_per_run: float = 0.0  # MACs the array performs (kept weights x m), not dense
     salient_macs_per_run: float = 0.0
+    split_k: int = 1  # k-slices the GEMM was split into (1: none)
+    kind: str = "gemm"  # or "elementwise": a memory-bound non-GEMM kernel (norm, rotary, ...)
 
     @property
     def total_cycles(self) -> float:
@@ -77,7 +81,7 @@ class GemmResult:
             "name": self.name, "m": self.m, "n": self.n, "k": self.k, "count": c,
             "weight_name": self.weight_name, "pattern": self.pattern,
             "tile_m": self.tile[0], "tile_n": self.tile[1], "tile_k": self.tile[2],
-            "waves": self.waves,
+            "split_k": self.split_k, "kind": self.kind, "waves": self.waves,
             "cycles_per_run": self.cycles_per_run,
             "total_cycles": self.total_cycles,
             "busy_cycles": self.busy_cycles_per_run * c,
@@ -117,13 +121,14 @@ class WorkloadResult:
                 dram[key] = dram.get(key, 0.0) + value * g.count
         busy = sum(g.busy_cycles_per_run * g.count for g in self.gemms)
         flops = sum(g.dense_flops for g in self.gemms)
-        seconds = total / (hw.clock_ghz * 1e9)
+        seconds = total / (hw.run_clock_ghz * 1e9)
         return {
             "hardware": hw.name,
             "pattern": hw.pattern,
             "encoding": hw.encoding if hw.is_sparse else None,
             "decoder": hw.decoder_kind if hw.is_sparse else None,
             "clock_ghz": hw.clock_ghz,
+            "run_clock_ghz": hw.run_clock_ghz,
             "total_cycles": total,
             "seconds": seconds,
             "busy_cycles": busy,
@@ -172,15 +177,126 @@ def _resolve(hw: HardwareConfig, gemm, weight, salient) -> WeightInfo:
 
 
 def analytical_cycles(hw: HardwareConfig, mapping) -> float:
-    """Roofline + fill: the slowest of compute, decode and DRAM, plus one DRAM latency."""
-    compute = decode = traffic = 0.0
+    """Roofline + fill, a lower bound of the simulated time: the slowest of the MAC array (fed by
+    its operand delivery and salient lanes), the decoders and the DRAM loads, plus one DRAM
+    latency; all DRAM traffic, write-backs included; or, when too few loads are in flight,
+    Little's law (every step holds an input slot for at least one latency:
+    ``steps x latency / slots``)."""
+    compute = decode = loads = stores = steps = 0.0
     for wave_runs, wave_repeat in mapping.schedule:
         for step, repeat in wave_runs:
             n = repeat * wave_repeat
-            compute += n * max(step.mac_cycles, step.salient_cycles)
+            steps += n
+            compute += n * max(step.mac_cycles, step.operand_cycles, step.salient_cycles)
             decode += n * step.decode_cycles
-            traffic += n * (step.load_bytes + step.writeback_bytes)
-    return max(compute, decode, traffic / hw.dram_bytes_per_cycle) + hw.dram_latency_cycles
+            loads += n * step.load_bytes
+            stores += n * step.writeback_bytes
+    latency = hw.dram_latency_cycles
+    per_cycle = hw.dram_bytes_per_cycle
+    return max(max(compute, decode, loads / per_cycle) + latency,
+               (loads + stores) / per_cycle, steps * latency / hw.input_stages)
+
+
+@dataclass
+class Candidate:
+    """One way to run a GEMM: a tile (None: the largest that fits) and a split-K factor."""
+
+    tile: tuple[int, int] | None
+    split: int
+    mapping: object
+    extra_cycles: float  # split-K reduction traffic (whole group), on the DRAM channel
+    launches: int  # kernels launched (the GEMM, plus a split-K reduction)
+
+    def overhead(self, hw: HardwareConfig) -> float:
+        return self.extra_cycles + self.launches * hw.launch_cycles
+
+    def bound(self, hw: HardwareConfig) -> float:
+        return analytical_cycles(hw, self.mapping) + self.overhead(hw)
+
+
+def _split_factors(hw: HardwareConfig, k: int, info: WeightInfo, work: int) -> list[int]:
+    """Split-K factors worth trying: 1, and powers of two up to ``max_split_k`` that cut k into
+    equal slices of whole N:M blocks, at least one k-chunk each, while the tiles (``work``)
+    fill at most two waves."""
+    block = 1 if info.pattern is None else info.pattern.m
+    out, s = [1], 2
+    while s <= hw.max_split_k and work * s <= 2 * hw.num_cores:
+        if k % s == 0 and (k // s) % block == 0 and k // s >= hw.tile_k:
+            out.append(s)
+        s *= 2
+    return out
+
+
+def gemm_candidates(hw: HardwareConfig, gemm, info: WeightInfo) -> list[Candidate]:
+    """Every (library tile, split-K) way to run ``gemm`` on ``hw``; without ``library_tiles``
+    (or on a systolic array) the one mapping of :func:`build_mapping`."""
+    group = getattr(gemm, "group", 1)
+    if hw.template != "tensor_core" or not hw.library_tiles:
+        mapping = build_mapping(hw, gemm.m, gemm.n, gemm.k, info, group)
+        return [Candidate(None, 1, mapping, 0.0, 1)]
+    tiles = [t for t in hw.tile_shapes if library_tile_fits(hw, t, gemm.k, info)]
+    if not tiles:
+        raise ValueError(f"no tile of library_tiles ({', '.join(hw.library_tiles)}) fits "
+                         f"hardware '{hw.name}' (weight_buffer_kib + act_buffer_kib, "
+                         "out_buffer_kib)")
+    out = []
+    for tile in tiles:
+        work = group * -(-gemm.m // tile[0]) * -(-gemm.n // tile[1])
+        for split in _split_factors(hw, gemm.k, info, work):
+            mapping = build_mapping(hw, gemm.m, gemm.n, gemm.k // split, info, group * split,
+                                    tile)
+            # fp32 partials written and read back, the result written once; the mapping
+            # already wrote every slice's outputs at value width
+            outputs = group * gemm.m * gemm.n
+            extra = 0.0 if split == 1 else outputs * (
+                2 * split * hw.accumulator_bytes + hw.value_bytes - split * hw.value_bytes
+            ) / hw.dram_bytes_per_cycle
+            out.append(Candidate(tile, split, mapping, extra, 1 + (split > 1)))
+    return out
+
+
+def run_candidate(hw: HardwareConfig, candidate: Candidate, info: WeightInfo,
+                   steady_state: bool, memo: dict | None):
+    p = info.pattern
+    decode_latency = 0 if p is None else decoder_model(hw.decoder_kind).latency_cycles(p)
+    select_latency = math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
+    args = (tuple(candidate.mapping.schedule), hw.dram_bytes_per_cycle, hw.dram_latency_cycles,
+            decode_latency, select_latency, hw.input_stages, hw.output_stages, steady_state)
+    run = memo.get(args) if memo is not None else None
+    if run is None:
+        run = run_pipeline(*args[:-1], steady_state=steady_state)
+        if memo is not None:
+            memo[args] = run
+    return run
+
+
+# A candidate whose lower bound is within this fraction of the best simulated time is not
+# simulated: the pick is within 5% of the fastest candidate (a library heuristic's margin),
+# and a large GEMM's selection needs one or two simulations instead of all of them.
+SELECTION_TOLERANCE = 0.05
+
+
+def select_candidate(hw: HardwareConfig, candidates: list[Candidate], info: WeightInfo,
+                     steady_state: bool = True, memo: dict | None = None,
+                     tolerance: float = SELECTION_TOLERANCE):
+    """(candidate, pipeline run) of the lowest simulated time, as a GEMM library picks its
+    fastest kernel. Branch and bound: candidates are simulated in the order of their
+    analytical lower bound (larger tiles first among equal bounds) until the next bound
+    exceeds ``(1 - tolerance)`` x the best time found, so the pick is within ``tolerance`` of
+    the best one simulating every candidate would give (exactly it with ``tolerance=0``)."""
+    def order(i):
+        tile = candidates[i].tile or (0, 0)
+        return candidates[i].bound(hw), -tile[0] * tile[1], i
+    best = None  # (total cycles, index, run)
+    for i in sorted(range(len(candidates)), key=order):
+        cand = candidates[i]
+        if best is not None and cand.bound(hw) > best[0] * (1 - tolerance) * (1 + 1e-12):
+            break
+        run = run_candidate(hw, cand, info, steady_state, memo)
+        total = run.cycles + cand.overhead(hw)
+        if best is None or total < best[0]:
+            best = (total, i, run)
+    return candidates[best[1]], best[2]
 
 
 def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: str | None = None,
@@ -190,40 +306,54 @@ def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: str |
     ``salient``: a synthetic structured side-car pattern (e.g. ``"16:256"``) when no real one;
     ``steady_state=False`` simulates every step (the exact event path, for checks).
     ``memo``: pipeline results by schedule; two GEMMs with equal step schedules (e.g. layers
-    whose masks differ only in kept positions) have the same timing, so one run serves both."""
+    whose masks differ only in kept positions) have the same timing, so one run serves both.
+    With ``library_tiles`` the fastest (tile, split-K) candidate runs (:func:`select_candidate`);
+    every kernel launched costs ``launch_overhead_us``."""
     hw = load_hardware(hw)
     start = time.perf_counter()
     info = _resolve(hw, gemm, weight, salient)
     group = getattr(gemm, "group", 1)
-    mapping = build_mapping(hw, gemm.m, gemm.n, gemm.k, info, group)
+    cand, run = select_candidate(hw, gemm_candidates(hw, gemm, info), info, steady_state, memo)
+    mapping = cand.mapping
     p = info.pattern
-    decode_latency = 0 if p is None else decoder_model(hw.decoder_kind).latency_cycles(p)
-    select_latency = math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
-    args = (tuple(mapping.schedule), hw.dram_bytes_per_cycle, hw.dram_latency_cycles,
-            decode_latency, select_latency, hw.input_stages, hw.output_stages, steady_state)
-    run = memo.get(args) if memo is not None else None
-    if run is None:
-        run = run_pipeline(*args[:-1], steady_state=steady_state)
-        if memo is not None:
-            memo[args] = run
-    stalls = {c: run.counters[c] for c in STALL_CAUSES}
+    stalls = {c: run.counters.get(c, 0.0) for c in STALL_CAUSES}
+    stalls["memory_bandwidth"] += cand.extra_cycles
+    stalls["launch"] += cand.launches * hw.launch_cycles
     # Figures are per run: a mapping of ``group`` concurrent instances is divided by it.
     return GemmResult(
         gemm.name, gemm.m, gemm.n, gemm.k, gemm.count, gemm.weight_name,
         "dense" if p is None else str(p), (mapping.tile_m, mapping.tile_n, mapping.chunk_k),
-        mapping.waves, run.cycles / group, run.counters["busy"] / group,
+        mapping.waves, (run.cycles + cand.overhead(hw)) / group, run.counters["busy"] / group,
         {c: v / group for c, v in stalls.items()},
         {c: v / group for c, v in mapping.bytes_by_class.items()},
-        analytical_cycles(hw, mapping) / group, hw.clock_ghz, run.simulated_steps,
+        cand.bound(hw) / group, hw.run_clock_ghz, run.simulated_steps,
         run.skipped_steps, time.perf_counter() - start, mapping.kept_macs / group,
-        mapping.salient_macs / group)
+        mapping.salient_macs / group, cand.split)
+
+
+def simulate_elementwise(hw: HardwareConfig | str, op) -> GemmResult:
+    """A memory-bound non-GEMM kernel (``workloads.models.Elementwise``: a norm, a rotary
+    embedding, a softmax, a KV-cache write...): one launch, one DRAM latency and its bytes at
+    the achievable bandwidth; no tensor-core work."""
+    hw = load_hardware(hw)
+    latency = float(hw.dram_latency_cycles)
+    transfer = op.bytes_moved / hw.dram_bytes_per_cycle
+    stalls = dict.fromkeys(STALL_CAUSES, 0.0)
+    stalls.update(memory_bandwidth=transfer, memory_latency=latency, launch=hw.launch_cycles)
+    cycles = transfer + latency + hw.launch_cycles
+    return GemmResult(op.name, 0, 0, 0, op.count, None, "dense", (0, 0, 0), 0, cycles, 0.0,
+                      stalls, {"activations": float(op.bytes_moved)}, cycles, hw.run_clock_ghz,
+                      0, 0, 0.0, kind="elementwise")
 
 
 def simulate_workload(hw: HardwareConfig | str, gemms, weights: dict | None = None, *,
                       salient: str | None = None, steady_state: bool = True,
-                      progress: bool = False, reuse: bool = True) -> WorkloadResult:
+                      progress: bool = False, reuse: bool = True,
+                      elementwise=()) -> WorkloadResult:
     """Simulate a GEMM list; ``weights`` maps ``weight_name`` -> compressed weight. GEMMs of equal
-    shape without a real weight are simulated once and reused (``reuse=False``: every one)."""
+    shape without a real weight are simulated once and reused (``reuse=False``: every one).
+    ``elementwise``: the non-GEMM kernels of the pass (``workloads.models.elementwise_ops``),
+    added as memory-bound kernels (:func:`simulate_elementwise`)."""
     hw = load_hardware(hw)
     weights = weights or {}
     if salient is not None:
@@ -254,5 +384,6 @@ def simulate_workload(hw: HardwareConfig | str, gemms, weights: dict | None = No
             if key is not None:
                 cache[key] = res
         results.append(res)
+    results += [simulate_elementwise(hw, op) for op in elementwise]
     return WorkloadResult(hw, results, area_breakdown(hw), time.perf_counter() - start)
 

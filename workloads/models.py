@@ -80,6 +80,8 @@ ARCHITECTURES: dict[str, ModelArch] = {
                   "meta-llama/Llama-2-13b-hf config.json (Touvron et al. 2023, Table 1)"),
         ModelArch("llama2-70b", 8192, 28672, 64, 8, 80, 32000,
                   "meta-llama/Llama-2-70b-hf config.json (GQA with 8 KV heads)"),
+        ModelArch("llama3-8b", 4096, 14336, 32, 8, 32, 128256,
+                  "meta-llama/Meta-Llama-3-8B config.json (Llama 3.1 8B has the same shapes)"),
         ModelArch("smollm2-135m", 576, 1536, 9, 3, 30, 49152,
                   "HuggingFaceTB/SmolLM2-135M(-Instruct) config.json"),
     )
@@ -185,4 +187,46 @@ def gemms(arch: str | ModelArch, phase: str, seq: int = 2048, batch: int = 1,
     if lm_head:
         n_out, k = a.weight_shape("lm_head")
         out.append(GEMM("lm_head", tokens, n_out, k, 1, "lm_head"))
+    return out
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """A non-GEMM kernel of a forward pass (a norm, rotary embedding, softmax, KV-cache write,
+    activation, residual add): ``bytes_moved`` read + written per run, ``count`` runs."""
+
+    name: str
+    bytes_moved: int
+    count: int = 1
+
+
+def elementwise_ops(arch: str | ModelArch, phase: str, seq: int = 2048, batch: int = 1,
+                    kv_len: int | None = None, layers: int | None = None,
+                    value_bytes: int = 2) -> list[Elementwise]:
+    """The non-GEMM kernels of one forward pass, one kernel each, unfused (as eager PyTorch
+    runs a HF ``LlamaDecoderLayer``): per layer two RMSNorms, rotary embedding of q and k, the
+    KV-cache write, the attention softmax, SiLU(gate) x up and two residual adds; then the
+    final norm and the sampling read of the logits. Bytes are the tensors read and written at
+    ``value_bytes`` per value (norm weights and rotary tables included)."""
+    a = get_arch(arch)
+    gemm_list = gemms(a, phase, seq=seq, batch=batch, kv_len=kv_len, layers=layers,
+                      lm_head=False)  # validates the arguments the same way
+    n_layers = gemm_list[0].count
+    tokens = gemm_list[0].m
+    context = next(g.n for g in gemm_list if g.name == "attn_scores")
+    queries = tokens * a.heads
+    h, kv, inter, v = a.hidden, a.kv_heads * a.head_dim, a.intermediate, value_bytes
+    per_layer = {
+        "input_norm": (2 * tokens * h + h) * v,
+        "rotary": (2 * tokens * (h + kv) + 2 * tokens * a.head_dim) * v,
+        "kv_cache_write": 2 * tokens * 2 * kv * v,
+        "softmax": 2 * queries * context * v,
+        "attn_residual": 3 * tokens * h * v,
+        "post_attention_norm": (2 * tokens * h + h) * v,
+        "silu_mul": 3 * tokens * inter * v,
+        "mlp_residual": 3 * tokens * h * v,
+    }
+    out = [Elementwise(name, nbytes, n_layers) for name, nbytes in per_layer.items()]
+    out.append(Elementwise("final_norm", (2 * tokens * h + h) * v, 1))
+    out.append(Elementwise("sampling", tokens * a.vocab * v, 1))
     return out

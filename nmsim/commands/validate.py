@@ -32,10 +32,23 @@ def register(sub) -> None:
     p.add_argument("--skip-speed", action="store_true", help="only the output check (a)")
     p.add_argument("--no-triton", action="store_true", help="leave the Triton kernel out of (a)")
     p.add_argument("--json", action="store_true")
+    g = p.add_argument_group("published GPU measurements (instead of the kernel checks)")
+    g.add_argument("--published", action="store_true", help="simulate every row of the "
+                   "published A100/H100 table and report the errors")
+    g.add_argument("--table", default=None, metavar="FILE",
+                   help="published-measurement CSV (default validation/published_gpu.csv)")
+    g.add_argument("--out", default=None, metavar="DIR", help="report folder (default "
+                   "reports/validation; with --preset or --datasheet-only only when given)")
+    g.add_argument("--preset", action="append", default=[], metavar="GPU=PRESET_OR_FILE",
+                   help="simulate GPU's rows on another design (repeatable)")
+    g.add_argument("--datasheet-only", action="store_true", help="reset the calibrated fields "
+                   "(sustained clock, HBM fraction, launch, operand delivery, tiles, split-K)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.published:
+        return _published(args)
     import torch
 
     if not torch.cuda.is_available():  # the Triton kernel then runs in its CPU interpreter
@@ -102,3 +115,48 @@ def _predicted_vs_measured(patterns, encoding, shape, repeats) -> list[dict]:
                         "relative_error": record["speedup"] / predicted - 1,
                         "dense_baseline": record["dense_baseline"], "host": host})
     return results
+
+
+def _published(args) -> int:
+    """`--published`: the simulator against the published-measurement table."""
+    import time
+
+    from accel_sim import published as P
+    from accel_sim.config import load_hardware
+
+    start = time.perf_counter()
+    table = args.table or P.DEFAULT_TABLE
+    gpus, designs = dict(P.GPU_PRESETS), {}
+    for item in args.preset:
+        gpu, _, hw = item.partition("=")
+        if gpu not in gpus or not hw:
+            raise ValueError(f"--preset {item!r}: expected GPU=PRESET_OR_FILE with GPU one of "
+                             f"{', '.join(gpus)}")
+        designs[gpus[gpu]] = load_hardware(hw)
+    rows = P.load_table(table)
+    presets = {name: designs.get(name) or load_hardware(name) for name in gpus.values()}
+    if args.datasheet_only:
+        presets = {name: P.datasheet_only(hw) for name, hw in presets.items()}
+    records = P.validate_table(rows, presets)
+    summary = P.summarize(records)
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"rows": records, "summary": summary}, indent=2))
+    else:
+        print(f"{'id':<9}{'gpu':<6}{'kind':<7}{'pattern':<8}{'metric':<17}{'measured':>10}"
+              f"{'predicted':>11}{'error':>8}  half      scope")
+        for r in records:
+            print(f"{r['id']:<9}{r['gpu']:<6}{r['kind']:<7}{r['pattern']:<8}{r['metric']:<17}"
+                  f"{P._fmt(r['measured']):>10}{P._fmt(r['predicted']):>11}"
+                  f"{P._pct(r['error']):>8}  {r['half']:<9} {r['scope'][:60]}")
+        for s in summary:
+            print(f"median |error| {s['pattern']:>5} {s['half']:<8}: "
+                  f"{P._pct(s['median_abs_error']).lstrip('+')} over {s['rows']} scored rows")
+    out = args.out or (None if args.preset or args.datasheet_only else "reports/validation")
+    label = os.path.relpath(table) if not os.path.relpath(table).startswith("..") else table
+    written = P.write_report(records, summary, out, str(label), seconds) if out else []
+    if not args.json:
+        for path in written:
+            print(f"wrote {path}")
+        print(f"{len(records)} rows in {time.perf_counter() - start:.1f} s")
+    return 0

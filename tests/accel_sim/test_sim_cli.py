@@ -26,7 +26,8 @@ def test_json_has_the_contract_fields(capsys):
     for key in ("total_cycles", "area_mm2", "effective_tflops", "stall_cycles", "dram_bytes",
                 "utilization", "gemms", "area_breakdown_mm2"):
         assert key in record
-    assert set(record["stall_cycles"]) >= {"memory", "decode", "compute"}
+    assert set(record["stall_cycles"]) >= {"memory_bandwidth", "memory_latency", "decode",
+                                            "operand_delivery", "compute", "launch"}
     assert set(record["dram_bytes"]) >= {"values", "metadata", "activations", "outputs",
                                          "salient"}
     assert record["total_cycles"] == pytest.approx(sum(g["total_cycles"]

@@ -41,6 +41,11 @@ def designs(draw):
         "buffer_stages": draw(st.integers(2, 4)),
         "double_buffered": draw(st.booleans()),
         "tile_k": draw(st.sampled_from([32, 64, 96, 256])),
+        "operand_bytes_per_cycle": draw(st.sampled_from([0.0, 16.0, 128.0])),
+        "launch_overhead_us": draw(st.sampled_from([0.0, 2.0])),
+        "sustained_clock_ghz": draw(st.sampled_from([None, 1.0])),
+        "dram_efficiency": draw(st.sampled_from([1.0, 0.7])),
+        "max_split_k": draw(st.sampled_from([1, 4])),
     }
 
 
@@ -76,3 +81,5 @@ def test_random_designs_obey_the_physics_or_name_the_field(overrides, m, n, k):
     assert 0 < result.utilization <= 1 + 1e-9
     moved = sum(result.dram_bytes_per_run.values())
     assert total >= moved / hw.dram_bytes_per_cycle - 1e-6
+    # the analytical cross-check is a lower bound (the tile selection's branch and bound)
+    assert result.analytical_cycles_per_run <= total * (1 + 1e-9)

@@ -13,6 +13,7 @@ PUBLISHED_PARAMETERS = {
     "llama2-7b": (6_738_415_616, False),
     "llama2-13b": (13_015_864_320, False),
     "llama2-70b": (68_976_648_192, False),
+    "llama3-8b": (8_030_261_248, False),  # Meta-Llama-3-8B safetensors index total
     "smollm2-135m": (134_515_008, True),
 }
 
