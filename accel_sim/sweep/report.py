@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -29,12 +27,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from accel_sim.output_folder import OutputFolder, check_output_folder
 from accel_sim.sweep.spec import baseline_twin, point_key
 from accel_sim.sweep.store import open_store
 
 WORKLOAD_COLUMNS = ["workload", "phase", "seq", "batch", "kv_len"]
 # Hardware fields that define the N:M support itself (what the area breakdown compares).
 DESIGN_FIELDS = ["pattern", "support", "encoding", "decoder", "mux_style"]
+# The marker kind of a sweep report folder (accel_sim.output_folder).
+REPORT_KIND = "sweep-report"
 ACCURACY_TITLE = "Accuracy vs throughput vs area (best TOPS/mm2 design per pattern)"
 MEMORY_MATCHED_TITLE = "Memory-matched: sparse LLaMa-2-13B vs dense LLaMa-2-7B"
 NOTES = {
@@ -214,14 +215,14 @@ def load_compression_metrics(paths) -> pd.DataFrame:
 
 
 def write_report(db_path: str | Path, out_dir: str | Path, compression=()) -> list[Path]:
-    """Write the report folder (built in a temp folder, then swapped in whole)."""
+    """Write the report folder: new, empty, or an earlier report (see accel_sim.output_folder).
+
+    Files are staged inside the folder and moved in one by one; a user's own files are kept."""
+    check_output_folder(out_dir, REPORT_KIND)  # before any work: a refused folder costs nothing
     frame = load_results(db_path)
     metrics = load_compression_metrics(compression)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the report is meant to be shared
-    try:
+    with OutputFolder(out_dir, REPORT_KIND) as folder:
+        tmp = folder.staging
         charts = _write_charts(frame, metrics, tmp)
         tables = _tables(frame, metrics)
         ok = frame[frame["status"] == "ok"]
@@ -230,19 +231,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, compression=()) -> li
             frame[frame["status"] == "error"].to_csv(tmp / "errors.csv", index=False)
         (tmp / "summary.md").write_text(_markdown(frame, tables, charts))
         (tmp / "report.html").write_text(_html(frame, tables, charts, tmp))
-        _swap_in(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return sorted(out_dir.iterdir())
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+        return folder.commit()
 
 
 def _design_columns(frame: pd.DataFrame) -> list[str]:

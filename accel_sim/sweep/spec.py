@@ -47,6 +47,8 @@ PHASE_PARAMETERS = {
     "decode": {"batch": 1, "kv_len": 2048},
 }
 EVALUATORS = ("accel_sim", "synthetic")
+# A spec's name becomes runs/NAME.sqlite and reports/NAME: a plain name, never a path.
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 class SpecError(ValueError):
@@ -186,9 +188,10 @@ def _validate(raw: dict, source: str) -> SweepSpec:
                  for key in raw if key not in TOP_LEVEL_KEYS]
     problems += [f"{key}: missing" for key in REQUIRED_KEYS if key not in raw]
 
-    name = raw.get("name", Path(source).stem if source != "<default>" else "default")
-    if not isinstance(name, str) or not name:
-        problems.append(f"name: must be a non-empty string, got {name!r}")
+    name = raw.get("name", source.strip("<>") if source.startswith("<") else Path(source).stem)
+    if not (isinstance(name, str) and NAME_RE.fullmatch(name) and name not in (".", "..")):
+        problems.append(f"name: must be a name of letters, digits, '.', '_' or '-' (not '.' "
+                        f"or '..'; it names runs/NAME.sqlite and reports/NAME), got {name!r}")
     evaluator = raw.get("evaluator", "accel_sim")
     if evaluator not in EVALUATORS:
         problems.append(f"evaluator: unknown '{evaluator}' (choose {', '.join(EVALUATORS)})")

@@ -15,7 +15,8 @@ def register(sub) -> None:
                    help=f"results database, resumed if it exists (default {DEFAULT_DB}, or "
                         "runs/<spec name>.sqlite)")
     p.add_argument("--out", type=Path,
-                   help=f"report folder (default {DEFAULT_OUT}, or reports/<spec name>)")
+                   help=f"report folder (default {DEFAULT_OUT}, or reports/<spec name>): new, empty "
+                        "or an earlier nmsim report")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes (default: the CPUs available)")
     p.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
@@ -37,8 +38,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     # Imported here so that other subcommands do not pay for pandas/matplotlib/dask.
+    from accel_sim.output_folder import check_output_folder
     from accel_sim.sweep.engine import run_spec
-    from accel_sim.sweep.report import write_report
+    from accel_sim.sweep.report import REPORT_KIND, write_report
     from accel_sim.sweep.spec import load_spec, with_masks
     from accel_sim.sweep.store import open_store
 
@@ -58,6 +60,8 @@ def run(args) -> int:
     default = spec.source == "<default>"
     db = args.db or (DEFAULT_DB if default else Path("runs") / f"{spec.name}.sqlite")
     out = args.out or (DEFAULT_OUT if default else Path("reports") / spec.name)
+    if not args.no_report:  # refuse a user's folder before hours of simulation, not after
+        check_output_folder(out, REPORT_KIND)
     with open_store(db) as store:
         stats = run_spec(spec, store, workers=args.workers, dask_address=args.dask,
                          chunk_size=args.chunk, retry_errors=args.retry_errors,
