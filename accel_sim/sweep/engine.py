@@ -46,13 +46,13 @@ def default_workers() -> int:
 def run_spec(spec: SweepSpec, store: SweepStore, **options) -> SweepStats:
     """Run every point of ``spec`` that ``store`` does not already hold."""
     return run_points(spec.points(), store, spec_name=spec.name, spec_source=spec.source,
-                      **options)
+                      spec_text=spec.text, **options)
 
 
 def run_points(points: list[dict], store: SweepStore, *, workers: int | None = None,
                dask_address: str | None = None, chunk_size: int | None = None,
                retry_errors: bool = False, progress: bool = True, spec_name: str = "points",
-               spec_source: str = "<points>") -> SweepStats:
+               spec_source: str = "<points>", spec_text: str | None = None) -> SweepStats:
     """Evaluate the points missing from ``store`` and store each as it finishes."""
     start = time.perf_counter()
     workers = workers or default_workers()
@@ -63,7 +63,7 @@ def run_points(points: list[dict], store: SweepStore, *, workers: int | None = N
     engine = f"dask:{dask_address}" if dask_address else f"local:{workers}"
     if not todo:
         return SweepStats(len(points), len(points), 0, 0, time.perf_counter() - start, engine)
-    run_id = store.start_run(spec_name, spec_source, engine)
+    run_id = store.start_run(spec_name, spec_source, engine, spec_text)
     size = chunk_size or min(_MAX_CHUNK, max(1, len(todo) // (workers * _CHUNKS_PER_WORKER)))
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     errors = 0

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from accel_sim.output_folder import OutputFolder, check_output_folder
-from accel_sim.sweep.spec import baseline_twin, point_key
+from accel_sim.sweep.spec import baseline_twin, point_identity, point_key
 from accel_sim.sweep.store import open_store
 
 WORKLOAD_COLUMNS = ["workload", "phase", "seq", "batch", "kv_len"]
@@ -69,7 +69,8 @@ def load_results(db_path: str | Path) -> pd.DataFrame:
         for row in store.rows():
             point, result = row["point"], row["result"] or {}
             cycles_by_key[row["key"]] = result.get("total_cycles")
-            record = {"key": row["key"], "status": row["status"], "error": row["error"],
+            record = {"key": row["key"], "identity": point_identity(point),
+                      "status": row["status"], "error": row["error"],
                       "simulator": point.get("simulator"), "finished_at": row["finished_at"],
                       "hardware": point.get("hardware"), "real_masks": "masks" in point,
                       "twin_key": point_key(baseline_twin(point)) if point.get("baseline")
@@ -91,21 +92,20 @@ def load_results(db_path: str | Path) -> pd.DataFrame:
     twin_cycles = frame["twin_key"].map(cycles_by_key)
     frame["speedup_vs_dense"] = twin_cycles / frame.get("total_cycles")
     frame["is_baseline"] = frame["twin_key"] == frame["key"]
-    return frame.drop(columns=["twin_key"])
+    return frame.drop(columns=["twin_key", "identity"])
 
 
 def _latest_simulator(frame: pd.DataFrame) -> pd.DataFrame:
     """Only the points of the simulator version that finished last (one store may hold several
-    versions after the code changed); ``frame.attrs["stale_points"]`` counts the rest."""
-    versions = frame["simulator"].dropna()
-    if versions.nunique() <= 1:
-        frame.attrs["stale_points"] = 0
-        return frame
-    latest = frame.loc[frame["finished_at"][frame["simulator"].notna()].idxmax(), "simulator"]
-    keep = frame["simulator"].isna() | (frame["simulator"] == latest)
-    stale = int((~keep).sum())
-    frame = frame[keep].copy()
-    frame.attrs["stale_points"] = stale
+    versions after the code changed), and of each point only the result for the latest contents
+    of its input files; ``frame.attrs["stale_points"]`` counts the rest."""
+    total = len(frame)
+    if frame["simulator"].dropna().nunique() > 1:
+        latest = frame.loc[frame["finished_at"][frame["simulator"].notna()].idxmax(), "simulator"]
+        frame = frame[frame["simulator"].isna() | (frame["simulator"] == latest)]
+    frame = frame.sort_values("finished_at", kind="stable").drop_duplicates("identity",
+                                                                            keep="last").copy()
+    frame.attrs["stale_points"] = total - len(frame)
     return frame
 
 

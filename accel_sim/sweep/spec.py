@@ -89,6 +89,8 @@ class SweepSpec:
     compression: tuple[str, ...] = ()
     source: str = "<spec>"
     base_pattern: str = "dense"  # the base preset's pattern (points that do not override it)
+    text: str = ""  # the spec's YAML, kept with each run in the results store
+    hardware_digest: str = ""  # content_digest of the hardware file (part of every point key)
 
     def hardware_settings(self) -> list[dict]:
         """Every combination of the axes, as a dict of hardware field overrides."""
@@ -119,7 +121,9 @@ class SweepSpec:
         return list(points.values())
 
     def _point(self, hw: dict, work: dict) -> dict:
-        point = {"evaluator": self.evaluator, "hardware": self.hardware, "hw": hw, **work}
+        # Contents, not names: editing the hardware file or a mask folder makes new points.
+        point = {"evaluator": self.evaluator, "hardware": self.hardware, "hw": hw, **work,
+                 "inputs": {"hardware": self.hardware_digest}}
         if self.evaluator == "accel_sim":  # results of another simulator version are not reused
             point["simulator"] = simulator_version()
         if self.baseline:
@@ -128,6 +132,7 @@ class SweepSpec:
             mask_file = self.masks["files"].get(str(hw.get("pattern", self.base_pattern)))
             if mask_file:
                 point["masks"] = mask_file
+                point["inputs"]["masks"] = self.masks["digests"][mask_file]
         return point
 
 
@@ -152,7 +157,35 @@ def baseline_twin(point: dict) -> dict:
     """The point's dense twin: its hardware with the baseline overrides applied, running the
     uncompressed model (no mask file: the twin is the dense reference for real masks too)."""
     twin = {k: v for k, v in point.items() if k != "masks"}
+    if "inputs" in point:
+        twin["inputs"] = {k: v for k, v in point["inputs"].items() if k != "masks"}
     return {**twin, "hw": {**point["hw"], **point.get("baseline", {})}}
+
+
+def point_identity(point: dict) -> str:
+    """The key of the point without its input digests: the same design on the same workload,
+    whatever the contents of its files (a report keeps only the latest result of each)."""
+    return point_key({k: v for k, v in point.items() if k != "inputs"})
+
+
+def content_digest(path: str | Path) -> str:
+    """16 hex digits of SHA-256 over a file's bytes, or over a folder's files (names and bytes)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
+def hardware_file(preset_or_path: str) -> Path:
+    """The YAML file a spec's ``hardware`` names (a preset's file, or the path itself)."""
+    from accel_sim.config import PRESET_DIR, PRESETS
+
+    return PRESET_DIR / f"{preset_or_path}.yaml" if preset_or_path in PRESETS \
+        else Path(preset_or_path)
 
 
 def load_spec(path: str | Path | None = None) -> SweepSpec:
@@ -176,10 +209,10 @@ def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
         raise SpecError(source, [f"not valid YAML{where}: {problem}"]) from None
     if not isinstance(raw, dict):
         raise SpecError(source, ["the spec must be a mapping of fields (name, hardware, ...)"])
-    return _validate(raw, source)
+    return _validate(raw, source, text)
 
 
-def _validate(raw: dict, source: str) -> SweepSpec:
+def _validate(raw: dict, source: str, text: str) -> SweepSpec:
     from accel_sim.config import SWEEPABLE_FIELDS, load_hardware
     from workloads.models import ARCHITECTURES
 
@@ -246,7 +279,8 @@ def _validate(raw: dict, source: str) -> SweepSpec:
     return SweepSpec(name=name, evaluator=evaluator, hardware=str(hardware),
                      workloads=tuple(workloads), phases=phases, axes=axes, baseline=baseline,
                      masks=masks, compression=compression, source=source,
-                     base_pattern=str(base.pattern),
+                     base_pattern=str(base.pattern), text=text,
+                     hardware_digest=content_digest(hardware_file(str(hardware))),
                      skipped=tuple(json.dumps(hw, sort_keys=True) for hw in invalid))
 
 
@@ -338,7 +372,7 @@ def _validate_masks(raw, workloads: list, problems: list[str]) -> dict | None:
     if not files and raw.get("required", True):
         problems.append(f"masks.dir: no prune output with compressed layers in {raw['dir']} "
                         "or its subfolders (expected `nmsim prune --out DIR` output folders)")
-    return {"workload": raw["workload"], "files": files}
+    return {"workload": raw["workload"], "files": files, "digests": _digests(files)}
 
 
 def find_mask_files(folder: str | Path) -> dict[str, str]:
@@ -414,4 +448,10 @@ def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None)
     if not files:
         raise ValueError(f"--masks: no prune output with compressed layers in {folder} or its "
                          "subfolders")
-    return dataclasses.replace(spec, masks={"workload": workload, "files": files})
+    return dataclasses.replace(spec, masks={"workload": workload, "files": files,
+                                            "digests": _digests(files)})
+
+
+def _digests(files: dict[str, str]) -> dict[str, str]:
+    """Content digest of each mask folder, by folder."""
+    return {folder: content_digest(folder) for folder in set(files.values())}

@@ -6,6 +6,7 @@ import json
 
 from accel_sim.config import load_hardware
 from accel_sim.simulate import simulate_workload
+from accel_sim.sweep.evaluate import simulator_version
 from accel_sim.workload_io import load_masks, match_weights
 from workloads.models import ARCHITECTURES, PHASES, gemms
 
@@ -48,7 +49,8 @@ def run(args) -> int:
                                steady_state=not args.full, progress=not args.json)
     record = result.to_dict()
     record.update(workload=args.workload, phase=args.phase, seq=args.seq, batch=args.batch,
-                  masks=args.masks)
+                  masks=args.masks, hardware_config=hw.to_dict(),
+                  simulator_version=simulator_version())  # enough to reproduce a saved JSON
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
