@@ -63,10 +63,14 @@ def run_formats(args) -> int:
     r0 = records[0]
     print(f"{r0['pattern']} on {r0['shape'][0]}x{r0['shape'][1]}, median of {r0['repeats']} "
           f"after a warm-up (mask from |W|: {r0['mask_s']:.3f} s)")
-    print(f"{'encoding':>8}  {'bits/elem':>9}  {'bytes':>10}  {'encode s':>8}  {'decode s':>8}")
+    print(f"{'encoding':>8}  {'bits/elem':>9}  {'bytes':>10}  {'encode s':>8}  {'decode s':>8}"
+          f"  {'load s':>7}  {'no check s':>10}")
     for r in records:
         print(f"{r['encoding']:>8}  {r['bits_per_element']:>9.4f}  {r['metadata_bytes']:>10}  "
-              f"{r['encode_s']:>8.3f}  {r['decode_s']:>8.3f}")
+              f"{r['encode_s']:>8.3f}  {r['decode_s']:>8.3f}  {r['load_s']:>7.3f}  "
+              f"{r['load_unverified_s']:>10.3f}")
+    print("load: the float16 compressed file read and validated, with and without the "
+          "checksums, timed alternately")
     return 0
 
 
