@@ -108,7 +108,38 @@ def read_index(folder: str | Path) -> dict:
     if index.get("version") != OUTPUT_VERSION:
         raise ValueError(f"{file}: version {index.get('version')!r} is not supported (this build "
                          f"reads version {OUTPUT_VERSION})")
+    layers = index.get("layers")
+    if not isinstance(layers, list):
+        raise ValueError(f"{file}: 'layers' must be a list of layer entries")
+    for i, entry in enumerate(layers):
+        if not (isinstance(entry, dict) and {"compressed", "masks"} <= set(entry)
+                and isinstance(entry.get("tensors", []), list)):
+            raise ValueError(f"{file}: layers[{i}] must be an object with 'compressed', 'masks' "
+                             "and 'tensors'")
+        for key in ("compressed", "masks"):
+            if entry[key] is not None:
+                entry_path(folder, entry, key, i)  # raises unless inside the folder
     return index
+
+
+def entry_path(folder: str | Path, entry: dict, key: str, i: int = 0) -> Path:
+    """The file an index entry names, which must be a relative path inside ``folder``."""
+    folder = Path(folder)
+    name = entry[key]
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        raise ValueError(f"{folder / INDEX_FILE}: layers[{i}].{key} must be a relative file name "
+                         f"inside the folder, got {name!r}")
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{folder / INDEX_FILE}: layers[{i}].{key} {name!r} points outside "
+                         f"the folder {folder}; refused")
+    return path
+
+
+def covered_weights(folder: str | Path) -> set[str]:
+    """Module names the folder holds masks for (from its index, without reading the layers)."""
+    return {str(name) for entry in read_index(folder)["layers"]
+            for name in entry.get("tensors", [])}
 
 
 def is_output_folder(path: str | Path) -> bool:
@@ -118,7 +149,8 @@ def is_output_folder(path: str | Path) -> bool:
 def compressed_files(folder: str | Path) -> list[Path]:
     """The folder's compressed layer files, in layer order (empty for an unstructured bulk)."""
     folder = Path(folder)
-    return [folder / e["compressed"] for e in read_index(folder)["layers"] if e["compressed"]]
+    return [entry_path(folder, e, "compressed", i)
+            for i, e in enumerate(read_index(folder)["layers"]) if e["compressed"]]
 
 
 def load_compressed(path: str | Path) -> dict[str, formats.SparseWeight]:
@@ -139,7 +171,8 @@ def bulk_pattern(folder: str | Path) -> str | None:
     if not files:
         return None
     tensors = formats.read_header(files[0]).get("tensors", {})
-    return next(iter(tensors.values()))["bulk"]["pattern"] if tensors else None
+    return str(formats.Pattern.parse(next(iter(tensors.values()))["bulk"].get("pattern"))) \
+        if tensors else None
 
 
 def load_masks(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -148,8 +181,8 @@ def load_masks(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.
 
     folder = Path(folder)
     masks, biases = {}, {}
-    for entry in read_index(folder)["layers"]:
-        file = folder / entry["masks"]
+    for i, entry in enumerate(read_index(folder)["layers"]):
+        file = entry_path(folder, entry, "masks", i)
         try:
             with safe_open(str(file), framework="numpy") as handle:
                 shapes = json.loads((handle.metadata() or {})[_MASKS_KEY])["shapes"]

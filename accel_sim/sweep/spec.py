@@ -360,19 +360,38 @@ def _check_fields(where: str, fields: dict, base, sweepable, problems: list[str]
 
 
 def _validate_masks(raw, workloads: list, problems: list[str]) -> dict | None:
-    """``{workload, dir, required}`` -> ``{workload, files: {pattern: compressed file}}``."""
-    if not isinstance(raw, dict) or not {"dir", "workload"} <= set(raw) \
-            or not set(raw) <= {"dir", "workload", "required"}:
+    """``{workload, dir, required, allow_partial}`` -> ``{workload, files: {pattern: folder},
+    digests: {folder: content digest}}``."""
+    keys = {"dir", "workload", "required", "allow_partial"}
+    if not isinstance(raw, dict) or not {"dir", "workload"} <= set(raw) or not set(raw) <= keys:
         problems.append("masks: must be {workload: NAME, dir: PRUNE_OUTPUT_DIR(S), "
-                        "required: true|false}")
+                        "required: true|false, allow_partial: true|false}")
         return None
     if raw["workload"] not in workloads:
         problems.append(f"masks.workload: '{raw['workload']}' is not one of the spec's workloads")
-    files = find_mask_files(raw["dir"])
+        return None
+    try:
+        files = find_mask_files(str(raw["dir"]))
+        _check_mask_coverage(raw["workload"], files, raw.get("allow_partial") is True)
+    except ValueError as exc:
+        problems.append(f"masks.dir: {exc}")
+        return None
     if not files and raw.get("required", True):
         problems.append(f"masks.dir: no prune output with compressed layers in {raw['dir']} "
                         "or its subfolders (expected `nmsim prune --out DIR` output folders)")
     return {"workload": raw["workload"], "files": files, "digests": _digests(files)}
+
+
+def _check_mask_coverage(workload: str, files: dict[str, str], allow_partial: bool) -> None:
+    """Each mask folder must cover every decoder-layer weight of ``workload`` (or be allowed
+    not to: the rest then run uniform N:M, counted in each result's ``uniform_weights``)."""
+    from accel_sim.workload_io import check_coverage
+    from compression.prune_output import covered_weights
+    from workloads.models import gemms
+
+    layer_gemms = gemms(workload, "decode", per_layer=True)
+    for folder in sorted(set(files.values())):
+        check_coverage(layer_gemms, covered_weights(folder), allow_partial, where=folder)
 
 
 def find_mask_files(folder: str | Path) -> dict[str, str]:
@@ -438,7 +457,8 @@ def _check_combinations(axes: dict, baseline: dict, base, skip_invalid: bool,
                         f"{listed}{more}")
     return [hw for hw, _, _ in invalid]
 
-def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None) -> SweepSpec:
+def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None,
+               allow_partial: bool = False) -> SweepSpec:
     """The spec with its real-mask workload fed from ``folder`` (prune output folders)."""
     workload = workload or (spec.masks or {}).get("workload") or "smollm2-135m"
     if workload not in spec.workloads:
@@ -448,6 +468,7 @@ def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None)
     if not files:
         raise ValueError(f"--masks: no prune output with compressed layers in {folder} or its "
                          "subfolders")
+    _check_mask_coverage(workload, files, allow_partial)
     return dataclasses.replace(spec, masks={"workload": workload, "files": files,
                                             "digests": _digests(files)})
 

@@ -29,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--masks", metavar="DIR",
                    help="real masks: `nmsim prune --out` folder(s) under DIR, matched to points "
                         "by pattern, for the spec's masks workload (default smollm2-135m)")
+    p.add_argument("--allow-partial-masks", action="store_true",
+                   help="masks that cover only some decoder layers: run the rest as uniform N:M "
+                        "(counted per point) instead of refusing")
     p.add_argument("--no-report", action="store_true", help="only fill the results database")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the spec and print the number of points; run nothing")
@@ -46,7 +49,7 @@ def run(args) -> int:
 
     spec = load_spec(args.spec)
     if args.masks:
-        spec = with_masks(spec, args.masks)
+        spec = with_masks(spec, args.masks, allow_partial=args.allow_partial_masks)
     points = spec.points()
     if args.dry_run:
         print(f"spec {spec.name} ({spec.source}): {len(points)} points "
