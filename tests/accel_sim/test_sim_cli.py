@@ -138,7 +138,7 @@ def test_bool_masks_are_recognised_and_match_the_compressed_folder(capsys, tmp_p
     masks = {name: bulk, name + ".salient": side}
     write_prune_folder(tmp_path / "m", {0: ({}, masks)})  # masks only, as for a non-N:M bulk
     args = ["--hw", "flexible-nm", "--workload", "smollm2-135m", "--layers", "1",
-            "--seq", "64", "--masks", str(tmp_path / "m")]
+            "--seq", "64", "--allow-partial-masks", "--masks", str(tmp_path / "m")]
     from_bool = simulate_json(capsys, *args)
     up = next(g for g in from_bool["gemms"] if g["name"] == "layers.0.up_proj")
     assert up["pattern"] == "4:8" and up["dram_bytes"]["salient"] > 0
