@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from accel_sim.yaml_io import load_yaml_file
 from compression.formats import ENCODINGS, Pattern
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -200,33 +201,45 @@ def _as_pattern_tuple(value) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+# Accepted range [low, high] of each numeric field, and whether it must be an integer. Values
+# outside are refused naming the field: they are typos or unit slips, not designs (a 1e-300 GB/s
+# channel, a NaN clock), and they would only produce NaN or endless simulations.
+FIELD_BOUNDS = {
+    "num_cores": (1, 100_000, True),
+    "array_rows": (1, 65_536, True),
+    "array_cols": (1, 65_536, True),
+    "dot_width": (1, 4_096, True),
+    "tile_k": (1, 1 << 20, True),
+    "buffer_stages": (2, 64, True),
+    "num_decoders": (0, 1 << 20, True),
+    "salient_lanes": (0, 1 << 16, True),
+    "clock_ghz": (0.001, 100.0, False),
+    "process_nm": (1.0, 1_000.0, False),
+    "dram_bandwidth_gb_s": (0.001, 1e6, False),
+    "dram_latency_ns": (0.0, 1e6, False),
+    "weight_buffer_kib": (0.001, 1 << 30, False),
+    "act_buffer_kib": (0.001, 1 << 30, False),
+    "out_buffer_kib": (0.001, 1 << 30, False),
+}
+
+
+def _check_number(name: str, value, low, high, integer: bool) -> str | None:
+    """The problem with one numeric field, or None (finite, of the right type, in range)."""
+    if integer:
+        ok = _is_int(value)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+    if ok and low <= value <= high:
+        return None
+    kind = "an integer" if integer else "a finite number"
+    return f"{name} must be {kind} in [{low:g}, {high:g}], got {value!r}"
+
+
 def _validate(hw: HardwareConfig) -> list[str]:
     """Every problem with ``hw``, each naming its field."""
-    errors = []
-
-    def positive(name, integer=True):
-        value = getattr(hw, name)
-        ok = _is_int(value) if integer else isinstance(value, (int, float)) and not isinstance(
-            value, bool)
-        if not ok or value <= 0:
-            kind = "a positive integer" if integer else "a positive number"
-            errors.append(f"{name} must be {kind}, got {value!r}")
-            return False
-        return True
-
-    for name in ("num_cores", "array_rows", "array_cols", "dot_width", "tile_k"):
-        positive(name)
-    if not _is_int(hw.buffer_stages) or hw.buffer_stages < 2:
-        errors.append(f"buffer_stages must be an integer >= 2, got {hw.buffer_stages!r}")
-    for name in ("clock_ghz", "process_nm", "dram_bandwidth_gb_s", "weight_buffer_kib",
-                 "act_buffer_kib", "out_buffer_kib"):
-        positive(name, integer=False)
-    if not isinstance(hw.dram_latency_ns, (int, float)) or hw.dram_latency_ns < 0:
-        errors.append(f"dram_latency_ns must be >= 0, got {hw.dram_latency_ns!r}")
-    for name in ("num_decoders", "salient_lanes"):
-        value = getattr(hw, name)
-        if not _is_int(value) or value < 0:
-            errors.append(f"{name} must be an integer >= 0, got {value!r}")
+    errors = [problem for name, bounds in FIELD_BOUNDS.items()
+              if (problem := _check_number(name, getattr(hw, name), *bounds))]
     choices = {"template": TEMPLATES, "dataflow": DATAFLOWS, "dtype": tuple(DTYPE_BYTES),
                "mux_style": MUX_STYLES, "decoder": DECODERS, "encoding": ENCODINGS}
     for name, allowed in choices.items():
@@ -310,10 +323,7 @@ def load_hardware(preset_or_path: str | Path | HardwareConfig) -> HardwareConfig
         if not path.is_file():
             raise ValueError(f"unknown hardware '{key}': not a preset "
                              f"({', '.join(files)}) nor a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    data = load_yaml_file(path)
     return from_dict(data or {}, default_name=path.stem)
 
 

@@ -84,7 +84,8 @@ class FormatError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-_PATTERN_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+# ASCII digits only: int() would read other scripts' digits too ("２:４").
+_PATTERN_RE = re.compile(r"^\s*([0-9]{1,4})\s*:\s*([0-9]{1,4})\s*$", re.ASCII)
 
 
 @dataclass(frozen=True, order=True)

@@ -43,6 +43,19 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+# Local workers beyond this many per available CPU only add memory (~200 MB each), not speed.
+MAX_WORKERS_PER_CPU = 4
+
+
+def check_workers(workers: int) -> int:
+    """Refuse a local worker count below 1 or above MAX_WORKERS_PER_CPU x the CPUs available."""
+    bound = MAX_WORKERS_PER_CPU * default_workers()
+    if not 1 <= workers <= bound:
+        raise ValueError(f"--workers must be in [1, {bound}] ({MAX_WORKERS_PER_CPU} per "
+                         f"available CPU), got {workers}")
+    return workers
+
+
 def run_spec(spec: SweepSpec, store: SweepStore, **options) -> SweepStats:
     """Run every point of ``spec`` that ``store`` does not already hold."""
     return run_points(spec.points(), store, spec_name=spec.name, spec_source=spec.source,
@@ -55,9 +68,7 @@ def run_points(points: list[dict], store: SweepStore, *, workers: int | None = N
                spec_source: str = "<points>", spec_text: str | None = None) -> SweepStats:
     """Evaluate the points missing from ``store`` and store each as it finishes."""
     start = time.perf_counter()
-    workers = workers or default_workers()
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+    workers = check_workers(workers or default_workers())
     done = store.finished_keys(include_errors=not retry_errors)
     todo = [(key, p) for key, p in ((point_key(p), p) for p in points) if key not in done]
     engine = f"dask:{dask_address}" if dask_address else f"local:{workers}"

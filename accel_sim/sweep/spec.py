@@ -29,14 +29,15 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from accel_sim.limits import MAX_BATCH, MAX_TOKENS, check_workload_parameters
 from accel_sim.sweep.default_spec import DEFAULT_SPEC_YAML
 from accel_sim.sweep.evaluate import simulator_version
+from accel_sim.yaml_io import MAX_BYTES, YamlError, load_yaml
 
 TOP_LEVEL_KEYS = ("name", "evaluator", "hardware", "workloads", "phases", "axes", "baseline",
                   "skip_invalid", "masks", "compression")
@@ -47,6 +48,9 @@ PHASE_PARAMETERS = {
     "decode": {"batch": 1, "kv_len": 2048},
 }
 EVALUATORS = ("accel_sim", "synthetic")
+# Default cap on a spec's design points (``nmsim sweep --max-points``): 100,000 points validate
+# in seconds, but at ~0.1-1 s of simulation each they already take hours to days on one machine.
+MAX_POINTS = 100_000
 # A spec's name becomes runs/NAME.sqlite and reports/NAME: a plain name, never a path.
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
@@ -58,19 +62,6 @@ class SpecError(ValueError):
         self.problems = problems
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
         super().__init__(f"invalid sweep spec {source} ({count}): " + "; ".join(problems))
-
-
-class _SpecLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that ``2:4`` is the string "2:4", not YAML 1.1's base-60 124."""
-
-
-_SpecLoader.yaml_implicit_resolvers = {
-    key: list(resolvers) for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-for _digit in "0123456789":
-    _SpecLoader.yaml_implicit_resolvers.setdefault(_digit, []).insert(
-        0, ("tag:yaml.org,2002:str", re.compile(r"^\d+:\d+$"))
-    )
 
 
 @dataclass(frozen=True)
@@ -94,8 +85,9 @@ class SweepSpec:
 
     def hardware_settings(self) -> list[dict]:
         """Every combination of the axes, as a dict of hardware field overrides."""
+        skipped = set(self.skipped)
         return [hw for hw, _ in _combinations(self.axes)
-                if json.dumps(hw, sort_keys=True) not in self.skipped]
+                if not skipped or json.dumps(hw, sort_keys=True) not in skipped]
 
     def workload_settings(self) -> list[dict]:
         """Every (workload, phase, phase parameters) combination."""
@@ -111,8 +103,9 @@ class SweepSpec:
     def points(self) -> list[dict]:
         """All design points, baseline twins included (deduplicated, in a stable order)."""
         points: dict[str, dict] = {}
+        hardware = self.hardware_settings()
         for work in self.workload_settings():
-            for hw in self.hardware_settings():
+            for hw in hardware:
                 point = self._point(hw, work)
                 points.setdefault(point_key(point), point)
                 if self.baseline:
@@ -188,31 +181,30 @@ def hardware_file(preset_or_path: str) -> Path:
         else Path(preset_or_path)
 
 
-def load_spec(path: str | Path | None = None) -> SweepSpec:
+def load_spec(path: str | Path | None = None, max_points: int = MAX_POINTS) -> SweepSpec:
     """Parse and validate a spec file (``None``: the embedded default)."""
     if path is None:
-        return parse_spec(DEFAULT_SPEC_YAML, "<default>")
+        return parse_spec(DEFAULT_SPEC_YAML, "<default>", max_points)
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no such sweep spec: {path}")
-    return parse_spec(path.read_text(), str(path))
+    if path.stat().st_size > MAX_BYTES:
+        raise SpecError(str(path), [f"larger than {MAX_BYTES >> 20} MiB; refused"])
+    return parse_spec(path.read_text(), str(path), max_points)
 
 
-def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
+def parse_spec(text: str, source: str = "<spec>", max_points: int = MAX_POINTS) -> SweepSpec:
     """Parse YAML text and validate it, listing every problem in one :class:`SpecError`."""
     try:
-        raw = yaml.load(text, Loader=_SpecLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", exc)
-        raise SpecError(source, [f"not valid YAML{where}: {problem}"]) from None
+        raw = load_yaml(text, "the spec")
+    except YamlError as exc:
+        raise SpecError(source, [str(exc).removeprefix("the spec: ")]) from None
     if not isinstance(raw, dict):
         raise SpecError(source, ["the spec must be a mapping of fields (name, hardware, ...)"])
-    return _validate(raw, source, text)
+    return _validate(raw, source, text, max_points)
 
 
-def _validate(raw: dict, source: str, text: str) -> SweepSpec:
+def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
     from accel_sim.config import SWEEPABLE_FIELDS, load_hardware
     from workloads.models import ARCHITECTURES
 
@@ -241,19 +233,25 @@ def _validate(raw: dict, source: str, text: str) -> SweepSpec:
     if "workloads" in raw and not workloads:
         problems.append("workloads: must list at least one workload")
     for i, w in enumerate(workloads):
-        if w not in ARCHITECTURES:
+        if not isinstance(w, str) or w not in ARCHITECTURES:
             problems.append(f"workloads[{i}]: unknown workload '{w}' "
                             f"(known: {', '.join(ARCHITECTURES)})")
 
     phases = _validate_phases(raw.get("phases"), problems) if "phases" in raw else {}
     axes = (_validate_axes(raw.get("axes"), SWEEPABLE_FIELDS, problems)
             if "axes" in raw else {})
+    count = point_count(axes, phases, workloads)
+    if count > max_points:  # before the combination check, which would take as long
+        problems.append(f"axes: {count:,} design points exceed the limit of {max_points:,} "
+                        "(raise it with --max-points)")
+        axes = {}
 
     baseline = raw.get("baseline") or {}
     if not isinstance(baseline, dict):
         problems.append("baseline: must be a mapping of hardware fields")
         baseline = {}
     else:
+        baseline = _normalise_fields(baseline)
         _check_fields("baseline", baseline, base, SWEEPABLE_FIELDS, problems)
 
     masks = raw.get("masks")
@@ -309,11 +307,16 @@ def _validate_phases(raw, problems: list[str]) -> dict[str, dict[str, tuple[int,
         resolved = {}
         for pname, default in PHASE_PARAMETERS[phase].items():
             values = _as_list(params.get(pname, default))
-            bad = [v for v in values if not (isinstance(v, int) and not isinstance(v, bool)
-                                             and v > 0)]
+            bad = []
+            for v in values:
+                try:
+                    check_workload_parameters(**{pname: v})
+                except ValueError:
+                    bad.append(v)
             if not values or bad:
-                problems.append(f"phases.{phase}.{pname}: must be positive integers, got "
-                                f"{params.get(pname)!r}")
+                bound = MAX_BATCH if pname == "batch" else MAX_TOKENS
+                problems.append(f"phases.{phase}.{pname}: must be positive integers at most "
+                                f"{bound}, got {params.get(pname)!r}")
             resolved[pname] = tuple(values)
         problems += [f"phases.{phase}.{k}: unknown parameter (known: "
                      f"{', '.join(PHASE_PARAMETERS[phase])})"
@@ -341,8 +344,38 @@ def _validate_axes(raw, sweepable, problems: list[str]) -> dict[str, tuple]:
             fields = value if isinstance(value, dict) else {axis: value}
             problems += [f"axes.{axis}[{i}].{f}: unknown hardware field (sweepable: "
                          f"{', '.join(sweepable)})" for f in fields if f not in sweepable]
-        axes[axis] = tuple(values)
+        # " 2:4" and "2:4" are one design: patterns are compared in their canonical form.
+        axes[axis] = tuple(_normalise_fields(v) if isinstance(v, dict)
+                           else _normalise_fields({axis: v})[axis] for v in values)
     return axes
+
+
+def _normalise_fields(fields: dict) -> dict:
+    """``fields`` with pattern values in canonical form (``" 2:4"`` -> ``"2:4"``); values that
+    do not parse are left as they are for the hardware check to name."""
+    from compression.formats import Pattern
+
+    def canonical(value):
+        if isinstance(value, str) and value.strip() != "dense":
+            try:
+                return str(Pattern.parse(value))
+            except ValueError:
+                return value
+        return value.strip() if isinstance(value, str) else value
+
+    out = dict(fields)
+    if "pattern" in out:
+        out["pattern"] = canonical(out["pattern"])
+    if isinstance(out.get("supported_patterns"), list):
+        out["supported_patterns"] = [canonical(v) for v in out["supported_patterns"]]
+    return out
+
+
+def point_count(axes: dict, phases: dict, workloads: list) -> int:
+    """Design points before baseline twins: axis combinations x workload settings."""
+    combos = math.prod(len(v) for v in axes.values()) if axes else 0
+    settings = sum(math.prod(len(v) for v in params.values()) for params in phases.values())
+    return combos * settings * len(workloads)
 
 
 def _check_fields(where: str, fields: dict, base, sweepable, problems: list[str]) -> None:

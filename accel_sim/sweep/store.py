@@ -85,8 +85,13 @@ class SweepStore:
     def put(self, key: str, point: dict, result: dict | None, error: str | None,
             elapsed_s: float, run_id: int) -> None:
         """Store one finished point (replacing an earlier error for the same key)."""
+        if error is None:
+            try:  # NaN or infinity is never a result: it would be stored as NULL and pass as ok
+                text = json.dumps(result, separators=(",", ":"), allow_nan=False)
+            except ValueError:
+                result, error = None, "ValueError: the result holds NaN or infinite figures"
         ok = error is None
-        blob = zlib.compress(json.dumps(result, separators=(",", ":")).encode(), 6) if ok else None
+        blob = zlib.compress(text.encode(), 6) if ok else None
         figures = [result.get(k) if ok else None
                    for k in ("total_cycles", "area_mm2", "effective_tflops")]
         with self._conn:

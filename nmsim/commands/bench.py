@@ -58,7 +58,7 @@ def run_formats(args) -> int:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     records = bench_formats(args.pattern, _parse_shape(args.shape), args.repeats)
     if args.json:
-        print(json.dumps(records, indent=2))
+        print(json.dumps(records, indent=2, allow_nan=False))
         return 0
     r0 = records[0]
     print(f"{r0['pattern']} on {r0['shape'][0]}x{r0['shape'][1]}, median of {r0['repeats']} "
@@ -85,7 +85,7 @@ def run_kernels(args) -> int:
                    for r in bench.bench_rank_decoders(shape, args.pattern or ("2:4", "8:16"),
                                                       args.repeats, args.warmup)]
         if args.json:
-            print(json.dumps(records, indent=2))
+            print(json.dumps(records, indent=2, allow_nan=False))
             return 0
         print(f"rank decoders, GEMV fp32 batch 1, median of {args.repeats} round-robin rounds")
         for r in records:
@@ -104,7 +104,7 @@ def run_kernels(args) -> int:
     if args.plot:
         bench.plot_speedups(records, args.plot)
     if args.json:
-        print(json.dumps(records, indent=2))
+        print(json.dumps(records, indent=2, allow_nan=False))
     else:
         print(f"median of {args.repeats} round-robin rounds after {args.warmup} warm-up; "
               f"{records[0]['threads']} Numba threads, {records[0]['torch_threads']} torch threads")

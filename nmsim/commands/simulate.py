@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from accel_sim.config import load_hardware
+from accel_sim.limits import MAX_STEPS, check_steps, check_workload_parameters
 from accel_sim.simulate import simulate_workload
 from accel_sim.sweep.evaluate import simulator_version
 from accel_sim.workload_io import check_coverage, load_masks, match_weights
@@ -34,14 +35,22 @@ def register(sub) -> None:
                         "output) instead of refusing")
     p.add_argument("--full", action="store_true",
                    help="simulate every step (no steady-state extrapolation)")
+    p.add_argument("--max-steps", type=int, default=MAX_STEPS,
+                   help=f"refuse a simulation estimated above this many wave-steps (default "
+                        f"{MAX_STEPS:,}, a few minutes here)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    check_workload_parameters(seq=args.seq, batch=args.batch, kv_len=args.kv_len)
+    if args.layers is not None and args.layers < 1:
+        raise ValueError(f"--layers must be at least 1, got {args.layers}")
     hw = load_hardware(args.hw)
     if args.pattern is not None:
         hw = hw.run_at(args.pattern)
+    check_steps(hw, gemms(args.workload, args.phase, seq=args.seq, batch=args.batch,
+                          kv_len=args.kv_len, layers=args.layers), args.max_steps)
     weights = load_masks(args.masks, hw) if args.masks else None
     gemm_list = gemms(args.workload, args.phase, seq=args.seq, batch=args.batch,
                       kv_len=args.kv_len, layers=args.layers, lm_head=not args.no_lm_head,
@@ -57,7 +66,7 @@ def run(args) -> int:
                   masks=args.masks, uniform_weights=uniform, hardware_config=hw.to_dict(),
                   simulator_version=simulator_version())  # enough to reproduce a saved JSON
     if args.json:
-        print(json.dumps(record, indent=2))
+        print(json.dumps(record, indent=2, allow_nan=False))
         return 0
     _print_table(record)
     return 0

@@ -33,6 +33,8 @@ def register(sub) -> None:
                    help="masks that cover only some decoder layers: run the rest as uniform N:M "
                         "(counted per point) instead of refusing")
     p.add_argument("--no-report", action="store_true", help="only fill the results database")
+    p.add_argument("--max-points", type=int, default=None,
+                   help="refuse specs with more design points than this (default 100,000)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the spec and print the number of points; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -47,7 +49,16 @@ def run(args) -> int:
     from accel_sim.sweep.spec import load_spec, with_masks
     from accel_sim.sweep.store import open_store
 
-    spec = load_spec(args.spec)
+    from accel_sim.sweep.engine import check_workers
+    from accel_sim.sweep.spec import MAX_POINTS
+
+    for name in ("workers", "chunk", "max_points"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.workers is not None:
+        check_workers(args.workers)
+    spec = load_spec(args.spec, max_points=args.max_points or MAX_POINTS)
     if args.masks:
         spec = with_masks(spec, args.masks, allow_partial=args.allow_partial_masks)
     points = spec.points()
@@ -56,10 +67,6 @@ def run(args) -> int:
               f"({len(spec.hardware_settings())} hardware settings x "
               f"{len(spec.workload_settings())} workload settings, plus baseline twins)")
         return 0
-    for name in ("workers", "chunk"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} must be at least 1, got {value}")
     default = spec.source == "<default>"
     db = args.db or (DEFAULT_DB if default else Path("runs") / f"{spec.name}.sqlite")
     out = args.out or (DEFAULT_OUT if default else Path("reports") / spec.name)
