@@ -72,6 +72,10 @@ def run(args) -> int:
     out = args.out or (DEFAULT_OUT if default else Path("reports") / spec.name)
     if not args.no_report:  # refuse a user's folder before hours of simulation, not after
         check_output_folder(out, REPORT_KIND)
+    if args.dask:  # a wrong address fails here, before a database is created
+        from accel_sim.sweep.engine import connect_dask
+
+        connect_dask(args.dask).close()
     with open_store(db) as store:
         stats = run_spec(spec, store, workers=args.workers, dask_address=args.dask,
                          chunk_size=args.chunk, retry_errors=args.retry_errors,
