@@ -15,8 +15,8 @@ def register(sub) -> None:
                    help=f"results database, resumed if it exists (default {DEFAULT_DB}, or "
                         "runs/<spec name>.sqlite)")
     p.add_argument("--out", type=Path,
-                   help=f"report folder (default {DEFAULT_OUT}, or reports/<spec name>): new, empty "
-                        "or an earlier nmsim report")
+                   help=f"report folder (default {DEFAULT_OUT}, or reports/<spec name>): new, "
+                        "empty or an earlier nmsim report")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes (default: the CPUs available)")
     p.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
