@@ -55,13 +55,22 @@ MAX_POINTS = 100_000
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
+# An error message lists this many problems, each cut to this many characters (a spec can hold
+# thousands of bad values; the message stays readable).
+_MAX_LISTED_PROBLEMS = 10
+_MAX_PROBLEM_CHARS = 400
+
+
 class SpecError(ValueError):
     """An invalid sweep spec; ``problems`` lists every offending field."""
 
     def __init__(self, source: str, problems: list[str]):
         self.problems = problems
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        super().__init__(f"invalid sweep spec {source} ({count}): " + "; ".join(problems))
+        listed = "; ".join(p[:_MAX_PROBLEM_CHARS] for p in problems[:_MAX_LISTED_PROBLEMS])
+        more = (f"; and {len(problems) - _MAX_LISTED_PROBLEMS} more"
+                if len(problems) > _MAX_LISTED_PROBLEMS else "")
+        super().__init__(f"invalid sweep spec {source} ({count}): {listed}{more}")
 
 
 @dataclass(frozen=True)
