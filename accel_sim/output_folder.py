@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Self
 
 MARKER = ".nmsim-output.json"
+# Kinds of output folder (a folder is only ever reused by a run of its own kind).
+SWEEP_REPORT = "sweep-report"
 _STAGING_PREFIX = ".nmsim-staging-"
 
 

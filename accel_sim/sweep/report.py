@@ -27,15 +27,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from accel_sim.output_folder import OutputFolder, check_output_folder
+from accel_sim.output_folder import SWEEP_REPORT, OutputFolder, check_output_folder
 from accel_sim.sweep.spec import baseline_twin, point_identity, point_key
 from accel_sim.sweep.store import open_store
 
 WORKLOAD_COLUMNS = ["workload", "phase", "seq", "batch", "kv_len"]
 # Hardware fields that define the N:M support itself (what the area breakdown compares).
 DESIGN_FIELDS = ["pattern", "support", "encoding", "decoder", "mux_style"]
-# The marker kind of a sweep report folder (accel_sim.output_folder).
-REPORT_KIND = "sweep-report"
 ACCURACY_TITLE = "Accuracy vs throughput vs area (best TOPS/mm2 design per pattern)"
 MEMORY_MATCHED_TITLE = "Memory-matched: sparse LLaMa-2-13B vs dense LLaMa-2-7B"
 NOTES = {
@@ -218,10 +216,10 @@ def write_report(db_path: str | Path, out_dir: str | Path, compression=()) -> li
     """Write the report folder: new, empty, or an earlier report (see accel_sim.output_folder).
 
     Files are staged inside the folder and moved in one by one; a user's own files are kept."""
-    check_output_folder(out_dir, REPORT_KIND)  # before any work: a refused folder costs nothing
+    check_output_folder(out_dir, SWEEP_REPORT)  # before any work: a refused folder costs nothing
     frame = load_results(db_path)
     metrics = load_compression_metrics(compression)
-    with OutputFolder(out_dir, REPORT_KIND) as folder:
+    with OutputFolder(out_dir, SWEEP_REPORT) as folder:
         tmp = folder.staging
         charts = _write_charts(frame, metrics, tmp)
         tables = _tables(frame, metrics)

@@ -8,10 +8,6 @@ import time
 from pathlib import Path
 
 from compression.criteria import METHODS, Salient, Target
-from compression.job import DataConfig, prune_and_evaluate
-from compression.pipeline import PruneConfig
-from compression.prune_output import OutputWriter
-from workloads.loading import load_model
 
 
 def register(sub) -> None:
@@ -63,6 +59,12 @@ def _check_args(args) -> None:
 
 def run(args) -> int:
     _check_args(args)
+    # Imported here: torch and transformers take seconds, which every other command would pay.
+    from compression.job import DataConfig, prune_and_evaluate
+    from compression.pipeline import PruneConfig
+    from compression.prune_output import OutputWriter
+    from workloads.loading import load_model
+
     if args.salient:
         salient = Salient.parse(args.salient)
     elif args.salient_unstructured:

@@ -41,16 +41,8 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    # Imported here so that other subcommands do not pay for pandas/matplotlib/dask.
-    from accel_sim.output_folder import check_output_folder
-    from accel_sim.sweep.engine import run_spec
-    from accel_sim.sweep.report import REPORT_KIND, write_report
-    from accel_sim.sweep.spec import load_spec, with_masks
-    from accel_sim.sweep.store import open_store
-
+def _check_options(args) -> None:
     from accel_sim.sweep.engine import check_workers
-    from accel_sim.sweep.spec import MAX_POINTS
 
     for name in ("workers", "chunk", "max_points"):
         value = getattr(args, name)
@@ -58,6 +50,14 @@ def run(args) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.workers is not None:
         check_workers(args.workers)
+
+
+def run(args) -> int:
+    # Imported here so that other subcommands do not pay for pandas/matplotlib/dask.
+    from accel_sim.output_folder import SWEEP_REPORT, check_output_folder
+    from accel_sim.sweep.spec import MAX_POINTS, load_spec, with_masks
+
+    _check_options(args)
     spec = load_spec(args.spec, max_points=args.max_points or MAX_POINTS)
     if args.masks:
         spec = with_masks(spec, args.masks, allow_partial=args.allow_partial_masks)
@@ -71,10 +71,12 @@ def run(args) -> int:
     db = args.db or (DEFAULT_DB if default else Path("runs") / f"{spec.name}.sqlite")
     out = args.out or (DEFAULT_OUT if default else Path("reports") / spec.name)
     if not args.no_report:  # refuse a user's folder before hours of simulation, not after
-        check_output_folder(out, REPORT_KIND)
-    if args.dask:  # a wrong address fails here, before a database is created
-        from accel_sim.sweep.engine import connect_dask
+        check_output_folder(out, SWEEP_REPORT)
+    from accel_sim.sweep.engine import connect_dask, run_spec
+    from accel_sim.sweep.report import write_report
+    from accel_sim.sweep.store import open_store
 
+    if args.dask:  # a wrong address fails here, before a database is created
         connect_dask(args.dask).close()
     with open_store(db) as store:
         stats = run_spec(spec, store, workers=args.workers, dask_address=args.dask,
