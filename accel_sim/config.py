@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from accel_sim.yaml_io import load_yaml_file
 from compression.formats import ENCODINGS, Pattern
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -236,51 +237,63 @@ def _as_pattern_tuple(value) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+# Accepted range [low, high] of each numeric field, and whether it must be an integer. Values
+# outside are refused naming the field: they are typos or unit slips, not designs (a 1e-300 GB/s
+# channel, a NaN clock), and they would only produce NaN or endless simulations.
+FIELD_BOUNDS = {
+    "num_cores": (1, 100_000, True),
+    "array_rows": (1, 65_536, True),
+    "array_cols": (1, 65_536, True),
+    "dot_width": (1, 4_096, True),
+    "tile_k": (1, 1 << 20, True),
+    "buffer_stages": (2, 64, True),
+    "num_decoders": (0, 1 << 20, True),
+    "salient_lanes": (0, 1 << 16, True),
+    "clock_ghz": (0.001, 100.0, False),
+    "process_nm": (1.0, 1_000.0, False),
+    "dram_bandwidth_gb_s": (0.001, 1e6, False),
+    "dram_latency_ns": (0.0, 1e6, False),
+    "weight_buffer_kib": (0.001, 1 << 30, False),
+    "act_buffer_kib": (0.001, 1 << 30, False),
+    "out_buffer_kib": (0.001, 1 << 30, False),
+    "mma_tile_m": (1, 65_536, True),
+    "mma_tile_n": (1, 65_536, True),
+    "max_split_k": (1, 4_096, True),
+    "dram_efficiency": (0.001, 1.0, False),
+    "launch_overhead_us": (0.0, 1e6, False),
+    "operand_bytes_per_cycle": (0.0, 1e9, False),  # 0: unlimited
+}
+
+
+def _check_number(name: str, value, low, high, integer: bool) -> str | None:
+    """The problem with one numeric field, or None (finite, of the right type, in range)."""
+    if integer:
+        ok = _is_int(value)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+    if ok and low <= value <= high:
+        return None
+    kind = "an integer" if integer else "a finite number"
+    return f"{name} must be {kind} in [{low:g}, {high:g}], got {value!r}"
+
+
 def _validate(hw: HardwareConfig) -> list[str]:
     """Every problem with ``hw``, each naming its field."""
-    errors = []
-
-    def positive(name, integer=True):
-        value = getattr(hw, name)
-        ok = _is_int(value) if integer else isinstance(value, (int, float)) and not isinstance(
-            value, bool)
-        if not ok or value <= 0:
-            kind = "a positive integer" if integer else "a positive number"
-            errors.append(f"{name} must be {kind}, got {value!r}")
-            return False
-        return True
-
-    for name in ("num_cores", "array_rows", "array_cols", "dot_width", "tile_k", "mma_tile_m",
-                 "mma_tile_n", "max_split_k"):
-        positive(name)
-    if not _is_int(hw.buffer_stages) or hw.buffer_stages < 2:
-        errors.append(f"buffer_stages must be an integer >= 2, got {hw.buffer_stages!r}")
-    for name in ("clock_ghz", "process_nm", "dram_bandwidth_gb_s", "weight_buffer_kib",
-                 "act_buffer_kib", "out_buffer_kib"):
-        positive(name, integer=False)
-    for name in ("dram_latency_ns", "launch_overhead_us", "operand_bytes_per_cycle"):
-        value = getattr(hw, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            errors.append(f"{name} must be >= 0, got {value!r}")
+    errors = [problem for name, bounds in FIELD_BOUNDS.items()
+              if (problem := _check_number(name, getattr(hw, name), *bounds))]
     sustained = hw.sustained_clock_ghz
-    if sustained is not None and (not isinstance(sustained, (int, float))
-                                  or isinstance(sustained, bool) or not 0 < sustained
+    if sustained is not None and (_check_number("sustained_clock_ghz", sustained,
+                                                *FIELD_BOUNDS["clock_ghz"])
                                   or (isinstance(hw.clock_ghz, (int, float))
                                       and sustained > hw.clock_ghz)):
         errors.append(f"sustained_clock_ghz must be in (0, clock_ghz={hw.clock_ghz}], got "
                       f"{hw.sustained_clock_ghz!r}")
-    if (not isinstance(hw.dram_efficiency, (int, float)) or isinstance(hw.dram_efficiency, bool)
-            or not 0 < hw.dram_efficiency <= 1):
-        errors.append(f"dram_efficiency must be in (0, 1], got {hw.dram_efficiency!r}")
     for tile in _as_pattern_tuple(hw.library_tiles):
         try:
             _parse_tile(tile)
         except ValueError as exc:
             errors.append(str(exc))
-    for name in ("num_decoders", "salient_lanes"):
-        value = getattr(hw, name)
-        if not _is_int(value) or value < 0:
-            errors.append(f"{name} must be an integer >= 0, got {value!r}")
     choices = {"template": TEMPLATES, "dataflow": DATAFLOWS, "dtype": tuple(DTYPE_BYTES),
                "mux_style": MUX_STYLES, "decoder": DECODERS, "encoding": ENCODINGS}
     for name, allowed in choices.items():
@@ -366,10 +379,7 @@ def load_hardware(preset_or_path: str | Path | HardwareConfig) -> HardwareConfig
         if not path.is_file():
             raise ValueError(f"unknown hardware '{key}': not a preset "
                              f"({', '.join(files)}) nor a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    data = load_yaml_file(path)
     return from_dict(data or {}, default_name=path.stem)
 
 

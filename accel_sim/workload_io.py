@@ -82,6 +82,25 @@ def weights_from_bool_masks(masks: dict[str, np.ndarray], hw) -> dict[str, Spars
     return out
 
 
+# Weights the pruning covers: the decoder layers' linears (lm_head is never pruned).
+PRUNED_PREFIX = "model.layers."
+
+
+def check_coverage(gemms, covered, allow_partial: bool, where: str = "--masks") -> int:
+    """How many weight GEMMs run without a mask (uniform N:M at the hardware's pattern).
+
+    Masks that leave some decoder-layer weight uncovered are an error unless ``allow_partial``:
+    a run that silently mixes real and uniform layers would be mistaken for a real-mask run."""
+    names = [g.weight_name for g in gemms if g.weight_name]
+    missing = [n for n in names if n not in covered and n.startswith(PRUNED_PREFIX)]
+    if missing and not allow_partial:
+        pruned = sum(n.startswith(PRUNED_PREFIX) for n in names)
+        raise ValueError(f"{where}: the masks cover {pruned - len(missing)} of the {pruned} "
+                         f"decoder-layer weights (first missing: {missing[0]}); pass "
+                         "--allow-partial-masks to run the others as uniform N:M")
+    return sum(n not in covered for n in names)
+
+
 def match_weights(gemms, weights: dict) -> dict:
     """The subset of ``weights`` keyed by the GEMMs' ``weight_name``; raises when none match."""
     wanted = {g.weight_name for g in gemms if g.weight_name}

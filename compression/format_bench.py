@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from compression.formats import ENCODINGS, Pattern, decode_metadata, encode_metadata, nm_mask
+from compression.formats import (
+    ENCODINGS,
+    NMTensor,
+    Pattern,
+    decode_metadata,
+    encode_metadata,
+    load,
+    nm_mask,
+    save,
+)
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -50,5 +61,25 @@ def bench_formats(pattern: str = "8:16", shape=(11008, 4096), repeats: int = 5,
             "metadata_bytes": int(packed.nbytes),
             "bits_per_element": p.bits_per_element(encoding),
             "mask_s": mask_seconds,
+            **_load_seconds(weight, mask, p, encoding, repeats),
         })
     return records
+
+
+def _load_seconds(weight, mask, pattern: Pattern, encoding: str, repeats: int) -> dict:
+    """Median seconds to load the weight saved as a float16 compressed file, with and without
+    the checksum check, timed alternately in the same rounds (after one warm-up load each)."""
+    tensor = NMTensor.from_dense(weight, mask, pattern, encoding=encoding)
+    times = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "w.safetensors"
+        save(path, {"w": tensor})
+        for verify in (True, False):
+            load(path, verify=verify)
+        for _ in range(repeats):
+            for verify in (False, True):
+                start = time.perf_counter()
+                load(path, verify=verify)
+                times[verify].append(time.perf_counter() - start)
+    return {"load_s": float(np.median(times[True])),
+            "load_unverified_s": float(np.median(times[False]))}

@@ -12,14 +12,17 @@ Layout (``index.json`` ``"format": "nmsim-prune-output"``, version 1)::
                                         added an output bias
     DIR/layer_stats.csv, DIR/metrics.json
 
-Names are module names without ``.weight`` (``model.layers.0.self_attn.q_proj``). The writer
-streams into a hidden temporary sibling of DIR, so a layer leaves memory as soon as it is
-written, and a single rename at the end makes DIR appear complete or not at all.
+Names are module names without ``.weight`` (``model.layers.0.self_attn.q_proj``). DIR must be
+new. The writer streams into a hidden staging folder inside DIR (nothing is written outside
+DIR), so a layer leaves memory as soon as it is written; the commit moves the files into DIR,
+``index.json`` last, so DIR is a prune output (has an index) only once it is complete. A run
+that fails leaves nothing: the staging folder and DIR, which it created, are removed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,7 +42,7 @@ _MASKS_KEY = "nmsim-masks"
 
 
 class OutputWriter:
-    """Streams layers into a staging folder; :meth:`commit` renames it to ``out``.
+    """Streams layers into a staging folder inside ``out``; :meth:`commit` moves them in.
 
     Use it as a context manager: leaving the block without a commit (an error, an interrupt)
     removes the staging folder, so nothing partial is left behind.
@@ -47,11 +50,12 @@ class OutputWriter:
 
     def __init__(self, out: str | Path):
         self.out = Path(out)
-        if self.out.exists():
+        if self.out.exists() or self.out.is_symlink():
             raise ValueError(f"output folder {self.out} already exists")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        self.out.mkdir(parents=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=".nmsim-staging-", dir=self.out))
         (self.staging / LAYER_DIR).mkdir()
+        self.committed = False
         self.layers: list[dict] = []
 
     def __enter__(self) -> Self:
@@ -60,6 +64,8 @@ class OutputWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.staging.exists():
             shutil.rmtree(self.staging, ignore_errors=True)
+        if not self.committed and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
 
     def add_layer(self, index: int, weights: dict[str, formats.SparseWeight],
                   masks: dict[str, np.ndarray], biases: dict[str, np.ndarray]) -> None:
@@ -83,14 +89,18 @@ class OutputWriter:
                             "tensors": sorted(n for n in masks if not n.endswith(SALIENT_SUFFIX))})
 
     def commit(self, records: list[dict], metrics: dict) -> Path:
-        """Write the index, ``layer_stats.csv`` and ``metrics.json``, then rename to ``out``."""
+        """Write the index, ``layer_stats.csv`` and ``metrics.json``, then move every file into
+        ``out`` (the index last)."""
         import pandas as pd
 
         pd.DataFrame(records).to_csv(self.staging / "layer_stats.csv", index=False)
         (self.staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         index = {"format": OUTPUT_FORMAT, "version": OUTPUT_VERSION, "layers": self.layers}
         (self.staging / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
-        self.staging.rename(self.out)
+        for name in (LAYER_DIR, "layer_stats.csv", "metrics.json", INDEX_FILE):
+            os.replace(self.staging / name, self.out / name)
+        self.staging.rmdir()
+        self.committed = True
         return self.out
 
 
@@ -108,7 +118,38 @@ def read_index(folder: str | Path) -> dict:
     if index.get("version") != OUTPUT_VERSION:
         raise ValueError(f"{file}: version {index.get('version')!r} is not supported (this build "
                          f"reads version {OUTPUT_VERSION})")
+    layers = index.get("layers")
+    if not isinstance(layers, list):
+        raise ValueError(f"{file}: 'layers' must be a list of layer entries")
+    for i, entry in enumerate(layers):
+        if not (isinstance(entry, dict) and {"compressed", "masks"} <= set(entry)
+                and isinstance(entry.get("tensors", []), list)):
+            raise ValueError(f"{file}: layers[{i}] must be an object with 'compressed', 'masks' "
+                             "and 'tensors'")
+        for key in ("compressed", "masks"):
+            if entry[key] is not None:
+                entry_path(folder, entry, key, i)  # raises unless inside the folder
     return index
+
+
+def entry_path(folder: str | Path, entry: dict, key: str, i: int = 0) -> Path:
+    """The file an index entry names, which must be a relative path inside ``folder``."""
+    folder = Path(folder)
+    name = entry[key]
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        raise ValueError(f"{folder / INDEX_FILE}: layers[{i}].{key} must be a relative file name "
+                         f"inside the folder, got {name!r}")
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{folder / INDEX_FILE}: layers[{i}].{key} {name!r} points outside "
+                         f"the folder {folder}; refused")
+    return path
+
+
+def covered_weights(folder: str | Path) -> set[str]:
+    """Module names the folder holds masks for (from its index, without reading the layers)."""
+    return {str(name) for entry in read_index(folder)["layers"]
+            for name in entry.get("tensors", [])}
 
 
 def is_output_folder(path: str | Path) -> bool:
@@ -118,7 +159,8 @@ def is_output_folder(path: str | Path) -> bool:
 def compressed_files(folder: str | Path) -> list[Path]:
     """The folder's compressed layer files, in layer order (empty for an unstructured bulk)."""
     folder = Path(folder)
-    return [folder / e["compressed"] for e in read_index(folder)["layers"] if e["compressed"]]
+    return [entry_path(folder, e, "compressed", i)
+            for i, e in enumerate(read_index(folder)["layers"]) if e["compressed"]]
 
 
 def load_compressed(path: str | Path) -> dict[str, formats.SparseWeight]:
@@ -139,7 +181,8 @@ def bulk_pattern(folder: str | Path) -> str | None:
     if not files:
         return None
     tensors = formats.read_header(files[0]).get("tensors", {})
-    return next(iter(tensors.values()))["bulk"]["pattern"] if tensors else None
+    return str(formats.Pattern.parse(next(iter(tensors.values()))["bulk"].get("pattern"))) \
+        if tensors else None
 
 
 def load_masks(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -148,8 +191,8 @@ def load_masks(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.
 
     folder = Path(folder)
     masks, biases = {}, {}
-    for entry in read_index(folder)["layers"]:
-        file = folder / entry["masks"]
+    for i, entry in enumerate(read_index(folder)["layers"]):
+        file = entry_path(folder, entry, "masks", i)
         try:
             with safe_open(str(file), framework="numpy") as handle:
                 shapes = json.loads((handle.metadata() or {})[_MASKS_KEY])["shapes"]

@@ -333,7 +333,7 @@ def _rewrite(path, mutate):
         header = json.loads(f.metadata()["nmsim"])
     mutate(tensors, header)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
-              metadata={"nmsim": json.dumps(header)})
+              metadata=F.header_metadata(header))
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,9 @@ def evaluate_on_simulator(point: dict) -> dict:
                    point.get("kv_len"), "masks" in point)
     weights = _weights(point["masks"]) if "masks" in point else None
     result = simulate_workload(hw, gemms, weights=weights).to_dict()
+    if weights is not None:  # the spec allowed partial masks: say how many ran uniform
+        result["uniform_weights"] = sum(g.weight_name not in weights
+                                        for g in gemms if g.weight_name)
     if "area_breakdown_mm2" not in result:
         result["area_breakdown_mm2"] = area_breakdown(hw)
     result["config"] = resolved_design(hw)

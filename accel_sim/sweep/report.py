@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -29,7 +27,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from accel_sim.sweep.spec import baseline_twin, point_key
+from accel_sim.output_folder import SWEEP_REPORT, OutputFolder, check_output_folder
+from accel_sim.sweep.spec import baseline_twin, point_identity, point_key
 from accel_sim.sweep.store import open_store
 
 WORKLOAD_COLUMNS = ["workload", "phase", "seq", "batch", "kv_len"]
@@ -68,7 +67,8 @@ def load_results(db_path: str | Path) -> pd.DataFrame:
         for row in store.rows():
             point, result = row["point"], row["result"] or {}
             cycles_by_key[row["key"]] = result.get("total_cycles")
-            record = {"key": row["key"], "status": row["status"], "error": row["error"],
+            record = {"key": row["key"], "identity": point_identity(point),
+                      "status": row["status"], "error": row["error"],
                       "simulator": point.get("simulator"), "finished_at": row["finished_at"],
                       "hardware": point.get("hardware"), "real_masks": "masks" in point,
                       "twin_key": point_key(baseline_twin(point)) if point.get("baseline")
@@ -90,21 +90,20 @@ def load_results(db_path: str | Path) -> pd.DataFrame:
     twin_cycles = frame["twin_key"].map(cycles_by_key)
     frame["speedup_vs_dense"] = twin_cycles / frame.get("total_cycles")
     frame["is_baseline"] = frame["twin_key"] == frame["key"]
-    return frame.drop(columns=["twin_key"])
+    return frame.drop(columns=["twin_key", "identity"])
 
 
 def _latest_simulator(frame: pd.DataFrame) -> pd.DataFrame:
     """Only the points of the simulator version that finished last (one store may hold several
-    versions after the code changed); ``frame.attrs["stale_points"]`` counts the rest."""
-    versions = frame["simulator"].dropna()
-    if versions.nunique() <= 1:
-        frame.attrs["stale_points"] = 0
-        return frame
-    latest = frame.loc[frame["finished_at"][frame["simulator"].notna()].idxmax(), "simulator"]
-    keep = frame["simulator"].isna() | (frame["simulator"] == latest)
-    stale = int((~keep).sum())
-    frame = frame[keep].copy()
-    frame.attrs["stale_points"] = stale
+    versions after the code changed), and of each point only the result for the latest contents
+    of its input files; ``frame.attrs["stale_points"]`` counts the rest."""
+    total = len(frame)
+    if frame["simulator"].dropna().nunique() > 1:
+        latest = frame.loc[frame["finished_at"][frame["simulator"].notna()].idxmax(), "simulator"]
+        frame = frame[frame["simulator"].isna() | (frame["simulator"] == latest)]
+    frame = frame.sort_values("finished_at", kind="stable").drop_duplicates("identity",
+                                                                            keep="last").copy()
+    frame.attrs["stale_points"] = total - len(frame)
     return frame
 
 
@@ -214,14 +213,14 @@ def load_compression_metrics(paths) -> pd.DataFrame:
 
 
 def write_report(db_path: str | Path, out_dir: str | Path, compression=()) -> list[Path]:
-    """Write the report folder (built in a temp folder, then swapped in whole)."""
+    """Write the report folder: new, empty, or an earlier report (see accel_sim.output_folder).
+
+    Files are staged inside the folder and moved in one by one; a user's own files are kept."""
+    check_output_folder(out_dir, SWEEP_REPORT)  # before any work: a refused folder costs nothing
     frame = load_results(db_path)
     metrics = load_compression_metrics(compression)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the report is meant to be shared
-    try:
+    with OutputFolder(out_dir, SWEEP_REPORT) as folder:
+        tmp = folder.staging
         charts = _write_charts(frame, metrics, tmp)
         tables = _tables(frame, metrics)
         ok = frame[frame["status"] == "ok"]
@@ -230,19 +229,7 @@ def write_report(db_path: str | Path, out_dir: str | Path, compression=()) -> li
             frame[frame["status"] == "error"].to_csv(tmp / "errors.csv", index=False)
         (tmp / "summary.md").write_text(_markdown(frame, tables, charts))
         (tmp / "report.html").write_text(_html(frame, tables, charts, tmp))
-        _swap_in(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return sorted(out_dir.iterdir())
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+        return folder.commit()
 
 
 def _design_columns(frame: pd.DataFrame) -> list[str]:

@@ -29,14 +29,15 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from accel_sim.limits import MAX_BATCH, MAX_TOKENS, check_workload_parameters
 from accel_sim.sweep.default_spec import DEFAULT_SPEC_YAML
 from accel_sim.sweep.evaluate import simulator_version
+from accel_sim.yaml_io import MAX_BYTES, YamlError, load_yaml
 
 TOP_LEVEL_KEYS = ("name", "evaluator", "hardware", "workloads", "phases", "axes", "baseline",
                   "skip_invalid", "masks", "compression")
@@ -47,6 +48,17 @@ PHASE_PARAMETERS = {
     "decode": {"batch": 1, "kv_len": 2048},
 }
 EVALUATORS = ("accel_sim", "synthetic")
+# Default cap on a spec's design points (``nmsim sweep --max-points``): 100,000 points validate
+# in seconds, but at ~0.1-1 s of simulation each they already take hours to days on one machine.
+MAX_POINTS = 100_000
+# A spec's name becomes runs/NAME.sqlite and reports/NAME: a plain name, never a path.
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+# An error message lists this many problems, each cut to this many characters (a spec can hold
+# thousands of bad values; the message stays readable).
+_MAX_LISTED_PROBLEMS = 10
+_MAX_PROBLEM_CHARS = 400
 
 
 class SpecError(ValueError):
@@ -55,20 +67,10 @@ class SpecError(ValueError):
     def __init__(self, source: str, problems: list[str]):
         self.problems = problems
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        super().__init__(f"invalid sweep spec {source} ({count}): " + "; ".join(problems))
-
-
-class _SpecLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that ``2:4`` is the string "2:4", not YAML 1.1's base-60 124."""
-
-
-_SpecLoader.yaml_implicit_resolvers = {
-    key: list(resolvers) for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-for _digit in "0123456789":
-    _SpecLoader.yaml_implicit_resolvers.setdefault(_digit, []).insert(
-        0, ("tag:yaml.org,2002:str", re.compile(r"^\d+:\d+$"))
-    )
+        listed = "; ".join(p[:_MAX_PROBLEM_CHARS] for p in problems[:_MAX_LISTED_PROBLEMS])
+        more = (f"; and {len(problems) - _MAX_LISTED_PROBLEMS} more"
+                if len(problems) > _MAX_LISTED_PROBLEMS else "")
+        super().__init__(f"invalid sweep spec {source} ({count}): {listed}{more}")
 
 
 @dataclass(frozen=True)
@@ -87,11 +89,14 @@ class SweepSpec:
     compression: tuple[str, ...] = ()
     source: str = "<spec>"
     base_pattern: str = "dense"  # the base preset's pattern (points that do not override it)
+    text: str = ""  # the spec's YAML, kept with each run in the results store
+    hardware_digest: str = ""  # content_digest of the hardware file (part of every point key)
 
     def hardware_settings(self) -> list[dict]:
         """Every combination of the axes, as a dict of hardware field overrides."""
+        skipped = set(self.skipped)
         return [hw for hw, _ in _combinations(self.axes)
-                if json.dumps(hw, sort_keys=True) not in self.skipped]
+                if not skipped or json.dumps(hw, sort_keys=True) not in skipped]
 
     def workload_settings(self) -> list[dict]:
         """Every (workload, phase, phase parameters) combination."""
@@ -107,8 +112,9 @@ class SweepSpec:
     def points(self) -> list[dict]:
         """All design points, baseline twins included (deduplicated, in a stable order)."""
         points: dict[str, dict] = {}
+        hardware = self.hardware_settings()
         for work in self.workload_settings():
-            for hw in self.hardware_settings():
+            for hw in hardware:
                 point = self._point(hw, work)
                 points.setdefault(point_key(point), point)
                 if self.baseline:
@@ -117,7 +123,9 @@ class SweepSpec:
         return list(points.values())
 
     def _point(self, hw: dict, work: dict) -> dict:
-        point = {"evaluator": self.evaluator, "hardware": self.hardware, "hw": hw, **work}
+        # Contents, not names: editing the hardware file or a mask folder makes new points.
+        point = {"evaluator": self.evaluator, "hardware": self.hardware, "hw": hw, **work,
+                 "inputs": {"hardware": self.hardware_digest}}
         if self.evaluator == "accel_sim":  # results of another simulator version are not reused
             point["simulator"] = simulator_version()
         if self.baseline:
@@ -126,6 +134,7 @@ class SweepSpec:
             mask_file = self.masks["files"].get(str(hw.get("pattern", self.base_pattern)))
             if mask_file:
                 point["masks"] = mask_file
+                point["inputs"]["masks"] = self.masks["digests"][mask_file]
         return point
 
 
@@ -150,34 +159,61 @@ def baseline_twin(point: dict) -> dict:
     """The point's dense twin: its hardware with the baseline overrides applied, running the
     uncompressed model (no mask file: the twin is the dense reference for real masks too)."""
     twin = {k: v for k, v in point.items() if k != "masks"}
+    if "inputs" in point:
+        twin["inputs"] = {k: v for k, v in point["inputs"].items() if k != "masks"}
     return {**twin, "hw": {**point["hw"], **point.get("baseline", {})}}
 
 
-def load_spec(path: str | Path | None = None) -> SweepSpec:
+def point_identity(point: dict) -> str:
+    """The key of the point without its input digests: the same design on the same workload,
+    whatever the contents of its files (a report keeps only the latest result of each)."""
+    return point_key({k: v for k, v in point.items() if k != "inputs"})
+
+
+def content_digest(path: str | Path) -> str:
+    """16 hex digits of SHA-256 over a file's bytes, or over a folder's files (names and bytes)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
+def hardware_file(preset_or_path: str) -> Path:
+    """The YAML file a spec's ``hardware`` names (a preset's file, or the path itself)."""
+    from accel_sim.config import PRESET_DIR, PRESETS
+
+    return PRESET_DIR / f"{preset_or_path}.yaml" if preset_or_path in PRESETS \
+        else Path(preset_or_path)
+
+
+def load_spec(path: str | Path | None = None, max_points: int = MAX_POINTS) -> SweepSpec:
     """Parse and validate a spec file (``None``: the embedded default)."""
     if path is None:
-        return parse_spec(DEFAULT_SPEC_YAML, "<default>")
+        return parse_spec(DEFAULT_SPEC_YAML, "<default>", max_points)
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no such sweep spec: {path}")
-    return parse_spec(path.read_text(), str(path))
+    if path.stat().st_size > MAX_BYTES:
+        raise SpecError(str(path), [f"larger than {MAX_BYTES >> 20} MiB; refused"])
+    return parse_spec(path.read_text(), str(path), max_points)
 
 
-def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
+def parse_spec(text: str, source: str = "<spec>", max_points: int = MAX_POINTS) -> SweepSpec:
     """Parse YAML text and validate it, listing every problem in one :class:`SpecError`."""
     try:
-        raw = yaml.load(text, Loader=_SpecLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", exc)
-        raise SpecError(source, [f"not valid YAML{where}: {problem}"]) from None
+        raw = load_yaml(text, "the spec")
+    except YamlError as exc:
+        raise SpecError(source, [str(exc).removeprefix("the spec: ")]) from None
     if not isinstance(raw, dict):
         raise SpecError(source, ["the spec must be a mapping of fields (name, hardware, ...)"])
-    return _validate(raw, source)
+    return _validate(raw, source, text, max_points)
 
 
-def _validate(raw: dict, source: str) -> SweepSpec:
+def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
     from accel_sim.config import SWEEPABLE_FIELDS, load_hardware
     from workloads.models import ARCHITECTURES
 
@@ -186,9 +222,10 @@ def _validate(raw: dict, source: str) -> SweepSpec:
                  for key in raw if key not in TOP_LEVEL_KEYS]
     problems += [f"{key}: missing" for key in REQUIRED_KEYS if key not in raw]
 
-    name = raw.get("name", Path(source).stem if source != "<default>" else "default")
-    if not isinstance(name, str) or not name:
-        problems.append(f"name: must be a non-empty string, got {name!r}")
+    name = raw.get("name", source.strip("<>") if source.startswith("<") else Path(source).stem)
+    if not (isinstance(name, str) and NAME_RE.fullmatch(name) and name not in (".", "..")):
+        problems.append(f"name: must be a name of letters, digits, '.', '_' or '-' (not '.' "
+                        f"or '..'; it names runs/NAME.sqlite and reports/NAME), got {name!r}")
     evaluator = raw.get("evaluator", "accel_sim")
     if evaluator not in EVALUATORS:
         problems.append(f"evaluator: unknown '{evaluator}' (choose {', '.join(EVALUATORS)})")
@@ -205,19 +242,25 @@ def _validate(raw: dict, source: str) -> SweepSpec:
     if "workloads" in raw and not workloads:
         problems.append("workloads: must list at least one workload")
     for i, w in enumerate(workloads):
-        if w not in ARCHITECTURES:
+        if not isinstance(w, str) or w not in ARCHITECTURES:
             problems.append(f"workloads[{i}]: unknown workload '{w}' "
                             f"(known: {', '.join(ARCHITECTURES)})")
 
     phases = _validate_phases(raw.get("phases"), problems) if "phases" in raw else {}
     axes = (_validate_axes(raw.get("axes"), SWEEPABLE_FIELDS, problems)
             if "axes" in raw else {})
+    count = point_count(axes, phases, workloads)
+    if count > max_points:  # before the combination check, which would take as long
+        problems.append(f"axes: {count:,} design points exceed the limit of {max_points:,} "
+                        "(raise it with --max-points)")
+        axes = {}
 
     baseline = raw.get("baseline") or {}
     if not isinstance(baseline, dict):
         problems.append("baseline: must be a mapping of hardware fields")
         baseline = {}
     else:
+        baseline = _normalise_fields(baseline)
         _check_fields("baseline", baseline, base, SWEEPABLE_FIELDS, problems)
 
     masks = raw.get("masks")
@@ -243,7 +286,8 @@ def _validate(raw: dict, source: str) -> SweepSpec:
     return SweepSpec(name=name, evaluator=evaluator, hardware=str(hardware),
                      workloads=tuple(workloads), phases=phases, axes=axes, baseline=baseline,
                      masks=masks, compression=compression, source=source,
-                     base_pattern=str(base.pattern),
+                     base_pattern=str(base.pattern), text=text,
+                     hardware_digest=content_digest(hardware_file(str(hardware))),
                      skipped=tuple(json.dumps(hw, sort_keys=True) for hw in invalid))
 
 
@@ -272,11 +316,16 @@ def _validate_phases(raw, problems: list[str]) -> dict[str, dict[str, tuple[int,
         resolved = {}
         for pname, default in PHASE_PARAMETERS[phase].items():
             values = _as_list(params.get(pname, default))
-            bad = [v for v in values if not (isinstance(v, int) and not isinstance(v, bool)
-                                             and v > 0)]
+            bad = []
+            for v in values:
+                try:
+                    check_workload_parameters(**{pname: v})
+                except ValueError:
+                    bad.append(v)
             if not values or bad:
-                problems.append(f"phases.{phase}.{pname}: must be positive integers, got "
-                                f"{params.get(pname)!r}")
+                bound = MAX_BATCH if pname == "batch" else MAX_TOKENS
+                problems.append(f"phases.{phase}.{pname}: must be positive integers at most "
+                                f"{bound}, got {params.get(pname)!r}")
             resolved[pname] = tuple(values)
         problems += [f"phases.{phase}.{k}: unknown parameter (known: "
                      f"{', '.join(PHASE_PARAMETERS[phase])})"
@@ -304,8 +353,38 @@ def _validate_axes(raw, sweepable, problems: list[str]) -> dict[str, tuple]:
             fields = value if isinstance(value, dict) else {axis: value}
             problems += [f"axes.{axis}[{i}].{f}: unknown hardware field (sweepable: "
                          f"{', '.join(sweepable)})" for f in fields if f not in sweepable]
-        axes[axis] = tuple(values)
+        # " 2:4" and "2:4" are one design: patterns are compared in their canonical form.
+        axes[axis] = tuple(_normalise_fields(v) if isinstance(v, dict)
+                           else _normalise_fields({axis: v})[axis] for v in values)
     return axes
+
+
+def _normalise_fields(fields: dict) -> dict:
+    """``fields`` with pattern values in canonical form (``" 2:4"`` -> ``"2:4"``); values that
+    do not parse are left as they are for the hardware check to name."""
+    from compression.formats import Pattern
+
+    def canonical(value):
+        if isinstance(value, str) and value.strip() != "dense":
+            try:
+                return str(Pattern.parse(value))
+            except ValueError:
+                return value
+        return value.strip() if isinstance(value, str) else value
+
+    out = dict(fields)
+    if "pattern" in out:
+        out["pattern"] = canonical(out["pattern"])
+    if isinstance(out.get("supported_patterns"), list):
+        out["supported_patterns"] = [canonical(v) for v in out["supported_patterns"]]
+    return out
+
+
+def point_count(axes: dict, phases: dict, workloads: list) -> int:
+    """Design points before baseline twins: axis combinations x workload settings."""
+    combos = math.prod(len(v) for v in axes.values()) if axes else 0
+    settings = sum(math.prod(len(v) for v in params.values()) for params in phases.values())
+    return combos * settings * len(workloads)
 
 
 def _check_fields(where: str, fields: dict, base, sweepable, problems: list[str]) -> None:
@@ -323,19 +402,38 @@ def _check_fields(where: str, fields: dict, base, sweepable, problems: list[str]
 
 
 def _validate_masks(raw, workloads: list, problems: list[str]) -> dict | None:
-    """``{workload, dir, required}`` -> ``{workload, files: {pattern: compressed file}}``."""
-    if not isinstance(raw, dict) or not {"dir", "workload"} <= set(raw) \
-            or not set(raw) <= {"dir", "workload", "required"}:
+    """``{workload, dir, required, allow_partial}`` -> ``{workload, files: {pattern: folder},
+    digests: {folder: content digest}}``."""
+    keys = {"dir", "workload", "required", "allow_partial"}
+    if not isinstance(raw, dict) or not {"dir", "workload"} <= set(raw) or not set(raw) <= keys:
         problems.append("masks: must be {workload: NAME, dir: PRUNE_OUTPUT_DIR(S), "
-                        "required: true|false}")
+                        "required: true|false, allow_partial: true|false}")
         return None
     if raw["workload"] not in workloads:
         problems.append(f"masks.workload: '{raw['workload']}' is not one of the spec's workloads")
-    files = find_mask_files(raw["dir"])
+        return None
+    try:
+        files = find_mask_files(str(raw["dir"]))
+        _check_mask_coverage(raw["workload"], files, raw.get("allow_partial") is True)
+    except ValueError as exc:
+        problems.append(f"masks.dir: {exc}")
+        return None
     if not files and raw.get("required", True):
         problems.append(f"masks.dir: no prune output with compressed layers in {raw['dir']} "
                         "or its subfolders (expected `nmsim prune --out DIR` output folders)")
-    return {"workload": raw["workload"], "files": files}
+    return {"workload": raw["workload"], "files": files, "digests": _digests(files)}
+
+
+def _check_mask_coverage(workload: str, files: dict[str, str], allow_partial: bool) -> None:
+    """Each mask folder must cover every decoder-layer weight of ``workload`` (or be allowed
+    not to: the rest then run uniform N:M, counted in each result's ``uniform_weights``)."""
+    from accel_sim.workload_io import check_coverage
+    from compression.prune_output import covered_weights
+    from workloads.models import gemms
+
+    layer_gemms = gemms(workload, "decode", per_layer=True)
+    for folder in sorted(set(files.values())):
+        check_coverage(layer_gemms, covered_weights(folder), allow_partial, where=folder)
 
 
 def find_mask_files(folder: str | Path) -> dict[str, str]:
@@ -401,7 +499,8 @@ def _check_combinations(axes: dict, baseline: dict, base, skip_invalid: bool,
                         f"{listed}{more}")
     return [hw for hw, _, _ in invalid]
 
-def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None) -> SweepSpec:
+def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None,
+               allow_partial: bool = False) -> SweepSpec:
     """The spec with its real-mask workload fed from ``folder`` (prune output folders)."""
     workload = workload or (spec.masks or {}).get("workload") or "smollm2-135m"
     if workload not in spec.workloads:
@@ -411,4 +510,11 @@ def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None)
     if not files:
         raise ValueError(f"--masks: no prune output with compressed layers in {folder} or its "
                          "subfolders")
-    return dataclasses.replace(spec, masks={"workload": workload, "files": files})
+    _check_mask_coverage(workload, files, allow_partial)
+    return dataclasses.replace(spec, masks={"workload": workload, "files": files,
+                                            "digests": _digests(files)})
+
+
+def _digests(files: dict[str, str]) -> dict[str, str]:
+    """Content digest of each mask folder, by folder."""
+    return {folder: content_digest(folder) for folder in set(files.values())}

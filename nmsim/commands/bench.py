@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from compression.format_bench import bench_formats
+from compression.formats import Pattern
 
 
 def register(sub) -> None:
@@ -43,14 +44,48 @@ def register(sub) -> None:
     k.set_defaults(func=run_kernels)
 
 
+# Largest weight a benchmark takes: 2**28 elements (1 GiB in float32; LLaMa-2-70B's largest
+# linear is 28672 x 8192 = 2**27.8). Beyond it the benchmark would run out of memory mid-way.
+MAX_SHAPE_ELEMENTS = 1 << 28
+
+
 def _parse_shape(text: str) -> tuple[int, int]:
-    try:
-        rows, cols = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"invalid shape '{text}': expected OUTxIN, e.g. 11008x4096") from None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
+        raise ValueError(f"invalid shape '{text}': expected OUTxIN, e.g. 11008x4096")
+    rows, cols = (int(p) for p in parts)
     if rows <= 0 or cols <= 0:
         raise ValueError(f"invalid shape '{text}': sizes must be positive")
+    if rows * cols > MAX_SHAPE_ELEMENTS:
+        raise ValueError(f"shape '{text}' has {rows * cols:.3g} elements, more than the "
+                         f"{MAX_SHAPE_ELEMENTS:.3g} a benchmark takes")
     return rows, cols
+
+
+def _check_output_file(path: Path | None, flag: str) -> None:
+    """A file the benchmark will write: its folder must exist and it must not be a folder."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
+        raise ValueError(f"{flag} {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder")
+
+
+def _check_kernel_args(args) -> None:
+    """Every option of `bench kernels`, before anything is timed."""
+    for name in ("repeats", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be at least 1, got {value}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be at least 0, got {args.warmup}")
+    if any(b < 1 for b in args.batch or ()):
+        raise ValueError(f"--batch values must be at least 1, got {args.batch}")
+    for text in args.pattern or ():
+        Pattern.parse(text)
+    _check_output_file(args.markdown, "--markdown")
+    _check_output_file(args.plot, "--plot")
 
 
 def run_formats(args) -> int:
@@ -58,19 +93,24 @@ def run_formats(args) -> int:
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     records = bench_formats(args.pattern, _parse_shape(args.shape), args.repeats)
     if args.json:
-        print(json.dumps(records, indent=2))
+        print(json.dumps(records, indent=2, allow_nan=False))
         return 0
     r0 = records[0]
     print(f"{r0['pattern']} on {r0['shape'][0]}x{r0['shape'][1]}, median of {r0['repeats']} "
           f"after a warm-up (mask from |W|: {r0['mask_s']:.3f} s)")
-    print(f"{'encoding':>8}  {'bits/elem':>9}  {'bytes':>10}  {'encode s':>8}  {'decode s':>8}")
+    print(f"{'encoding':>8}  {'bits/elem':>9}  {'bytes':>10}  {'encode s':>8}  {'decode s':>8}"
+          f"  {'load s':>7}  {'no check s':>10}")
     for r in records:
         print(f"{r['encoding']:>8}  {r['bits_per_element']:>9.4f}  {r['metadata_bytes']:>10}  "
-              f"{r['encode_s']:>8.3f}  {r['decode_s']:>8.3f}")
+              f"{r['encode_s']:>8.3f}  {r['decode_s']:>8.3f}  {r['load_s']:>7.3f}  "
+              f"{r['load_unverified_s']:>10.3f}")
+    print("load: the float16 compressed file read and validated, with and without the "
+          "checksums, timed alternately")
     return 0
 
 
 def run_kernels(args) -> int:
+    _check_kernel_args(args)
     from kernels import bench
 
     shapes = [_parse_shape(s) for s in args.shape] if args.shape else bench.LLAMA2_7B_SHAPES
@@ -81,7 +121,7 @@ def run_kernels(args) -> int:
                    for r in bench.bench_rank_decoders(shape, args.pattern or ("2:4", "8:16"),
                                                       args.repeats, args.warmup)]
         if args.json:
-            print(json.dumps(records, indent=2))
+            print(json.dumps(records, indent=2, allow_nan=False))
             return 0
         print(f"rank decoders, GEMV fp32 batch 1, median of {args.repeats} round-robin rounds")
         for r in records:
@@ -100,7 +140,7 @@ def run_kernels(args) -> int:
     if args.plot:
         bench.plot_speedups(records, args.plot)
     if args.json:
-        print(json.dumps(records, indent=2))
+        print(json.dumps(records, indent=2, allow_nan=False))
     else:
         print(f"median of {args.repeats} round-robin rounds after {args.warmup} warm-up; "
               f"{records[0]['threads']} Numba threads, {records[0]['torch_threads']} torch threads")

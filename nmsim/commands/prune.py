@@ -8,10 +8,6 @@ import time
 from pathlib import Path
 
 from compression.criteria import METHODS, Salient, Target
-from compression.job import DataConfig, prune_and_evaluate
-from compression.pipeline import PruneConfig
-from compression.prune_output import OutputWriter
-from workloads.loading import load_model
 
 
 def register(sub) -> None:
@@ -45,9 +41,30 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+# Bounds of the numeric options, checked before the model loads (not after an hour of pruning).
+_INT_BOUNDS = {"finetune_steps": (0, 1_000_000), "calib_samples": (1, 1_000_000),
+               "seqlen": (1, 1 << 20), "eval_windows": (1, 1 << 30)}
+
+
+def _check_args(args) -> None:
+    """One-line errors for every bad option, before any model or text is loaded."""
+    for name, (low, high) in _INT_BOUNDS.items():
+        value = getattr(args, name)
+        if value is not None and not low <= value <= high:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [{low}, {high}], got {value}")
+    if args.out.exists() or args.out.is_symlink():
+        raise ValueError(f"output folder {args.out} already exists; left untouched - choose a "
+                         "new --out")
+
+
 def run(args) -> int:
-    if args.out.exists():
-        raise ValueError(f"output folder {args.out} already exists")
+    _check_args(args)
+    # Imported here: torch and transformers take seconds, which every other command would pay.
+    from compression.job import DataConfig, prune_and_evaluate
+    from compression.pipeline import PruneConfig
+    from compression.prune_output import OutputWriter
+    from workloads.loading import load_model
+
     if args.salient:
         salient = Salient.parse(args.salient)
     elif args.salient_unstructured:

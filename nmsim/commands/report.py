@@ -8,7 +8,9 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser("report", help="write the report of a sweep results database")
     p.add_argument("results", type=Path, help="results database written by `nmsim sweep`")
-    p.add_argument("--out", type=Path, required=True, help="report folder (replaced whole)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="report folder: new, empty or an earlier nmsim report (its files are "
+                        "replaced; other files are kept)")
     p.add_argument("--compression", action="append", default=[], metavar="DIR_OR_FILE",
                    help="metrics.json, prune output folder or CSV (model, pattern, perplexity) "
                         "to join; repeatable")

@@ -6,8 +6,10 @@ import json
 
 from accel_sim import scalesim_io
 from accel_sim.config import load_hardware
+from accel_sim.limits import MAX_STEPS, check_steps, check_workload_parameters
 from accel_sim.simulate import simulate_workload
-from accel_sim.workload_io import load_masks, match_weights
+from accel_sim.sweep.evaluate import simulator_version
+from accel_sim.workload_io import check_coverage, load_masks, match_weights
 from workloads.models import ARCHITECTURES, PHASES, gemms
 
 
@@ -29,8 +31,14 @@ def register(sub) -> None:
     p.add_argument("--masks", default=None, metavar="DIR",
                    help="a `nmsim prune --out` folder (or one compressed file): per-layer work "
                         "from the real masks")
+    p.add_argument("--allow-partial-masks", action="store_true",
+                   help="run the weights --masks does not cover as uniform N:M (counted in the "
+                        "output) instead of refusing")
     p.add_argument("--full", action="store_true",
                    help="simulate every step (no steady-state extrapolation)")
+    p.add_argument("--max-steps", type=int, default=MAX_STEPS,
+                   help=f"refuse a simulation estimated above this many wave-steps (default "
+                        f"{MAX_STEPS:,}, a few minutes here)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--scalesim-config", default=None, metavar="FILE.cfg",
                    help="a SCALE-Sim config (array, dataflow, SRAMs, bandwidth, sparsity): "
@@ -44,24 +52,32 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_workload_parameters(seq=args.seq, batch=args.batch, kv_len=args.kv_len)
+    if args.layers is not None and args.layers < 1:
+        raise ValueError(f"--layers must be at least 1, got {args.layers}")
     if args.scalesim_config or args.topology or args.per_layer_csv:
         return _run_scalesim_inputs(args)
     hw = load_hardware(args.hw)
     if args.pattern is not None:
         hw = hw.run_at(args.pattern)
+    check_steps(hw, gemms(args.workload, args.phase, seq=args.seq, batch=args.batch,
+                          kv_len=args.kv_len, layers=args.layers), args.max_steps)
     weights = load_masks(args.masks, hw) if args.masks else None
     gemm_list = gemms(args.workload, args.phase, seq=args.seq, batch=args.batch,
                       kv_len=args.kv_len, layers=args.layers, lm_head=not args.no_lm_head,
                       per_layer=weights is not None)
+    uniform = None
     if weights is not None:
         weights = match_weights(gemm_list, weights)
+        uniform = check_coverage(gemm_list, weights, args.allow_partial_masks)
     result = simulate_workload(hw, gemm_list, weights, salient=args.salient,
                                steady_state=not args.full, progress=not args.json)
     record = result.to_dict()
     record.update(workload=args.workload, phase=args.phase, seq=args.seq, batch=args.batch,
-                  masks=args.masks)
+                  masks=args.masks, uniform_weights=uniform, hardware_config=hw.to_dict(),
+                  simulator_version=simulator_version())  # enough to reproduce a saved JSON
     if args.json:
-        print(json.dumps(record, indent=2))
+        print(json.dumps(record, indent=2, allow_nan=False))
         return 0
     _print_table(record)
     return 0
@@ -117,5 +133,8 @@ def _print_table(r: dict) -> None:
     print(f"DRAM MiB: {dram}")
     area = ", ".join(f"{k} {v:.2f}" for k, v in r["area_breakdown_mm2"].items() if k != "total")
     print(f"area {r['area_mm2']:.2f} mm2: {area}")
+    if r["uniform_weights"]:
+        print(f"{r['uniform_weights']} weights had no mask in {r['masks']} and ran as uniform "
+              f"{r['pattern']}")
     print(f"simulated {r['simulated_steps']} steps, extrapolated {r['skipped_steps']}, "
           f"{r['wall_s']:.2f} s wall")

@@ -15,7 +15,8 @@ def register(sub) -> None:
                    help=f"results database, resumed if it exists (default {DEFAULT_DB}, or "
                         "runs/<spec name>.sqlite)")
     p.add_argument("--out", type=Path,
-                   help=f"report folder (default {DEFAULT_OUT}, or reports/<spec name>)")
+                   help=f"report folder (default {DEFAULT_OUT}, or reports/<spec name>): new, "
+                        "empty or an earlier nmsim report")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes (default: the CPUs available)")
     p.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
@@ -28,36 +29,55 @@ def register(sub) -> None:
     p.add_argument("--masks", metavar="DIR",
                    help="real masks: `nmsim prune --out` folder(s) under DIR, matched to points "
                         "by pattern, for the spec's masks workload (default smollm2-135m)")
+    p.add_argument("--allow-partial-masks", action="store_true",
+                   help="masks that cover only some decoder layers: run the rest as uniform N:M "
+                        "(counted per point) instead of refusing")
     p.add_argument("--no-report", action="store_true", help="only fill the results database")
+    p.add_argument("--max-points", type=int, default=None,
+                   help="refuse specs with more design points than this (default 100,000)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the spec and print the number of points; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def _check_options(args) -> None:
+    from accel_sim.sweep.engine import check_workers
+
+    for name in ("workers", "chunk", "max_points"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.workers is not None:
+        check_workers(args.workers)
+
+
 def run(args) -> int:
     # Imported here so that other subcommands do not pay for pandas/matplotlib/dask.
-    from accel_sim.sweep.engine import run_spec
-    from accel_sim.sweep.report import write_report
-    from accel_sim.sweep.spec import load_spec, with_masks
-    from accel_sim.sweep.store import open_store
+    from accel_sim.output_folder import SWEEP_REPORT, check_output_folder
+    from accel_sim.sweep.spec import MAX_POINTS, load_spec, with_masks
 
-    spec = load_spec(args.spec)
+    _check_options(args)
+    spec = load_spec(args.spec, max_points=args.max_points or MAX_POINTS)
     if args.masks:
-        spec = with_masks(spec, args.masks)
+        spec = with_masks(spec, args.masks, allow_partial=args.allow_partial_masks)
     points = spec.points()
     if args.dry_run:
         print(f"spec {spec.name} ({spec.source}): {len(points)} points "
               f"({len(spec.hardware_settings())} hardware settings x "
               f"{len(spec.workload_settings())} workload settings, plus baseline twins)")
         return 0
-    for name in ("workers", "chunk"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} must be at least 1, got {value}")
     default = spec.source == "<default>"
     db = args.db or (DEFAULT_DB if default else Path("runs") / f"{spec.name}.sqlite")
     out = args.out or (DEFAULT_OUT if default else Path("reports") / spec.name)
+    if not args.no_report:  # refuse a user's folder before hours of simulation, not after
+        check_output_folder(out, SWEEP_REPORT)
+    from accel_sim.sweep.engine import connect_dask, run_spec
+    from accel_sim.sweep.report import write_report
+    from accel_sim.sweep.store import open_store
+
+    if args.dask:  # a wrong address fails here, before a database is created
+        connect_dask(args.dask).close()
     with open_store(db) as store:
         stats = run_spec(spec, store, workers=args.workers, dask_address=args.dask,
                          chunk_size=args.chunk, retry_errors=args.retry_errors,

@@ -49,6 +49,9 @@ def register(sub) -> None:
 def run(args) -> int:
     if args.published:
         return _published(args)
+    check_shape, speed_shape = _parse_shape(args.check_shape), _parse_shape(args.speed_shape)
+    if args.repeats < 1:  # all options checked before the slow imports and the checks
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     import torch
 
     if not torch.cuda.is_available():  # the Triton kernel then runs in its CPU interpreter
@@ -59,10 +62,10 @@ def run(args) -> int:
     patterns = args.pattern or PATTERNS
     encodings = args.encoding or ("rank", "index")
     checks = compare_kernels(functional_matmul, patterns, encodings,
-                             ("float32", "float16", "bfloat16"), _parse_shape(args.check_shape),
+                             ("float32", "float16", "bfloat16"), check_shape,
                              triton=not args.no_triton)
     speed = [] if args.skip_speed else _predicted_vs_measured(
-        patterns, args.speed_encoding, _parse_shape(args.speed_shape), args.repeats)
+        patterns, args.speed_encoding, speed_shape, args.repeats)
     failed = [c for c in checks if not c["ok"]]
     if args.json:
         print(json.dumps({"outputs": checks, "speedups": speed}, indent=2))

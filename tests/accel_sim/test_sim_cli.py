@@ -77,8 +77,10 @@ def test_masks_folder_feeds_per_layer_work(capsys, tmp_path):
     folder = _prune_folder(tmp_path)
     record = simulate_json(capsys, "--hw", "flexible-nm", "--workload", "smollm2-135m",
                            "--layers", "1", "--seq", "128", "--masks", str(folder),
-                           "--pattern", "2:4")
+                           "--pattern", "2:4", "--allow-partial-masks")
     by_name = {g["name"]: g for g in record["gemms"]}
+    # 7 weights per layer + lm_head, 2 of them from the mask file.
+    assert record["uniform_weights"] == 6
     assert by_name["layers.0.q_proj"]["pattern"] == "8:16"  # from the mask file
     assert by_name["layers.0.k_proj"]["pattern"] == "2:4"  # not in the file: --pattern
 
@@ -110,7 +112,8 @@ def test_bad_files_exit_2_naming_the_problem(tmp_path, capsys):
     assert "act_buffer_kib=1 KiB is too small" in capsys.readouterr().err
     (tmp_path / "m").mkdir()
     folder = _prune_folder(tmp_path / "m", shape_override=(64, 64))
-    assert main(["simulate", "--workload", "smollm2-135m", "--masks", str(folder)]) == 2
+    assert main(["simulate", "--workload", "smollm2-135m", "--masks", str(folder),
+                 "--allow-partial-masks"]) == 2
     assert "mask shape (64, 64)" in capsys.readouterr().err
     assert main(["simulate", "--masks", str(tmp_path / "nowhere")]) == 2
     assert "no prune output folder or compressed file" in capsys.readouterr().err
@@ -136,7 +139,7 @@ def test_bool_masks_are_recognised_and_match_the_compressed_folder(capsys, tmp_p
     masks = {name: bulk, name + ".salient": side}
     write_prune_folder(tmp_path / "m", {0: ({}, masks)})  # masks only, as for a non-N:M bulk
     args = ["--hw", "flexible-nm", "--workload", "smollm2-135m", "--layers", "1",
-            "--seq", "64", "--masks", str(tmp_path / "m")]
+            "--seq", "64", "--allow-partial-masks", "--masks", str(tmp_path / "m")]
     from_bool = simulate_json(capsys, *args)
     up = next(g for g in from_bool["gemms"] if g["name"] == "layers.0.up_proj")
     assert up["pattern"] == "4:8" and up["dram_bytes"]["salient"] > 0

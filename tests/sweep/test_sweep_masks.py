@@ -33,7 +33,7 @@ SPEC = textwrap.dedent("""\
     workloads: [smollm2-135m, llama2-7b]
     phases: {{decode: {{batch: 1, kv_len: 64}}}}
     axes: {{pattern: [2:4, 8:16]}}
-    masks: {{workload: smollm2-135m, dir: {dir}}}
+    masks: {{workload: smollm2-135m, dir: {dir}, allow_partial: true}}
     """)
 
 
