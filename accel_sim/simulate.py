@@ -193,7 +193,8 @@ def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: str |
     group = getattr(gemm, "group", 1)
     mapping = build_mapping(hw, gemm.m, gemm.n, gemm.k, info, group)
     p = info.pattern
-    decode_latency = 0 if p is None else decoder_model(hw.decoder_kind).latency_cycles(p)
+    decode_latency = 0 if p is None else decoder_model(hw.decoder_kind).latency_cycles(
+        p, hw.supported)
     select_latency = math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
     args = (tuple(mapping.schedule), hw.dram_bytes_per_cycle, hw.dram_latency_cycles,
             decode_latency, select_latency, hw.input_stages, hw.output_stages, steady_state)
