@@ -90,6 +90,12 @@ class SynthResult:
 
 def synthesize(circuit, yosys: str | None = None, timeout_s: float = 600) -> SynthResult:
     """Synthesize an Amaranth component (its ports from its signature) with Yosys."""
+    return synthesize_rtlil(rtlil.convert(circuit, name="top"), yosys, timeout_s)
+
+
+def synthesize_rtlil(text: str, yosys: str | None = None, timeout_s: float = 600
+                     ) -> SynthResult:
+    """Synthesize RTLIL ``text`` (top module ``top``) with Yosys."""
     yosys = yosys or yosys_path()
     if yosys is None:
         raise RuntimeError("yosys is not installed (Debian: apt-get install yosys; or "
@@ -97,7 +103,7 @@ def synthesize(circuit, yosys: str | None = None, timeout_s: float = 600) -> Syn
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nmsim-synth-") as tmp:
         src, stat, ltp = (Path(tmp) / name for name in ("top.il", "stat.json", "ltp.txt"))
-        src.write_text(rtlil.convert(circuit, name="top"))
+        src.write_text(text)
         script = YOSYS_SCRIPT.format(src=src, stat=stat, depth=ltp)
         proc = subprocess.run([yosys, "-q", "-p", script], capture_output=True, text=True,
                               timeout=timeout_s, check=False)
@@ -152,16 +158,174 @@ def sweep_circuits() -> list[dict]:
     return rows
 
 
-def run_sweep(workers: int = 2) -> tuple[list[dict], float]:
-    """Synthesize every sweep circuit (``workers`` Yosys processes); rows and wall seconds."""
+def run_sweep(workers: int = 2) -> tuple[list[dict], dict]:
+    """Synthesize every sweep circuit (``workers`` Yosys processes; identical circuits, e.g. a
+    popcount network serving several pattern sets, once, keyed by their RTLIL text). Returns
+    the rows and the run's wall and Yosys CPU seconds."""
     start = time.perf_counter()
+    cpu_start = _children_cpu_s()
     todo = sweep_circuits()
+    texts = [rtlil.convert(row["make"](), name="top") for row in todo]
+    unique = list(dict.fromkeys(texts))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda row: synthesize(row["make"]()), todo))
+        done = dict(zip(unique, pool.map(synthesize_rtlil, unique)))
     rows = []
-    for row, res in zip(todo, results):
+    for row, text in zip(todo, texts):
+        res = done[text]
         keys = {k: v for k, v in row.items() if k != "make"}
         rows.append({**keys, "cells": res.cells, "flip_flops": res.flip_flops,
                      "gates": res.gates, "area_um2": round(res.area_um2, 3),
                      "logic_depth": res.depth, "synth_s": round(res.seconds, 2)})
-    return rows, time.perf_counter() - start
+    timing = {"wall_s": time.perf_counter() - start, "yosys_cpu_s": _children_cpu_s() - cpu_start,
+              "circuits": len(rows), "synthesized": len(unique)}
+    return rows, timing
+
+
+def _children_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _patterns(row: dict) -> tuple[Pattern, ...]:
+    return tuple(Pattern.parse(p) for p in row["patterns"].split())
+
+
+def fit_area_model(rows: list[dict]) -> dict:
+    """Non-negative least-squares fit of the area model's coefficients to synthesized rows:
+    per decoder kind on :func:`accel_sim.area.decoder_features`, and the operand mux's area per
+    (inputs - 1) x width bit. ROMs beyond the logic limit are not fitted (ROM macros)."""
+    import numpy as np
+
+    from accel_sim.area import MAX_LOGIC_ROM_WORDS, decoder_features, mux_features
+
+    decoders = {}
+    for kind in DECODER_KINDS:
+        mine = [r for r in rows if r["circuit"] == f"decoder_{kind}"]
+        mine = [r for r in mine if kind != "rank_rom" or sum(
+            p.configurations for p in _patterns(r)) <= MAX_LOGIC_ROM_WORDS]
+        x = np.array([decoder_features(kind, _patterns(r)) for r in mine], dtype=float)
+        if x.size == 0:
+            decoders[kind] = ()
+            continue
+        coef = _nonnegative_lstsq(x, np.array([r["area_um2"] for r in mine], dtype=float))
+        decoders[kind] = tuple(float(f"{c:.4g}") for c in coef)
+    muxes = [r for r in rows if r["circuit"] == "operand_mux"]
+    x = np.array([mux_features(r["inputs"], r["width"]) for r in muxes], dtype=float)
+    coef = _nonnegative_lstsq(x, np.array([r["area_um2"] for r in muxes], dtype=float))
+    return {"decoders": decoders, "mux": tuple(float(f"{c:.4g}") for c in coef)}
+
+
+def _nonnegative_lstsq(x, y):
+    """Least squares with coefficients >= 0: the best-fitting feature subset whose
+    unconstrained solution is non-negative (exact for the few features used here)."""
+    import itertools
+
+    import numpy as np
+
+    best, best_err = np.zeros(x.shape[1]), float(np.sum(y ** 2))
+    for size in range(1, x.shape[1] + 1):
+        for cols in itertools.combinations(range(x.shape[1]), size):
+            sol = np.linalg.lstsq(x[:, cols], y, rcond=None)[0]
+            if (sol < 0).any():
+                continue
+            coef = np.zeros(x.shape[1])
+            coef[list(cols)] = sol
+            err = float(np.sum((x @ coef - y) ** 2))
+            if err < best_err:
+                best, best_err = coef, err
+    return best
+
+
+def model_um2(row: dict) -> float:
+    """The area model's figure (45 nm um^2) for a synthesized row."""
+    from accel_sim.area import MetadataDecoder, OperandMux
+
+    if row["circuit"] == "operand_mux":
+        return OperandMux(row["inputs"], row["width"]).area_um2_45()
+    return MetadataDecoder(row["circuit"].removeprefix("decoder_"), _patterns(row)).logic_um2_45()
+
+
+CELL_ORDER = [name for name, _ in NANGATE45_CELLS.values()]
+
+
+def write_report(rows: list[dict], timing: dict, out: Path) -> None:
+    """``synthesis.csv`` (one row per circuit, a column per cell type) and ``synthesis.md``."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    fit = fit_area_model(rows)
+    table = []
+    for row in rows:
+        model = model_um2(row)
+        error = (model / row["area_um2"] - 1) * 100 if row["area_um2"] else 0.0
+        table.append({**{k: v for k, v in row.items() if k != "cells"},
+                      "model_um2": round(model, 1), "model_error_pct": round(error, 1),
+                      **{cell: row["cells"].get(cell, 0) for cell in CELL_ORDER}})
+    frame = pd.DataFrame(table)
+    frame.to_csv(out / "synthesis.csv.tmp", index=False)
+    (out / "synthesis.csv.tmp").replace(out / "synthesis.csv")
+    text = _markdown(frame, fit, timing)
+    (out / "synthesis.md.tmp").write_text(text)
+    (out / "synthesis.md.tmp").replace(out / "synthesis.md")
+
+
+def _markdown(frame, fit: dict, timing: dict) -> str:
+    cells = ", ".join(f"{name} {area:g}" for name, area in NANGATE45_CELLS.values())
+    gates = frame[CELL_ORDER].apply(
+        lambda r: " ".join(f"{k.removesuffix('_X1')}:{v}" for k, v in r.items()
+                           if v and k != "DFF_X1"), axis=1)
+    shown = frame.assign(gates_by_type=gates)[
+        ["circuit", "patterns", "inputs", "width", "flip_flops", "gates", "area_um2",
+         "logic_depth", "model_um2", "model_error_pct", "gates_by_type"]]
+    decoders = shown[shown["circuit"] != "operand_mux"].drop(columns=["inputs", "width"])
+    muxes = shown[shown["circuit"] == "operand_mux"].drop(columns=["patterns", "flip_flops"])
+    fitted = "\n".join(f"| {kind} | {', '.join(f'{c:g}' for c in coef) or '-'} |"
+                       for kind, coef in fit["decoders"].items())
+    return "\n".join([
+        "# Decoder and operand-mux circuits: synthesized area (45 nm)",
+        "",
+        "Every circuit is the Amaranth RTL of `accel_sim/rtl/` (the circuit each decoder model "
+        "owns), synthesized by `python -m accel_sim.rtl.synth` with the system Yosys "
+        "(`synth -flatten -noabc`, flip-flops legalised to plain D flip-flops, "
+        f"`abc -g {ABC_GATES}`, `ltp -noff` for the logic depth in gates). Each generic gate is "
+        "one NanGate FreePDK45 Open Cell Library X1 cell; area = cells x cell area "
+        f"(um^2, from the library's LEF footprints): {cells}.",
+        "",
+        f"Whole run: {timing['circuits']} circuits ({timing['synthesized']} distinct) in "
+        f"{timing['wall_s']:.0f} s wall, {timing['yosys_cpu_s']:.0f} s Yosys CPU time "
+        "(2 Yosys processes at a time; wall time depends on the machine's load, CPU time "
+        "does not). `model_um2` is the calibrated area model "
+        "(`accel_sim/area.py`) for the same circuit, `model_error_pct` its error against "
+        "synthesis. Rank ROMs larger than "
+        f"{MAX_SYNTH_ROM_WORDS} words are not synthesized (costed as ROM macros).",
+        "",
+        "## Fit (non-negative least squares, um^2 per feature of `decoder_features`)",
+        "",
+        "| decoder | coefficients |", "|---|---|", fitted,
+        f"| operand mux | {', '.join(f'{c:g}' for c in fit['mux'])} (per (inputs - 1) x width, "
+        "per width bit) |",
+        "",
+        "## Metadata decoders", "", decoders.to_markdown(index=False), "",
+        "## Operand muxes (combinational)", "", muxes.to_markdown(index=False), "",
+    ])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="reports/area", type=Path)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    if yosys_path() is None:
+        raise SystemExit("error: yosys is not installed (apt-get install yosys, or make yosys)")
+    rows, timing = run_sweep(args.workers)
+    write_report(rows, timing, args.out)
+    print(f"{timing['circuits']} circuits ({timing['synthesized']} distinct) synthesized in "
+          f"{timing['wall_s']:.1f} s wall, {timing['yosys_cpu_s']:.1f} s Yosys CPU "
+          f"-> {args.out}/synthesis.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
