@@ -36,12 +36,12 @@ FP32_ADD_UM2_45 = 4184.0
 FP16_SIGNIFICAND_BITS = 11
 SIGNIFICAND_BITS = {"bf16": 8, "fp8": 4}
 
-# ---- 45 nm standard cells, um^2. Source: NanGate FreePDK45 Open Cell Library (45 nm), cell
-# height 1.4 um: MUX2_X1 1.862, FA_X1 4.256, DFF_X1 4.522, NAND2_X1 0.798.
+# ---- 45 nm standard cells, um^2. Source: NanGate FreePDK45 Open Cell Library (45 nm), LEF
+# footprints (width x 1.4 um cell height; OpenROAD test/Nangate45/Nangate45.lef): MUX2_X1
+# 1.862 (1.33 wide), FA_X1 4.256 (3.04), DFF_X1 4.522 (3.23).
 MUX2_UM2_45 = 1.862
 FULL_ADDER_UM2_45 = 4.256
 FLIP_FLOP_UM2_45 = 4.522
-NAND2_UM2_45 = 0.798
 
 # ---- Logic scaling: contacted gate pitch x minimum metal pitch, nm^2, per node. Sources: Intel
 # 45 nm (Mistry et al., IEDM 2007: 160 nm gate pitch, 160 nm M1 pitch); TSMC 28 nm (117 x 90);

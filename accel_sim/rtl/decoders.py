@@ -1,7 +1,8 @@
 """Amaranth circuits of the metadata decoders in :mod:`accel_sim.decoders`.
 
 Every decoder serves a tuple of supported patterns (one datapath for all of them, like a flexible
-tensor core): ``pattern`` selects the running one when there are several. The common interface:
+tensor core): ``pattern`` selects the running one when there are several and the circuit
+depends on it. The common interface:
 
 * ``meta`` (in): one block's metadata fields as :meth:`accel_sim.decoders.DecoderModel.fields`
   unpacks them from a ``compression.formats`` stream, each field zero-extended to the widest
@@ -40,6 +41,7 @@ class DecoderCircuit(wiring.Component):
     """Base: the common ports for a tuple of supported patterns."""
 
     encoding = ""
+    pattern_dependent = True  # False: the same circuit for every pattern (no ``pattern`` input)
 
     def __init__(self, patterns: tuple[Pattern, ...]):
         self.patterns = tuple(Pattern.parse(p) for p in patterns)
@@ -50,7 +52,7 @@ class DecoderCircuit(wiring.Component):
         self.select_bits = bits_for(self.m_max)
         ports = {"meta": In(self.meta_bits), "valid_in": In(1), "ready": Out(1),
                  "sel": Out(self.n_max * self.select_bits), "valid_out": Out(1)}
-        if len(self.patterns) > 1:
+        if len(self.patterns) > 1 and self.pattern_dependent:
             ports["pattern"] = In(bits_for(len(self.patterns)))
         super().__init__(ports)
 
@@ -60,7 +62,7 @@ class DecoderCircuit(wiring.Component):
 
 
     def pattern_index(self):
-        return self.pattern if len(self.patterns) > 1 else Const(0, 1)
+        return self.pattern if "pattern" in self.signature.members else Const(0, 1)
 
     def meta_field_bits(self, pattern: Pattern) -> tuple[int, int]:
         """(fields per block, bits per field) of ``meta`` while running ``pattern``."""
@@ -71,6 +73,7 @@ class DirectDecoderCircuit(DecoderCircuit):
     """``index`` metadata: the fields are the selects (wires, no cells, latency 0)."""
 
     encoding = "index"
+    pattern_dependent = False
 
     @property
     def meta_bits(self) -> int:
@@ -92,6 +95,7 @@ class PopcountDecoderCircuit(DecoderCircuit):
     k + 1 drives slot k's select with i. Pattern-agnostic: only N_max and M_max matter."""
 
     encoding = "bitmask"
+    pattern_dependent = False
 
     @property
     def meta_bits(self) -> int:
@@ -198,7 +202,7 @@ class RankPipelineDecoderCircuit(_RankCircuit):
             r_valid = Signal(name=f"valid_s{stage}")
             m.d.sync += [r_rest.eq(new_rest), r_todo.eq(new_todo), r_valid.eq(valid)]
             m.d.sync += r_pos.eq(Cat(*new_pos))
-            if len(self.patterns) > 1:
+            if "pattern" in self.signature.members:
                 r_psel = Signal.like(self.pattern, name=f"pattern_s{stage}", reset_less=True)
                 m.d.sync += r_psel.eq(psel)
                 psel = r_psel

@@ -53,7 +53,7 @@ def simulate_decoder(circuit: DecoderCircuit, fields: np.ndarray, pattern: Patte
     taken, emitted, out = [], [], []
 
     async def bench(ctx):
-        if len(circuit.patterns) > 1:
+        if "pattern" in circuit.signature.members:
             ctx.set(circuit.pattern, index)
         for cycle in range(limit):
             pending = len(taken) < len(words)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+from accel_sim.area import MAX_LOGIC_ROM_WORDS
 from compression.formats import Pattern
 
 # ---- NanGate FreePDK45 Open Cell Library (45 nm), X1 drive, um^2 per cell: the cell footprint
@@ -128,9 +129,6 @@ def _nangate_cells(stats: dict) -> dict[str, int]:
 DATAPATHS = (("2:4",), ("4:8",), ("8:16",), ("16:32",), ("2:4", "4:8", "8:16"),
              ("2:4", "4:8", "8:16", "16:32"))
 DECODER_KINDS = ("direct", "popcount", "rank_pipeline", "rank_serial", "rank_rom")
-# A rank ROM is synthesized as logic up to this many words (4:8 has 70); larger ones (8:16:
-# 12 870 words) take Yosys/ABC minutes and are costed as ROM bits by the area model instead.
-MAX_SYNTH_ROM_WORDS = 256
 MUX_INPUTS = (2, 3, 4, 5, 8, 9, 16, 17, 32)
 MUX_WIDTHS = (8, 16)
 
@@ -144,8 +142,8 @@ def sweep_circuits() -> list[dict]:
         patterns = tuple(Pattern.parse(p) for p in names)
         for kind in DECODER_KINDS:
             if kind == "rank_rom" and sum(p.configurations for p in patterns) > \
-                    MAX_SYNTH_ROM_WORDS:
-                continue
+                    MAX_LOGIC_ROM_WORDS:
+                continue  # a ROM macro in the area model (8:16: 12 870 words, minutes in ABC)
             rows.append({"circuit": f"decoder_{kind}", "patterns": " ".join(names),
                          "inputs": "", "width": "",
                          "make": lambda k=kind, ps=patterns: decoder_model(k).circuit(ps)})
@@ -198,7 +196,7 @@ def fit_area_model(rows: list[dict]) -> dict:
     (inputs - 1) x width bit. ROMs beyond the logic limit are not fitted (ROM macros)."""
     import numpy as np
 
-    from accel_sim.area import MAX_LOGIC_ROM_WORDS, decoder_features, mux_features
+    from accel_sim.area import decoder_features, mux_features
 
     decoders = {}
     for kind in DECODER_KINDS:
@@ -299,7 +297,7 @@ def _markdown(frame, fit: dict, timing: dict) -> str:
         "does not). `model_um2` is the calibrated area model "
         "(`accel_sim/area.py`) for the same circuit, `model_error_pct` its error against "
         "synthesis. Rank ROMs larger than "
-        f"{MAX_SYNTH_ROM_WORDS} words are not synthesized (costed as ROM macros).",
+        f"{MAX_LOGIC_ROM_WORDS} words are not synthesized (costed as ROM macros).",
         "",
         "## Fit (non-negative least squares, um^2 per feature of `decoder_features`)",
         "",
