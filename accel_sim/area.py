@@ -279,9 +279,3 @@ def area_breakdown(hw: HardwareConfig) -> dict[str, float]:
     mm2["total"] = sum(mm2.values())
     return mm2
 
-
-def sparse_support_overhead(hw: HardwareConfig) -> float:
-    """Area of N:M support relative to the same design without it (its dense twin: no muxes,
-    decoders, metadata, index or fan-in registers; salient lanes and everything else kept)."""
-    dense = hw.replace(pattern="dense", supported_patterns=())
-    return area_breakdown(hw)["total"] / area_breakdown(dense)["total"] - 1.0

@@ -18,7 +18,6 @@ from accel_sim.area import (
     area_breakdown,
     logic_scale,
     metadata_buffer_kib,
-    sparse_support_overhead,
 )
 from accel_sim.config import load_hardware
 from compression.formats import Pattern
@@ -107,9 +106,3 @@ def test_pe_registers_by_template():
     assert area_breakdown(tc)["operand_fanin"] == pytest.approx(
         macs * bits * FLIP_FLOP_UM2_45 / 1e6)
 
-
-def test_sparse_support_overhead_is_zero_for_dense_and_grows_with_flexibility():
-    assert sparse_support_overhead(load_hardware("dense")) == pytest.approx(0.0)
-    fixed = sparse_support_overhead(load_hardware("a100-like"))
-    flexible = sparse_support_overhead(load_hardware("flexible-nm"))
-    assert 0.0 < fixed < flexible
