@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test bench report-default chromium clean
+.PHONY: run test bench report-default report-area chromium yosys clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,21 @@ chromium:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 	  || echo "note: $(CHROMIUM) missing and not installable here; the HTML test will skip"; }
 
-test: $(STAMP) chromium
+# Debian's yosys synthesizes the decoder/mux circuits (accel_sim/rtl); installed when missing
+# (needs root and the Debian package registry; the synthesis tests skip with a reason otherwise).
+yosys:
+	@command -v yosys >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq yosys; } \
+	  || echo "note: yosys missing and not installable here; the synthesis tests will skip"; }
+
+# Synthesize every decoder and operand mux of the default sweep -> reports/area/synthesis.*,
+# then the per-preset overheads and anchors -> reports/area/{overheads,anchors}.md.
+report-area: $(STAMP) yosys
+	$(BIN)/python -m accel_sim.rtl.synth --out reports/area
+	$(BIN)/python scripts/area_overheads.py --before reports/area/overheads_before.json \
+	  --out reports/area
+
+test: $(STAMP) chromium yosys
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

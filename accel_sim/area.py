@@ -5,6 +5,11 @@ Every constant carries its source, process node and unit. Logic is costed at 45 
 (contacted gate pitch x minimum metal pitch), the usual first-order logic-density proxy; SRAM is
 costed with the published high-density bitcell of the node (log-log interpolation between nodes).
 Not modelled: control, NoC/crossbar, register files beyond the listed buffers, clock tree, I/O.
+
+Decoders and operand muxes are costed at their synthesized circuits (:mod:`accel_sim.rtl`,
+Yosys onto NanGate 45 nm cells, fitted per kind; see reports/area/synthesis.md); dot-product
+units are multipliers + one adder tree + one accumulator; every PE carries its pipeline
+registers, a sparse PE also its index register and the operand fan-in its mux selects from.
 """
 
 from __future__ import annotations
@@ -31,12 +36,12 @@ FP32_ADD_UM2_45 = 4184.0
 FP16_SIGNIFICAND_BITS = 11
 SIGNIFICAND_BITS = {"bf16": 8, "fp8": 4}
 
-# ---- 45 nm standard cells, um^2. Source: NanGate FreePDK45 Open Cell Library (45 nm), cell
-# height 1.4 um: MUX2_X1 1.862, FA_X1 4.256, DFF_X1 4.522, NAND2_X1 0.798.
+# ---- 45 nm standard cells, um^2. Source: NanGate FreePDK45 Open Cell Library (45 nm), LEF
+# footprints (width x 1.4 um cell height; OpenROAD test/Nangate45/Nangate45.lef): MUX2_X1
+# 1.862 (1.33 wide), FA_X1 4.256 (3.04), DFF_X1 4.522 (3.23).
 MUX2_UM2_45 = 1.862
 FULL_ADDER_UM2_45 = 4.256
 FLIP_FLOP_UM2_45 = 4.522
-NAND2_UM2_45 = 0.798
 
 # ---- Logic scaling: contacted gate pitch x minimum metal pitch, nm^2, per node. Sources: Intel
 # 45 nm (Mistry et al., IEDM 2007: 160 nm gate pitch, 160 nm M1 pitch); TSMC 28 nm (117 x 90);
@@ -75,82 +80,126 @@ def sram_bit_um2(node_nm: float) -> float:
     return _interp_loglog(SRAM_BITCELL_UM2, node_nm) / SRAM_ARRAY_EFFICIENCY
 
 
-@dataclass(frozen=True)
-class MacUnit:
-    """One multiply-accumulate: multiplier of the value dtype + accumulator adder
-    (int32 for int8, fp32 otherwise)."""
+# ---- Dot-product unit (a tensor core's W-wide dot product): W multipliers feed one shared
+# adder tree and one accumulator. Integer products add exactly in a tree of W - 1 int32 adders
+# (Horowitz's 32b add above); floating-point products are aligned to the largest exponent by a
+# barrel shifter each and summed as integers (the tree), then added to the fp32 accumulator once.
+# The aligned width is taken as 32 bits (fp16: 22-bit product significand + sign and guard bits);
+# a 32-bit logarithmic barrel shifter is 5 levels x 32 MUX2 (NanGate MUX2_X1 above). This is
+# the multi-operand design of fused dot-product units; an assumption of this model, not a
+# published tensor-core netlist.
+ALIGNED_PRODUCT_BITS = 32
+ALIGN_SHIFTER_UM2_45 = ALIGNED_PRODUCT_BITS * 5 * MUX2_UM2_45
 
-    dtype: str
-
-    def area_um2_45(self) -> float:
-        if self.dtype == "int8":
-            return INT8_MULT_UM2_45 + INT32_ADD_UM2_45
-        mult = FP16_MULT_UM2_45
-        if self.dtype in SIGNIFICAND_BITS:
-            mult *= (SIGNIFICAND_BITS[self.dtype] / FP16_SIGNIFICAND_BITS) ** 2
-        return mult + FP32_ADD_UM2_45
-
-
-@dataclass(frozen=True)
-class OperandMux:
-    """An ``inputs``:1 mux of ``width`` bits as a tree of (inputs - 1) 2:1 mux cells per bit."""
-
-    inputs: int
-    width: int
-
-    def area_um2_45(self) -> float:
-        return max(0, self.inputs - 1) * self.width * MUX2_UM2_45
+# ---- Decoder and operand-mux areas: least-squares fits to the Yosys synthesis of their
+# Amaranth circuits (accel_sim/rtl) in NanGate 45 nm cells, um^2 per unit of each feature of
+# :func:`decoder_features`; the fit, each circuit's synthesized area and the fit's error are
+# in reports/area/synthesis.md (regenerate: python -m accel_sim.rtl.synth).
+DECODER_FIT_UM2 = {
+    "direct": (),
+    "popcount": (6.261, 1.226),
+    "rank_pipeline": (12.39, 5.52),
+    "rank_serial": (29.48, 0.01318),
+    "rank_rom": (0.2043, 7.485),
+}
+MUX_FIT_UM2 = (1.314, 0.4116)  # per (inputs - 1) x width bit, per width bit (see mux_features)
+# A rank ROM of more words than this is a ROM macro (SRAM-bit area), not logic.
+MAX_LOGIC_ROM_WORDS = 256
 
 
 def _bits(value: int) -> int:
     return max(1, (value - 1).bit_length())
 
 
+def multiplier_um2_45(dtype: str) -> float:
+    """One multiplier of the value dtype (Horowitz 45 nm; bf16/fp8 by significand width^2)."""
+    if dtype == "int8":
+        return INT8_MULT_UM2_45
+    if dtype in SIGNIFICAND_BITS:
+        return FP16_MULT_UM2_45 * (SIGNIFICAND_BITS[dtype] / FP16_SIGNIFICAND_BITS) ** 2
+    return FP16_MULT_UM2_45
+
+
+@dataclass(frozen=True)
+class DotProductUnit:
+    """``width`` multipliers + one adder tree (+ alignment for floats) + one accumulator; a
+    systolic PE is the width-1 case (multiplier + accumulator)."""
+
+    dtype: str
+    width: int
+
+    def area_um2_45(self) -> float:
+        integer = self.dtype == "int8"
+        tree = (self.width - 1) * INT32_ADD_UM2_45
+        align = 0.0 if integer or self.width == 1 else self.width * ALIGN_SHIFTER_UM2_45
+        accumulator = INT32_ADD_UM2_45 if integer else FP32_ADD_UM2_45
+        return self.width * multiplier_um2_45(self.dtype) + tree + align + accumulator
+
+
+@dataclass(frozen=True)
+class OperandMux:
+    """An ``inputs``:1 mux of ``width`` bits, at the area its synthesized circuit fits."""
+
+    inputs: int
+    width: int
+
+    def area_um2_45(self) -> float:
+        if self.inputs <= 1:
+            return 0.0
+        return sum(f * c for f, c in zip(mux_features(self.inputs, self.width), MUX_FIT_UM2,
+                                         strict=True))
+
+
+def mux_features(inputs: int, width: int) -> tuple[float, float]:
+    """Size measures of an ``inputs``:1 mux circuit: its 2:1 tree, and its select decoding
+    per output bit."""
+    return ((inputs - 1) * width, width)
+
+
+def decoder_features(kind: str, patterns: tuple[Pattern, ...]) -> tuple[float, ...]:
+    """Structural size measures of a decoder circuit (accel_sim/rtl/decoders.py) serving
+    ``patterns``; its area is their dot product with ``DECODER_FIT_UM2[kind]``."""
+    m, n = max(p.m for p in patterns), max(p.n for p in patterns)
+    select, rank = _bits(m), max(p.rank_bits for p in patterns)
+    if kind == "direct":
+        return ()
+    if kind == "popcount":  # registered prefix levels of M counters; N x M slot encoder
+        return (math.ceil(math.log2(m)) * m * _bits(m + 1), n * m)
+    if kind == "rank_pipeline":  # M stages: rank subtractor/register, N position registers
+        return (m * rank, m * n * select)
+    if kind == "rank_serial":  # one stage and its registers; constants table M x P x (N+1)
+        return (rank + n * select, m * len(patterns) * (n + 1) * rank)
+    if kind == "rank_rom":  # ROM as logic: words x select bits; the output register
+        return (sum(p.configurations for p in patterns) * n * select, n * select)
+    raise ValueError(f"unknown decoder kind '{kind}'")
+
+
 @dataclass(frozen=True)
 class MetadataDecoder:
-    """One metadata decoder serving every supported pattern (one block per cycle, or per M
-    cycles for ``rank_serial``). Logic in 45 nm cells; the rank ROM in SRAM-bit area."""
+    """One metadata decoder serving every supported pattern, at the area its synthesized
+    circuit fits (45 nm logic); a rank ROM beyond ``MAX_LOGIC_ROM_WORDS`` words is a ROM macro
+    of words x N_max selects (SRAM-bit area, see :meth:`rom_bits`)."""
 
     kind: str
     patterns: tuple[Pattern, ...]
-    select_bits: int  # width of one operand-select signal
+
+    @property
+    def rom_macro(self) -> bool:
+        words = sum(p.configurations for p in self.patterns)
+        return self.kind == "rank_rom" and words > MAX_LOGIC_ROM_WORDS
 
     def logic_um2_45(self) -> float:
-        m_max = max(p.m for p in self.patterns)
-        n_max = max(p.n for p in self.patterns)
-        # Output register: N_max select signals.
-        regs = n_max * self.select_bits * FLIP_FLOP_UM2_45
-        if self.kind == "direct":
-            return regs
-        if self.kind == "popcount":
-            # Prefix popcount over M bits: log2(M) levels of M adders of ceil(log2(M+1)) bits,
-            # then N one-hot-to-position encoders of M x log2(M) NAND2 each.
-            levels = _bits(m_max)
-            adders = m_max * levels * _bits(m_max + 1)
-            encoders = n_max * m_max * levels
-            return regs + adders * FULL_ADDER_UM2_45 + encoders * NAND2_UM2_45
-        rank_bits = max(p.rank_bits for p in self.patterns)
-        slot_bits = _bits(n_max + 1)
-        # One compare-subtract stage: a rank_bits subtractor whose borrow is the compare
-        # (rank_bits full adders), a mux picking the constant C(c, k) among the N_max x patterns
-        # hard-wired binomials, and the stage registers (rank, slot, M-bit keep mask).
-        constants = n_max * len(self.patterns)
-        stage = (rank_bits * FULL_ADDER_UM2_45
-                 + OperandMux(constants, rank_bits).area_um2_45()
-                 + (rank_bits + slot_bits + m_max) * FLIP_FLOP_UM2_45)
-        if self.kind == "rank_pipeline":
-            return regs + m_max * stage
-        if self.kind == "rank_serial":
-            return regs + stage + _bits(m_max) * FLIP_FLOP_UM2_45  # + stage counter
-        if self.kind == "rank_rom":
-            return regs + rank_bits * FLIP_FLOP_UM2_45  # address register
-        raise ValueError(f"unknown decoder kind '{self.kind}'")
+        if self.rom_macro:
+            return 0.0
+        features = decoder_features(self.kind, self.patterns)
+        return sum(f * c for f, c in zip(features, DECODER_FIT_UM2[self.kind], strict=True))
 
     def rom_bits(self) -> int:
-        """ROM of C(M, N) x M bits per supported pattern (``rank_rom`` only)."""
-        if self.kind != "rank_rom":
+        """ROM macro bits: every supported block's N_max selects of ceil(log2 M_max) bits."""
+        if not self.rom_macro:
             return 0
-        return sum(p.configurations * p.m for p in self.patterns)
+        n, m = max(p.n for p in self.patterns), max(p.m for p in self.patterns)
+        return sum(p.configurations for p in self.patterns) * n * _bits(m)
 
 
 @dataclass(frozen=True)
@@ -174,30 +223,59 @@ def metadata_buffer_kib(hw: HardwareConfig) -> float:
     return values * bits_per_kept / 8 / 1024
 
 
+def _pe_register_bits(hw: HardwareConfig) -> dict[str, float]:
+    """Flip-flop bits per core of the PE pipeline registers and of the sparse PE's extras.
+
+    * ``pipeline_regs`` (dense and sparse): per multiplier a weight and an activation operand
+      register, per dot-product unit (systolic PE) a partial-sum register;
+    * ``index_regs`` (sparse): per multiplier the held weight's select index (the stationary
+      weight's in a weight-stationary PE, the forwarded one's otherwise);
+    * ``operand_fanin`` (sparse), by template: a systolic PE's mux picks among ``inputs``
+      activations, so it holds ``inputs - 1`` forwarding registers more than a dense PE; a
+      tensor core's dot-product unit of width W receives W x max(M/N) activations (a wider
+      operand bus, registered at the unit) instead of W.
+    """
+    macs = hw.macs_per_cycle_per_core
+    width = hw.dot_width if hw.template == "tensor_core" else 1
+    units = macs // width
+    value_bits, acc_bits = hw.value_bytes * 8, hw.accumulator_bytes * 8
+    out = {"pipeline_regs": macs * 2 * value_bits + units * acc_bits,
+           "index_regs": 0.0, "operand_fanin": 0.0}
+    if hw.is_sparse:
+        inputs = mux_inputs(hw)
+        out["index_regs"] = macs * _bits(inputs)
+        if hw.template == "systolic":
+            out["operand_fanin"] = macs * (inputs - 1) * value_bits
+        else:
+            expand = max(p.m / p.n for p in hw.supported)
+            out["operand_fanin"] = units * width * (expand - 1) * value_bits
+    return out
+
+
 def area_breakdown(hw: HardwareConfig) -> dict[str, float]:
     """Area per component in mm^2 (whole chip: per-core figures x ``num_cores``), plus total."""
     logic = logic_scale(hw.process_nm)
     cores = hw.num_cores
     macs = hw.macs_per_cycle_per_core
-    width_bits = hw.value_bytes * 8
-    out = {
-        "mac_array": cores * macs * MacUnit(hw.dtype).area_um2_45() * logic,
-        "operand_mux": 0.0,
-        "decoders": 0.0,
-        "metadata_buffer": 0.0,
-    }
+    width = hw.dot_width if hw.template == "tensor_core" else 1
+    out = {"mac_array": cores * (macs // width) * DotProductUnit(hw.dtype, width).area_um2_45()
+           * logic}
+    out.update({name: cores * bits * FLIP_FLOP_UM2_45 * logic
+                for name, bits in _pe_register_bits(hw).items()})
+    out.update(operand_mux=0.0, decoders=0.0, metadata_buffer=0.0)
     if hw.is_sparse:
-        inputs = mux_inputs(hw)
-        out["operand_mux"] = cores * macs * OperandMux(inputs, width_bits).area_um2_45() * logic
-        dec = MetadataDecoder(hw.decoder_kind, hw.supported, _bits(inputs))
+        out["operand_mux"] = cores * macs * OperandMux(
+            mux_inputs(hw), hw.value_bytes * 8).area_um2_45() * logic
+        dec = MetadataDecoder(hw.decoder_kind, hw.supported)
         per_core = dec.logic_um2_45() * logic + dec.rom_bits() * sram_bit_um2(hw.process_nm)
         out["decoders"] = cores * hw.num_decoders * per_core
         out["metadata_buffer"] = cores * SramBuffer(metadata_buffer_kib(hw)).area_um2(
             hw.process_nm)
-    out["salient_lanes"] = cores * hw.salient_lanes * (
-        MacUnit(hw.dtype).area_um2_45() + 16 * FULL_ADDER_UM2_45) * logic  # + offset adder
+    lane = DotProductUnit(hw.dtype, 1).area_um2_45() + 16 * FULL_ADDER_UM2_45  # + offset adder
+    out["salient_lanes"] = cores * hw.salient_lanes * lane * logic
     for name in ("weight_buffer", "act_buffer", "out_buffer"):
         out[name] = cores * SramBuffer(getattr(hw, f"{name}_kib")).area_um2(hw.process_nm)
     mm2 = {name: value / UM2_PER_MM2 for name, value in out.items()}
     mm2["total"] = sum(mm2.values())
     return mm2
+

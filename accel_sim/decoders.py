@@ -16,7 +16,10 @@ step, so that ``functional_matmul`` and the kernels can be checked against them 
   ``serial`` reuses one stage M times (one block per M cycles).
 
 Timing per decoder instance: :meth:`DecoderModel.blocks_per_cycle` and
-:meth:`DecoderModel.latency_cycles`.
+:meth:`DecoderModel.latency_cycles`. Each model owns its circuit: :meth:`DecoderModel.circuit`
+returns the Amaranth RTL (:mod:`accel_sim.rtl.decoders`) that the tests simulate bit for bit and
+cycle by cycle against the format and this model's timing, and that :mod:`accel_sim.rtl.synth`
+synthesizes for the area model.
 """
 
 from __future__ import annotations
@@ -29,20 +32,28 @@ import numpy as np
 
 from compression.formats import FormatError, Pattern, binomial_table, unpack_fields
 
+from .rtl import decoders as rtl
+
 
 class DecoderModel:
     """Base class: a decoder of one metadata encoding."""
 
     kind = ""
     encoding = ""
+    circuit_class: type[rtl.DecoderCircuit] = rtl.DecoderCircuit
 
     def blocks_per_cycle(self, pattern: Pattern) -> float:
         """Blocks one decoder instance finishes per cycle (``inf``: no decoding work)."""
         return 1.0
 
-    def latency_cycles(self, pattern: Pattern) -> int:
-        """Cycles from metadata in to select signals out."""
+    def latency_cycles(self, pattern: Pattern, supported: tuple[Pattern, ...] = ()) -> int:
+        """Cycles from metadata in to select signals out while running ``pattern`` on a
+        decoder built for ``supported`` (default: ``pattern`` alone)."""
         raise NotImplementedError
+
+    def circuit(self, patterns: tuple[Pattern, ...]) -> rtl.DecoderCircuit:
+        """The Amaranth circuit of this decoder serving ``patterns`` (one datapath)."""
+        return self.circuit_class(tuple(Pattern.parse(p) for p in patterns))
 
     def decode_fields(self, fields: np.ndarray, pattern: Pattern) -> np.ndarray:
         """Kept positions ``int64[..., N]`` from per-block fields (see :meth:`fields`)."""
@@ -64,6 +75,11 @@ class DecoderModel:
         return self.decode_fields(self.fields(metadata, pattern, rows, blocks), pattern)
 
 
+def _widest(pattern: Pattern, supported: tuple[Pattern, ...]) -> Pattern:
+    """The pattern with the largest M among ``pattern`` and ``supported``."""
+    return max((pattern, *supported), key=lambda p: p.m)
+
+
 def _check_stream(metadata, pattern: Pattern, encoding: str, rows: int, blocks: int):
     metadata = np.asarray(metadata)
     want = (rows, -(-blocks * pattern.bits_per_block(encoding) // 8))
@@ -77,11 +93,12 @@ class DirectDecoder(DecoderModel):
     """``index`` metadata: the fields drive the operand muxes directly."""
 
     kind, encoding = "direct", "index"
+    circuit_class = rtl.DirectDecoderCircuit
 
     def blocks_per_cycle(self, pattern: Pattern) -> float:
         return math.inf
 
-    def latency_cycles(self, pattern: Pattern) -> int:
+    def latency_cycles(self, pattern, supported=()):
         return 0
 
     def decode_fields(self, fields, pattern):
@@ -92,9 +109,11 @@ class PopcountDecoder(DecoderModel):
     """``bitmask`` metadata through an exclusive prefix-popcount network (log2 M levels)."""
 
     kind, encoding = "popcount", "bitmask"
+    circuit_class = rtl.PopcountDecoderCircuit
 
-    def latency_cycles(self, pattern: Pattern) -> int:
-        return pattern.index_bits + 1  # prefix levels + slot encoder
+    def latency_cycles(self, pattern, supported=()):
+        widest = _widest(pattern, supported)  # the network spans the widest block
+        return widest.index_bits + 1  # registered prefix levels + slot encoder
 
     def decode_fields(self, fields, pattern):
         bits = np.asarray(fields, dtype=np.int64)
@@ -134,9 +153,10 @@ class RankPipelineDecoder(DecoderModel):
     """``rank`` metadata through an M-stage compare-subtract pipeline."""
 
     kind, encoding = "rank_pipeline", "rank"
+    circuit_class = rtl.RankPipelineDecoderCircuit
 
-    def latency_cycles(self, pattern: Pattern) -> int:
-        return pattern.m
+    def latency_cycles(self, pattern, supported=()):
+        return _widest(pattern, supported).m  # every block passes all M_max stages
 
     def decode_fields(self, fields, pattern):
         return _compare_subtract(np.asarray(fields)[..., 0], pattern)
@@ -146,9 +166,13 @@ class RankSerialDecoder(RankPipelineDecoder):
     """One compare-subtract stage reused M times per block (area-lean, slow)."""
 
     kind = "rank_serial"
+    circuit_class = rtl.RankSerialDecoderCircuit
 
     def blocks_per_cycle(self, pattern: Pattern) -> float:
         return 1.0 / pattern.m
+
+    def latency_cycles(self, pattern, supported=()):
+        return pattern.m  # the stage loops over the running pattern's M positions only
 
 
 @lru_cache(maxsize=16)
@@ -168,8 +192,12 @@ class RankRomDecoder(DecoderModel):
 
     kind, encoding = "rank_rom", "rank"
 
-    def latency_cycles(self, pattern: Pattern) -> int:
+    def latency_cycles(self, pattern, supported=()):
         return 1
+
+    def circuit(self, patterns):
+        patterns = tuple(Pattern.parse(p) for p in patterns)
+        return rtl.RankRomDecoderCircuit(patterns, [rank_rom(p) for p in patterns])
 
     def decode_fields(self, fields, pattern):
         ranks = np.asarray(fields)[..., 0].astype(np.int64)

@@ -258,7 +258,8 @@ def gemm_candidates(hw: HardwareConfig, gemm, info: WeightInfo) -> list[Candidat
 def run_candidate(hw: HardwareConfig, candidate: Candidate, info: WeightInfo,
                    steady_state: bool, memo: dict | None):
     p = info.pattern
-    decode_latency = 0 if p is None else decoder_model(hw.decoder_kind).latency_cycles(p)
+    decode_latency = 0 if p is None else decoder_model(hw.decoder_kind).latency_cycles(
+        p, hw.supported)
     select_latency = math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
     args = (tuple(candidate.mapping.schedule), hw.dram_bytes_per_cycle, hw.dram_latency_cycles,
             decode_latency, select_latency, hw.input_stages, hw.output_stages, steady_state)
