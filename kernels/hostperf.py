@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from numba import njit, prange
 
-from kernels.bench import time_round_robin
-
-
-@njit(parallel=True, cache=True)
-def _parallel_sum(array):
-    total = 0.0
-    for i in prange(array.shape[0]):
-        total += array[i]
-    return total
+from kernels.bench import read_buffer, stream_read, time_round_robin
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -23,9 +13,10 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def read_bandwidth_gb_s(megabytes: int = 512, repeats: int = 5) -> float:
-    """DRAM read bandwidth: a parallel float32 sum over ``megabytes`` MB (median of repeats)."""
-    array = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
-    return array.nbytes / _median_seconds(lambda: _parallel_sum(array), repeats) / 1e9
+    """DRAM read bandwidth: a parallel streaming read of ``megabytes`` MB
+    (:func:`kernels.bench.stream_read`, median of repeats)."""
+    buffer = read_buffer(megabytes * 2**20)
+    return buffer.nbytes / _median_seconds(lambda: stream_read(buffer), repeats) / 1e9
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
