@@ -1,22 +1,16 @@
-"""Measured figures of this CPU for a simulator preset: read bandwidth and dense matmul peak."""
+"""Measured figure of this CPU for a simulator preset: the dense matmul peak (the read bandwidth
+comes from :func:`kernels.bench.bench_kernels`, timed in the same rounds as the kernels)."""
 
 from __future__ import annotations
 
 import torch
 
-from kernels.bench import read_buffer, stream_read, time_round_robin
+from kernels.bench import time_round_robin
 
 
 def _median_seconds(fn, repeats: int) -> float:
     """The benchmark's protocol (:func:`kernels.bench.time_round_robin`) for one candidate."""
     return time_round_robin({"fn": fn}, repeats, warmup=1)["fn"]
-
-
-def read_bandwidth_gb_s(megabytes: int = 512, repeats: int = 5) -> float:
-    """DRAM read bandwidth: a parallel streaming read of ``megabytes`` MB
-    (:func:`kernels.bench.stream_read`, median of repeats)."""
-    buffer = read_buffer(megabytes * 2**20)
-    return buffer.nbytes / _median_seconds(lambda: stream_read(buffer), repeats) / 1e9
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:

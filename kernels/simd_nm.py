@@ -250,12 +250,14 @@ def split_unrank_supported(pattern: F.Pattern) -> bool:
 
 @cache
 def split_unrank_tables(pattern: F.Pattern) -> tuple:
-    """``(low_masks, low_offsets, byte_positions, byte_counts)`` for :func:`split_unrank_row`.
+    """``(low_masks, low_offsets, byte_positions, byte_counts, high_costs)`` for
+    :func:`split_unrank_row`.
 
     ``low_masks[low_offsets[k] + r]`` is the 16-bit mask of the k-subset of the lower half
     whose colex rank is r (from :func:`compression.formats.rank_lut` of k:16; 128 KiB in all);
     ``byte_positions[j, v]`` packs, one byte each, the block positions ``8 j + bit`` of the set
-    bits of byte value v (8 KiB); ``byte_counts[v]`` is the popcount of v.
+    bits of byte value v (8 KiB); ``byte_counts[v]`` is the popcount of v;
+    ``high_costs[c - 16, s - 1]`` is C(c, s) as int32 (every rank of M = 32 fits 30 bits).
     """
     if not split_unrank_supported(pattern):
         raise ValueError(f"{pattern}: rank metadata does not take the split-unrank path")
@@ -275,8 +277,12 @@ def split_unrank_tables(pattern: F.Pattern) -> tuple:
     for v in range(256):
         kept = np.flatnonzero(bit_set[v])
         positions[:, v, :kept.size] = kept + 8 * np.arange(4)[:, None]
+    binom = F.binomial_table(pattern).astype(np.int64)
+    high_costs = np.zeros((pattern.m - SPLIT_HALF, SPLIT_HALF), dtype=np.int32)
+    high_costs[:, :pattern.n] = binom[SPLIT_HALF:, 1:]
     tables = (np.concatenate(masks).astype(np.uint16), np.array(offsets, dtype=np.int64),
-              positions.view(np.uint64).reshape(4, 256), bit_set.sum(axis=1).astype(np.int64))
+              positions.view(np.uint64).reshape(4, 256), bit_set.sum(axis=1).astype(np.int64),
+              high_costs)
     for table in tables:
         table.setflags(write=False)
     return tables
@@ -296,31 +302,78 @@ def _store_u64(typingctx, row, byte_index, value):
     return sig, codegen
 
 
-@njit(inline="always")
-def split_unrank_row(meta_row, blocks, n, m, bits, field_mask, binom, tables, out):
-    """The kept positions (0..M-1, ascending, one byte each) of a row's first ``blocks``
-    rank fields, written to ``out[b * n:(b + 1) * n]`` (``out`` needs 8 spare bytes).
+@intrinsic
+def _greedy_upper_half(typingctx, state, high_costs):
+    """Greedy colex steps over positions M-1 .. 16 for eight blocks at once (``<8 x i32>``).
 
-    Per block: branch-free greedy colex steps over positions M-1 .. 16 (each takes position c
-    when C(c, slot) <= the rank left), then the lower half's mask from the subset table, then
-    four byte lookups turn the 32-bit mask into positions (:func:`split_unrank_tables`)."""
-    low_masks, low_offsets, byte_positions, byte_counts = tables
-    for b in range(blocks):
-        rest = K._field(meta_row, b, bits, field_mask)
-        slot = n
-        mask = np.uint64(0)
-        for c in range(m - 1, SPLIT_HALF - 1, -1):
-            cost = binom[c, slot]
-            take = np.int64((slot > 0) & (cost <= rest))
-            rest -= cost * np.uint64(take)
-            slot -= take
-            mask |= np.uint64(take) << np.uint64(c)
-        mask |= np.uint64(low_masks[low_offsets[slot] + np.int64(rest)])
-        o = b * n
-        for j in range(4):
-            byte = np.int64((mask >> np.uint64(8 * j)) & np.uint64(255))
-            _store_u64(out, o, byte_positions[j, byte])
-            o += byte_counts[byte]
+    ``state`` is int32 ``[3, 8]``: rank, slot (kept elements still to place) and mask of eight
+    blocks, updated in place. At position c a lane takes c when slot > 0 and C(c, slot) <= its
+    rank left; C(c, slot) comes from ``high_costs[c - 16]`` by ``vpermd`` on slot - 1."""
+    sig = types.none(state, high_costs)
+
+    def codegen(context, builder, signature, args):
+        v8i = ir.VectorType(I32, LANES)
+        permd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8i, [v8i, v8i]),
+                                               "llvm.x86.avx2.permd")
+        state_ptr, costs_ptr = (context.make_array(t)(context, builder, a).data
+                                for t, a in zip(signature.args, args, strict=True))
+
+        def row(pointer, index):
+            address = builder.gep(pointer, [ir.Constant(I64, index * LANES)])
+            return address, builder.load(builder.bitcast(address, v8i.as_pointer()), align=4)
+
+        def splat(value):
+            return _const_vec([value] * LANES)
+
+        (rank_at, rank), (slot_at, slot), (mask_at, mask) = (row(state_ptr, i) for i in range(3))
+        zero = splat(0)
+        for c in range(2 * SPLIT_HALF - 1, SPLIT_HALF - 1, -1):  # unrolled, 16 steps
+            index = builder.sub(slot, splat(1))
+            _, low = row(costs_ptr, 2 * (c - SPLIT_HALF))
+            _, high = row(costs_ptr, 2 * (c - SPLIT_HALF) + 1)
+            cost = builder.select(builder.icmp_signed(">", index, splat(7)),
+                                  builder.call(permd, [high, index]),
+                                  builder.call(permd, [low, index]))
+            take = builder.and_(builder.icmp_signed(">", slot, zero),
+                                builder.icmp_signed("<=", cost, rank))
+            rank = builder.sub(rank, builder.select(take, cost, zero))
+            slot = builder.sub(slot, builder.zext(take, v8i))
+            mask = builder.or_(mask, builder.select(take, splat(1 << c), zero))
+        for address, value in zip((rank_at, slot_at, mask_at), (rank, slot, mask),
+                                  strict=True):
+            builder.store(value, builder.bitcast(address, v8i.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def split_unrank_row(meta_row, blocks, n, bits, field_mask, tables, state, out):
+    """The kept positions (0..31, ascending, one byte each) of a row's first ``blocks`` rank
+    fields, written to ``out[b * n:(b + 1) * n]`` (``out`` needs 8 spare bytes).
+
+    Eight blocks at a time: vector greedy colex steps over the upper 16 positions
+    (:func:`_greedy_upper_half`), then per block the lower half's mask from the subset table
+    and four byte lookups that turn the 32-bit mask into positions
+    (:func:`split_unrank_tables`). ``state`` is int32 ``[3, 8]`` scratch."""
+    low_masks, low_offsets, byte_positions, byte_counts, high_costs = tables
+    for b0 in range(0, blocks, LANES):
+        lanes = min(LANES, blocks - b0)
+        for lane in range(LANES):
+            field = K._field(meta_row, b0 + lane, bits, field_mask) if lane < lanes else 0
+            state[0, lane] = np.int32(field)
+            state[1, lane] = n
+            state[2, lane] = 0
+        _greedy_upper_half(state, high_costs)
+        for lane in range(lanes):
+            slot = state[1, lane]
+            mask = np.uint32(state[2, lane]) | np.uint32(
+                low_masks[low_offsets[slot] + state[0, lane]])
+            o = (b0 + lane) * n
+            for j in range(4):
+                byte = (mask >> np.uint32(8 * j)) & np.uint32(255)
+                _store_u64(out, o, byte_positions[j, byte])
+                o += byte_counts[byte]
 
 
 # Where a group's window positions come from: rank keys through a group table, index fields,
@@ -810,7 +863,7 @@ def _split_tables_or_empty(pattern: F.Pattern, split: bool) -> tuple:
     if split:
         return split_unrank_tables(pattern)
     return (np.zeros(1, np.uint16), np.zeros(1, np.int64), np.zeros((1, 1), np.uint64),
-            np.zeros(1, np.int64))
+            np.zeros(1, np.int64), np.zeros((1, SPLIT_HALF), np.int32))
 
 
 @njit(inline="always")
@@ -877,9 +930,10 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
             acc = np.zeros((r1 - r0, batch), dtype=np.float32)
             decoded = np.empty((r1 - r0 if split and vector_cols else 0, first_scalar * n + 8),
                                dtype=np.uint8)
+            state = np.empty((3, LANES), dtype=np.int32)
             for r in range(r0, r0 + decoded.shape[0]):  # the chunk's positions, once
-                split_unrank_row(metadata[r], first_scalar, n, m, bits, field_mask, binom,
-                                 split_tables, decoded[r - r0])
+                split_unrank_row(metadata[r], first_scalar, n, bits, field_mask, split_tables,
+                                 state, decoded[r - r0])
             if vector_cols:
                 for g0 in range(0, groups, step):
                     g1 = min(groups, g0 + step)
@@ -963,12 +1017,13 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
         for chunk in prange(chunks):
             pos = np.zeros(n + 1, dtype=np.int64)
             decoded = np.empty(first_scalar * n + 8 if split else 0, dtype=np.uint8)
+            state = np.empty((3, LANES), dtype=np.int32)
             for r in range(chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)):
                 meta_row = metadata[r]
                 vrow = values[r]
                 if split:  # the row's positions into an L1-resident buffer first
-                    split_unrank_row(meta_row, first_scalar, n, m, bits, field_mask, binom,
-                                     split_tables, decoded)
+                    split_unrank_row(meta_row, first_scalar, n, bits, field_mask, split_tables,
+                                     state, decoded)
                     acc = dot(vrow, decoded, x, table, groups)
                 else:
                     acc = dot(vrow, meta_row, x, table, groups)
