@@ -226,11 +226,15 @@ def test_rank_without_a_table_takes_the_group_loop(pattern):
 @needs_avx2
 @pytest.mark.parametrize("pattern", ["16:32", "8:32"])
 def test_split_unrank_tables_match_the_format(pattern):
-    """The lower-half subset table inverts the format's rank encoder for every subset size,
-    and the byte tables give each set bit's block position and the popcount."""
+    """The upper-half costs are C(c, s); the lower-half subset table inverts the format's rank
+    encoder for every subset size; the byte tables give each set bit's block position and the
+    popcount."""
     p = F.Pattern.parse(pattern)
-    low_masks, low_offsets, byte_positions, byte_counts = simd_nm.split_unrank_tables(p)
+    low_masks, low_offsets, byte_positions, byte_counts, high_costs = (
+        simd_nm.split_unrank_tables(p))
     half = simd_nm.SPLIT_HALF
+    for c, s in itertools.product(range(half, p.m), range(1, half + 1)):
+        assert high_costs[c - half, s - 1] == (math.comb(c, s) if s <= p.n else 0), (c, s)
     rng = np.random.default_rng(7)
     for k in range(1, half):
         subsets = np.sort(np.stack([rng.choice(half, k, replace=False) for _ in range(50)]),
