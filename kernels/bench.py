@@ -7,6 +7,14 @@ rounds first, then ``repeats`` rounds, each giving every candidate an untimed ca
 each figure is the median over rounds of the per-round median. The bytes bound is dense weight
 bytes / compressed weight bytes (kept values + metadata with row padding + dense tail): what a purely memory-bound kernel could
 gain. ``fraction_of_bound`` = speedup / bound.
+
+The same rounds also time a parallel streaming read of a buffer the size of the dense weight
+(:func:`stream_read`, the same Numba threads): the machine's own read bandwidth in this run.
+Each kernel's ``gb_s`` (weight + activation + output bytes per second) is reported as a
+``fraction_of_read_bandwidth``, so a kernel is judged against the memory system, not against
+whichever dense library happens to stream fastest. Batched groups (batch > 1) also time a
+float32 ``torch.matmul`` of :data:`PEAK_MATMUL_SIZE` cubed, the FLOP roof, and say which roof
+binds each kernel (``roofline``: ``"bytes"`` or ``"flops"``).
 """
 
 from __future__ import annotations
@@ -14,10 +22,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from functools import partial
+from functools import cache, partial
 
 import numba
 import numpy as np
+from numba import njit, prange
 import torch
 from tqdm import tqdm
 
@@ -63,6 +72,33 @@ def _dense_baselines(weight: np.ndarray, dtype: str, batch: int) -> dict[str, Ca
     if dtype == "float32":
         candidates["numpy"] = partial(np.matmul, typed, x32)
     return candidates
+
+
+# A chunk of the streaming read handed to a thread (in uint64 words: 256 KiB).
+_READ_CHUNK_WORDS = 1 << 15
+# Side of the float32 torch.matmul whose rate is the FLOP roof of batched groups (measured on
+# this 2-core host: 1024 reaches the same GFLOP/s as 2048 in an eighth of the time).
+PEAK_MATMUL_SIZE = 1024
+
+
+@njit(parallel=True, cache=True)
+def stream_read(words):
+    """Sum of a uint64 buffer, chunks in parallel: a pure streaming read (integer adds
+    vectorise without fastmath, so the loads, not the adds, bound it)."""
+    chunks = (words.shape[0] + _READ_CHUNK_WORDS - 1) // _READ_CHUNK_WORDS
+    total = np.uint64(0)
+    for chunk in prange(chunks):
+        part = np.uint64(0)
+        for i in range(chunk * _READ_CHUNK_WORDS,
+                       min(words.shape[0], (chunk + 1) * _READ_CHUNK_WORDS)):
+            part += words[i]
+        total += part
+    return total
+
+
+def read_buffer(nbytes: int) -> np.ndarray:
+    """A written (so backed by real pages) uint64 buffer of at least ``nbytes``."""
+    return np.ones(-(-nbytes // 8), dtype=np.uint64)
 
 
 def _activations(cols: int, batch: int, seed: int) -> np.ndarray:
@@ -129,6 +165,7 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                                                                dtype=dtype), simd=cap))
                      for p in patterns for e in encodings for cap in simd]
             dense_bytes = weight.size * F.value_dtype(dtype).itemsize
+            buffer = read_buffer(dense_bytes)
             for batch in batches:
                 x = _activations(shape[1], batch, seed=1)
                 dense = _dense_baselines(weight, dtype, batch)
@@ -137,32 +174,78 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                     path = plan.gemv_path if batch == 1 else plan.gemm_path
                     timed.setdefault((pattern, encoding, path), plan)
                 sparse = {key: partial(plan, x) for key, plan in timed.items()}
-                medians = time_round_robin({**dense, **sparse}, repeats, warmup)
-                best_name = min(dense, key=medians.get)
-                io_bytes = 4 * (shape[1] + shape[0]) * batch  # float32 activations in, out
-                for (pattern, encoding, path), plan in timed.items():
-                    sparse_s = medians[(pattern, encoding, path)]
-                    speedup = medians[best_name] / sparse_s
-                    bound = dense_bytes / plan.nbytes
-                    records.append({
-                        "shape": list(shape), "pattern": pattern, "encoding": encoding,
-                        "decoder": plan.decoder,
-                        "kernel": path,
-                        "batch": batch, "dtype": dtype,
-                        "dense_s": medians[best_name], "dense_baseline": best_name,
-                        "dense_all_s": {name: medians[name] for name in dense},
-                        "sparse_s": sparse_s, "speedup": speedup, "bound": bound,
-                        "fraction_of_bound": speedup / bound,
-                        "sparse_gb_s": (plan.nbytes + io_bytes) / sparse_s / 1e9,
-                        "dense_gb_s": (dense_bytes + io_bytes) / medians[best_name] / 1e9,
-                        "weight_bytes_dense": dense_bytes, "weight_bytes_sparse": plan.nbytes,
-                        "repeats": repeats, "warmup": warmup, "calls": CALLS_PER_ROUND,
-                        "threads": threads(), "torch_threads": torch.get_num_threads(),
-                        **thread_pool_settings(),
-                    })
+                roofs = {"read": partial(stream_read, buffer)}
+                if batch > 1:
+                    roofs["matmul"] = partial(torch.matmul, *_peak_operands())
+                medians = time_round_robin({**roofs, **dense, **sparse}, repeats, warmup)
+                group = _GroupFigures(shape, dtype, batch, dense_bytes, medians, dense,
+                                      buffer.nbytes)
+                records += [group.record(pattern, encoding, path, plan, repeats, warmup)
+                            for (pattern, encoding, path), plan in timed.items()]
                 bar.update()
     bar.close()
     return records
+
+
+@cache
+def _peak_operands() -> tuple:
+    rng = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE, generator=rng)
+                 for _ in range(2))
+
+
+class _GroupFigures:
+    """The roofs and dense baselines of one (shape, dtype, batch) group, and its records."""
+
+    def __init__(self, shape, dtype, batch, dense_bytes, medians, dense, read_bytes):
+        self.shape, self.dtype, self.batch, self.dense_bytes = shape, dtype, batch, dense_bytes
+        self.medians = medians
+        self.dense_names = list(dense)
+        self.best = min(dense, key=medians.get)
+        self.read_gb_s = read_bytes / medians["read"] / 1e9
+        self.peak_gflops = (2 * PEAK_MATMUL_SIZE**3 / medians["matmul"] / 1e9
+                            if "matmul" in medians else None)
+        self.io_bytes = 4 * (shape[0] + shape[1]) * batch  # float32 activations in, out
+
+    def _roofline(self, weight_bytes: int, density: float) -> dict:
+        """Time at the read bandwidth vs at the matmul FLOP rate (multiply-adds kept only)."""
+        bytes_s = (weight_bytes + self.io_bytes) / (self.read_gb_s * 1e9)
+        if self.peak_gflops is None:
+            return {"roofline": "bytes", "roofline_s": bytes_s}
+        flops_s = 2 * self.shape[0] * self.shape[1] * density * self.batch / (
+            self.peak_gflops * 1e9)
+        return {"roofline": "bytes" if bytes_s >= flops_s else "flops",
+                "roofline_s": max(bytes_s, flops_s), "peak_gflops": self.peak_gflops}
+
+    def record(self, pattern, encoding, path, plan, repeats, warmup) -> dict:
+        sparse_s = self.medians[(pattern, encoding, path)]
+        dense_s = self.medians[self.best]
+        speedup = dense_s / sparse_s
+        bound = self.dense_bytes / plan.nbytes
+        gb_s = (plan.nbytes + self.io_bytes) / sparse_s / 1e9
+        dense_gb_s = {name: (self.dense_bytes + self.io_bytes) / self.medians[name] / 1e9
+                      for name in self.dense_names}
+        density = F.Pattern.parse(pattern).density
+        roof = self._roofline(plan.nbytes, density)
+        dense_roof = self._roofline(self.dense_bytes, 1.0)
+        return {
+            "shape": list(self.shape), "pattern": pattern, "encoding": encoding,
+            "decoder": plan.decoder, "kernel": path, "batch": self.batch, "dtype": self.dtype,
+            "dense_s": dense_s, "dense_baseline": self.best,
+            "dense_all_s": {name: self.medians[name] for name in self.dense_names},
+            "sparse_s": sparse_s, "speedup": speedup, "bound": bound,
+            "fraction_of_bound": speedup / bound,
+            "gb_s": gb_s, "read_bandwidth_gb_s": self.read_gb_s,
+            "fraction_of_read_bandwidth": gb_s / self.read_gb_s,
+            "dense_gb_s": dense_gb_s[self.best], "dense_all_gb_s": dense_gb_s,
+            **roof, "fraction_of_roofline": roof["roofline_s"] / sparse_s,
+            "dense_roofline": dense_roof["roofline"],
+            "roofline_speedup": dense_roof["roofline_s"] / roof["roofline_s"],
+            "weight_bytes_dense": self.dense_bytes, "weight_bytes_sparse": plan.nbytes,
+            "repeats": repeats, "warmup": warmup, "calls": CALLS_PER_ROUND,
+            "threads": threads(), "torch_threads": torch.get_num_threads(),
+            **thread_pool_settings(),
+        }
 
 
 def bench_rank_decoders(shape=(11008, 4096), patterns=("2:4", "8:16"), repeats: int = 7,
@@ -182,46 +265,66 @@ def bench_rank_decoders(shape=(11008, 4096), patterns=("2:4", "8:16"), repeats: 
 
 
 def markdown_table(records: list[dict]) -> str:
-    """The records as a Markdown table (times in ms)."""
-    lines = [("| shape | pattern | encoding | batch | dtype | dense ms (best) | sparse ms | "
-              "speedup | bound | of bound | sparse GB/s |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The records as a Markdown table (times in ms; GB/s also as a share of the read
+    bandwidth measured in the same rounds)."""
+    lines = [("| shape | pattern | encoding | batch | dtype | dense ms (best) | dense GB/s | "
+              "read GB/s | sparse ms | GB/s | of read | speedup | bound | of bound | roofline |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         lines.append(
             f"| {r['shape'][0]}x{r['shape'][1]} | {r['pattern']} | {r['encoding']} "
             f"({r['decoder']}, {r['kernel']}) | {r['batch']} | {r['dtype']} | "
-            f"{r['dense_s'] * 1e3:.2f} ({r['dense_baseline']}) | {r['sparse_s'] * 1e3:.2f} | "
-            f"{r['speedup']:.2f} | {r['bound']:.2f} | {r['fraction_of_bound']:.0%} | {r['sparse_gb_s']:.1f} |")
+            f"{r['dense_s'] * 1e3:.2f} ({r['dense_baseline']}) | {r['dense_gb_s']:.1f} | "
+            f"{r['read_bandwidth_gb_s']:.1f} | {r['sparse_s'] * 1e3:.2f} | {r['gb_s']:.1f} | "
+            f"{r['fraction_of_read_bandwidth']:.0%} | {r['speedup']:.2f} | {r['bound']:.2f} | "
+            f"{r['fraction_of_bound']:.0%} | {r['roofline']} |")
     return "\n".join(lines) + "\n"
 
 
-def plot_speedups(records: list[dict], path) -> None:
-    """Bar chart per (dtype, batch): measured speedup next to the bytes bound, per shape/variant.
+def plot_bandwidth(records: list[dict], path) -> None:
+    """Bar chart per (dtype, batch): GB/s of every dense baseline and sparse kernel, with the
+    read bandwidth measured in the same rounds as a line over each shape's bars (150 dpi).
 
     Written to a temporary file and renamed, so a failed plot leaves nothing half-written.
     """
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = sorted({(r["dtype"], r["batch"]) for r in records})
-    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.5 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.8 * len(panels)), squeeze=False)
     for ax, (dtype, batch) in zip(axes[:, 0], panels, strict=True):
         rows = [r for r in records if (r["dtype"], r["batch"]) == (dtype, batch)]
-        labels = [f"{r['shape'][0]}x{r['shape'][1]}\n{r['pattern']} {r['encoding']}" for r in rows]
-        xs = np.arange(len(rows))
-        ax.bar(xs - 0.2, [r["bound"] for r in rows], 0.4, label="bytes bound", color="#bbbbbb")
-        ax.bar(xs + 0.2, [r["speedup"] for r in rows], 0.4, label="measured", color="#1f77b4")
-        ax.axhline(1.0, color="black", linewidth=0.8)
+        labels, values, colors, read_lines = [], [], [], []
+        for shape in dict.fromkeys(tuple(r["shape"]) for r in rows):
+            group = [r for r in rows if tuple(r["shape"]) == shape]
+            first = len(values)
+            for name, gb_s in group[0]["dense_all_gb_s"].items():
+                labels.append(f"{shape[0]}x{shape[1]}\n{name}")
+                values.append(gb_s)
+                colors.append("#999999")
+            for r in group:
+                labels.append(f"{shape[0]}x{shape[1]}\n{r['pattern']} {r['encoding']}"
+                              f"\n{r['kernel']}")
+                values.append(r["gb_s"])
+                colors.append("#1f77b4")
+            read_lines.append((first - 0.4, len(values) - 0.6, group[0]["read_bandwidth_gb_s"]))
+        xs = np.arange(len(values))
+        ax.bar(xs, values, 0.7, color=colors)
+        for i, (lo, hi, read) in enumerate(read_lines):
+            ax.hlines(read, lo, hi, colors="#d62728", linewidth=2,
+                      label="read bandwidth (same rounds)" if i == 0 else None)
+            ax.hlines(0.85 * read, lo, hi, colors="#d62728", linewidth=1, linestyles="dashed",
+                      label="85% of it" if i == 0 else None)
+        ax.bar([], [], color="#999999", label="dense baselines")
+        ax.bar([], [], color="#1f77b4", label="N:M kernels")
         ax.set_xticks(xs, labels, fontsize=6, rotation=90)
-        ax.set_ylabel("speedup over best dense")
+        ax.set_ylabel("GB/s (weight + x + y bytes / time)")
         ax.set_title(f"{dtype} values, batch {batch}")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=160)
     plt.close(fig)
     os.replace(tmp, path)

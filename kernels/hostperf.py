@@ -1,31 +1,16 @@
-"""Measured figures of this CPU for a simulator preset: read bandwidth and dense matmul peak."""
+"""Measured figure of this CPU for a simulator preset: the dense matmul peak (the read bandwidth
+comes from :func:`kernels.bench.bench_kernels`, timed in the same rounds as the kernels)."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from numba import njit, prange
 
 from kernels.bench import time_round_robin
-
-
-@njit(parallel=True, cache=True)
-def _parallel_sum(array):
-    total = 0.0
-    for i in prange(array.shape[0]):
-        total += array[i]
-    return total
 
 
 def _median_seconds(fn, repeats: int) -> float:
     """The benchmark's protocol (:func:`kernels.bench.time_round_robin`) for one candidate."""
     return time_round_robin({"fn": fn}, repeats, warmup=1)["fn"]
-
-
-def read_bandwidth_gb_s(megabytes: int = 512, repeats: int = 5) -> float:
-    """DRAM read bandwidth: a parallel float32 sum over ``megabytes`` MB (median of repeats)."""
-    array = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
-    return array.nbytes / _median_seconds(lambda: _parallel_sum(array), repeats) / 1e9
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:

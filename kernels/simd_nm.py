@@ -158,13 +158,19 @@ def gemv_path(pattern: F.Pattern, encoding: str, decoder: str, simd: str = "auto
     """The batch-1 kernel for ``pattern`` with ``encoding`` metadata read by ``decoder``:
     ``"avx512-pair"`` (16 kept values per step), ``"avx2-group"`` (8 per step) or ``"scalar"``.
 
+    Rank metadata without a group table (M = 32: 8:32, 16:32) is unranked row by row into
+    position bytes (:func:`split_unrank_row`) and then takes the AVX2 group loop.
+
     ``simd`` (:data:`SIMD_CHOICES`) caps it: ``"auto"`` takes the widest this CPU runs,
     ``"avx2"`` stops at the AVX2 group loop and ``"scalar"`` keeps the scalar kernel.
     """
     if simd not in SIMD_CHOICES:
         raise ValueError(f"simd must be one of {', '.join(SIMD_CHOICES)}, got {simd!r}")
-    if simd == "scalar" or decoder not in ("rank-lut", "index") or not supports(pattern,
-                                                                                 encoding):
+    if simd == "scalar":
+        return "scalar"
+    if decoder == "rank-unrank" and encoding == "rank" and split_unrank_supported(pattern):
+        return "avx2-group"  # the split-unrank pre-pass feeds the eight-lane group loop
+    if decoder not in ("rank-lut", "index") or not supports(pattern, encoding):
         return "scalar"
     if simd == "auto" and wide_available() and group_geometry(pattern).pairs_fill_32:
         return "avx512-pair"
@@ -228,7 +234,152 @@ def group_mask_table(pattern: F.Pattern) -> np.ndarray:
     return masks
 
 
-RANK, INDEX = 0, 1
+# Rank metadata whose C(M, N) table cannot exist (M = 32: 8:32, 16:32) is unranked in two
+# halves of the 32-position block: greedy colex steps over the upper SPLIT_HALF positions, then
+# one lookup of the lower half's mask in a table of every subset of SPLIT_HALF positions.
+SPLIT_HALF = 16
+
+
+def split_unrank_supported(pattern: F.Pattern) -> bool:
+    """Whether rank metadata of ``pattern`` takes the split-unrank pre-pass (no group table,
+    M = 32, eight kept values fill a group) on this CPU."""
+    geometry = group_geometry(pattern)
+    return (available() and geometry is not None and pattern.m == 2 * SPLIT_HALF
+            and not pattern.has_rank_lut)
+
+
+@cache
+def split_unrank_tables(pattern: F.Pattern) -> tuple:
+    """``(low_masks, low_offsets, byte_positions, byte_counts, high_costs)`` for
+    :func:`split_unrank_row`.
+
+    ``low_masks[low_offsets[k] + r]`` is the 16-bit mask of the k-subset of the lower half
+    whose colex rank is r (from :func:`compression.formats.rank_lut` of k:16; 128 KiB in all);
+    ``byte_positions[j, v]`` packs, one byte each, the block positions ``8 j + bit`` of the set
+    bits of byte value v (8 KiB); ``byte_counts[v]`` is the popcount of v;
+    ``high_costs[c - 16, s - 1]`` is C(c, s) as int32 (every rank of M = 32 fits 30 bits).
+    """
+    if not split_unrank_supported(pattern):
+        raise ValueError(f"{pattern}: rank metadata does not take the split-unrank path")
+    offsets, masks, total = [], [], 0
+    for k in range(SPLIT_HALF + 1):
+        offsets.append(total)
+        if k in (0, SPLIT_HALF):
+            subsets = np.array([(1 << k) - 1], dtype=np.int64)
+        else:
+            lut = F.rank_lut(F.Pattern(k, SPLIT_HALF)).astype(np.int64)
+            subsets = np.left_shift(1, lut).sum(axis=1)
+        masks.append(subsets)
+        total += subsets.size
+    values = np.arange(256)
+    bit_set = (values[:, None] >> np.arange(8)) & 1
+    positions = np.zeros((4, 256, 8), dtype=np.uint8)
+    for v in range(256):
+        kept = np.flatnonzero(bit_set[v])
+        positions[:, v, :kept.size] = kept + 8 * np.arange(4)[:, None]
+    binom = F.binomial_table(pattern).astype(np.int64)
+    high_costs = np.zeros((pattern.m - SPLIT_HALF, SPLIT_HALF), dtype=np.int32)
+    high_costs[:, :pattern.n] = binom[SPLIT_HALF:, 1:]
+    tables = (np.concatenate(masks).astype(np.uint16), np.array(offsets, dtype=np.int64),
+              positions.view(np.uint64).reshape(4, 256), bit_set.sum(axis=1).astype(np.int64),
+              high_costs)
+    for table in tables:
+        table.setflags(write=False)
+    return tables
+
+
+@intrinsic
+def _store_u64(typingctx, row, byte_index, value):
+    """Store a uint64 little-endian into 8 bytes of a contiguous uint8 row (unaligned)."""
+    sig = types.none(row, byte_index, value)
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        address = builder.gep(array.data, [args[1]])
+        builder.store(args[2], builder.bitcast(address, ir.IntType(64).as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _greedy_upper_half(typingctx, state, high_costs):
+    """Greedy colex steps over positions M-1 .. 16 for eight blocks at once (``<8 x i32>``).
+
+    ``state`` is int32 ``[3, 8]``: rank, slot (kept elements still to place) and mask of eight
+    blocks, updated in place. At position c a lane takes c when slot > 0 and C(c, slot) <= its
+    rank left; C(c, slot) comes from ``high_costs[c - 16]`` by ``vpermd`` on slot - 1."""
+    sig = types.none(state, high_costs)
+
+    def codegen(context, builder, signature, args):
+        v8i = ir.VectorType(I32, LANES)
+        permd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8i, [v8i, v8i]),
+                                               "llvm.x86.avx2.permd")
+        state_ptr, costs_ptr = (context.make_array(t)(context, builder, a).data
+                                for t, a in zip(signature.args, args, strict=True))
+
+        def row(pointer, index):
+            address = builder.gep(pointer, [ir.Constant(I64, index * LANES)])
+            return address, builder.load(builder.bitcast(address, v8i.as_pointer()), align=4)
+
+        def splat(value):
+            return _const_vec([value] * LANES)
+
+        (rank_at, rank), (slot_at, slot), (mask_at, mask) = (row(state_ptr, i) for i in range(3))
+        zero = splat(0)
+        for c in range(2 * SPLIT_HALF - 1, SPLIT_HALF - 1, -1):  # unrolled, 16 steps
+            index = builder.sub(slot, splat(1))
+            _, low = row(costs_ptr, 2 * (c - SPLIT_HALF))
+            _, high = row(costs_ptr, 2 * (c - SPLIT_HALF) + 1)
+            cost = builder.select(builder.icmp_signed(">", index, splat(7)),
+                                  builder.call(permd, [high, index]),
+                                  builder.call(permd, [low, index]))
+            take = builder.and_(builder.icmp_signed(">", slot, zero),
+                                builder.icmp_signed("<=", cost, rank))
+            rank = builder.sub(rank, builder.select(take, cost, zero))
+            slot = builder.sub(slot, builder.zext(take, v8i))
+            mask = builder.or_(mask, builder.select(take, splat(1 << c), zero))
+        for address, value in zip((rank_at, slot_at, mask_at), (rank, slot, mask),
+                                  strict=True):
+            builder.store(value, builder.bitcast(address, v8i.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def split_unrank_row(meta_row, blocks, n, bits, field_mask, tables, state, out):
+    """The kept positions (0..31, ascending, one byte each) of a row's first ``blocks`` rank
+    fields, written to ``out[b * n:(b + 1) * n]`` (``out`` needs 8 spare bytes).
+
+    Eight blocks at a time: vector greedy colex steps over the upper 16 positions
+    (:func:`_greedy_upper_half`), then per block the lower half's mask from the subset table
+    and four byte lookups that turn the 32-bit mask into positions
+    (:func:`split_unrank_tables`). ``state`` is int32 ``[3, 8]`` scratch."""
+    low_masks, low_offsets, byte_positions, byte_counts, high_costs = tables
+    for b0 in range(0, blocks, LANES):
+        lanes = min(LANES, blocks - b0)
+        for lane in range(LANES):
+            field = K._field(meta_row, b0 + lane, bits, field_mask) if lane < lanes else 0
+            state[0, lane] = np.int32(field)
+            state[1, lane] = n
+            state[2, lane] = 0
+        _greedy_upper_half(state, high_costs)
+        for lane in range(lanes):
+            slot = state[1, lane]
+            mask = np.uint32(state[2, lane]) | np.uint32(
+                low_masks[low_offsets[slot] + state[0, lane]])
+            o = (b0 + lane) * n
+            for j in range(4):
+                byte = (mask >> np.uint32(8 * j)) & np.uint32(255)
+                _store_u64(out, o, byte_positions[j, byte])
+                o += byte_counts[byte]
+
+
+# Where a group's window positions come from: rank keys through a group table, index fields,
+# or POSITIONS: one byte per kept value, decoded beforehand (:func:`split_unrank_row`); the
+# group's "key" is then its eight position bytes as one 64-bit word.
+RANK, INDEX, POSITIONS = 0, 1, 2
 F32, I8, I16, I32, I64 = (ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32),
                           ir.IntType(64))
 
@@ -251,7 +402,7 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool):
     step into ``<16 x float>`` accumulators; a leftover odd group takes the eight-lane step.
     """
     geometry = group_geometry(F.Pattern(n, m))
-    key_bits = (geometry.blocks_per_group * bits if source == RANK else LANES * bits)
+    key_bits = _key_bits(geometry, bits, source)
     registers = geometry.window // LANES
 
     @intrinsic
@@ -270,6 +421,13 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool):
     return _group_dot
 
 
+def _key_bits(geometry: GroupGeometry, bits: int, source: int) -> int:
+    """Bits of metadata one group reads (64 for decoded position bytes)."""
+    if source == POSITIONS:
+        return 64
+    return geometry.blocks_per_group * bits if source == RANK else LANES * bits
+
+
 class _RowIR:
     """IR building blocks shared by the GEMV and GEMM row loops: metadata keys, positions of a
     group's kept values in its window, widened values, prefetches."""
@@ -278,7 +436,7 @@ class _RowIR:
         self.builder, self.values, self.meta, self.table = builder, values, meta, table
         self.geometry, self.bits, self.key_bits = geometry, bits, key_bits
         self.source, self.kind = source, kind
-        self.key_mask = ir.Constant(I64, (1 << key_bits) - 1)
+        self.key_mask = ir.Constant(I64, -1 if key_bits == 64 else (1 << key_bits) - 1)
         self.prefetch_fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [I8.as_pointer(), I32, I32, I32]),
             "llvm.prefetch.p0")
@@ -339,6 +497,9 @@ class _RowIR:
         """Window positions (``<8 x i32>``); rank entries keep their select bit as the sign."""
         if self.source == RANK:
             return self.builder.sext(self.table_row(key), ir.VectorType(I32, LANES))
+        if self.source == POSITIONS:
+            return self.builder.zext(self.builder.bitcast(key, ir.VectorType(I8, LANES)),
+                                     ir.VectorType(I32, LANES))
         return self.index_positions(key)
 
     def window_start(self, g):
@@ -577,20 +738,21 @@ GEMM_TILES = (8, 4, 2, 1)
 
 @cache
 def group_gemm_tile(n: int, m: int, bits: int, source: int, kind: int, tiles: int):
-    """A Numba intrinsic ``(values_row, meta_row, x, table, groups, col0, acc) -> int64``.
+    """A Numba intrinsic ``(values_row, meta_row, x, table, g_first, g_end, col0, acc) -> int64``.
 
-    Adds ``sum_{g < groups} sum_lane v[8g + lane] * x[start(g) + pos(g, lane), cols]`` into
+    Adds ``sum_{g_first <= g < g_end} sum_lane v[8g + lane] * x[start(g) + pos(g, lane), cols]``
+    into
     ``acc[cols]`` for the ``8 * tiles`` batch columns ``cols`` from ``col0``, for one row
     (``x`` is C-contiguous ``[in, batch]``). Each group's positions are decoded once (as in the
     GEMV) and each kept value then multiplies a contiguous slice of an ``x`` row: one broadcast
     and ``tiles`` FMAs. ``table`` is :func:`group_position_table` for rank metadata.
     """
     geometry = group_geometry(F.Pattern(n, m))
-    key_bits = (geometry.blocks_per_group * bits if source == RANK else LANES * bits)
+    key_bits = _key_bits(geometry, bits, source)
 
     @intrinsic
-    def _tile(typingctx, values_row, meta_row, x, table, groups, col0, acc):
-        sig = types.int64(values_row, meta_row, x, table, groups, col0, acc)
+    def _tile(typingctx, values_row, meta_row, x, table, g_first, g_end, col0, acc):
+        sig = types.int64(values_row, meta_row, x, table, g_first, g_end, col0, acc)
 
         def codegen(context, builder, signature, args):
             return _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
@@ -613,8 +775,8 @@ def _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
               for t, a in zip(signature.args[:4], args[:4], strict=True)]
     values, meta, x, table = (a.data for a in arrays)
     batch = cgutils.unpack_tuple(builder, arrays[2].shape, 2)[1]
-    acc_data = context.make_array(signature.args[6])(context, builder, args[6]).data
-    groups, col0 = args[4], args[5]
+    acc_data = context.make_array(signature.args[7])(context, builder, args[7]).data
+    g_first, groups, col0 = args[4], args[5], args[6]
     row = _RowIR(builder, values, meta, table, geometry, bits, key_bits, source, kind)
     sets = LANES // tiles
 
@@ -625,12 +787,12 @@ def _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
     loop = builder.append_basic_block("nm_gemm.loop")
     done = builder.append_basic_block("nm_gemm.done")
     zero = ir.Constant(v8f, [0.0] * LANES)
-    builder.cbranch(builder.icmp_signed(">", groups, const(0)), loop, done)
+    builder.cbranch(builder.icmp_signed(">", groups, g_first), loop, done)
 
     builder.position_at_end(loop)
     g = builder.phi(I64)
     accs = [[builder.phi(v8f) for _ in range(tiles)] for _ in range(sets)]
-    g.add_incoming(const(0), entry)
+    g.add_incoming(g_first, entry)
     ahead = builder.add(g, const(PREFETCH_BYTES // (LANES * (4 if kind == K.F32 else 2))))
     row.prefetch(builder.gep(values, [builder.mul(ahead, const(LANES))]))
     positions = row.positions(row.key_at(g))
@@ -695,6 +857,15 @@ def _horizontal_sum(builder, vector):
     return builder.extract_element(vector, ir.Constant(ir.IntType(32), 0))
 
 
+def _split_tables_or_empty(pattern: F.Pattern, split: bool) -> tuple:
+    """:func:`split_unrank_tables` when the kernel unranks, else empty arrays of their types
+    (Numba types both branches of ``if split``)."""
+    if split:
+        return split_unrank_tables(pattern)
+    return (np.zeros(1, np.uint16), np.zeros(1, np.int64), np.zeros((1, 1), np.uint64),
+            np.zeros(1, np.int64), np.zeros((1, SPLIT_HALF), np.int32))
+
+
 @njit(inline="always")
 def _vector_groups(full_blocks, per_group, groups_per_block):
     """(groups the vector loop takes, first block left to scalar code) of a row."""
@@ -704,22 +875,42 @@ def _vector_groups(full_blocks, per_group, groups_per_block):
     return full_blocks * groups_per_block, full_blocks
 
 
+# Bytes of x one K-slice of the GEMM keeps hot: the slice's x rows are reused by every row of a
+# row chunk, so they should stay in the 32-48 KiB L1 next to the streamed values. Without
+# slicing, every weight row walked all of x (1 MiB at batch 64, 128 KiB at batch 8) out of L2
+# or L3, which bound the pass (see docs/kernels.md).
+GEMM_SLICE_X_BYTES = 16384
+
+
+@njit(inline="always")
+def _slice_groups(batch, inputs_per_group, trip):
+    """Groups per K-slice: x for them fits :data:`GEMM_SLICE_X_BYTES`, a multiple of ``trip``."""
+    groups = GEMM_SLICE_X_BYTES // (4 * batch * inputs_per_group)
+    return max(trip, groups - groups % trip)
+
+
 @cache
 def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
     """The GEMM (``x`` ``[in, batch]``) through :func:`group_gemm_tile` passes.
 
     Same arguments as :func:`nm_group_gemv` with ``table`` :func:`group_position_table` for
-    rank metadata. Whole groups go through the vector passes for the first ``batch - batch % 8``
-    columns; the last ``batch % 8`` columns, leftover blocks, a padded block and the dense tail
-    take scalar code.
+    rank metadata. Rows go in chunks of ``ROW_CHUNK``; each chunk walks the inputs in K-slices
+    whose x rows fit :data:`GEMM_SLICE_X_BYTES`, every row of the chunk adding its products
+    for the slice into its accumulator row. Whole groups go through the vector passes for the
+    first ``batch - batch % 8`` columns; the last ``batch % 8`` columns, leftover blocks, a
+    padded block and the dense tail take scalar code.
     """
     geometry = group_geometry(F.Pattern(n, m))
-    source = RANK if decoder == K.RANK_LUT else INDEX
+    source = {K.RANK_LUT: RANK, K.RANK_UNRANK: POSITIONS}.get(decoder, INDEX)
     tile8, tile4, tile2, tile1 = (group_gemm_tile(n, m, bits, source, kind, t)
                                   for t in GEMM_TILES)
     field_mask = np.uint64((1 << bits) - 1)
     per_group = geometry.blocks_per_group
     groups_per_block = geometry.groups_per_block
+    inputs_per_group = geometry.window if per_group else m // groups_per_block
+    split = source == POSITIONS
+    split_tables = _split_tables_or_empty(F.Pattern(n, m), split)
+    trip = max(1, groups_per_block)
     scalar = K.INDEX if decoder == K.INDEX else K.RANK_UNRANK
 
     @njit(parallel=True, fastmath=K.FASTMATH, cache=True)
@@ -731,26 +922,40 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
         tail = tail_values.shape[1]
         groups, first_scalar = _vector_groups(full_blocks, per_group, groups_per_block)
         vector_cols = batch - batch % 8
+        step = _slice_groups(batch, inputs_per_group, trip)
         chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
         for chunk in prange(chunks):
             pos = np.zeros(n + 1, dtype=np.int64)
-            acc = np.empty(batch, dtype=np.float32)
-            for r in range(chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)):
+            r0, r1 = chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)
+            acc = np.zeros((r1 - r0, batch), dtype=np.float32)
+            decoded = np.empty((r1 - r0 if split and vector_cols else 0, first_scalar * n + 8),
+                               dtype=np.uint8)
+            state = np.empty((3, LANES), dtype=np.int32)
+            for r in range(r0, r0 + decoded.shape[0]):  # the chunk's positions, once
+                split_unrank_row(metadata[r], first_scalar, n, bits, field_mask, split_tables,
+                                 state, decoded[r - r0])
+            if vector_cols:
+                for g0 in range(0, groups, step):
+                    g1 = min(groups, g0 + step)
+                    for r in range(r0, r1):  # passes widest first (GEMM_TILES)
+                        vrow, row_acc = values[r], acc[r - r0]
+                        meta_row = decoded[r - r0] if split else metadata[r]
+                        c0 = 0
+                        while c0 + 64 <= vector_cols:
+                            tile8(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+                            c0 += 64
+                        if c0 + 32 <= vector_cols:
+                            tile4(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+                            c0 += 32
+                        if c0 + 16 <= vector_cols:
+                            tile2(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+                            c0 += 16
+                        if c0 + 8 <= vector_cols:
+                            tile1(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+            for r in range(r0, r1):
                 meta_row = metadata[r]
                 vrow = values[r]
-                acc[:] = 0.0
-                c0 = 0
-                while c0 + 64 <= vector_cols:
-                    tile8(vrow, meta_row, x, table, groups, c0, acc)
-                    c0 += 64
-                if c0 + 32 <= vector_cols:
-                    tile4(vrow, meta_row, x, table, groups, c0, acc)
-                    c0 += 32
-                if c0 + 16 <= vector_cols:
-                    tile2(vrow, meta_row, x, table, groups, c0, acc)
-                    c0 += 16
-                if c0 + 8 <= vector_cols:
-                    tile1(vrow, meta_row, x, table, groups, c0, acc)
+                row_acc = acc[r - r0]
                 # Scalar: the last batch % 8 columns of the grouped blocks, then every column
                 # of leftover and padded blocks.
                 for b in range(full_blocks + pad_block):
@@ -765,14 +970,14 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
                             v = K.widen(vrow[b * n + i], kind)
                             xrow = x[c]
                             for j in range(first, batch):
-                                acc[j] += v * xrow[j]
+                                row_acc[j] += v * xrow[j]
                 for t in range(tail):
                     v = K.widen(tail_values[r, t], kind)
                     xrow = x[cols - tail + t]
                     for j in range(batch):
-                        acc[j] += v * xrow[j]
+                        row_acc[j] += v * xrow[j]
                 for j in range(batch):
-                    out[r, j] = out[r, j] + acc[j] if accumulate else acc[j]
+                    out[r, j] = out[r, j] + row_acc[j] if accumulate else row_acc[j]
 
     return gemm
 
@@ -789,11 +994,13 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     disk cache (stamped by this file's modification time) is invalidated when the loop changes.
     """
     geometry = group_geometry(F.Pattern(n, m))
-    source = RANK if decoder == K.RANK_LUT else INDEX
+    source = {K.RANK_LUT: RANK, K.RANK_UNRANK: POSITIONS}.get(decoder, INDEX)
     dot = group_dot(n, m, bits, source, kind, wide)
     field_mask = np.uint64((1 << bits) - 1)
     per_group = geometry.blocks_per_group
     groups_per_block = geometry.groups_per_block
+    split = source == POSITIONS
+    split_tables = _split_tables_or_empty(F.Pattern(n, m), split)
     # Leftover blocks are decoded with the scalar index reader; rank-LUT leftovers need the
     # per-block table, which the group table's key 0..C-1 rows do not hold, so they unrank.
     scalar = K.INDEX if decoder == K.INDEX else K.RANK_UNRANK
@@ -809,10 +1016,17 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
         chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
         for chunk in prange(chunks):
             pos = np.zeros(n + 1, dtype=np.int64)
+            decoded = np.empty(first_scalar * n + 8 if split else 0, dtype=np.uint8)
+            state = np.empty((3, LANES), dtype=np.int32)
             for r in range(chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)):
                 meta_row = metadata[r]
                 vrow = values[r]
-                acc = dot(vrow, meta_row, x, table, groups)
+                if split:  # the row's positions into an L1-resident buffer first
+                    split_unrank_row(meta_row, first_scalar, n, bits, field_mask, split_tables,
+                                     state, decoded)
+                    acc = dot(vrow, decoded, x, table, groups)
+                else:
+                    acc = dot(vrow, meta_row, x, table, groups)
                 for b in range(first_scalar, full_blocks + pad_block):
                     f = K.prepare_block(meta_row, b, n, m, bits, field_mask, scalar, binom, pos)
                     for i in range(n):

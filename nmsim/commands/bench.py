@@ -39,7 +39,8 @@ def register(sub) -> None:
     k.add_argument("--rank-decoders", action="store_true",
                    help="instead: time the rank LUT vs unranking decoder (GEMV, fp32)")
     k.add_argument("--markdown", type=Path, metavar="FILE", help="also write a Markdown table")
-    k.add_argument("--plot", type=Path, metavar="PNG", help="also write a speedup-vs-bound chart")
+    k.add_argument("--plot", type=Path, metavar="PNG",
+                   help="also write a chart of GB/s against the read bandwidth")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=run_kernels)
 
@@ -138,7 +139,7 @@ def run_kernels(args) -> int:
         tmp.write_text(table)
         os.replace(tmp, args.markdown)
     if args.plot:
-        bench.plot_speedups(records, args.plot)
+        bench.plot_bandwidth(records, args.plot)
     if args.json:
         print(json.dumps(records, indent=2, allow_nan=False))
     else:

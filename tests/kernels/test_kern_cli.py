@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from kernels import simd_nm
@@ -34,6 +35,22 @@ def test_bench_kernels_json_records(capsys, tmp_path):
         assert r["speedup"] == pytest.approx(r["dense_s"] / r["sparse_s"])
         assert r["fraction_of_bound"] == pytest.approx(r["speedup"] / r["bound"])
         assert r["dense_s"] == min(r["dense_all_s"].values())
+        assert {"numpy", "torch.matmul", "numba-dense"} == set(r["dense_all_s"])
+        # GB/s counts the compressed weight, x and y; the read bandwidth comes from the same
+        # rounds and is one figure per (shape, dtype, batch) group.
+        io = 4 * (32 + 64) * r["batch"]
+        assert r["gb_s"] == pytest.approx((r["weight_bytes_sparse"] + io) / r["sparse_s"] / 1e9)
+        assert r["fraction_of_read_bandwidth"] == pytest.approx(
+            r["gb_s"] / r["read_bandwidth_gb_s"])
+        roof_s = (r["weight_bytes_sparse"] + io) / (r["read_bandwidth_gb_s"] * 1e9)
+        if r["batch"] == 1:
+            assert r["roofline"] == "bytes" and r["roofline_s"] == pytest.approx(roof_s)
+        else:  # the larger of the bytes and FLOP times (the kept multiply-adds only)
+            flops_s = 2 * 32 * 64 * 0.5 * r["batch"] / (r["peak_gflops"] * 1e9)
+            assert r["roofline_s"] == pytest.approx(max(roof_s, flops_s))
+            assert r["roofline"] == ("bytes" if roof_s >= flops_s else "flops")
+    for batch in (1, 3):
+        assert len({r["read_bandwidth_gb_s"] for r in records if r["batch"] == batch}) == 1
     assert table.read_text().count("| 32x64 | 2:4 |") == 4
 
 
@@ -66,11 +83,31 @@ def test_validate_outputs_agree_with_the_simulator(capsys):
     assert all(c["ok"] and c["max_relative_error"] <= c["tolerance"] for c in checks)
 
 
+def test_bench_kernels_plot_is_written(tmp_path):
+    chart = tmp_path / "gbs.png"
+    assert main(["bench", "kernels", "--shape", "16x32", "--pattern", "2:4", "--encoding",
+                 "index", "--batch", "1", "--dtype", "float32", "--repeats", "1", "--warmup",
+                 "0", "--plot", str(chart)]) == 0
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["gbs.png"]
+
+
+def test_stream_read_reads_every_word():
+    from kernels.bench import read_buffer, stream_read
+
+    buffer = read_buffer(3 * 2**18 + 5)  # several chunks and a partial one
+    buffer[:] = np.arange(buffer.size, dtype=np.uint64)
+    assert buffer.nbytes >= 3 * 2**18 + 5
+    assert int(stream_read(buffer)) == buffer.size * (buffer.size - 1) // 2
+
+
 @pytest.mark.parametrize("args", [
     ["bench", "kernels", "--shape", "12x"],
     ["bench", "kernels", "--shape", "32x64", "--pattern", "8:4"],
     ["bench", "kernels", "--shape", "32x64", "--batch", "0"],
     ["bench", "kernels", "--shape", "32x64", "--repeats", "0"],
+    ["bench", "kernels", "--shape", "32x64", "--threads", "0"],
+    ["bench", "kernels", "--shape", "32x64", "--dtype", "int8"],
     ["validate", "--check-shape", "0x5"],
 ])
 def test_bad_input_is_one_line_and_exit_2(args):

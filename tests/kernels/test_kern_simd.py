@@ -26,6 +26,9 @@ CASES = [
     ("8:16", "index", "float32"),
     ("4:16", "index", "float32"),
     ("16:32", "index", "float16"),
+    # No group table (C(32, N) too large): the split-unrank pre-pass into position bytes.
+    ("16:32", "rank", "float32"),
+    ("8:32", "rank", "float16"),
 ]
 SETTINGS = settings(max_examples=15, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -68,7 +71,8 @@ def test_group_gemv_matches_float64_and_scalar(pattern, encoding, dtype, rows, g
     scalar = prepare(weight, simd="scalar")
     assert scalar.gemv_path == "scalar"
     y_scalar = scalar(x, out=np.full(rows, np.nan, np.float32))
-    wide = simd_nm.wide_available() and _is_half_density(weight.pattern)
+    wide = (simd_nm.wide_available() and _is_half_density(weight.pattern)
+            and not (encoding == "rank" and simd_nm.split_unrank_supported(weight.pattern)))
     for simd, path in [("avx2", "avx2-group"), ("auto", "avx512-pair" if wide else "avx2-group")]:
         plan = prepare(weight, simd=simd)
         assert plan.gemv_path == path
@@ -193,7 +197,7 @@ def test_geometry_covers_exactly_the_16_and_32_windows():
 def test_unsupported_combinations_stay_scalar():
     rng = np.random.default_rng(1)
     for pattern, encoding, decoder in [("8:16", "rank", "rank-unrank"), ("4:8", "bitmask", None),
-                                       ("3:7", "rank", None), ("16:32", "rank", None)]:
+                                       ("3:7", "rank", None), ("4:16", "rank", None)]:
         weight = compressed(rng, 5, 64, pattern, encoding, "dense", "float32")
         assert prepare(weight, decoder).gemv_path == "scalar", (pattern, encoding)
 
@@ -205,3 +209,58 @@ def test_non_host_numba_target_takes_the_scalar_path(monkeypatch):
     assert not simd_nm.wide_available()
     weight = compressed(np.random.default_rng(2), 5, 64, "8:16", "rank", "dense", "float32")
     assert prepare(weight).gemv_path == "scalar"
+
+
+@needs_avx2
+@pytest.mark.parametrize("pattern", ["16:32", "8:32"])
+def test_rank_without_a_table_takes_the_group_loop(pattern):
+    """Rank metadata whose C(M, N) table cannot exist is unranked by the split pre-pass and
+    runs the AVX2 group loop (GEMV and GEMM), unless the caller caps it to scalar."""
+    weight = compressed(np.random.default_rng(6), 3, 96, pattern, "rank", "dense", "float32")
+    plan = prepare(weight)
+    assert (plan.decoder, plan.gemv_path, plan.gemm_path) == (
+        "rank-unrank", "avx2-group", "avx2-group")
+    assert prepare(weight, simd="scalar").gemv_path == "scalar"
+
+
+@needs_avx2
+@pytest.mark.parametrize("pattern", ["16:32", "8:32"])
+def test_split_unrank_tables_match_the_format(pattern):
+    """The upper-half costs are C(c, s); the lower-half subset table inverts the format's rank
+    encoder for every subset size; the byte tables give each set bit's block position and the
+    popcount."""
+    p = F.Pattern.parse(pattern)
+    low_masks, low_offsets, byte_positions, byte_counts, high_costs = (
+        simd_nm.split_unrank_tables(p))
+    half = simd_nm.SPLIT_HALF
+    for c, s in itertools.product(range(half, p.m), range(1, half + 1)):
+        assert high_costs[c - half, s - 1] == (math.comb(c, s) if s <= p.n else 0), (c, s)
+    rng = np.random.default_rng(7)
+    for k in range(1, half):
+        subsets = np.sort(np.stack([rng.choice(half, k, replace=False) for _ in range(50)]),
+                          axis=1)
+        ranks = F.rank_encode(subsets, F.Pattern(k, half)).astype(np.int64)
+        expected = np.left_shift(1, subsets).sum(axis=1)
+        np.testing.assert_array_equal(low_masks[low_offsets[k] + ranks], expected)
+    assert low_masks[low_offsets[0]] == 0 and low_masks[low_offsets[half]] == 0xFFFF
+    assert low_masks.size == 2**half
+    for j, value in [(0, 0b10110001), (3, 0xFF), (2, 0)]:
+        kept = [8 * j + bit for bit in range(8) if value >> bit & 1]
+        packed = byte_positions[j, value].tobytes()
+        assert list(packed[:len(kept)]) == kept
+        assert byte_counts[value] == len(kept)
+
+
+@needs_avx2
+@pytest.mark.parametrize(("pattern", "encoding"), [("8:16", "index"), ("2:4", "rank"),
+                                                   ("16:32", "rank")])
+@pytest.mark.parametrize("batch", [8, 24, 64])
+def test_group_gemm_crosses_k_slices(pattern, encoding, batch):
+    """Inputs wide enough that every batch walks several K-slices of x
+    (simd_nm.GEMM_SLICE_X_BYTES) and a row count that leaves a partial row chunk."""
+    rng = np.random.default_rng(batch)
+    weight = compressed(rng, 70, 1600, pattern, encoding, "dense", "float32")
+    x = nonzero(rng, (1600, batch))
+    assert 4 * batch * 1600 > 2 * simd_nm.GEMM_SLICE_X_BYTES
+    y = prepare(weight)(x, out=np.full((70, batch), np.nan, np.float32))
+    assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
