@@ -76,6 +76,12 @@ class PruneConfig:
         return (self.method != "magnitude" or self.variance_correction
                 or self.equalize_alpha is not None)
 
+    @property
+    def needs_gram(self) -> bool:
+        """Whether calibration accumulates X^T X (SparseGPT's Hessian, variance correction's
+        covariance); Wanda and equalization need only norms and maxima."""
+        return self.method == "sparsegpt" or self.variance_correction
+
     def describe(self) -> dict:
         return {"pattern": str(self.target), "method": self.method,
                 "salient": str(self.salient) if self.salient else None,
@@ -286,7 +292,8 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
         stored_dtype = next(layer.parameters()).dtype
         stored = _lift(layer)
         masks = {}
-        stats = _observe(layer, batches, kwargs) if cfg.needs_calibration else {}
+        stats = (_observe(layer, batches, kwargs, cfg.needs_gram) if cfg.needs_calibration
+                 else {})
         for norm_name, names in LINEAR_GROUPS:
             group_stats = stats.get(names[0])
             linears = [layer.get_submodule(n) for n in names]
@@ -318,7 +325,8 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
     return outcome
 
 
-def _observe(layer, batches: list, kwargs: dict) -> dict[str, InputStats]:
+def _observe(layer, batches: list, kwargs: dict, gram_needed: bool = True
+             ) -> dict[str, InputStats]:
     """Input statistics of the first linear of each group over all calibration batches.
 
     The dense forward stops at the last group's input (down_proj's): its output is not needed.
@@ -327,7 +335,7 @@ def _observe(layer, batches: list, kwargs: dict) -> dict[str, InputStats]:
     last = LINEAR_GROUPS[-1][1][0]
     for _, names in LINEAR_GROUPS:
         module = layer.get_submodule(names[0])
-        stats[names[0]] = InputStats(module.in_features)
+        stats[names[0]] = InputStats(module.in_features, gram_needed)
 
         def observe(mod, args, s=stats[names[0]], stop=names[0] == last):
             s.add(args[0])
