@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compression.finetune import finetune
+from compression.leakage import check_not_from_test
 from compression.perplexity import perplexity
 from compression.pipeline import CompressedLayer, PruneConfig, compress_pruned, prune_model
 from compression.prune_output import OutputWriter
@@ -41,9 +42,15 @@ class DataConfig:
             text.read_text(self.eval_path or text.default_path("eval"))
 
     def calibration(self, tokenizer) -> np.ndarray:
+        """Calibration windows (also the fine-tune's), refused when they come from the
+        evaluation text (:func:`compression.leakage.check_not_from_test`)."""
         path = self.calib_path or text.default_path("calib")
         ids = text.tokenize(tokenizer, path)
-        return text.calibration_windows(ids, self.calib_samples, self.calib_seqlen, self.seed)
+        windows = text.calibration_windows(ids, self.calib_samples, self.calib_seqlen, self.seed)
+        test = self.eval_path or text.DEFAULT_WIKITEXT_DIR / text.EVAL_FILE
+        if self.eval_path or test.is_file():  # without any test text there is none to leak
+            check_not_from_test(windows, text.tokenize(tokenizer, test))
+        return windows
 
     def evaluation(self, tokenizer) -> np.ndarray:
         return self.evaluation_and_split(tokenizer)[0]
