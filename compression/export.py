@@ -165,7 +165,7 @@ def export(folder: str | Path, out: str | Path, model: str | None = None) -> dic
     apply_prune_output(loaded.model, folder)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    if loaded.model.hf_quantizer is not None:  # a GGUF, dequantized on load: plain weights now
+    if getattr(loaded.model, "hf_quantizer", None) is not None:  # a GGUF, dequantized on load
         loaded.model.hf_quantizer = None
         loaded.model.config.quantization_config = None
     try:
