@@ -24,18 +24,27 @@ class InputStats:
     fp32 ``[tokens, in]``, no larger than X^T X): quadratic forms w^T X^T X w then cost
     tokens x in per row instead of in x in (what makes a few calibration windows cheap on
     7B-sized layers).
+
+    ``gram_needed=False`` (Wanda, which needs only the input norms): X^T X, the largest cost of a
+    calibration pass (tokens x in^2 per linear group), is not accumulated; the sums of squares
+    give the norms, and the first ``features`` tokens are kept as ``rows``, a sample on which
+    :meth:`quadratic` (the per-linear output error of ``layer_stats.csv``) is computed.
     """
 
     features: int
+    gram_needed: bool = True
     count: int = 0
     total: torch.Tensor = field(init=False)
-    gram: torch.Tensor = field(init=False)  # X^T X
+    gram: torch.Tensor | None = field(init=False)  # X^T X
+    sumsq: torch.Tensor = field(init=False)  # diag(X^T X) in float64, without the gram
     absmax: torch.Tensor = field(init=False)
     rows: torch.Tensor | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.total = torch.zeros(self.features, dtype=torch.float64)
-        self.gram = torch.zeros(self.features, self.features, dtype=torch.float64)
+        self.gram = (torch.zeros(self.features, self.features, dtype=torch.float64)
+                     if self.gram_needed else None)
+        self.sumsq = torch.zeros(self.features, dtype=torch.float64)
         self.absmax = torch.zeros(self.features, dtype=torch.float64)
         self.rows = torch.zeros(0, self.features)
 
@@ -43,10 +52,16 @@ class InputStats:
         """Add a batch of inputs ``[..., in]``."""
         x = x.detach().reshape(-1, self.features).to(torch.float32)
         self.count += x.shape[0]
-        if self.rows is not None:
+        if not self.gram_needed:
+            if len(self.rows) < self.features:
+                self.rows = torch.cat([self.rows, x[: self.features - len(self.rows)]])
+        elif self.rows is not None:
             self.rows = torch.cat([self.rows, x]) if self.count < self.features else None
         self.total += x.sum(0, dtype=torch.float64)
-        self.gram += (x.T @ x).to(torch.float64)
+        if self.gram is not None:
+            self.gram += (x.T @ x).to(torch.float64)
+        else:  # per batch in fp32, like the Gram's matmul; across batches in float64
+            self.sumsq += torch.linalg.vector_norm(x, dim=0).square().to(torch.float64)
         self.absmax = torch.maximum(self.absmax, x.abs().amax(0).to(torch.float64))
 
     @property
@@ -61,19 +76,23 @@ class InputStats:
     @property
     def norms(self) -> torch.Tensor:
         """||X_j||_2 over all tokens (the Wanda input norm)."""
-        return torch.sqrt(torch.diag(self.gram))
+        return torch.sqrt(torch.diag(self.gram) if self.gram is not None else self.sumsq)
 
     def rescale(self, scales: torch.Tensor) -> None:
         """Statistics of ``x / scales`` (what the layer sees after :func:`equalize`)."""
         s = scales.to(torch.float64)
         self.total /= s
-        self.gram /= torch.outer(s, s)
+        if self.gram is not None:
+            self.gram /= torch.outer(s, s)
+        else:
+            self.sumsq /= s * s
         self.absmax /= s
         if self.rows is not None:
             self.rows = (self.rows.to(torch.float64) / s).to(torch.float32)
 
     def quadratic(self, weight: torch.Tensor) -> torch.Tensor:
-        """sum_t ||W x_t||^2 = sum_o w_o^T X^T X w_o (float64), from the rows while kept."""
+        """sum_t ||W x_t||^2 = sum_o w_o^T X^T X w_o (float64), from the rows while kept (over
+        the sample of rows without X^T X)."""
         w = weight.to(torch.float64)
         if self.rows is not None:
             return (self.rows.to(torch.float64) @ w.T).square().sum()

@@ -25,6 +25,7 @@ from compression.criteria import METHODS, Salient, Target
 from compression.formats import bits_per_element
 from compression.job import DataConfig, peak_rss_mib, prune_and_evaluate
 from compression.perplexity import perplexity
+from compression.report import WINDOWS_SUFFIX
 from workloads.loading import SMOLLM2_NAME, load_model
 
 REPORT_DIR = Path(__file__).resolve().parent.parent / "reports" / "compression"
@@ -106,6 +107,12 @@ def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | 
         print(json.dumps(record), flush=True)
         pd.DataFrame([record]).to_csv(csv_path, mode="a", header=not csv_path.is_file(),
                                       index=False)
+        if "window_nll" in metrics:  # the report's bootstrap intervals resample these
+            per_window = csv_path.with_name(csv_path.stem + WINDOWS_SUFFIX)
+            pd.DataFrame({"label": row.label, "window": range(len(metrics["window_nll"])),
+                          "nll": metrics["window_nll"], "tokens": metrics["window_tokens"]}
+                         ).to_csv(per_window, mode="a", header=not per_window.is_file(),
+                                  index=False)
 
     for row in rows:
         loaded.model.load_state_dict(dense_state)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compression.finetune import finetune
+from compression.leakage import check_not_from_test
 from compression.perplexity import perplexity
 from compression.pipeline import CompressedLayer, PruneConfig, compress_pruned, prune_model
 from compression.prune_output import OutputWriter
@@ -41,9 +42,15 @@ class DataConfig:
             text.read_text(self.eval_path or text.default_path("eval"))
 
     def calibration(self, tokenizer) -> np.ndarray:
+        """Calibration windows (also the fine-tune's), refused when they come from the
+        evaluation text (:func:`compression.leakage.check_not_from_test`)."""
         path = self.calib_path or text.default_path("calib")
         ids = text.tokenize(tokenizer, path)
-        return text.calibration_windows(ids, self.calib_samples, self.calib_seqlen, self.seed)
+        windows = text.calibration_windows(ids, self.calib_samples, self.calib_seqlen, self.seed)
+        test = self.eval_path or text.DEFAULT_WIKITEXT_DIR / text.EVAL_FILE
+        if self.eval_path or test.is_file():  # without any test text there is none to leak
+            check_not_from_test(windows, text.tokenize(tokenizer, test))
+        return windows
 
     def evaluation(self, tokenizer) -> np.ndarray:
         return self.evaluation_and_split(tokenizer)[0]
@@ -80,7 +87,8 @@ class _LayerTally:
         self.elements += sum(w.shape[0] * w.shape[1] for w in layer.weights.values())
         if self.writer is not None:
             start = time.perf_counter()
-            self.writer.add_layer(layer.index, layer.weights, layer.bool_masks(), layer.biases)
+            self.writer.add_layer(layer.index, layer.weights, layer.bool_masks(), layer.biases,
+                                  layer.gains)
             self.write_s += time.perf_counter() - start
 
     @property
@@ -92,13 +100,14 @@ class _LayerTally:
 def prune_and_evaluate(loaded: LoadedModel, cfg: PruneConfig, calib: np.ndarray | None,
                        windows: np.ndarray | None, finetune_steps: int = 0,
                        progress: bool = True, writer: OutputWriter | None = None,
-                       release_layers: bool = False,
-                       eval_before_finetune: bool = False) -> tuple[dict, list[dict]]:
+                       release_layers: bool = False, eval_before_finetune: bool = False,
+                       fixed_masks: dict | None = None) -> tuple[dict, list[dict]]:
     """Prune ``loaded.model`` in place, each compressed layer streamed to ``writer`` (if any);
     returns (metrics, per-linear records). ``release_layers``: the run only writes, so written
     layers leave memory (see :func:`prune_model`); not with evaluation or fine-tuning.
     ``eval_before_finetune``: also measure the pruned model before its fine-tune, so one prune
-    gives both figures (``metrics["before_finetune"]``)."""
+    gives both figures (``metrics["before_finetune"]``). ``fixed_masks``: reuse these masks
+    (see :func:`compression.pipeline.prune_model`)."""
     if finetune_steps and calib is None:
         raise ValueError("--finetune-steps needs calibration text")
     if eval_before_finetune and (not finetune_steps or windows is None):
@@ -112,7 +121,7 @@ def prune_and_evaluate(loaded: LoadedModel, cfg: PruneConfig, calib: np.ndarray 
     # Fine-tuning changes every layer after pruning: compress only once it is done.
     outcome = prune_model(loaded.model, calib if cfg.needs_calibration else None, cfg,
                           progress=progress, sink=None if finetune_steps else tally,
-                          release=release_layers)
+                          release=release_layers, fixed_masks=fixed_masks)
     timings["prune_s"] = time.perf_counter() - start
     losses = []
     before = perplexity(loaded.model, windows, progress=progress) if eval_before_finetune else None

@@ -76,6 +76,12 @@ class PruneConfig:
         return (self.method != "magnitude" or self.variance_correction
                 or self.equalize_alpha is not None)
 
+    @property
+    def needs_gram(self) -> bool:
+        """Whether calibration accumulates X^T X (SparseGPT's Hessian, variance correction's
+        covariance); Wanda and equalization need only norms and maxima."""
+        return self.method == "sparsegpt" or self.variance_correction
+
     def describe(self) -> dict:
         return {"pattern": str(self.target), "method": self.method,
                 "salient": str(self.salient) if self.salient else None,
@@ -110,13 +116,15 @@ class PruneOutcome:
 
 @dataclass
 class CompressedLayer:
-    """One decoder layer as stored: compressed linears (N:M bulk only), masks, and the output
-    biases that mean matching added, all by module name."""
+    """One decoder layer as stored: compressed linears (N:M bulk only), masks, the output
+    biases that mean matching added and the RMSNorm gains equalization changed (what an export
+    needs beside the base model), all by module name."""
 
     index: int
     weights: dict[str, SparseWeight]
     masks: dict[str, LayerMask]
     biases: dict[str, np.ndarray]
+    gains: dict[str, np.ndarray] = field(default_factory=dict)
 
     def bool_masks(self) -> dict[str, np.ndarray]:
         """``NAME`` (bulk) and ``NAME.salient`` keep masks."""
@@ -132,27 +140,32 @@ LayerSink = Callable[[CompressedLayer], None]
 
 
 def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfig,
-                 factor: tuple[torch.Tensor, torch.Tensor] | None = None
+                 factor: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 fixed: LayerMask | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, LayerMask, dict]:
     """Prune one ``[out, in]`` weight; returns (new fp32 weight, output bias from mean matching
     or None, masks, statistics). ``factor``: SparseGPT's :func:`hessian_factor` of ``stats``
-    when already computed for another linear of the same input."""
+    when already computed for another linear of the same input. ``fixed``: masks to reuse
+    instead of choosing them (``nmsim prune --masks-from``); SparseGPT then only reconstructs."""
     w = weight.detach().to(torch.float32)
     w_np = w.numpy()
-    if cfg.method == "magnitude":
-        importance = magnitude_scores(w_np)
+    if fixed is not None:
+        sal, keep = fixed.salient, fixed.bulk
     else:
-        importance = wanda_scores(w_np, stats.norms.numpy().astype(np.float32))
-    sal = salient_mask(importance, cfg.salient) if cfg.salient else None
+        importance = (magnitude_scores(w_np) if cfg.method == "magnitude" else
+                      wanda_scores(w_np, stats.norms.numpy().astype(np.float32)))
+        sal = salient_mask(importance, cfg.salient) if cfg.salient else None
     rest = w_np if sal is None else np.where(sal, np.float32(0), w_np)
     if cfg.method == "sparsegpt":
         new_rest, keep = sparsegpt_prune(torch.from_numpy(rest), stats.gram, cfg.target,
                                          None if sal is None else torch.from_numpy(sal),
-                                         cfg.sparsegpt_blocksize, cfg.sparsegpt_damp, factor)
+                                         cfg.sparsegpt_blocksize, cfg.sparsegpt_damp, factor,
+                                         None if fixed is None else torch.from_numpy(keep))
         keep = keep.numpy()
     else:
-        scores = importance if sal is None else np.where(sal, -np.inf, importance)
-        keep = bulk_mask(scores, cfg.target, per_row=cfg.method != "magnitude")
+        if fixed is None:
+            scores = importance if sal is None else np.where(sal, -np.inf, importance)
+            keep = bulk_mask(scores, cfg.target, per_row=cfg.method != "magnitude")
         new_rest = torch.from_numpy(np.where(keep, rest, np.float32(0)))
     new = new_rest if sal is None else new_rest + torch.from_numpy(np.where(sal, w_np, 0.0))
     bias = None
@@ -252,7 +265,8 @@ def _run_layer(layer, batches: list, kwargs: dict) -> list:
 @torch.no_grad()
 def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: int = 4,
                 progress: bool = True, sink: LayerSink | None = None,
-                release: bool = False) -> PruneOutcome:
+                release: bool = False, fixed_masks: dict[str, LayerMask] | None = None
+                ) -> PruneOutcome:
     """Prune every decoder-layer linear of ``model`` in place, layer by layer.
 
     With ``sink``, each layer is compressed as soon as its pruned outputs have been computed
@@ -262,7 +276,8 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
     ``release`` (with a sink, for runs that only want the written layers): a layer handed to the
     sink is not written back, its parameters return to their stored tensors (a folder's
     memory-mapped file pages, which the kernel may drop), so a pruned 13B model need not fit in
-    memory; the model is left unusable for evaluation.
+    memory; the model is left unusable for evaluation. ``fixed_masks`` (by module name, as
+    :func:`compression.export.read_masks` returns them) are reused instead of chosen.
     """
     if release and sink is None:
         raise ValueError("release needs a sink: the pruned layers would be lost")
@@ -277,7 +292,8 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
         stored_dtype = next(layer.parameters()).dtype
         stored = _lift(layer)
         masks = {}
-        stats = _observe(layer, batches, kwargs) if cfg.needs_calibration else {}
+        stats = (_observe(layer, batches, kwargs, cfg.needs_gram) if cfg.needs_calibration
+                 else {})
         for norm_name, names in LINEAR_GROUPS:
             group_stats = stats.get(names[0])
             linears = [layer.get_submodule(n) for n in names]
@@ -289,11 +305,13 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
             factor = (hessian_factor(group_stats.gram, cfg.sparsegpt_damp)
                       if cfg.method == "sparsegpt" else None)
             for name, linear in zip(names, linears):
-                new, bias, mask, record = prune_weight(linear.weight, group_stats, cfg, factor)
+                full_name = f"model.layers.{index}.{name}"
+                new, bias, mask, record = prune_weight(
+                    linear.weight, group_stats, cfg, factor,
+                    None if fixed_masks is None else fixed_masks[full_name])
                 linear.weight.copy_(new)
                 if bias is not None:
                     linear.bias = torch.nn.Parameter(bias, requires_grad=False)
-                full_name = f"model.layers.{index}.{name}"
                 masks[full_name] = mask
                 outcome.records.append({"layer": index, "module": full_name, **record})
         if cfg.needs_calibration:
@@ -307,7 +325,8 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
     return outcome
 
 
-def _observe(layer, batches: list, kwargs: dict) -> dict[str, InputStats]:
+def _observe(layer, batches: list, kwargs: dict, gram_needed: bool = True
+             ) -> dict[str, InputStats]:
     """Input statistics of the first linear of each group over all calibration batches.
 
     The dense forward stops at the last group's input (down_proj's): its output is not needed.
@@ -316,7 +335,7 @@ def _observe(layer, batches: list, kwargs: dict) -> dict[str, InputStats]:
     last = LINEAR_GROUPS[-1][1][0]
     for _, names in LINEAR_GROUPS:
         module = layer.get_submodule(names[0])
-        stats[names[0]] = InputStats(module.in_features)
+        stats[names[0]] = InputStats(module.in_features, gram_needed)
 
         def observe(mod, args, s=stats[names[0]], stop=names[0] == last):
             s.add(args[0])
@@ -388,7 +407,14 @@ def compress_layer(model, index: int, masks: dict[str, LayerMask], cfg: PruneCon
             weights[name] = sparse
         if linear.bias is not None:
             biases[name] = linear.bias.detach().to(stored_dtype).to(torch.float32).numpy()
-    return CompressedLayer(index, weights, masks, biases)
+    gains = {}
+    if cfg.equalize_alpha is not None:
+        for norm_name, _ in LINEAR_GROUPS:
+            if norm_name is not None:
+                name = f"model.layers.{index}.{norm_name}"
+                gains[name] = model.get_submodule(name).weight.detach().to(stored_dtype).to(
+                    torch.float32).numpy()
+    return CompressedLayer(index, weights, masks, biases, gains)
 
 
 def compress_pruned(model, outcome: PruneOutcome, cfg: PruneConfig, sink: LayerSink) -> None:

@@ -9,7 +9,9 @@ Layout (``index.json`` ``"format": "nmsim-prune-output"``, version 1)::
                                         (numpy packbits, little bit order: uint8[out, ceil(in/8)],
                                         shapes in the file's "nmsim-masks" metadata), NAME (bulk)
                                         and NAME.salient; NAME.bias (fp32) where mean matching
-                                        added an output bias
+                                        added an output bias; NORM.gain (fp32), the RMSNorm gains
+                                        equalization changed (NORM a module name such as
+                                        model.layers.0.input_layernorm)
     DIR/layer_stats.csv, DIR/metrics.json
 
 Names are module names without ``.weight`` (``model.layers.0.self_attn.q_proj``). DIR must be
@@ -38,6 +40,7 @@ INDEX_FILE = "index.json"
 LAYER_DIR = "layers"
 SALIENT_SUFFIX = ".salient"
 BIAS_SUFFIX = ".bias"
+GAIN_SUFFIX = ".gain"
 _MASKS_KEY = "nmsim-masks"
 
 
@@ -68,9 +71,10 @@ class OutputWriter:
             self.out.rmdir()
 
     def add_layer(self, index: int, weights: dict[str, formats.SparseWeight],
-                  masks: dict[str, np.ndarray], biases: dict[str, np.ndarray]) -> None:
+                  masks: dict[str, np.ndarray], biases: dict[str, np.ndarray],
+                  gains: dict[str, np.ndarray] | None = None) -> None:
         """Write decoder layer ``index``: compressed weights, bool masks (``NAME``,
-        ``NAME.salient``) and output biases by module name."""
+        ``NAME.salient``), output biases and changed norm gains by module name."""
         from safetensors.numpy import save_file
 
         stem = f"{LAYER_DIR}/{index:05d}"
@@ -81,6 +85,8 @@ class OutputWriter:
         arrays = {name: np.packbits(mask, axis=-1, bitorder="little")
                   for name, mask in masks.items()}
         arrays.update({name + BIAS_SUFFIX: np.asarray(b, np.float32) for name, b in biases.items()})
+        arrays.update({name + GAIN_SUFFIX: np.asarray(g, np.float32)
+                       for name, g in (gains or {}).items()})
         shapes = {name: list(mask.shape) for name, mask in masks.items()}
         save_file(arrays, str(self.staging / f"{stem}.masks.safetensors"),
                   metadata={_MASKS_KEY: json.dumps({"version": OUTPUT_VERSION, "shapes": shapes})})
@@ -185,25 +191,37 @@ def bulk_pattern(folder: str | Path) -> str | None:
         if tensors else None
 
 
-def load_masks(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(bool masks ``NAME`` / ``NAME.salient``, fp32 output biases ``NAME``) of every layer."""
+def _mask_file_arrays(folder: str | Path):
+    """Yield (key, array, shapes) of every layer's mask file (one-line ValueError if unreadable)."""
     from safetensors import safe_open
 
     folder = Path(folder)
-    masks, biases = {}, {}
     for i, entry in enumerate(read_index(folder)["layers"]):
         file = entry_path(folder, entry, "masks", i)
         try:
             with safe_open(str(file), framework="numpy") as handle:
                 shapes = json.loads((handle.metadata() or {})[_MASKS_KEY])["shapes"]
-                for key in handle.keys():  # noqa: SIM118 - a safe_open handle, not a dict
-                    array = handle.get_tensor(key)
-                    if key.endswith(BIAS_SUFFIX):
-                        biases[key[: -len(BIAS_SUFFIX)]] = array
-                    else:
-                        masks[key] = np.unpackbits(array, axis=-1, count=shapes[key][1],
-                                                   bitorder="little").view(bool)
+                arrays = [(key, handle.get_tensor(key)) for key in handle.keys()]  # noqa: SIM118
         except Exception as exc:  # noqa: BLE001 - any unreadable mask file is reported the same
             raise ValueError(f"{file} is not a readable mask file: {type(exc).__name__}: "
                              f"{exc}") from None
+        for key, array in arrays:
+            yield key, array, shapes
+
+
+def load_masks(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(bool masks ``NAME`` / ``NAME.salient``, fp32 output biases ``NAME``) of every layer."""
+    masks, biases = {}, {}
+    for key, array, shapes in _mask_file_arrays(folder):
+        if key.endswith(BIAS_SUFFIX):
+            biases[key[: -len(BIAS_SUFFIX)]] = array
+        elif not key.endswith(GAIN_SUFFIX):
+            masks[key] = np.unpackbits(array, axis=-1, count=shapes[key][1],
+                                       bitorder="little").view(bool)
     return masks, biases
+
+
+def load_gains(folder: str | Path) -> dict[str, np.ndarray]:
+    """The RMSNorm gains equalization changed (fp32, by norm module name); empty without it."""
+    return {key[: -len(GAIN_SUFFIX)]: array for key, array, _ in _mask_file_arrays(folder)
+            if key.endswith(GAIN_SUFFIX)}

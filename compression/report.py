@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from compression.criteria import METHODS
 from compression.formats import bits_per_element
+from compression.uncertainty import RESAMPLES, SEED, paired_difference, perplexity_interval
 
 STRUCTURED = ("2:4", "4:8", "8:16", "16:32")  # 50% density, M growing
+WINDOWS_SUFFIX = "-windows.csv"  # per-window NLL sums beside the experiment's CSV
 PATTERN_COLUMNS = (*STRUCTURED, "50%")  # then the unstructured reference at the same density
 
 
@@ -34,6 +37,7 @@ class Claim:
     word: str
     detail: str
     note: str = ""
+    labels: tuple[str, str] | None = None  # the rows compared (better, worse)
 
     @property
     def decided(self) -> bool:
@@ -44,14 +48,15 @@ class Claim:
         return f"- {self.claim}: **{self.word}** {self.detail}{self.note}"
 
 
-def _verdict(better: float | None, worse: float | None, claim: str, left: str,
+def _verdict(table: pd.DataFrame, better_label: str, worse_label: str, claim: str, left: str,
              right: str, note: str = "") -> Claim:
+    better, worse = _ppl(table, better_label), _ppl(table, worse_label)
     if better is None or worse is None:
         return Claim(claim, "not measured", "(row missing from the CSV).", note)
     change = (better - worse) / worse * 100
     return Claim(claim, "holds" if better <= worse else "does not hold",
                  f"- {left} {better:.2f} vs {right} {worse:.2f} (perplexity {change:+.1f}%).",
-                 note)
+                 note, (better_label, worse_label))
 
 
 def _trend(table: pd.DataFrame, method: str) -> Claim:
@@ -79,46 +84,77 @@ def _stored_text(table: pd.DataFrame, structured: str, unstructured: str) -> str
             f"{bits[unstructured]:.2f} bits per weight.")
 
 
+def window_data(csv_path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(NLL sums, predicted tokens) per evaluation window by row label, from the CSV's
+    ``-windows.csv`` companion; empty when there is none (rows run before it was recorded)."""
+    path = Path(csv_path)
+    path = path.with_name(path.stem + WINDOWS_SUFFIX)
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path).sort_values(["label", "window"])
+    return {label: (rows["nll"].to_numpy(float), rows["tokens"].to_numpy(float))
+            for label, rows in frame.groupby("label", sort=False)}
+
+
+def with_intervals(records: list[Claim], windows: dict) -> list[Claim]:
+    """Each decided claim whose two rows carry per-window data on the same windows gets the
+    paired bootstrap interval of its change; one that includes zero is not distinguishable."""
+    out = []
+    for c in records:
+        pair = [windows.get(label) for label in c.labels or ()]
+        if not c.decided or len(pair) != 2 or None in pair or not np.array_equal(
+                pair[0][1], pair[1][1]):
+            out.append(c)
+            continue
+        (better, tokens), (worse, _) = pair
+        diff = paired_difference(worse, better, tokens)
+        word = "not distinguishable" if diff.includes_zero else c.word
+        detail = (f"{c.detail} 95% CI of the change {diff.low * 100:+.1f}% to "
+                  f"{diff.high * 100:+.1f}% (paired bootstrap over {len(tokens)} windows, "
+                  f"{diff.resamples} resamples, seed {diff.seed}).")
+        out.append(Claim(c.claim, word, detail, c.note, c.labels))
+    return out
+
+
 def claims(table: pd.DataFrame) -> list[str]:
     """One line per claim of the method, with the numbers that decide it."""
     return [c.line for c in claim_records(table)]
 
 
-def claim_records(table: pd.DataFrame) -> list[Claim]:
+def claim_records(table: pd.DataFrame, windows: dict | None = None) -> list[Claim]:
     """The method's claims decided on ``table``: the same claims in the same order for any
-    table (a claim without its rows is not measured)."""
+    table (a claim without its rows is not measured); with ``windows`` (:func:`window_data`),
+    paired intervals where both rows have them."""
     lines = []
     for method in METHODS:
-        lines.append(_verdict(_ppl(table, f"8:16 {method}"), _ppl(table, f"2:4 {method}"),
+        lines.append(_verdict(table, f"8:16 {method}", f"2:4 {method}",
                               f"8:16 beats 2:4 ({method})", "8:16", "2:4"))
     for pattern in ("2:4", "8:16"):
         structured, unstructured = (f"{pattern} wanda +salient 16:256",
                                     f"{pattern} wanda +salient unstructured(16:256)")
-        lines.append(_verdict(_ppl(table, structured), _ppl(table, unstructured),
+        lines.append(_verdict(table, structured, unstructured,
                               f"structured 16:256 salient >= unstructured, same count "
                               f"({pattern} Wanda)", "structured", "unstructured",
                               _stored_text(table, structured, unstructured)))
-        lines.append(_verdict(_ppl(table, f"{pattern} wanda +VC"), _ppl(table, f"{pattern} wanda"),
+        lines.append(_verdict(table, f"{pattern} wanda +VC", f"{pattern} wanda",
                               f"variance correction helps ({pattern} Wanda)", "with", "without"))
-        lines.append(_verdict(_ppl(table, f"{pattern} wanda +EQ0.5"),
-                              _ppl(table, f"{pattern} wanda"),
+        lines.append(_verdict(table, f"{pattern} wanda +EQ0.5", f"{pattern} wanda",
                               f"equalization (alpha 0.5) helps ({pattern} Wanda)", "with",
                               "without",
                               " Wanda's score |W_ij| ||X_j|| is unchanged by W diag(s), "
                               "X diag(s)^-1, so the mask is the same; only fp16 rounding "
                               "differs."))
-        lines.append(_verdict(_ppl(table, f"{pattern} magnitude +EQ0.5"),
-                              _ppl(table, f"{pattern} magnitude"),
+        lines.append(_verdict(table, f"{pattern} magnitude +EQ0.5", f"{pattern} magnitude",
                               f"equalization (alpha 0.5) helps ({pattern} magnitude)", "with",
                               "without"))
-        lines.append(_verdict(_ppl(table, f"{pattern} sparsegpt +EQ0.5 +VC +salient 16:256"),
-                              _ppl(table, f"{pattern} sparsegpt"),
+        lines.append(_verdict(table, f"{pattern} sparsegpt +EQ0.5 +VC +salient 16:256",
+                              f"{pattern} sparsegpt",
                               f"the combination beats plain SparseGPT ({pattern})", "combination",
                               "SparseGPT"))
         tuned = table[table["label"].str.startswith(f"{pattern} sparsegpt +EQ0.5 +VC +salient "
                                                     "16:256 +FT")]
-        lines.append(_verdict(float(tuned["perplexity"].iloc[0]) if len(tuned) else None,
-                              _ppl(table, f"{pattern} sparsegpt +EQ0.5 +VC +salient 16:256"),
+        lines.append(_verdict(table, tuned["label"].iloc[0] if len(tuned) else "",
+                              f"{pattern} sparsegpt +EQ0.5 +VC +salient 16:256",
                               f"a short fixed-mask fine-tune helps ({pattern}; the method "
                               "reports up to 28%)", "fine-tuned", "not fine-tuned"))
     lines += [_trend(table, method) for method in METHODS]
@@ -127,21 +163,32 @@ def claim_records(table: pd.DataFrame) -> list[Claim]:
                        "and a 2-core CPU could not evaluate 7B/13B perplexity in the time "
                        "available; the loading path for local LLaMa-2 folders exists and is "
                        "tested on a tiny LLaMa-2-structured model only."))
-    return lines
+    return with_intervals(lines, windows or {})
 
 
-def _table(frame: pd.DataFrame, dense: float | None) -> str:
+def _ci_cell(windows: dict, label: str) -> str:
+    if label not in windows:
+        return ""
+    ci = perplexity_interval(*windows[label])
+    return f"{ci.low:.2f}-{ci.high:.2f}"
+
+
+def _table(frame: pd.DataFrame, dense: float | None, windows: dict | None = None) -> str:
     header = ("| row | perplexity | vs dense | rank metadata b/elem | stored b/weight | "
               "kept | prune s |\n|---|---:|---:|---:|---:|---:|---:|")
+    if windows:
+        header = header.replace("| perplexity |", "| perplexity | 95% CI |").replace(
+            "|---|---:|", "|---|---:|---:|", 1)
     lines = [header]
     for _, r in frame.iterrows():
+        ci = f" {_ci_cell(windows, r['label'])} |" if windows else ""
         rel = f"{r['perplexity'] / dense:.2f}x" if dense else ""
         bits = "" if pd.isna(r["rank_metadata_bits_per_element"]) else \
             f"{r['rank_metadata_bits_per_element']:.4f}"
         stored = "" if pd.isna(r["stored_bits_per_weight"]) else \
             f"{r['stored_bits_per_weight']:.2f}"
         prune = "" if pd.isna(r["prune_s"]) else f"{r['prune_s']:.0f}"
-        lines.append(f"| {r['label']} | {r['perplexity']:.2f} | {rel} | {bits} | {stored} | "
+        lines.append(f"| {r['label']} | {r['perplexity']:.2f} |{ci} {rel} | {bits} | {stored} | "
                      f"{r['kept_fraction']:.4f} | {prune} |")
     return "\n".join(lines)
 
@@ -246,10 +293,11 @@ def _run_text(table: pd.DataFrame) -> str:
             f"{calib_text}")
 
 
-def claims_with_screen(table: pd.DataFrame, screen: pd.DataFrame | None) -> list[str]:
+def claims_with_screen(table: pd.DataFrame, screen: pd.DataFrame | None,
+                       windows: dict | None = None) -> list[str]:
     """:func:`claims` of ``table``; a claim it cannot decide carries the screening run's verdict,
     labelled as such (``claims`` yields the same lines in the same order for any table)."""
-    records = claim_records(table)
+    records = claim_records(table, windows)
     if screen is None:
         return [c.line for c in records]
     run = _run_text(screen)
@@ -274,6 +322,19 @@ def screen_agreement(table: pd.DataFrame, screen: pd.DataFrame) -> str:
             f"{sum(a == b for a, b in decided)} of {len(decided)} verdicts decided by both agree; "
             f"Spearman rank correlation of perplexity over the {len(both)} rows both have "
             f"{rho:.3f}.")
+
+
+def _uncertainty_text(table: pd.DataFrame, windows: dict, name: str) -> str:
+    with_data = [label for label in table["label"] if label in windows]
+    if not with_data:
+        return ("- Uncertainty: no row of this CSV carries per-window NLL sums (the rows were "
+                "evaluated before they were recorded), so no perplexity or difference here has a "
+                "confidence interval: the verdicts compare point estimates only.")
+    return (f"- Uncertainty: for the {len(with_data)} of {len(table)} rows with per-window NLL "
+            f"sums (`{name}`), 95% percentile-bootstrap intervals over the evaluation windows "
+            f"({RESAMPLES} resamples, seed {SEED}); a verdict between two such rows carries the "
+            "paired interval of its change and reads **not distinguishable** when it includes "
+            "zero. Rows without per-window data carry no interval.")
 
 
 def reading_order(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
@@ -305,6 +366,7 @@ def write_report(csv_path: str | Path, command: str) -> Path:
     dense = _ppl(table, "dense")
     screen_csv = csv_path.parent / "screen" / csv_path.name
     screen = pd.read_csv(screen_csv) if screen_csv.is_file() else None
+    windows = window_data(csv_path)
     calib = table.dropna(subset=["calib_samples"])
     calib_text = (f"{int(calib['calib_samples'].iloc[0])} random windows of "
                   f"{int(calib['calib_seqlen'].iloc[0])} tokens" if len(calib) else "none")
@@ -339,6 +401,7 @@ def write_report(csv_path: str | Path, command: str) -> Path:
         ("- `prune s` is the wall time of the pruning step (calibration passes included) on a "
          "machine shared with other jobs: it is not a benchmark; see docs/compression.md for "
          "the measured benchmark."),
+        _uncertainty_text(table, windows, csv_path.stem + WINDOWS_SUFFIX),
         "",
         "## Claims of the method on this model",
         "",
@@ -346,12 +409,12 @@ def write_report(csv_path: str | Path, command: str) -> Path:
          + ("." if _whole_split(table) else "; with this few windows, differences of a few "
             "percent are within the noise of the window sample.")),
         "",
-        *claims_with_screen(table, screen),
+        *claims_with_screen(table, screen, windows),
         "",
         *([screen_agreement(table, screen), ""] if screen is not None else []),
     ]
     for title, frame in sections.items():
-        body += [f"## {title}", "", _table(frame, dense), ""]
+        body += [f"## {title}", "", _table(frame, dense, windows), ""]
     body += ["![perplexity per row](smollm2-135m.png)", ""]
     patterns = _pattern_grid(table)
     if patterns.notna().any(axis=None):

@@ -43,15 +43,16 @@ def hessian_factor(hessian: torch.Tensor, damp: float = 0.01
 
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor | None, target: Target,
                     forbidden: torch.Tensor | None = None, blocksize: int = 128,
-                    damp: float = 0.01, factor: tuple[torch.Tensor, torch.Tensor] | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    damp: float = 0.01, factor: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune ``weight[out, in]`` to ``target`` with OBS updates; returns (new weight, keep mask).
 
     ``hessian`` is ``X X^T`` of the layer's calibration inputs ``[in, in]`` (or ``factor``, its
     :func:`hessian_factor`, already computed); ``forbidden`` marks positions the bulk may not
     keep (the salient side-car's): they are always pruned and their value compensated. Dead
     inputs (zero Hessian diagonal) are pruned. A tail of ``in % M`` columns is kept dense, as
-    formats' default tail policy.
+    formats' default tail policy. ``keep`` (bool ``[out, in]``) fixes the mask instead of choosing
+    it (masks reused from another run): only the reconstruction runs.
     """
     rows, cols = weight.shape
     w = weight.detach().to(torch.float32).clone()
@@ -71,7 +72,9 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor | None, target: 
         d1 = torch.diag(u1)
         err1 = torch.zeros_like(w1)
         pruned1 = torch.zeros_like(w1, dtype=torch.bool)
-        if pattern is None:
+        if keep is not None:
+            pruned1 = ~keep[:, i1:i2].to(torch.bool)
+        elif pattern is None:
             scores = w1**2 / d1[None, :] ** 2
             scores[forbid[:, i1:i2]] = -1.0
             drop = round((1 - target.density) * scores.numel())
@@ -80,7 +83,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor | None, target: 
                 pruned1.view(-1)[order] = True
         for i in range(i2 - i1):
             col = i1 + i
-            if pattern is not None and col % pattern.m == 0 and col < dense_from:
+            if keep is None and pattern is not None and col % pattern.m == 0 and col < dense_from:
                 span = slice(i, i + pattern.m)
                 scores = (w1[:, span] ** 2 / d1[None, span] ** 2).to(torch.float64)
                 scores[forbid[:, col : col + pattern.m]] = -np.inf

@@ -13,7 +13,7 @@ import os
 import sys
 
 # Subcommand modules under nmsim.commands, in the order `nmsim --help` lists them.
-COMMANDS = ("formats", "prune", "simulate", "sweep", "report", "bench", "validate")
+COMMANDS = ("formats", "prune", "export", "simulate", "sweep", "report", "bench", "validate")
 
 EXIT_USAGE = 2
 # Timing commands get thread pools that sleep when idle, set before numpy, torch and Numba load:

@@ -37,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip perplexity")
     p.add_argument("--encoding", default="rank", help="metadata encoding: rank, index, bitmask")
     p.add_argument("--value-dtype", default="float16", help="float16, bfloat16 or float32")
+    p.add_argument("--masks-from", type=Path, metavar="DIR",
+                   help="reuse the masks of an `nmsim export` or prune output folder of this "
+                        "model (same --pattern and side-car); SparseGPT then only reconstructs")
     p.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
     p.set_defaults(func=run)
 
@@ -60,6 +63,7 @@ def _check_args(args) -> None:
 def run(args) -> int:
     _check_args(args)
     # Imported here: torch and transformers take seconds, which every other command would pay.
+    from compression.export import check_masks, read_masks
     from compression.job import DataConfig, prune_and_evaluate
     from compression.pipeline import PruneConfig
     from compression.prune_output import OutputWriter
@@ -80,9 +84,12 @@ def run(args) -> int:
                       args.eval_windows)
     needs_calib = cfg.needs_calibration or args.finetune_steps
     data.check_files(calib=needs_calib, evaluation=not args.no_eval)  # fail before loading
+    fixed = read_masks(args.masks_from) if args.masks_from else None  # fail before loading
     start = time.perf_counter()
     loaded = load_model(args.model)
     load_s = time.perf_counter() - start
+    if fixed:
+        check_masks(*fixed, loaded.model, loaded.name, cfg, args.masks_from)
     calib = data.calibration(loaded.tokenizer) if needs_calib else None
     windows = None if args.no_eval else data.evaluation(loaded.tokenizer)
     # A terminated run unwinds like an interrupted one, so the writer removes its staging folder.
@@ -92,9 +99,11 @@ def run(args) -> int:
             metrics, records = prune_and_evaluate(
                 loaded, cfg, calib, windows, args.finetune_steps, writer=writer,
                 release_layers=windows is None and not args.finetune_steps,
-                eval_before_finetune=args.eval_before_finetune)
+                eval_before_finetune=args.eval_before_finetune,
+                fixed_masks=fixed[0] if fixed else None)
             metrics["timings"]["load_s"] = load_s
             metrics["data"] = data.describe() if needs_calib else None
+            metrics["masks_from"] = str(args.masks_from) if args.masks_from else None
             writer.commit(records, metrics)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -10,6 +10,13 @@ CORPUS = (
     "tactical role @-@ playing video game developed by Sega . "
 )
 
+# Calibration text other than the evaluation text (calibration from the test text is refused).
+CALIB_CORPUS = (
+    "Robert Boulter is an English film , television and theatre actor . He had a guest @-@ "
+    "starring role on the television series The Bill in 2000 . This was followed by a starring "
+    "role in the play Herons written by Simon Stephens , performed in 2001 at the Royal Court . "
+)
+
 
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory):
@@ -25,7 +32,7 @@ def tiny_model(tiny_folder):
 @pytest.fixture(scope="session")
 def text_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("text")
-    (folder / "calib.txt").write_text((CORPUS + "\n") * 40)
+    (folder / "calib.txt").write_text((CALIB_CORPUS + "\n") * 40)
     (folder / "eval.txt").write_text(("\n" + CORPUS) * 30)
     (folder / "empty.txt").write_text("\n \n")
     (folder / "short.txt").write_text("The tower .\n")

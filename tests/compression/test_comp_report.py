@@ -178,3 +178,35 @@ def test_report_tables_follow_pattern_then_grid_order_whatever_the_csv_order(tmp
     rows = [line.split(" | ")[0][2:] for line in others.splitlines()[2:]]
     assert rows == ["2:4 wanda +VC", "2:4 wanda +EQ0.5", "2:4 wanda +salient 16:256",
                     "2:4 wanda +salient unstructured(16:256)", "8:16 wanda +VC"]
+
+
+def test_verdicts_carry_paired_intervals_where_rows_have_window_data(tmp_path):
+    """Per-window NLL beside the CSV: a clear difference keeps its verdict with an interval that
+    excludes zero; a difference within the window noise reads not distinguishable; a row
+    without window data gets no interval."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    table = synthetic_table(windows=40)
+    tokens = np.full(40, 511.0)
+    base = rng.normal(np.log(100.0), 0.3, 40) * tokens  # 2:4 wanda, ppl ~100
+    nll = {"2:4 wanda": base,
+           "8:16 wanda": base - 0.5 * tokens,  # every window 0.5 nats/token lower: clearly better
+           "2:4 wanda +VC": base + rng.normal(0, 0.3, 40) * tokens}  # noise only
+    frames = [pd.DataFrame({"label": k, "window": range(40), "nll": v, "tokens": tokens})
+              for k, v in nll.items()]
+    for label, values in nll.items():
+        table.loc[table["label"] == label, "perplexity"] = float(np.exp(values.sum() / 20440))
+    csv = tmp_path / "smollm2-135m.csv"
+    table.to_csv(csv, index=False)
+    pd.concat(frames).to_csv(tmp_path / "smollm2-135m-windows.csv", index=False)
+    text = write_report(csv, "x --finetune-steps 0").read_text()
+    lines = {line.split(": **")[0]: line for line in text.splitlines() if ": **" in line}
+    clear = lines["- 8:16 beats 2:4 (wanda)"]
+    assert "**holds**" in clear and "95% CI of the change -39.3% to -39.3%" in clear
+    assert "**not distinguishable**" in lines["- variance correction helps (2:4 Wanda)"]
+    assert "CI" not in lines["- 8:16 beats 2:4 (magnitude)"]
+    assert "for the 3 of 9 rows with per-window NLL" in text
+    ci_row = next(line for line in text.splitlines() if line.startswith("| 2:4 wanda |"))
+    low, high = (float(v) for v in ci_row.split("|")[3].split("-"))
+    assert low < float(ci_row.split("|")[2]) < high
