@@ -105,7 +105,8 @@ class HardwareConfig:
             raise ValueError(f"hardware '{self.name}': " + "; ".join(errors))
         object.__setattr__(self, "supported_patterns",
                            tuple(str(Pattern.parse(p)) for p in self.supported_patterns))
-        object.__setattr__(self, "library_tiles", _as_pattern_tuple(self.library_tiles))
+        object.__setattr__(self, "library_tiles",
+                           _as_pattern_tuple(self.library_tiles, "library_tiles"))
         if self.pattern != DENSE:
             object.__setattr__(self, "pattern", str(Pattern.parse(self.pattern)))
 
@@ -231,9 +232,12 @@ def _parse_tile(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def _as_pattern_tuple(value) -> tuple[str, ...]:
+def _as_pattern_tuple(value, name: str = "supported_patterns") -> tuple[str, ...]:
+    """A list field (``2:4 4:8`` text, or a YAML list) as a tuple of strings."""
     if isinstance(value, str):
         value = [v for v in value.replace(",", " ").split() if v]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} must be a list, got {value!r}")
     return tuple(str(v) for v in value)
 
 
@@ -251,7 +255,8 @@ FIELD_BOUNDS = {
     "salient_lanes": (0, 1 << 16, True),
     "clock_ghz": (0.001, 100.0, False),
     "process_nm": (1.0, 1_000.0, False),
-    "dram_bandwidth_gb_s": (0.001, 1e6, False),
+    # Up to 1e12 GB/s: studies model ideal memory with an absurdly fast, still finite channel.
+    "dram_bandwidth_gb_s": (0.001, 1e12, False),
     "dram_latency_ns": (0.0, 1e6, False),
     "weight_buffer_kib": (0.001, 1 << 30, False),
     "act_buffer_kib": (0.001, 1 << 30, False),
@@ -289,11 +294,11 @@ def _validate(hw: HardwareConfig) -> list[str]:
                                       and sustained > hw.clock_ghz)):
         errors.append(f"sustained_clock_ghz must be in (0, clock_ghz={hw.clock_ghz}], got "
                       f"{hw.sustained_clock_ghz!r}")
-    for tile in _as_pattern_tuple(hw.library_tiles):
-        try:
+    try:
+        for tile in _as_pattern_tuple(hw.library_tiles, "library_tiles"):
             _parse_tile(tile)
-        except ValueError as exc:
-            errors.append(str(exc))
+    except ValueError as exc:
+        errors.append(str(exc))
     choices = {"template": TEMPLATES, "dataflow": DATAFLOWS, "dtype": tuple(DTYPE_BYTES),
                "mux_style": MUX_STYLES, "decoder": DECODERS, "encoding": ENCODINGS}
     for name, allowed in choices.items():

@@ -111,6 +111,10 @@ CASES = [
                             "nan", "--no-eval", "--out", "p"], None, "equalize"),
     ("prune-bad-pattern", ["prune", "--model", "nowhere", "--pattern", "9:4", "--out", "p"],
      None, "pattern"),
+    # export
+    ("export-not-a-prune-output", ["export", "user", "--out", "e"], None, "user"),
+    ("export-missing-folder", ["export", "nowhere", "--out", "e"], None, "nowhere"),
+    ("export-out-not-empty", ["export", "user", "--out", "user"], None, "user"),
     # simulate: sizes
     ("simulate-seq-1e12", ["simulate", "--seq", "1000000000000"], None, "seq"),
     ("simulate-seq-1e9", ["simulate", "--seq", "1000000000"], None, "seq"),
