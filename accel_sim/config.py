@@ -198,6 +198,8 @@ class HardwareConfig:
 def _as_pattern_tuple(value) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v for v in value.replace(",", " ").split() if v]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"supported_patterns must be a list of N:M patterns, got {value!r}")
     return tuple(str(v) for v in value)
 
 
