@@ -255,9 +255,9 @@ FIELD_BOUNDS = {
     "salient_lanes": (0, 1 << 16, True),
     "clock_ghz": (0.001, 100.0, False),
     "process_nm": (1.0, 1_000.0, False),
-    # Up to 1e12 GB/s: studies model ideal memory with an absurdly fast, still finite channel.
-    "dram_bandwidth_gb_s": (0.001, 1e12, False),
-    "dram_latency_ns": (0.0, 1e6, False),
+    # Up to 1e15: tests model an ideal memory (1e12 GB/s) to isolate compute.
+    "dram_bandwidth_gb_s": (0.001, 1e15, False),
+    "dram_latency_ns": (0.0, 1e9, False),
     "weight_buffer_kib": (0.001, 1 << 30, False),
     "act_buffer_kib": (0.001, 1 << 30, False),
     "out_buffer_kib": (0.001, 1 << 30, False),

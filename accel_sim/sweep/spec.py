@@ -266,11 +266,14 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
     masks = raw.get("masks")
     if masks is not None:
         masks = _validate_masks(masks, workloads, problems)
-    compression = tuple(str(p) for p in _as_list(raw.get("compression")))
+    compression = _as_list(raw.get("compression"))
+    problems += [f"compression[{i}]: must be a file or folder path, got {p!r}"[:200]
+                 for i, p in enumerate(compression) if not isinstance(p, str)]
+    compression = tuple(p for p in compression if isinstance(p, str))
     if source == "<default>":  # the default joins the committed compression report when present
-        compression = tuple(p for p in compression if Path(p).exists())
+        compression = tuple(p for p in compression if _exists(p))
     problems += [f"compression[{i}]: no such file or folder {p}"
-                 for i, p in enumerate(compression) if not Path(p).exists()]
+                 for i, p in enumerate(compression) if not _exists(p)]
 
     skip_invalid = raw.get("skip_invalid", False)
     if not isinstance(skip_invalid, bool):
@@ -289,6 +292,14 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
                      base_pattern=str(base.pattern), text=text,
                      hardware_digest=content_digest(hardware_file(str(hardware))),
                      skipped=tuple(json.dumps(hw, sort_keys=True) for hw in invalid))
+
+
+def _exists(path: str) -> bool:
+    """Whether ``path`` exists; a name the OS cannot even look up (too long) does not."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _as_list(value) -> list:
@@ -415,7 +426,7 @@ def _validate_masks(raw, workloads: list, problems: list[str]) -> dict | None:
     try:
         files = find_mask_files(str(raw["dir"]))
         _check_mask_coverage(raw["workload"], files, raw.get("allow_partial") is True)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         problems.append(f"masks.dir: {exc}")
         return None
     if not files and raw.get("required", True):

@@ -182,7 +182,8 @@ def test_hardware_loader_fuzz_only_raises_value_errors(fields, tmp_path_factory)
 
 @settings(max_examples=150, deadline=None)
 @given(spec=st.dictionaries(st.sampled_from(["name", "hardware", "workloads", "phases", "axes",
-                                             "baseline", "masks", "evaluator", "skip_invalid"]),
+                                             "baseline", "masks", "evaluator", "skip_invalid",
+                                             "compression"]),
                             _json, max_size=6))
 def test_spec_loader_fuzz_only_raises_value_errors(spec):
     text = json.dumps({"evaluator": "synthetic", "hardware": "flexible-nm", **spec})
