@@ -291,6 +291,7 @@ def plot_bandwidth(records: list[dict], path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     panels = sorted({(r["dtype"], r["batch"]) for r in records})
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.8 * len(panels)), squeeze=False)
@@ -317,12 +318,13 @@ def plot_bandwidth(records: list[dict], path) -> None:
                       label="read bandwidth (same rounds)" if i == 0 else None)
             ax.hlines(0.85 * read, lo, hi, colors="#d62728", linewidth=1, linestyles="dashed",
                       label="85% of it" if i == 0 else None)
-        ax.bar([], [], color="#999999", label="dense baselines")
-        ax.bar([], [], color="#1f77b4", label="N:M kernels")
+        handles, _ = ax.get_legend_handles_labels()
+        handles += [Patch(color="#999999", label="dense baselines"),
+                    Patch(color="#1f77b4", label="N:M kernels")]
         ax.set_xticks(xs, labels, fontsize=6, rotation=90)
         ax.set_ylabel("GB/s (weight + x + y bytes / time)")
         ax.set_title(f"{dtype} values, batch {batch}")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(handles=handles, fontsize=7, loc="upper left")
     fig.tight_layout()
     tmp = f"{path}.tmp.png"
     fig.savefig(tmp, dpi=160)
