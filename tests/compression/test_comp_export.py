@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from compression import export as E
 from compression import prune_output
 from compression.criteria import Salient, Target
 from compression.job import prune_and_evaluate

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from hostile_helpers import MASK_WEIGHT, SYNTHETIC_SPEC, snapshot, write_compressed
+from hostile_helpers import MASK_WEIGHT, SYNTHETIC_SPEC, write_compressed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
