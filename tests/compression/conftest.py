@@ -11,10 +11,10 @@ CORPUS = (
 )
 
 # Calibration text other than the evaluation text (calibration from the test text is refused).
-CALIB_CORPUS = (
-    "Robert Boulter is an English film , television and theatre actor . He had a guest @-@ "
-    "starring role on the television series The Bill in 2000 . This was followed by a starring "
-    "role in the play Herons written by Simon Stephens , performed in 2001 at the Royal Court . "
+CALIB_CORPUS = (  # written for these tests: calibration text must not come from the test split
+    "The harbour town grew around a stone bridge built over the river in the twelfth century . "
+    "Its market sold wool , salt and timber to merchants who sailed up from the coast each spring "
+    ". A railway reached the town in 1862 , and the old quay was later turned into a park . "
 )
 
 
