@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from accel_sim.config import HardwareConfig, load_hardware
 from accel_sim.mapping import WeightInfo, build_mapping
 from accel_sim.published import datasheet_only
+from accel_sim.scalesim_ref import scalesim_compute_cycles
 from accel_sim.simulate import gemm_candidates, simulate_gemm, simulate_workload
 from compression import formats as F
 from compression.formats import Pattern
@@ -35,36 +36,16 @@ def assert_stalls_add_up(result):
     assert parts == pytest.approx(result.cycles_per_run, rel=1e-9)
 
 
-@settings(max_examples=25, deadline=None)
-@given(r=st.integers(2, 16), c=st.integers(2, 16), m=st.integers(1, 48),
-       n=st.integers(1, 80), k=st.integers(1, 80))
-def test_dense_weight_stationary_equals_scale_sim_fold_count(r, c, m, n, k):
-    result = simulate_gemm(systolic(r, c, "ws"), GEMM("g", m, n, k, 1, "w"))
-    folds = math.ceil(k / r) * math.ceil(n / c)
-    # SCALE-Sim 3.0.0 reports folds x fold_cycles - 1 (scripts/scalesim_parity.py runs it)
-    assert result.cycles_per_run == pytest.approx((2 * r + c + m - 2) * folds - 1, abs=1e-3)
+@settings(max_examples=60, deadline=None)
+@given(dataflow=st.sampled_from(["ws", "is", "os"]), r=st.integers(2, 16),
+       c=st.integers(2, 16), m=st.integers(1, 48), n=st.integers(1, 80), k=st.integers(1, 200))
+def test_dense_systolic_equals_scale_sims_closed_form(dataflow, r, c, m, n, k):
+    """The closed form that scripts/scalesim_parity.py checked against SCALE-Sim 3.0.0 itself
+    (WS and IS preload the stationary operand, OS does not; totals are folds x fold - 1)."""
+    result = simulate_gemm(systolic(r, c, dataflow), GEMM("g", m, n, k, 1, "w"))
+    assert result.cycles_per_run == pytest.approx(
+        scalesim_compute_cycles(dataflow, r, c, m, n, k), abs=1e-3)
     assert_stalls_add_up(result)
-
-
-@settings(max_examples=25, deadline=None)
-@given(r=st.integers(2, 16), c=st.integers(2, 16), m=st.integers(1, 48),
-       n=st.integers(1, 80), k=st.integers(1, 80))
-def test_dense_input_stationary_equals_scale_sim_fold_count(r, c, m, n, k):
-    """IS (SCALE-Sim): S_R = k, S_C = m, T = n; the weights stream past stationary inputs."""
-    result = simulate_gemm(systolic(r, c, "is"), GEMM("g", m, n, k, 1, "w"))
-    folds = math.ceil(k / r) * math.ceil(m / c)
-    assert result.cycles_per_run == pytest.approx((2 * r + c + n - 2) * folds - 1, abs=1e-3)
-    assert_stalls_add_up(result)
-
-
-@settings(max_examples=25, deadline=None)
-@given(r=st.integers(2, 16), c=st.integers(2, 16), m=st.integers(1, 48),
-       n=st.integers(1, 80), k=st.integers(1, 200))
-def test_dense_output_stationary_equals_scale_sim_fold_count(r, c, m, n, k):
-    result = simulate_gemm(systolic(r, c, "os"), GEMM("g", m, n, k, 1, "w"))
-    folds = math.ceil(m / r) * math.ceil(n / c)
-    # no weight preload on OS: R + C + T - 2 per fold (SCALE-Sim 3.0.0)
-    assert result.cycles_per_run == pytest.approx((r + c + k - 2) * folds - 1, abs=1e-3)
 
 
 @settings(max_examples=15, deadline=None)
