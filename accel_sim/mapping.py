@@ -110,15 +110,29 @@ def weight_info(weight, shape: tuple[int, int], name: str = "") -> WeightInfo:
         nnz = len(rows)
         per_nnz = side.nbytes / nnz if nnz else 0.0
         coords = (rows, cols)
-    return WeightInfo(weight.bulk.pattern, weight.bulk.tail, coords, per_nnz, name)
+    return WeightInfo(pattern=weight.bulk.pattern, tail=weight.bulk.tail, salient_rows_cols=coords,
+                      salient_bytes_per_nnz=per_nnz, name=name)
 
 
-def synthetic_salient(shape: tuple[int, int], salient: str | Pattern, value_bytes: int = 2
+# Bytes of one value of a synthetic side-car (``--salient N:M``): fp16, the width of the
+# bulk's values on every preset. A real side-car from ``nmsim prune`` is stored in fp32
+# (compression.pipeline) and is charged its stored bytes (:func:`weight_info`) instead; this
+# keeps the synthetic one at the width a hardware side-car would hold (project assumption).
+SYNTHETIC_SALIENT_VALUE_BYTES = 2
+
+# Pipeline stages of a tensor-core dot-product unit besides its operand select (mux levels,
+# :func:`select_depth`) and its adder tree (ceil(log2 dot_width) levels): one multiplier stage
+# and one accumulator stage (project assumption, docs/accel_sim.md "pipeline fill").
+MULTIPLIER_STAGES = 1
+ACCUMULATOR_STAGES = 1
+
+
+def synthetic_salient(shape: tuple[int, int], p: Pattern,
+                      value_bytes: int = SYNTHETIC_SALIENT_VALUE_BYTES
                       ) -> tuple[tuple[np.ndarray, np.ndarray], float]:
     """Coordinates of a uniform structured side-car (N evenly spaced entries in every group of
     M, as spread as real outliers are on average), and bytes per entry (value + index offset of
     ceil(log2 M) bits) - used when no real side-car is given."""
-    p = Pattern.parse(salient)
     rows, cols = shape
     blocks = -(-cols // p.m)
     starts = np.arange(blocks) * p.m
@@ -130,7 +144,7 @@ def synthetic_salient(shape: tuple[int, int], salient: str | Pattern, value_byte
     return (r, c), value_bytes + p.index_bits / 8
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Mapping:
     """Tile sizes and the step schedule of one GEMM on one design."""
 
@@ -293,85 +307,83 @@ def systolic_folds(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo
     return stored, spatial_cols, row_folds * -(-spatial_cols // cols)
 
 
-def _systolic_tiles(hw: HardwareConfig, m: int, n: int, p: Pattern | None,
-                    weight_row_bytes) -> tuple[int, int, int]:
-    """(tile_m, tile_n, chunk_k) of a systolic array, per dataflow (S_R x S_C spatial, T
-    streamed; SCALE-Sim's definitions):
-
-    * WS: S_R = k', S_C = n, T = m. A fold holds R // N whole blocks (R dense rows when
-      dense) of C weight rows; the activations stream up to the m the buffers hold.
-    * IS: S_R = k', S_C = m, T = n. A fold holds the activations of R // N blocks of C
-      tokens; the weights stream up to the n the buffers hold.
-    * OS: S_R = m, S_C = n, T = k'. An R x C output tile accumulates in place while k-chunks
-      of ``tile_k`` stream through.
-    """
-    rows, cols = hw.array_rows, hw.array_cols
-    slots, vb, acc = hw.input_stages, hw.value_bytes, hw.accumulator_bytes
-    wcap = hw.weight_buffer_kib * 1024 / slots
-    acap = hw.act_buffer_kib * 1024 / slots
-    ocap = hw.out_buffer_kib * 1024 / hw.output_stages
-    if hw.dataflow == "os":
-        chunk_k = hw.tile_k
-        for field, need, cap in (("weight_buffer_kib", cols * weight_row_bytes(chunk_k), wcap),
-                                 ("act_buffer_kib", rows * chunk_k * vb, acap),
-                                 ("out_buffer_kib", rows * cols * acc, ocap)):
-            if need > cap:
-                raise _buffer_error(field, getattr(hw, field), need, f"a {rows}x{cols} tile")
-        return rows, cols, chunk_k
-    chunk_k = _stationary_chunk_k(hw, p)
-    w_row, a_row = weight_row_bytes(chunk_k), chunk_k * vb
-    if hw.dataflow == "ws":  # C weight rows stationary, activation rows streamed
-        held, held_cap, held_field, streamed_row, streamed_cap, streamed_field, total = (
-            cols * w_row, wcap, "weight_buffer_kib", a_row, acap, "act_buffer_kib", m)
-    else:  # IS: C activation rows stationary, weight rows streamed
-        held, held_cap, held_field, streamed_row, streamed_cap, streamed_field, total = (
-            cols * a_row, acap, "act_buffer_kib", w_row, wcap, "weight_buffer_kib", n)
-    if held > held_cap:
-        raise _buffer_error(held_field, getattr(hw, held_field), held,
-                            f"a {rows}x{cols} {hw.dataflow.upper()} fold")
-    t_max = min(streamed_cap // streamed_row, ocap // (cols * acc))
-    if t_max < 1:
-        raise _buffer_error(streamed_field, getattr(hw, streamed_field), streamed_row,
-                            "one streamed row of a fold")
-    temporal = int(min(t_max, total))
-    return (temporal, cols, chunk_k) if hw.dataflow == "ws" else (cols, temporal, chunk_k)
-
-
-def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
-                  group: int = 1, tile: tuple[int, int] | None = None) -> Mapping:
-    """Tile the GEMM for ``hw`` and list its wave-steps (run-length compressed). ``group``
-    independent instances of the GEMM (own operands each) share the waves. ``tile``: a library
-    tile (tensor-core template, see :func:`library_tile_fits`) instead of the largest one."""
-    p = info.pattern
+def _buffer_caps(hw: HardwareConfig) -> tuple[float, float, float]:
+    """Bytes of one slot of the weight, activation and output buffers (each split into its
+    stages)."""
     slots = hw.input_stages
-    vb, acc = hw.value_bytes, hw.accumulator_bytes
-    enc = hw.encoding
-    rows, cols = hw.array_rows, hw.array_cols
-    wcap = hw.weight_buffer_kib * 1024 / slots
-    acap = hw.act_buffer_kib * 1024 / slots
-    ocap = hw.out_buffer_kib * 1024 / hw.output_stages
+    return (hw.weight_buffer_kib * 1024 / slots, hw.act_buffer_kib * 1024 / slots,
+            hw.out_buffer_kib * 1024 / hw.output_stages)
 
-    def weight_row_bytes(chunk_k: int) -> float:
-        return _weight_row_bytes(hw, k, chunk_k, info)
 
-    if hw.template == "systolic":
-        tile_m, tile_n, chunk_k = _systolic_tiles(hw, m, n, p, weight_row_bytes)
-    elif tile is not None:
-        chunk_k = hw.tile_k
-        if not library_tile_fits(hw, tile, k, info):
-            raise ValueError(f"library tile {tile[0]}x{tile[1]} does not fit hardware "
-                             f"'{hw.name}' (weight_buffer_kib + act_buffer_kib, out_buffer_kib)")
-        tile_m, tile_n = tile
-    else:
-        chunk_k = hw.tile_k
-        tn = _round_down(wcap / weight_row_bytes(chunk_k), cols)
-        tm = _round_down(acap / (chunk_k * vb), rows)
+@dataclass(frozen=True)
+class Tiling:
+    """Output tile and dense k per step of one GEMM on one design."""
+
+    tile_m: int
+    tile_n: int
+    chunk_k: int
+
+
+class Mapper:
+    """How one compute template tiles a GEMM and what a step costs on it; the wave/step
+    emitter (:class:`_ScheduleBuilder`) is shared. A new template is a subclass registered in
+    :data:`MAPPERS`."""
+
+    def tiling(self, hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo, group: int,
+               tile: tuple[int, int] | None) -> Tiling:
+        raise NotImplementedError
+
+    def pipeline_fill(self, hw: HardwareConfig) -> float:
+        """Cycles added to the first step of every wave (0: the step cycles include them)."""
+        return 0.0
+
+    def step_cycles(self, hw: HardwareConfig, tm: int, tn: int, kept: int, last: bool,
+                    final: bool) -> int:
+        """Array cycles of one step of a ``tm x tn`` tile with ``kept`` stored weights per row
+        (``last``: the tile's last k-chunk; ``final``: the GEMM's very last step)."""
+        raise NotImplementedError
+
+    def operand_cycles(self, hw: HardwareConfig, tm: int, tn: int, width: int, kept: int,
+                       meta_bits: float) -> float:
+        """Cycles the operand delivery needs for one step (0: never the bottleneck)."""
+        return 0.0
+
+    def tile_order(self, hw: HardwareConfig, m: int, n: int, tiling: Tiling
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(m index, n index) of the output tiles in issue order."""
+        return tile_order(-(-m // tiling.tile_m), -(-n // tiling.tile_n), hw.num_cores)
+
+
+class TensorCoreMapper(Mapper):
+    """``array_rows x array_cols`` dot-product units of ``dot_width`` multipliers per core."""
+
+    def tiling(self, hw, m, n, k, info, group, tile):
+        if tile is not None:
+            if not library_tile_fits(hw, tile, k, info):
+                raise ValueError(f"library tile {tile[0]}x{tile[1]} does not fit hardware "
+                                 f"'{hw.name}' (weight_buffer_kib + act_buffer_kib, "
+                                 "out_buffer_kib)")
+            return Tiling(tile[0], tile[1], hw.tile_k)
+        tm, tn = self._largest_tile(hw, m, n, _weight_row_bytes(hw, k, hw.tile_k, info))
+        if group * -(-m // tm) * -(-n // tn) < hw.num_cores:
+            tm, tn = _fill_the_cores(m, n, tm, tn, hw.array_rows, hw.array_cols, group,
+                                     hw.num_cores)
+        return Tiling(tm, tn, hw.tile_k)
+
+    @staticmethod
+    def _largest_tile(hw: HardwareConfig, m: int, n: int, w_row: float) -> tuple[int, int]:
+        """The largest ``tm x tn`` (multiples of the array) whose operands fit a buffer slot
+        and whose accumulators fit an output slot, no larger than the GEMM."""
+        rows, cols, chunk_k, acc = hw.array_rows, hw.array_cols, hw.tile_k, hw.accumulator_bytes
+        wcap, acap, ocap = _buffer_caps(hw)
+        tn = _round_down(wcap / w_row, cols)
+        tm = _round_down(acap / (chunk_k * hw.value_bytes), rows)
         if tn < cols:
-            raise _buffer_error("weight_buffer_kib", hw.weight_buffer_kib,
-                                cols * weight_row_bytes(chunk_k), f"{cols} weight rows of "
-                                f"tile_k={chunk_k}")
+            raise _buffer_error("weight_buffer_kib", hw.weight_buffer_kib, cols * w_row,
+                                f"{cols} weight rows of tile_k={chunk_k}")
         if tm < rows:
-            raise _buffer_error("act_buffer_kib", hw.act_buffer_kib, rows * chunk_k * vb,
+            raise _buffer_error("act_buffer_kib", hw.act_buffer_kib,
+                                rows * chunk_k * hw.value_bytes,
                                 f"{rows} activation rows of tile_k={chunk_k}")
         if rows * cols * acc > ocap:
             raise _buffer_error("out_buffer_kib", hw.out_buffer_kib, rows * cols * acc,
@@ -385,152 +397,321 @@ def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
                 tm -= rows
             else:
                 tn -= cols
-        if group * -(-m // tm) * -(-n // tn) < hw.num_cores:
-            tm, tn = _fill_the_cores(m, n, tm, tn, rows, cols, group, hw.num_cores)
-        tile_m, tile_n = tm, tn
+        return tm, tn
 
-    m_tiles, n_tiles = -(-m // tile_m), -(-n // tile_n)
-    tiles = group * m_tiles * n_tiles
-    cores = hw.num_cores
-    waves = -(-tiles // cores)
-    chunks = _chunk_widths(k, chunk_k)
-    n_chunks = sum(c for _, c in chunks)
-    chunk_costs = [_chunk_cost(w, p, info.tail, enc) for w, _ in chunks]
-
-    decoder = None if p is None else decoder_model(hw.decoder_kind)
-    dec_rate = 0.0 if decoder is None else decoder.blocks_per_cycle(p) * hw.num_decoders
-    chip_macs = cores * hw.macs_per_cycle_per_core
-    pipe_fill = 0.0
-    if hw.template == "tensor_core":
+    def pipeline_fill(self, hw):
         # The operand-select stage is in the datapath of a sparse design even for dense runs.
-        select_depth = math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
-        pipe_fill = select_depth + 2 + math.ceil(math.log2(hw.dot_width))
+        return (select_depth(hw) + MULTIPLIER_STAGES + ACCUMULATOR_STAGES
+                + math.ceil(math.log2(hw.dot_width)))
 
-    # Salient side-car: nnz per (n-tile, k-chunk); chunk index of the last chunk is n_chunks-1.
-    sal = None
-    if info.salient_rows_cols is not None:
-        if hw.salient_lanes < 1:
-            raise ValueError(f"salient_lanes is 0: hardware '{hw.name}' cannot run the salient "
-                             f"side-car of '{info.name or 'weight'}'")
+    def step_cycles(self, hw, tm, tn, kept, last, final):
+        return (-(-tm // hw.array_rows)) * (-(-tn // hw.array_cols)) * (
+            -(-kept // hw.dot_width))
+
+    def operand_cycles(self, hw, tm, tn, width, kept, meta_bits):
+        return operand_delivery_cycles(hw, tm, tn, width, kept, meta_bits)
+
+
+class SystolicMapper(Mapper):
+    """An ``R x C`` systolic array (SCALE-Sim fold accounting); one subclass per dataflow."""
+
+    dataflow = ""
+
+    def step_cycles(self, hw, tm, tn, kept, last, final):
+        return systolic_step_cycles(self.dataflow, hw.array_rows, hw.array_cols, tm, tn, kept,
+                                    last, final)
+
+    def tile_order(self, hw, m, n, tiling):
+        order_m, order_n = super().tile_order(hw, m, n, tiling)
+        if hw.num_cores == 1:
+            order_m, order_n = _edge_tiles_last(order_m, order_n, m, n, tiling.tile_m,
+                                                tiling.tile_n)
+        return order_m, order_n
+
+
+class OutputStationaryMapper(SystolicMapper):
+    """OS: S_R = m, S_C = n, T = k'. An R x C output tile accumulates in place while k-chunks
+    of ``tile_k`` stream through."""
+
+    dataflow = "os"
+
+    def tiling(self, hw, m, n, k, info, group, tile):
+        rows, cols, chunk_k = hw.array_rows, hw.array_cols, hw.tile_k
+        wcap, acap, ocap = _buffer_caps(hw)
+        for field, need, cap in (
+                ("weight_buffer_kib", cols * _weight_row_bytes(hw, k, chunk_k, info), wcap),
+                ("act_buffer_kib", rows * chunk_k * hw.value_bytes, acap),
+                ("out_buffer_kib", rows * cols * hw.accumulator_bytes, ocap)):
+            if need > cap:
+                raise _buffer_error(field, getattr(hw, field), need, f"a {rows}x{cols} tile")
+        return Tiling(rows, cols, chunk_k)
+
+
+class StationaryMapper(SystolicMapper):
+    """WS and IS: a fold holds R // N whole blocks (R dense rows when dense) of C rows of the
+    stationary operand; the other operand streams, up to the rows the buffers hold."""
+
+    held_field = streamed_field = ""
+
+    def tiling(self, hw, m, n, k, info, group, tile):
+        rows, cols, acc = hw.array_rows, hw.array_cols, hw.accumulator_bytes
+        wcap, acap, ocap = _buffer_caps(hw)
+        chunk_k = _stationary_chunk_k(hw, info.pattern)
+        row_bytes = {"weight_buffer_kib": _weight_row_bytes(hw, k, chunk_k, info),
+                     "act_buffer_kib": chunk_k * hw.value_bytes}
+        caps = {"weight_buffer_kib": wcap, "act_buffer_kib": acap}
+        held = cols * row_bytes[self.held_field]
+        if held > caps[self.held_field]:
+            raise _buffer_error(self.held_field, getattr(hw, self.held_field), held,
+                                f"a {rows}x{cols} {hw.dataflow.upper()} fold")
+        streamed_row = row_bytes[self.streamed_field]
+        t_max = min(caps[self.streamed_field] // streamed_row, ocap // (cols * acc))
+        if t_max < 1:
+            raise _buffer_error(self.streamed_field, getattr(hw, self.streamed_field),
+                                streamed_row, "one streamed row of a fold")
+        return self._tile(cols, int(min(t_max, self._streamed_extent(m, n))), chunk_k)
+
+    def _streamed_extent(self, m: int, n: int) -> int:
+        raise NotImplementedError
+
+    def _tile(self, cols: int, temporal: int, chunk_k: int) -> Tiling:
+        raise NotImplementedError
+
+
+class WeightStationaryMapper(StationaryMapper):
+    """WS: S_R = k', S_C = n, T = m: C weight rows stationary, activation rows streamed."""
+
+    dataflow = "ws"
+    held_field, streamed_field = "weight_buffer_kib", "act_buffer_kib"
+
+    def _streamed_extent(self, m, n):
+        return m
+
+    def _tile(self, cols, temporal, chunk_k):
+        return Tiling(temporal, cols, chunk_k)
+
+
+class InputStationaryMapper(StationaryMapper):
+    """IS: S_R = k', S_C = m, T = n: C activation rows stationary, weight rows streamed."""
+
+    dataflow = "is"
+    held_field, streamed_field = "act_buffer_kib", "weight_buffer_kib"
+
+    def _streamed_extent(self, m, n):
+        return n
+
+    def _tile(self, cols, temporal, chunk_k):
+        return Tiling(cols, temporal, chunk_k)
+
+
+# Compute template (and systolic dataflow) -> its mapper: the one place a template is added.
+MAPPERS: dict[tuple[str, str | None], Mapper] = {
+    ("tensor_core", None): TensorCoreMapper(),
+    ("systolic", "ws"): WeightStationaryMapper(),
+    ("systolic", "is"): InputStationaryMapper(),
+    ("systolic", "os"): OutputStationaryMapper(),
+}
+
+
+def mapper_for(hw: HardwareConfig) -> Mapper:
+    """The mapper of ``hw``'s compute template (the dataflow matters on a systolic array)."""
+    return MAPPERS[(hw.template, hw.dataflow if hw.template == "systolic" else None)]
+
+
+@dataclass(frozen=True)
+class _Wave:
+    """The tiles of one wave that its steps' cost depends on."""
+
+    max_tm: int  # largest tile of the wave (the slowest core)
+    max_tn: int
+    sum_m: float  # rows of the wave's distinct activation chunks
+    sum_n: float  # rows of the wave's distinct weight chunks
+    ni: np.ndarray  # n-tile index of each tile
+    u_n: np.ndarray  # distinct n-tiles (their weight chunks are fetched once)
+    tm_eff: np.ndarray  # m extent of each tile
+    area: float  # output elements of the wave
+    out_bytes: float  # bytes its outputs write back
+    final: bool  # the GEMM's last wave
+
+
+class _ScheduleBuilder:
+    """The shared wave/step emitter: walks the waves of a tiling and lists each one's steps
+    (run-length compressed), with the DRAM bytes by class and the MACs they add up to."""
+
+    def __init__(self, hw: HardwareConfig, mapper: Mapper, info: WeightInfo,
+                 shape: tuple[int, int, int], tiling: Tiling, group: int):
+        self.hw, self.mapper, self.info, self.tiling = hw, mapper, info, tiling
+        self.m, self.n, k = shape
+        self.m_tiles, self.n_tiles = -(-self.m // tiling.tile_m), -(-self.n // tiling.tile_n)
+        self.tiles = group * self.m_tiles * self.n_tiles
+        self.waves = -(-self.tiles // hw.num_cores)
+        self.chunks = _chunk_widths(k, tiling.chunk_k)
+        self.n_chunks = sum(c for _, c in self.chunks)
+        p = info.pattern
+        self.chunk_costs = [_chunk_cost(w, p, info.tail, hw.encoding) for w, _ in self.chunks]
+        decoder = None if p is None else decoder_model(hw.decoder_kind)
+        self.decoder = decoder
+        self.dec_rate = 0.0 if decoder is None else decoder.blocks_per_cycle(p) * hw.num_decoders
+        self.chip_macs = hw.num_cores * hw.macs_per_cycle_per_core
+        self.pipe_fill = mapper.pipeline_fill(hw)
+        self.salient = self._salient_counts()
+        self.bytes_by_class = {"values": 0.0, "metadata": 0.0, "activations": 0.0,
+                               "outputs": 0.0, "salient": 0.0}
+        self.kept_macs = 0.0
+        self.salient_macs = 0.0
+        self.waves_out: list[list] = []
+
+    def _salient_counts(self) -> np.ndarray | None:
+        """Side-car entries per (n-tile, k-chunk); the last chunk takes the k tail."""
+        info = self.info
+        if info.salient_rows_cols is None:
+            return None
+        if self.hw.salient_lanes < 1:
+            raise ValueError(f"salient_lanes is 0: hardware '{self.hw.name}' cannot run the "
+                             f"salient side-car of '{info.name or 'weight'}'")
         r, c = info.salient_rows_cols
-        cell = (r // tile_n) * n_chunks + np.minimum(c // chunk_k, n_chunks - 1)
-        sal = np.bincount(cell, minlength=n_tiles * n_chunks).reshape(n_tiles, n_chunks)
+        n_chunks = self.n_chunks
+        cell = (r // self.tiling.tile_n) * n_chunks + np.minimum(c // self.tiling.chunk_k,
+                                                                   n_chunks - 1)
+        return np.bincount(cell, minlength=self.n_tiles * n_chunks).reshape(self.n_tiles,
+                                                                             n_chunks)
 
-    def tile_mac_cycles(tm, tn, kept, last, final):
-        if hw.template == "tensor_core":
-            return (-(-tm // rows)) * (-(-tn // cols)) * (-(-kept // hw.dot_width))
-        return systolic_step_cycles(hw.dataflow, rows, cols, tm, tn, kept, last, final)
+    def build(self) -> Mapping:
+        tiling, cores = self.tiling, self.hw.num_cores
+        order_m, order_n = self.mapper.tile_order(self.hw, self.m, self.n, tiling)
+        # One tile per wave and no side-car: a wave whose tile has the shape of the last one's
+        # repeats it (same steps and traffic), without rebuilding its steps.
+        single = cores == 1 and self.salient is None
+        if single:
+            shapes = list(zip(np.minimum(tiling.tile_m, self.m - order_m * tiling.tile_m).tolist(),
+                              np.minimum(tiling.tile_n, self.n - order_n * tiling.tile_n).tolist()))
+        repeat_key = repeat_delta = None
+        all_ids = np.arange(self.tiles)
+        for w in range(self.waves):
+            key = (shapes[w % (self.m_tiles * self.n_tiles)], w == self.waves - 1) \
+                if single else None
+            if key is not None and key == repeat_key:
+                self._repeat_last_wave(repeat_delta)
+                continue
+            before = (dict(self.bytes_by_class), self.kept_macs)
+            wave = self._wave(all_ids[w * cores:(w + 1) * cores], order_m, order_n,
+                              w == self.waves - 1)
+            self._append_wave(self._wave_steps(wave))
+            self.bytes_by_class["outputs"] += wave.out_bytes
+            repeat_key = key
+            repeat_delta = ({name: self.bytes_by_class[name] - before[0][name]
+                             for name in self.bytes_by_class}, self.kept_macs - before[1])
+        return Mapping(tile_m=tiling.tile_m, tile_n=tiling.tile_n, chunk_k=tiling.chunk_k,
+                       waves=self.waves, schedule=[tuple(x) for x in self.waves_out],
+                       bytes_by_class=self.bytes_by_class, kept_macs=self.kept_macs,
+                       salient_macs=self.salient_macs)
 
-    bytes_by_class = {"values": 0.0, "metadata": 0.0, "activations": 0.0, "outputs": 0.0,
-                      "salient": 0.0}
-    waves_out = []
-    kept_macs = 0.0
-    salient_macs = 0.0
-    order_m, order_n = tile_order(m_tiles, n_tiles, cores)
-    if hw.template == "systolic" and cores == 1:
-        order_m, order_n = _edge_tiles_last(order_m, order_n, m, n, tile_m, tile_n)
-    all_ids = np.arange(tiles)
-    # One tile per wave and no side-car: a wave whose tile has the shape of the last one's
-    # repeats it (same steps and traffic), without rebuilding its steps.
-    single = cores == 1 and sal is None
-    if single:
-        shapes = list(zip(np.minimum(tile_m, m - order_m * tile_m).tolist(),
-                          np.minimum(tile_n, n - order_n * tile_n).tolist()))
-    repeat_key = repeat_delta = None
-    for w in range(waves):
-        key = (shapes[w % (m_tiles * n_tiles)], w == waves - 1) if single else None
-        if key is not None and key == repeat_key:
-            waves_out[-1][1] += 1
-            for name, inc in repeat_delta[0].items():
-                bytes_by_class[name] += inc
-            kept_macs += repeat_delta[1]
-            continue
-        before = (dict(bytes_by_class), kept_macs)
-        ids = all_ids[w * cores:(w + 1) * cores]
-        instance, local = ids // (m_tiles * n_tiles), ids % (m_tiles * n_tiles)
+    def _repeat_last_wave(self, delta: tuple[dict, float]) -> None:
+        self.waves_out[-1][1] += 1
+        for name, inc in delta[0].items():
+            self.bytes_by_class[name] += inc
+        self.kept_macs += delta[1]
+
+    def _append_wave(self, steps: tuple) -> None:
+        if self.waves_out and self.waves_out[-1][0] == steps:
+            self.waves_out[-1][1] += 1
+        else:
+            self.waves_out.append([steps, 1])
+
+    def _wave(self, ids: np.ndarray, order_m: np.ndarray, order_n: np.ndarray,
+              final: bool) -> _Wave:
+        """The tiles ``ids`` (issue positions, all instances) as one wave."""
+        tile_m, tile_n, m, n = self.tiling.tile_m, self.tiling.tile_n, self.m, self.n
+        per_instance = self.m_tiles * self.n_tiles
+        instance, local = ids // per_instance, ids % per_instance
         mi, ni = order_m[local], order_n[local]
         tm_eff = np.minimum(tile_m, m - mi * tile_m)
         tn_eff = np.minimum(tile_n, n - ni * tile_n)
-        u_m = np.unique(instance * m_tiles + mi) % m_tiles  # distinct operand chunks
-        u_n = np.unique(instance * n_tiles + ni) % n_tiles
-        sum_m_unique = float(np.minimum(tile_m, m - u_m * tile_m).sum())
-        sum_n_unique = float(np.minimum(tile_n, n - u_n * tile_n).sum())
-        out_bytes = float((tm_eff * tn_eff).sum()) * vb
-        max_tm = int(tm_eff.max())
-        max_tn = int(tn_eff.max())
-        area = float((tm_eff * tn_eff).sum())
+        u_m = np.unique(instance * self.m_tiles + mi) % self.m_tiles  # distinct operand chunks
+        u_n = np.unique(instance * self.n_tiles + ni) % self.n_tiles
+        return _Wave(max_tm=int(tm_eff.max()), max_tn=int(tn_eff.max()),
+                     sum_m=float(np.minimum(tile_m, m - u_m * tile_m).sum()),
+                     sum_n=float(np.minimum(tile_n, n - u_n * tile_n).sum()),
+                     ni=ni, u_n=u_n, tm_eff=tm_eff, area=float((tm_eff * tn_eff).sum()),
+                     out_bytes=float((tm_eff * tn_eff).sum()) * self.hw.value_bytes,
+                     final=final)
+
+    def _wave_steps(self, wave: _Wave) -> tuple:
+        """((Step, repeat), ...) of one wave: every k-chunk, equal ones merged."""
         runs: list[list] = []
-        wave = {"max_tm": max_tm, "max_tn": max_tn, "sum_n": sum_n_unique, "sum_m": sum_m_unique,
-                "ni": ni, "u_n": u_n, "tm_eff": tm_eff, "area": area, "out": out_bytes,
-                "runs": runs, "final": w == waves - 1}
-
-        def add(wave, chunk_index, width, kept, meta_bits, blocks, repeat):
-            """Append ``repeat`` equal steps of chunk ``chunk_index`` (and its traffic)."""
-            nonlocal kept_macs, salient_macs
-            max_tm, max_tn, area = wave["max_tm"], wave["max_tn"], wave["area"]
-            sum_n_unique, sum_m_unique, runs = wave["sum_n"], wave["sum_m"], wave["runs"]
-            last = chunk_index == n_chunks - 1
-            first = chunk_index == 0
-            final = last and wave["final"]
-            mac = float(tile_mac_cycles(max_tm, max_tn, kept, last, final)) + (
-                pipe_fill if first else 0.0)
-            dec = 0.0
-            if decoder is not None and blocks and math.isfinite(dec_rate):
-                dec = float(math.ceil(max_tn * blocks / dec_rate))
-            vals = sum_n_unique * kept * vb
-            meta = sum_n_unique * meta_bits / 8
-            acts = sum_m_unique * width * vb
-            sal_cycles = sal_bytes = 0.0
-            if sal is not None:
-                counts = sal[wave["ni"], chunk_index] * wave["tm_eff"]
-                sal_cycles = float(math.ceil(float(counts.max()) / hw.salient_lanes))
-                sal_bytes = float(sal[wave["u_n"], chunk_index].sum()) * \
-                    info.salient_bytes_per_nnz
-                salient_macs += float(counts.sum()) * repeat
-            operand = (operand_delivery_cycles(hw, max_tm, max_tn, width, kept, meta_bits)
-                       if hw.template == "tensor_core" else 0.0)
-            step = Step(mac, area * kept / chip_macs, sal_cycles, dec,
-                        vals + meta + acts + sal_bytes, wave["out"] if last else 0.0, first,
-                        operand)
-            bytes_by_class["activations" if info.activation_operand else "values"] += \
-                vals * repeat
-            bytes_by_class["metadata"] += meta * repeat
-            bytes_by_class["activations"] += acts * repeat
-            bytes_by_class["salient"] += sal_bytes * repeat
-            kept_macs += area * kept * repeat
-            if runs and runs[-1][0] == step:
-                runs[-1][1] += repeat
-            else:
-                runs.append([step, repeat])
-
-        start = 0
-        for (width, count), cost in zip(chunks, chunk_costs):
-            if sal is not None:  # irregular side-car: every chunk is its own step
+        start, n_chunks = 0, self.n_chunks
+        for (width, count), cost in zip(self.chunks, self.chunk_costs):
+            if self.salient is not None:  # irregular side-car: every chunk is its own step
                 for index in range(start, start + count):
-                    add(wave, index, width, *cost, 1)
+                    self._add(runs, wave, index, width, cost, 1)
             else:  # equal chunks: the first and the last differ (fill, write-back)
                 index, stop = start, start + count
                 if index == 0:
-                    add(wave, 0, width, *cost, 1)
+                    self._add(runs, wave, 0, width, cost, 1)
                     index = 1
                 middle = stop - index - (1 if stop == n_chunks else 0)
                 if middle > 0:
-                    add(wave, index, width, *cost, middle)
+                    self._add(runs, wave, index, width, cost, middle)
                     index += middle
                 if index < stop:
-                    add(wave, index, width, *cost, 1)
+                    self._add(runs, wave, index, width, cost, 1)
             start += count
-        bytes_by_class["outputs"] += out_bytes
-        steps = tuple((s, c) for s, c in runs)
-        if waves_out and waves_out[-1][0] == steps:
-            waves_out[-1][1] += 1
+        return tuple((s, c) for s, c in runs)
+
+    def _add(self, runs: list, wave: _Wave, chunk_index: int, width: int, cost: tuple,
+             repeat: int) -> None:
+        """Append ``repeat`` equal steps of chunk ``chunk_index`` (and count their traffic)."""
+        hw, vb = self.hw, self.hw.value_bytes
+        kept, meta_bits, blocks = cost
+        last = chunk_index == self.n_chunks - 1
+        first = chunk_index == 0
+        mac = float(self.mapper.step_cycles(hw, wave.max_tm, wave.max_tn, kept, last,
+                                            last and wave.final)) + (
+            self.pipe_fill if first else 0.0)
+        dec = 0.0
+        if self.decoder is not None and blocks and math.isfinite(self.dec_rate):
+            dec = float(math.ceil(wave.max_tn * blocks / self.dec_rate))
+        vals = wave.sum_n * kept * vb
+        meta = wave.sum_n * meta_bits / 8
+        acts = wave.sum_m * width * vb
+        sal_cycles, sal_bytes = self._salient_step(wave, chunk_index, repeat)
+        step = Step(mac_cycles=mac, useful_cycles=wave.area * kept / self.chip_macs,
+                    salient_cycles=sal_cycles, decode_cycles=dec,
+                    load_bytes=vals + meta + acts + sal_bytes,
+                    writeback_bytes=wave.out_bytes if last else 0.0, wave_start=first,
+                    operand_cycles=self.mapper.operand_cycles(hw, wave.max_tm, wave.max_tn,
+                                                              width, kept, meta_bits))
+        counts = self.bytes_by_class
+        counts["activations" if self.info.activation_operand else "values"] += vals * repeat
+        counts["metadata"] += meta * repeat
+        counts["activations"] += acts * repeat
+        counts["salient"] += sal_bytes * repeat
+        self.kept_macs += wave.area * kept * repeat
+        if runs and runs[-1][0] == step:
+            runs[-1][1] += repeat
         else:
-            waves_out.append([steps, 1])
-        repeat_key = key
-        repeat_delta = ({name: bytes_by_class[name] - before[0][name] for name in bytes_by_class},
-                        kept_macs - before[1])
-    return Mapping(tile_m, tile_n, chunk_k, waves, [tuple(x) for x in waves_out],
-                   bytes_by_class, kept_macs, salient_macs)
+            runs.append([step, repeat])
+
+    def _salient_step(self, wave: _Wave, chunk_index: int, repeat: int) -> tuple[float, float]:
+        """(lane cycles, DRAM bytes) of the side-car entries of one step; counts their MACs."""
+        if self.salient is None:
+            return 0.0, 0.0
+        counts = self.salient[wave.ni, chunk_index] * wave.tm_eff
+        cycles = float(math.ceil(float(counts.max()) / self.hw.salient_lanes))
+        nbytes = float(self.salient[wave.u_n, chunk_index].sum()) * \
+            self.info.salient_bytes_per_nnz
+        self.salient_macs += float(counts.sum()) * repeat
+        return cycles, nbytes
+
+
+def build_mapping(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo,
+                  group: int = 1, tile: tuple[int, int] | None = None) -> Mapping:
+    """Tile the GEMM for ``hw`` and list its wave-steps (run-length compressed). ``group``
+    independent instances of the GEMM (own operands each) share the waves. ``tile``: a library
+    tile (tensor-core template, see :func:`library_tile_fits`) instead of the largest one."""
+    mapper = mapper_for(hw)
+    tiling = mapper.tiling(hw, m, n, k, info, group, tile)
+    return _ScheduleBuilder(hw, mapper, info, (m, n, k), tiling, group).build()
 
 
 def _edge_tiles_last(order_m: np.ndarray, order_n: np.ndarray, m: int, n: int, tile_m: int,
@@ -555,6 +736,12 @@ def tile_order(m_tiles: int, n_tiles: int, cores: int) -> tuple[np.ndarray, np.n
     ni = gi * width + wi
     keep = ni < n_tiles
     return mi[keep].reshape(-1), ni[keep].reshape(-1)
+
+
+def select_depth(hw: HardwareConfig) -> int:
+    """Levels of the operand-select mux tree, ceil(log2 inputs): the pipeline fill's select
+    stages and the select latency of a step; 0 on a design without sparse support."""
+    return math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
 
 
 def mux_inputs(hw: HardwareConfig, pattern: Pattern | None = None) -> int:

@@ -14,7 +14,7 @@ pattern and tail, with its salient side-car's actual per-tile counts. Activation
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -23,15 +23,21 @@ from compression.formats import Pattern
 from .area import area_breakdown
 from .config import HardwareConfig, load_hardware
 from .decoders import decoder_model
-from .mapping import (WeightInfo, build_mapping, library_tile_fits, mux_inputs,
-                      synthetic_salient, weight_info)
+from .mapping import (
+    WeightInfo,
+    build_mapping,
+    library_tile_fits,
+    select_depth,
+    synthetic_salient,
+    weight_info,
+)
 from .pipeline import run_pipeline
 
 STALL_CAUSES = ("memory_bandwidth", "memory_latency", "decode", "operand_delivery", "compute",
                 "salient", "launch")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GemmResult:
     """One GEMM's simulation; per-run figures times ``count`` give the totals."""
 
@@ -152,7 +158,7 @@ class WorkloadResult:
         }
 
 
-def _resolve(hw: HardwareConfig, gemm, weight, salient) -> WeightInfo:
+def _resolve(hw: HardwareConfig, gemm, weight, salient: Pattern | None) -> WeightInfo:
     """The pattern and side-car a GEMM runs with on ``hw``."""
     if gemm.weight_name is None:
         return WeightInfo(None, activation_operand=True)
@@ -171,8 +177,9 @@ def _resolve(hw: HardwareConfig, gemm, weight, salient) -> WeightInfo:
         return info
     pattern = hw.run_pattern
     if salient is not None and pattern is not None:
-        coords, per_nnz = synthetic_salient((gemm.n, gemm.k), salient, 2)
-        return WeightInfo(pattern, "dense", coords, per_nnz, gemm.weight_name)
+        coords, per_nnz = synthetic_salient((gemm.n, gemm.k), salient)
+        return WeightInfo(pattern=pattern, tail="dense", salient_rows_cols=coords,
+                          salient_bytes_per_nnz=per_nnz, name=gemm.weight_name)
     return WeightInfo(pattern)
 
 
@@ -233,7 +240,7 @@ def gemm_candidates(hw: HardwareConfig, gemm, info: WeightInfo) -> list[Candidat
     group = getattr(gemm, "group", 1)
     if hw.template != "tensor_core" or not hw.library_tiles:
         mapping = build_mapping(hw, gemm.m, gemm.n, gemm.k, info, group)
-        return [Candidate(None, 1, mapping, 0.0, 1)]
+        return [Candidate(tile=None, split=1, mapping=mapping, extra_cycles=0.0, launches=1)]
     tiles = [t for t in hw.tile_shapes if library_tile_fits(hw, t, gemm.k, info)]
     if not tiles:
         raise ValueError(f"no tile of library_tiles ({', '.join(hw.library_tiles)}) fits "
@@ -251,7 +258,8 @@ def gemm_candidates(hw: HardwareConfig, gemm, info: WeightInfo) -> list[Candidat
             extra = 0.0 if split == 1 else outputs * (
                 2 * split * hw.accumulator_bytes + hw.value_bytes - split * hw.value_bytes
             ) / hw.dram_bytes_per_cycle
-            out.append(Candidate(tile, split, mapping, extra, 1 + (split > 1)))
+            out.append(Candidate(tile=tile, split=split, mapping=mapping, extra_cycles=extra,
+                                 launches=1 + (split > 1)))
     return out
 
 
@@ -260,7 +268,7 @@ def run_candidate(hw: HardwareConfig, candidate: Candidate, info: WeightInfo,
     p = info.pattern
     decode_latency = 0 if p is None else decoder_model(hw.decoder_kind).latency_cycles(
         p, hw.supported)
-    select_latency = math.ceil(math.log2(mux_inputs(hw))) if hw.is_sparse else 0
+    select_latency = select_depth(hw)
     args = (tuple(candidate.mapping.schedule), hw.dram_bytes_per_cycle, hw.dram_latency_cycles,
             decode_latency, select_latency, hw.input_stages, hw.output_stages, steady_state)
     run = memo.get(args) if memo is not None else None
@@ -300,11 +308,12 @@ def select_candidate(hw: HardwareConfig, candidates: list[Candidate], info: Weig
     return candidates[best[1]], best[2]
 
 
-def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: str | None = None,
+def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: Pattern | None = None,
                   steady_state: bool = True, memo: dict | None = None) -> GemmResult:
     """Simulate one GEMM. ``weight``: a real compressed weight for ``gemm.weight_name`` (or a
     :class:`~accel_sim.mapping.WeightInfo`: its pattern and tail only);
-    ``salient``: a synthetic structured side-car pattern (e.g. ``"16:256"``) when no real one;
+    ``salient``: a synthetic structured side-car pattern (e.g. ``Pattern(16, 256)``) when no
+    real one;
     ``steady_state=False`` simulates every step (the exact event path, for checks).
     ``memo``: pipeline results by schedule; two GEMMs with equal step schedules (e.g. layers
     whose masks differ only in kept positions) have the same timing, so one run serves both.
@@ -322,14 +331,17 @@ def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: str |
     stalls["launch"] += cand.launches * hw.launch_cycles
     # Figures are per run: a mapping of ``group`` concurrent instances is divided by it.
     return GemmResult(
-        gemm.name, gemm.m, gemm.n, gemm.k, gemm.count, gemm.weight_name,
-        "dense" if p is None else str(p), (mapping.tile_m, mapping.tile_n, mapping.chunk_k),
-        mapping.waves, (run.cycles + cand.overhead(hw)) / group, run.counters["busy"] / group,
-        {c: v / group for c, v in stalls.items()},
-        {c: v / group for c, v in mapping.bytes_by_class.items()},
-        cand.bound(hw) / group, hw.run_clock_ghz, run.simulated_steps,
-        run.skipped_steps, time.perf_counter() - start, mapping.kept_macs / group,
-        mapping.salient_macs / group, cand.split)
+        name=gemm.name, m=gemm.m, n=gemm.n, k=gemm.k, count=gemm.count,
+        weight_name=gemm.weight_name, pattern="dense" if p is None else str(p),
+        tile=(mapping.tile_m, mapping.tile_n, mapping.chunk_k), waves=mapping.waves,
+        cycles_per_run=(run.cycles + cand.overhead(hw)) / group,
+        busy_cycles_per_run=run.counters["busy"] / group,
+        stall_per_run={c: v / group for c, v in stalls.items()},
+        dram_bytes_per_run={c: v / group for c, v in mapping.bytes_by_class.items()},
+        analytical_cycles_per_run=cand.bound(hw) / group, clock_ghz=hw.run_clock_ghz,
+        simulated_steps=run.simulated_steps, skipped_steps=run.skipped_steps,
+        wall_s=time.perf_counter() - start, array_macs_per_run=mapping.kept_macs / group,
+        salient_macs_per_run=mapping.salient_macs / group, split_k=cand.split)
 
 
 def simulate_elementwise(hw: HardwareConfig | str, op) -> GemmResult:
@@ -342,13 +354,16 @@ def simulate_elementwise(hw: HardwareConfig | str, op) -> GemmResult:
     stalls = dict.fromkeys(STALL_CAUSES, 0.0)
     stalls.update(memory_bandwidth=transfer, memory_latency=latency, launch=hw.launch_cycles)
     cycles = transfer + latency + hw.launch_cycles
-    return GemmResult(op.name, 0, 0, 0, op.count, None, "dense", (0, 0, 0), 0, cycles, 0.0,
-                      stalls, {"activations": float(op.bytes_moved)}, cycles, hw.run_clock_ghz,
-                      0, 0, 0.0, kind="elementwise")
+    return GemmResult(name=op.name, m=0, n=0, k=0, count=op.count, weight_name=None,
+                      pattern="dense", tile=(0, 0, 0), waves=0, cycles_per_run=cycles,
+                      busy_cycles_per_run=0.0, stall_per_run=stalls,
+                      dram_bytes_per_run={"activations": float(op.bytes_moved)},
+                      analytical_cycles_per_run=cycles, clock_ghz=hw.run_clock_ghz,
+                      simulated_steps=0, skipped_steps=0, wall_s=0.0, kind="elementwise")
 
 
 def simulate_workload(hw: HardwareConfig | str, gemms, weights: dict | None = None, *,
-                      salient: str | None = None, steady_state: bool = True,
+                      salient: Pattern | None = None, steady_state: bool = True,
                       progress: bool = False, reuse: bool = True,
                       elementwise=()) -> WorkloadResult:
     """Simulate a GEMM list; ``weights`` maps ``weight_name`` -> compressed weight. GEMMs of equal
@@ -357,11 +372,9 @@ def simulate_workload(hw: HardwareConfig | str, gemms, weights: dict | None = No
     added as memory-bound kernels (:func:`simulate_elementwise`)."""
     hw = load_hardware(hw)
     weights = weights or {}
-    if salient is not None:
-        Pattern.parse(salient)
-        if hw.salient_lanes < 1:
-            raise ValueError(f"salient_lanes is 0: hardware '{hw.name}' cannot run a {salient} "
-                             "side-car")
+    if salient is not None and hw.salient_lanes < 1:
+        raise ValueError(f"salient_lanes is 0: hardware '{hw.name}' cannot run a {salient} "
+                         "side-car")
     start = time.perf_counter()
     cache: dict = {}
     memo: dict | None = {} if reuse else None
@@ -376,9 +389,9 @@ def simulate_workload(hw: HardwareConfig | str, gemms, weights: dict | None = No
             gemm.m, gemm.n, gemm.k, gemm.group, gemm.weight_name is not None)
         if key is not None and key in cache:
             base = cache[key]
-            res = GemmResult(**{**base.__dict__, "name": gemm.name, "count": gemm.count,
-                                "weight_name": gemm.weight_name, "wall_s": 0.0,
-                                "simulated_steps": 0, "skipped_steps": 0})
+            res = dataclasses.replace(base, name=gemm.name, count=gemm.count,
+                                      weight_name=gemm.weight_name, wall_s=0.0,
+                                      simulated_steps=0, skipped_steps=0)
         else:
             res = simulate_gemm(hw, gemm, weight, salient=salient, steady_state=steady_state,
                                 memo=memo)
@@ -386,5 +399,6 @@ def simulate_workload(hw: HardwareConfig | str, gemms, weights: dict | None = No
                 cache[key] = res
         results.append(res)
     results += [simulate_elementwise(hw, op) for op in elementwise]
-    return WorkloadResult(hw, results, area_breakdown(hw), time.perf_counter() - start)
+    return WorkloadResult(hardware=hw, gemms=results, area=area_breakdown(hw),
+                          wall_s=time.perf_counter() - start)
 

@@ -10,6 +10,7 @@ from accel_sim.limits import MAX_STEPS, check_steps, check_workload_parameters
 from accel_sim.simulate import simulate_workload
 from accel_sim.sweep.evaluate import simulator_version
 from accel_sim.workload_io import check_coverage, load_masks, match_weights
+from compression.formats import Pattern
 from workloads.models import ARCHITECTURES, PHASES, gemms
 
 
@@ -70,7 +71,8 @@ def run(args) -> int:
     if weights is not None:
         weights = match_weights(gemm_list, weights)
         uniform = check_coverage(gemm_list, weights, args.allow_partial_masks)
-    result = simulate_workload(hw, gemm_list, weights, salient=args.salient,
+    salient = None if args.salient is None else Pattern.parse(args.salient)
+    result = simulate_workload(hw, gemm_list, weights, salient=salient,
                                steady_state=not args.full, progress=not args.json)
     record = result.to_dict()
     record.update(workload=args.workload, phase=args.phase, seq=args.seq, batch=args.batch,

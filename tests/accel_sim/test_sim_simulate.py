@@ -328,8 +328,8 @@ def test_salient_lanes_must_keep_up_with_the_side_car_density():
     # 128 lanes keep up, 32 lanes take 4x the array's time.
     gemm = GEMM("q", 1024, 2048, 4096, 1, "w")
     hw = load_hardware("flexible-nm").replace(num_cores=4, **IDEAL_MEMORY)
-    enough = simulate_gemm(hw.replace(salient_lanes=128), gemm, salient="16:256")
-    short = simulate_gemm(hw.replace(salient_lanes=32), gemm, salient="16:256")
+    enough = simulate_gemm(hw.replace(salient_lanes=128), gemm, salient=Pattern(16, 256))
+    short = simulate_gemm(hw.replace(salient_lanes=32), gemm, salient=Pattern(16, 256))
     assert enough.stall_per_run["salient"] == 0
     assert short.cycles_per_run / enough.cycles_per_run == pytest.approx(4, rel=0.02)
     # Side-car entries (fp16 value + 8-bit offset) travel with the weight tiles they belong to:
