@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import simpy
 
@@ -51,20 +51,12 @@ COUNTERS = ("busy", "compute", "memory_bandwidth", "memory_latency", "decode",
             "operand_delivery", "salient")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PipelineResult:
     cycles: float
     counters: dict
     simulated_steps: int
     skipped_steps: int
-
-
-@dataclass
-class _Clock:
-    """Virtual time and counters: simulated plus credited (skipped) periods."""
-
-    credit_time: float = 0.0
-    credit: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0.0))
 
 
 def _close(a, b, tol: float) -> bool:
@@ -92,172 +84,194 @@ def _steady(history: list):
     return None
 
 
-def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latency: float,
-                 select_latency: float, slots: int, out_slots_count: int,
-                 steady_state: bool = True) -> PipelineResult:
-    """Simulate ``schedule`` ([(wave_runs, wave_repeat)], wave_runs = ((Step, repeat), ...))."""
-    env = simpy.Environment()
-    # When the DRAM channel and the decoder are next free. The channel serves transfers first
-    # come, first served, one at a time: booking its next free cycle when a transfer is issued
-    # is that queue, without its events.
-    free_at = {"channel": 0.0, "decoder": 0.0}
+class _Pipeline:
+    """One simulation: the simpy processes are methods over the pipeline's explicit state."""
 
-    busy: deque = deque()  # merged [begin, end] intervals of channel transfers, oldest first
+    def __init__(self, schedule, bytes_per_cycle: float, latency: float, decode_latency: float,
+                 select_latency: float, slots: int, out_slots: int, steady_state: bool):
+        self.schedule = schedule
+        self.bytes_per_cycle, self.latency = bytes_per_cycle, latency
+        self.decode_latency, self.select_latency = decode_latency, select_latency
+        self.steady_state = steady_state
+        self.env = env = simpy.Environment()
+        # When the DRAM channel and the decoder are next free. The channel serves transfers
+        # first come, first served, one at a time: booking its next free cycle when a transfer
+        # is issued is that queue, without its events.
+        self.channel_free = 0.0
+        self.decoder_free = 0.0
+        self.busy: deque = deque()  # merged [begin, end] intervals of channel transfers
+        self.in_slots = simpy.Container(env, capacity=slots, init=slots)
+        # The select buffer needs no slots of its own: a step holds its input slot from its
+        # load until the MAC array finishes it, so at most ``slots`` steps are decoded ahead.
+        self.out_slots = simpy.Container(env, capacity=out_slots, init=out_slots)
+        self.loaded, self.decoded, self.selected = (simpy.Store(env), simpy.Store(env),
+                                                    simpy.Store(env))
+        self.counters = dict.fromkeys(COUNTERS, 0.0)
+        # Credited (skipped) periods: time and counters.
+        self.credit_time = 0.0
+        self.credit = dict.fromkeys(COUNTERS, 0.0)
+        self.in_flight: deque = deque()  # [step, operands arrive, selects ready] per loaded step
+        self.writebacks: deque = deque()  # end times of the write-backs on the channel
+        self.step_history: dict = {}
+        self.wave_history: dict = {}
+        self.simulated = self.skipped = 0
+        self.last_mac = 0.0
 
-    def book(nbytes):
+    def run(self) -> PipelineResult:
+        for process in (self.dma, self.decoder, self.operand_select, self.mac):
+            self.env.process(process())
+        self.env.run()
+        end = self.env.now
+        self.counters["memory_bandwidth"] += end - self.last_mac  # final write-back drain
+        total_steps = sum(wave_repeat * sum(c for _, c in wave_runs)
+                          for wave_runs, wave_repeat in self.schedule)
+        if not math.isclose(self.simulated + self.skipped, total_steps):
+            raise RuntimeError("pipeline lost steps")  # an internal invariant, not user input
+        return PipelineResult(
+            cycles=end + self.credit_time,
+            counters={c: self.counters[c] + self.credit[c] for c in COUNTERS},
+            simulated_steps=self.simulated, skipped_steps=self.skipped)
+
+    # -- the DRAM channel ------------------------------------------------------------------
+    def book(self, nbytes: float) -> float:
         """Cycles from now until a transfer of ``nbytes`` issued now has left the channel."""
-        start = max(env.now, free_at["channel"])
-        free_at["channel"] = start + nbytes / bytes_per_cycle
-        if busy and busy[-1][1] >= start:
-            busy[-1][1] = free_at["channel"]
+        now = self.env.now
+        start = max(now, self.channel_free)
+        self.channel_free = start + nbytes / self.bytes_per_cycle
+        if self.busy and self.busy[-1][1] >= start:
+            self.busy[-1][1] = self.channel_free
         else:
-            busy.append([start, free_at["channel"]])
-        return free_at["channel"] - env.now
+            self.busy.append([start, self.channel_free])
+        return self.channel_free - now
 
-    def busy_within(lo, hi):
+    def busy_within(self, lo: float, hi: float) -> float:
         """Cycles the channel was transferring within [lo, hi]; forgets intervals that ended
         before ``lo`` (later queries start no earlier: the MAC array's waits move forward)."""
+        busy = self.busy
         while busy and busy[0][1] <= lo:
             busy.popleft()
         return sum(max(0.0, min(hi, e) - max(lo, b)) for b, e in busy if b < hi)
-    in_slots = simpy.Container(env, capacity=slots, init=slots)
-    # The select buffer needs no slots of its own: a step holds its input slot from its load
-    # until the MAC array finishes it, so at most ``slots`` steps are ever decoded ahead.
-    out_slots = simpy.Container(env, capacity=out_slots_count, init=out_slots_count)
-    loaded = simpy.Store(env)
-    decoded = simpy.Store(env)
-    selected = simpy.Store(env)
-    clock = _Clock()
-    counters = dict.fromkeys(COUNTERS, 0.0)
-    in_flight: deque = deque()  # [step, operands arrive, select signals ready] per loaded step
-    writebacks: deque = deque()  # end times of the write-backs on the channel
-    step_history: dict = {}
-    wave_history: dict = {}
-    stats = {"simulated": 0, "skipped": 0, "last_mac": 0.0}
-    total_steps = 0
 
-    def state():
+    # -- steady state ----------------------------------------------------------------------
+    def state(self) -> tuple:
         """Everything the pipeline's future depends on besides the steps still to come, with
         times relative to now (past times as 0: they no longer matter)."""
-        now = env.now
+        now, latency = self.env.now, self.latency
 
         def rel(t):
             return max(0.0, t - now)
-        return (rel(free_at["channel"]), rel(free_at["decoder"]), in_slots.level,
-                out_slots.level, tuple(rel(t) for t in writebacks),
-                tuple((max(b - now, -latency), e - now) for b, e in busy
+        return (rel(self.channel_free), rel(self.decoder_free), self.in_slots.level,
+                self.out_slots.level, tuple(rel(t) for t in self.writebacks),
+                tuple((max(b - now, -latency), e - now) for b, e in self.busy
                       if e > now - latency),
-                tuple((s, rel(a), None if r is None else rel(r)) for s, a, r in in_flight))
+                tuple((s, rel(a), None if r is None else rel(r)) for s, a, r in self.in_flight))
 
-    def record(history: dict, key):
+    def record(self, history: dict, key) -> None:
         """Append a completion snapshot (time, counters, state) under ``key``."""
         entries = history.setdefault(key, [])
-        entries.append((env.now + clock.credit_time,
-                        tuple(counters[c] + clock.credit[c] for c in COUNTERS), state()))
+        entries.append((self.env.now + self.credit_time,
+                        tuple(self.counters[c] + self.credit[c] for c in COUNTERS),
+                        self.state()))
         if len(entries) > MAX_PERIOD + 1:
             del entries[0]
 
-    def credit(period, remaining):
-        """Credit whole periods out of ``remaining`` units; returns the units skipped."""
-        length, time, deltas = period
-        times = (remaining - 1) // length  # keep the last unit simulated
-        clock.credit_time += time * times
+    def skip_periods(self, history: dict, key, remaining: int) -> int:
+        """Units (steps or waves) of ``remaining`` credited as whole periods of the steady
+        state found in ``history[key]`` (0: none found); keeps the last unit simulated."""
+        if not self.steady_state or remaining <= 1:
+            return 0
+        found = _steady(history.get(key, []))
+        if found is None:
+            return 0
+        length, time, deltas = found
+        times = (remaining - 1) // length
+        self.credit_time += time * times
         for name, inc in zip(COUNTERS, deltas):
-            clock.credit[name] += inc * times
+            self.credit[name] += inc * times
+        history.pop(key, None)
         return times * length
 
-    def deliver(store, item, delay):
+    # -- the processes ---------------------------------------------------------------------
+    def deliver(self, store: simpy.Store, item, delay: float) -> None:
         if delay > 0:
-            env.timeout(delay).callbacks.append(lambda _ev: store.put(item))
+            self.env.timeout(delay).callbacks.append(lambda _ev: store.put(item))
         else:
             store.put(item)
 
-    def dma():
-        for wave_id, (wave_runs, wave_repeat) in enumerate(schedule):
+    def dma(self):
+        for wave_id, (wave_runs, wave_repeat) in enumerate(self.schedule):
             w = 0
             while w < wave_repeat:
-                if steady_state and wave_repeat - w > 1:
-                    found = _steady(wave_history.get(wave_id, []))
-                    if found is not None:
-                        skip = credit(found, wave_repeat - w)
-                        stats["skipped"] += skip * sum(c for _, c in wave_runs)
-                        w += skip
-                        wave_history.pop(wave_id, None)
-                        if skip:
-                            continue
-                n_runs = len(wave_runs)
+                skip = self.skip_periods(self.wave_history, wave_id, wave_repeat - w)
+                if skip:
+                    self.skipped += skip * sum(c for _, c in wave_runs)
+                    w += skip
+                    continue
                 for run_id, (step, repeat) in enumerate(wave_runs):
-                    i = 0
-                    key = (wave_id, w, run_id)
-                    while i < repeat:
-                        if steady_state and repeat - i > 1:
-                            found = _steady(step_history.get(key, []))
-                            if found is not None:
-                                skip = credit(found, repeat - i)
-                                stats["skipped"] += skip
-                                i += skip
-                                step_history.pop(key, None)
-                                if skip:
-                                    continue
-                        yield in_slots.get(1)
-                        transfer = book(step.load_bytes) if step.load_bytes else 0.0
-                        entry = [step, env.now + transfer + latency, None]
-                        in_flight.append(entry)
-                        if transfer:
-                            yield env.timeout(transfer)
-                        wave_end = run_id == n_runs - 1 and i == repeat - 1
-                        item = (step, entry, key, (wave_id, w) if wave_end else None)
-                        deliver(loaded, item, latency)
-                        stats["simulated"] += 1
-                        i += 1
+                    wave_end = (wave_id, w) if run_id == len(wave_runs) - 1 else None
+                    yield from self.load_run(step, repeat, (wave_id, w, run_id), wave_end)
                 w += 1
-        deliver(loaded, None, latency)  # the end marker follows the last load's latency
+        self.deliver(self.loaded, None, self.latency)  # the end marker follows the last latency
 
-    def decoder():
+    def load_run(self, step, repeat: int, key: tuple, wave_end: tuple | None):
+        """Load ``repeat`` equal steps (a run), crediting its steady state when found."""
+        env, i = self.env, 0
+        while i < repeat:
+            skip = self.skip_periods(self.step_history, key, repeat - i)
+            if skip:
+                self.skipped += skip
+                i += skip
+                continue
+            yield self.in_slots.get(1)
+            transfer = self.book(step.load_bytes) if step.load_bytes else 0.0
+            entry = [step, env.now + transfer + self.latency, None]
+            self.in_flight.append(entry)
+            if transfer:
+                yield env.timeout(transfer)
+            item = (step, entry, key, wave_end if i == repeat - 1 else None)
+            self.deliver(self.loaded, item, self.latency)
+            self.simulated += 1
+            i += 1
+
+    def decoder(self):
         while True:
-            item = yield loaded.get()
+            item = yield self.loaded.get()
             if item is None:
-                deliver(decoded, None, decode_latency)
+                self.deliver(self.decoded, None, self.decode_latency)
                 return
             step, entry = item[0], item[1]
-            free_at["decoder"] = env.now + step.decode_cycles
-            entry[2] = free_at["decoder"] + decode_latency + select_latency
+            self.decoder_free = self.env.now + step.decode_cycles
+            entry[2] = self.decoder_free + self.decode_latency + self.select_latency
             if step.decode_cycles:
-                yield env.timeout(step.decode_cycles)
-            deliver(decoded, item, decode_latency)
+                yield self.env.timeout(step.decode_cycles)
+            self.deliver(self.decoded, item, self.decode_latency)
 
-    def operand_select():
+    def operand_select(self):
         while True:
-            item = yield decoded.get()
+            item = yield self.decoded.get()
+            self.deliver(self.selected, item, self.select_latency)
             if item is None:
-                deliver(selected, None, select_latency)
                 return
-            deliver(selected, item, select_latency)
 
-    def writeback(nbytes):
-        transfer = book(nbytes)
-        writebacks.append(env.now + transfer)
-        yield env.timeout(transfer)
-        writebacks.popleft()  # the channel is FIFO: the oldest write-back ends first
-        out_slots.put(1)
+    def writeback(self, nbytes: float):
+        transfer = self.book(nbytes)
+        self.writebacks.append(self.env.now + transfer)
+        yield self.env.timeout(transfer)
+        self.writebacks.popleft()  # the channel is FIFO: the oldest write-back ends first
+        self.out_slots.put(1)
 
-    def mac():
+    def mac(self):
+        env, counters = self.env, self.counters
         while True:
             start = env.now
-            item = yield selected.get()
+            item = yield self.selected.get()
             if item is None:
                 return
             step, entry, key, wave_key = item
-            arrived = entry[1]
-            waited = env.now - start
-            memory = max(0.0, min(env.now, arrived) - start)
-            bandwidth = min(memory, busy_within(start - latency, start + memory - latency))
-            counters["memory_bandwidth"] += bandwidth
-            counters["memory_latency"] += memory - bandwidth
-            counters["decode"] += waited - memory
+            self.count_wait(start, entry[1])
             if step.wave_start:
                 start = env.now
-                yield out_slots.get(1)
+                yield self.out_slots.get(1)
                 counters["memory_bandwidth"] += env.now - start
             fed = max(step.mac_cycles, step.operand_cycles)
             occupancy = max(fed, step.salient_cycles)
@@ -266,26 +280,33 @@ def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latenc
             counters["compute"] += step.mac_cycles - step.useful_cycles
             counters["operand_delivery"] += fed - step.mac_cycles
             counters["salient"] += occupancy - fed
-            in_slots.put(1)
-            in_flight.popleft()  # steps finish in load order: this one is the oldest
+            self.in_slots.put(1)
+            self.in_flight.popleft()  # steps finish in load order: this one is the oldest
             if step.writeback_bytes:
-                env.process(writeback(step.writeback_bytes))
+                env.process(self.writeback(step.writeback_bytes))
             elif wave_key is not None:
-                out_slots.put(1)
-            stats["last_mac"] = env.now
-            record(step_history, key)
+                self.out_slots.put(1)
+            self.last_mac = env.now
+            self.record(self.step_history, key)
             if wave_key is not None:
-                record(wave_history, wave_key[0])
+                self.record(self.wave_history, wave_key[0])
 
-    for wave_runs, wave_repeat in schedule:
-        total_steps += wave_repeat * sum(c for _, c in wave_runs)
-    for proc in (dma, decoder, operand_select, mac):
-        env.process(proc())
-    env.run()
-    end = env.now
-    counters["memory_bandwidth"] += end - stats["last_mac"]  # final write-back drain
-    total = end + clock.credit_time
-    merged = {c: counters[c] + clock.credit[c] for c in COUNTERS}
-    if not math.isclose(stats["simulated"] + stats["skipped"], total_steps):
-        raise RuntimeError("pipeline lost steps")  # an internal invariant, not user input
-    return PipelineResult(total, merged, stats["simulated"], stats["skipped"])
+    def count_wait(self, start: float, arrived: float) -> None:
+        """Attribute the MAC array's wait since ``start`` for a step whose operands arrived at
+        ``arrived``: memory (bandwidth while the channel was busy, else latency), then decode."""
+        now, counters = self.env.now, self.counters
+        waited = now - start
+        memory = max(0.0, min(now, arrived) - start)
+        bandwidth = min(memory, self.busy_within(start - self.latency,
+                                                 start + memory - self.latency))
+        counters["memory_bandwidth"] += bandwidth
+        counters["memory_latency"] += memory - bandwidth
+        counters["decode"] += waited - memory
+
+
+def run_pipeline(schedule, bytes_per_cycle: float, latency: float, decode_latency: float,
+                 select_latency: float, slots: int, out_slots_count: int,
+                 steady_state: bool = True) -> PipelineResult:
+    """Simulate ``schedule`` ([(wave_runs, wave_repeat)], wave_runs = ((Step, repeat), ...))."""
+    return _Pipeline(schedule, bytes_per_cycle, latency, decode_latency, select_latency, slots,
+                     out_slots_count, steady_state).run()
