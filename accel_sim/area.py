@@ -42,6 +42,10 @@ SIGNIFICAND_BITS = {"bf16": 8, "fp8": 4}
 MUX2_UM2_45 = 1.862
 FULL_ADDER_UM2_45 = 4.256
 FLIP_FLOP_UM2_45 = 4.522
+# A salient lane adds a side-car entry's in-block offset to its block's base column to address
+# the activation: a ripple adder of 16 full adders, enough for k up to 65,536 columns (the
+# widest k here is LLaMa-2-70B's down_proj, 28,672; workloads.models). Project sizing.
+SALIENT_OFFSET_ADDER_BITS = 16
 
 # ---- Logic scaling: contacted gate pitch x minimum metal pitch, nm^2, per node. Sources: Intel
 # 45 nm (Mistry et al., IEDM 2007: 160 nm gate pitch, 160 nm M1 pitch); TSMC 28 nm (117 x 90);
@@ -271,7 +275,8 @@ def area_breakdown(hw: HardwareConfig) -> dict[str, float]:
         out["decoders"] = cores * hw.num_decoders * per_core
         out["metadata_buffer"] = cores * SramBuffer(metadata_buffer_kib(hw)).area_um2(
             hw.process_nm)
-    lane = DotProductUnit(hw.dtype, 1).area_um2_45() + 16 * FULL_ADDER_UM2_45  # + offset adder
+    lane = (DotProductUnit(hw.dtype, 1).area_um2_45()
+            + SALIENT_OFFSET_ADDER_BITS * FULL_ADDER_UM2_45)
     out["salient_lanes"] = cores * hw.salient_lanes * lane * logic
     for name in ("weight_buffer", "act_buffer", "out_buffer"):
         out[name] = cores * SramBuffer(getattr(hw, f"{name}_kib")).area_um2(hw.process_nm)

@@ -103,12 +103,16 @@ class HardwareConfig:
         errors = _validate(self)
         if errors:
             raise ValueError(f"hardware '{self.name}': " + "; ".join(errors))
-        object.__setattr__(self, "supported_patterns",
-                           tuple(str(Pattern.parse(p)) for p in self.supported_patterns))
+        supported = tuple(Pattern.parse(p) for p in self.supported_patterns)
+        run = None if self.pattern == DENSE else Pattern.parse(self.pattern)
+        object.__setattr__(self, "supported_patterns", tuple(map(str, supported)))
         object.__setattr__(self, "library_tiles",
                            _as_pattern_tuple(self.library_tiles, "library_tiles"))
-        if self.pattern != DENSE:
-            object.__setattr__(self, "pattern", str(Pattern.parse(self.pattern)))
+        if run is not None:
+            object.__setattr__(self, "pattern", str(run))
+        # Parsed once, here at the edge: the simulator reads these Pattern objects (not fields).
+        object.__setattr__(self, "_supported", supported or (() if run is None else (run,)))
+        object.__setattr__(self, "_run_pattern", run)
 
     # ---------------------------------------------------------------- derived quantities
 
@@ -120,13 +124,12 @@ class HardwareConfig:
     @property
     def supported(self) -> tuple[Pattern, ...]:
         """Patterns the datapath supports: ``supported_patterns``, or just ``pattern`` (fixed)."""
-        if self.supported_patterns:
-            return tuple(Pattern.parse(p) for p in self.supported_patterns)
-        return () if self.pattern == DENSE else (Pattern.parse(self.pattern),)
+        return self._supported
 
     @property
     def run_pattern(self) -> Pattern | None:
-        return None if self.pattern == DENSE else Pattern.parse(self.pattern)
+        """The pattern the design runs (None: dense)."""
+        return self._run_pattern
 
     @property
     def decoder_kind(self) -> str:

@@ -47,6 +47,11 @@ Compute templates (per core, per step):
 Decoder work: the metadata of a weight chunk is decoded once per step and its select signals are
 reused across the tile's m extent (tensor core) or held in the stationary PEs (WS); on IS it
 is decoded for every streamed weight row.
+
+Code: one :class:`Mapper` per template (and systolic dataflow) says how it tiles a GEMM and
+what a step costs; :class:`_ScheduleBuilder` walks the waves and emits the steps for all of
+them. A new template is a ``Mapper`` subclass registered in :data:`MAPPERS` (and its name
+allowed by ``accel_sim.config.TEMPLATES``).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class TopologyLayer:
     m: int
     n: int
     k: int
-    pattern: str | None  # "N:M" from the sparsity column, None when dense or absent
+    pattern: Pattern | None  # from the sparsity column, None when dense or absent
     line: int
 
 
@@ -229,7 +229,7 @@ def read_topology(path: str | Path) -> list[TopologyLayer]:
     return layers
 
 
-def _sparsity(text: str, path: Path, line: int) -> str | None:
+def _sparsity(text: str, path: Path, line: int) -> Pattern | None:
     """The ``N:M`` field: None when empty or N = M (SCALE-Sim's dense ``1:1``)."""
     if not text:
         return None
@@ -237,17 +237,18 @@ def _sparsity(text: str, path: Path, line: int) -> str | None:
     if match and match.group(1) == match.group(2) != "0":
         return None
     try:
-        return str(Pattern.parse(text.replace(" ", "")))
+        return Pattern.parse(text.replace(" ", ""))
     except FormatError as exc:
         raise ValueError(f"{path}:{line}: sparsity {exc}") from None
 
 
-def hardware_from_config(cfg: ScaleSimConfig, patterns=()) -> HardwareConfig:
+def hardware_from_config(cfg: ScaleSimConfig, patterns: tuple[Pattern, ...] = ()
+                         ) -> HardwareConfig:
     """The systolic design a SCALE-Sim config describes (module docstring); ``patterns``: the
     N:M patterns its layers run (sparsity support only)."""
-    patterns = sorted({str(Pattern.parse(p)) for p in patterns}) if cfg.sparsity_support else []
+    patterns = sorted(set(patterns), key=str) if cfg.sparsity_support else []
     calc = cfg.bandwidth_mode == "CALC"
-    granule = math.lcm(1, *(Pattern.parse(p).m for p in patterns))
+    granule = math.lcm(1, *(p.m for p in patterns))
     tile_k = math.lcm(256, granule)
     if not calc:  # OS streams k in chunks that fit half of each input SRAM (double-buffered)
         fits = min(cfg.ifmap_kb * 1024 // (2 * cfg.array_rows),
@@ -256,7 +257,7 @@ def hardware_from_config(cfg: ScaleSimConfig, patterns=()) -> HardwareConfig:
     return HardwareConfig(
         name=cfg.run_name, template="systolic", dataflow=cfg.dataflow, clock_ghz=1.0,
         dtype="int8", num_cores=1, array_rows=cfg.array_rows, array_cols=cfg.array_cols,
-        dot_width=1, pattern="dense", supported_patterns=tuple(patterns), encoding="index",
+        dot_width=1, pattern="dense", supported_patterns=tuple(map(str, patterns)), encoding="index",
         mux_style="sorted", num_decoders=cfg.array_cols if patterns else 0,
         weight_buffer_kib=UNBOUNDED_KIB if calc else float(cfg.filter_kb),
         act_buffer_kib=UNBOUNDED_KIB if calc else float(cfg.ifmap_kb),
@@ -269,7 +270,7 @@ def layer_weight(layer: TopologyLayer, hw: HardwareConfig) -> WeightInfo:
     """Pattern and tail of a layer's weight on ``hw`` (dense without sparsity support)."""
     if layer.pattern is None or not hw.supported:
         return WeightInfo(None)
-    p = Pattern.parse(layer.pattern)
+    p = layer.pattern
     tail_width = layer.k % p.m
     return WeightInfo(p, "dense" if tail_width <= p.n else "pad", name=layer.name)
 
@@ -279,7 +280,7 @@ def simulate_topology(cfg: ScaleSimConfig, layers: list[TopologyLayer]
     """Every layer of a topology on the design of ``cfg``."""
     from workloads.models import GEMM
 
-    hw = hardware_from_config(cfg, [x.pattern for x in layers if x.pattern])
+    hw = hardware_from_config(cfg, tuple(x.pattern for x in layers if x.pattern))
     out = []
     for layer in layers:
         info = layer_weight(layer, hw)
