@@ -258,32 +258,6 @@ def _fill_the_cores(m: int, n: int, tm: int, tn: int, rows: int, cols: int, grou
     return best[1], best[2]
 
 
-def systolic_fold_cycles(rows: int, cols: int, temporal: int, dataflow: str) -> int:
-    """Cycles of one SCALE-Sim fold of an ``rows x cols`` array streaming ``temporal`` rows.
-
-    WS and IS preload the stationary operand (R cycles), stream T rows through the skewed
-    array (R + C + T - 2): ``2R + C + T - 2``. OS has no preload: ``R + C + T - 2``. Checked
-    against SCALE-Sim 3.0.0's compute cycles (scripts/scalesim_parity.py)."""
-    preload = 0 if dataflow == "os" else rows
-    return preload + rows + cols + temporal - 2
-
-
-def systolic_step_cycles(dataflow: str, rows: int, cols: int, tm: int, tn: int, kept: int,
-                         last: bool, final: bool) -> int:
-    """Array cycles of one step (a k-chunk of a ``tm x tn`` output tile with ``kept`` stored
-    weights per row). WS (T = tm) and IS (T = tn) run ceil(kept / R) folds per step; kept > R
-    only when a dense tail stores more than N weights of its block. OS streams the chunk and
-    pays its fill and drain on the tile's last step. The GEMM's very last step (``final``) is
-    one cycle shorter: SCALE-Sim reports ``folds x fold_cycles - 1`` (the index of the cycle
-    that writes the last output, counted from 0)."""
-    if dataflow == "os":
-        cycles = kept + (systolic_fold_cycles(rows, cols, 0, "os") if last else 0)
-    else:
-        temporal = tm if dataflow == "ws" else tn
-        cycles = (-(-kept // rows)) * systolic_fold_cycles(rows, cols, temporal, dataflow)
-    return cycles - (1 if final else 0)
-
-
 def _stationary_chunk_k(hw: HardwareConfig, p: Pattern | None) -> int:
     """Dense k of one WS/IS fold: R rows dense, R // N whole blocks on N:M."""
     rows = hw.array_rows
@@ -292,24 +266,6 @@ def _stationary_chunk_k(hw: HardwareConfig, p: Pattern | None) -> int:
         raise ValueError(f"array_rows={rows} is smaller than N={p.n} of {p}: a "
                          f"{hw.dataflow.upper()} fold must hold at least one block")
     return per_fold_blocks if p is None else per_fold_blocks * p.m
-
-
-def systolic_folds(hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo
-                   ) -> tuple[int, int, int]:
-    """(S_R, S_C, folds of one pass over S_R x S_C) of a GEMM on a systolic design, for
-    SCALE-Sim's mapping efficiency S_R x S_C / (folds x R x C); S_R counts stored weights."""
-    rows, cols = hw.array_rows, hw.array_cols
-    if hw.dataflow == "os":
-        return m, n, -(-m // rows) * -(-n // cols)
-    p = info.pattern
-    chunk_k = _stationary_chunk_k(hw, p)
-    stored = row_folds = 0
-    for width, count in _chunk_widths(k, chunk_k):
-        kept = _chunk_cost(width, p, info.tail, hw.encoding)[0]
-        stored += kept * count
-        row_folds += -(-kept // rows) * count
-    spatial_cols = n if hw.dataflow == "ws" else m
-    return stored, spatial_cols, row_folds * -(-spatial_cols // cols)
 
 
 def _buffer_caps(hw: HardwareConfig) -> tuple[float, float, float]:
@@ -418,13 +374,25 @@ class TensorCoreMapper(Mapper):
 
 
 class SystolicMapper(Mapper):
-    """An ``R x C`` systolic array (SCALE-Sim fold accounting); one subclass per dataflow."""
+    """An ``R x C`` systolic array (SCALE-Sim v3 fold accounting, checked against SCALE-Sim
+    3.0.0's compute cycles by scripts/scalesim_parity.py); one subclass per dataflow. The
+    GEMM's very last step is one cycle shorter: SCALE-Sim reports ``folds x fold_cycles - 1``
+    (the index of the cycle that writes the last output, counted from 0)."""
 
     dataflow = ""
+    preload = True  # the stationary operand is loaded before a fold streams (R cycles)
 
-    def step_cycles(self, hw, tm, tn, kept, last, final):
-        return systolic_step_cycles(self.dataflow, hw.array_rows, hw.array_cols, tm, tn, kept,
-                                    last, final)
+    def fold_cycles(self, rows: int, cols: int, temporal: int) -> int:
+        """Cycles of one fold streaming ``temporal`` rows through the skewed array
+        (R + C + T - 2), after the preload: ``2R + C + T - 2`` on WS and IS, ``R + C + T - 2``
+        on OS."""
+        return (rows if self.preload else 0) + rows + cols + temporal - 2
+
+    def folds(self, hw: HardwareConfig, m: int, n: int, k: int, info: WeightInfo
+              ) -> tuple[int, int, int]:
+        """(S_R, S_C, folds of one pass over S_R x S_C), for SCALE-Sim's mapping efficiency
+        S_R x S_C / (folds x R x C); S_R counts stored weights."""
+        raise NotImplementedError
 
     def tile_order(self, hw, m, n, tiling):
         order_m, order_n = super().tile_order(hw, m, n, tiling)
@@ -439,6 +407,7 @@ class OutputStationaryMapper(SystolicMapper):
     of ``tile_k`` stream through."""
 
     dataflow = "os"
+    preload = False
 
     def tiling(self, hw, m, n, k, info, group, tile):
         rows, cols, chunk_k = hw.array_rows, hw.array_cols, hw.tile_k
@@ -450,6 +419,14 @@ class OutputStationaryMapper(SystolicMapper):
             if need > cap:
                 raise _buffer_error(field, getattr(hw, field), need, f"a {rows}x{cols} tile")
         return Tiling(rows, cols, chunk_k)
+
+    def step_cycles(self, hw, tm, tn, kept, last, final):
+        """The chunk streams through; the fill and drain are paid on the tile's last step."""
+        fill = self.fold_cycles(hw.array_rows, hw.array_cols, 0) if last else 0
+        return kept + fill - (1 if final else 0)
+
+    def folds(self, hw, m, n, k, info):
+        return m, n, -(-m // hw.array_rows) * -(-n // hw.array_cols)
 
 
 class StationaryMapper(SystolicMapper):
@@ -474,9 +451,31 @@ class StationaryMapper(SystolicMapper):
         if t_max < 1:
             raise _buffer_error(self.streamed_field, getattr(hw, self.streamed_field),
                                 streamed_row, "one streamed row of a fold")
-        return self._tile(cols, int(min(t_max, self._streamed_extent(m, n))), chunk_k)
+        return self._tile(cols, int(min(t_max, self._streamed(m, n))), chunk_k)
 
-    def _streamed_extent(self, m: int, n: int) -> int:
+    def step_cycles(self, hw, tm, tn, kept, last, final):
+        """ceil(kept / R) folds per step (kept > R only when a dense tail stores more than N
+        weights of its block), streaming the tile's T rows."""
+        folds = -(-kept // hw.array_rows)
+        cycles = folds * self.fold_cycles(hw.array_rows, hw.array_cols, self._streamed(tm, tn))
+        return cycles - (1 if final else 0)
+
+    def folds(self, hw, m, n, k, info):
+        p, rows = info.pattern, hw.array_rows
+        stored = row_folds = 0
+        for width, count in _chunk_widths(k, _stationary_chunk_k(hw, p)):
+            kept = _chunk_cost(width, p, info.tail, hw.encoding)[0]
+            stored += kept * count
+            row_folds += -(-kept // rows) * count
+        spatial_cols = self._spatial(m, n)
+        return stored, spatial_cols, row_folds * -(-spatial_cols // hw.array_cols)
+
+    def _streamed(self, m: int, n: int) -> int:
+        """T: the extent of the streamed operand."""
+        raise NotImplementedError
+
+    def _spatial(self, m: int, n: int) -> int:
+        """S_C: the extent of the stationary operand across the columns."""
         raise NotImplementedError
 
     def _tile(self, cols: int, temporal: int, chunk_k: int) -> Tiling:
@@ -489,8 +488,11 @@ class WeightStationaryMapper(StationaryMapper):
     dataflow = "ws"
     held_field, streamed_field = "weight_buffer_kib", "act_buffer_kib"
 
-    def _streamed_extent(self, m, n):
+    def _streamed(self, m, n):
         return m
+
+    def _spatial(self, m, n):
+        return n
 
     def _tile(self, cols, temporal, chunk_k):
         return Tiling(temporal, cols, chunk_k)
@@ -502,8 +504,11 @@ class InputStationaryMapper(StationaryMapper):
     dataflow = "is"
     held_field, streamed_field = "act_buffer_kib", "weight_buffer_kib"
 
-    def _streamed_extent(self, m, n):
+    def _streamed(self, m, n):
         return n
+
+    def _spatial(self, m, n):
+        return m
 
     def _tile(self, cols, temporal, chunk_k):
         return Tiling(cols, temporal, chunk_k)

@@ -46,7 +46,7 @@ from pathlib import Path
 from compression.formats import FormatError, Pattern
 
 from .config import DATAFLOWS, FIELD_BOUNDS, HardwareConfig
-from .mapping import WeightInfo, systolic_folds
+from .mapping import WeightInfo, mapper_for
 from .simulate import GemmResult, simulate_gemm
 
 # Buffers for CALC mode: large enough that no GEMM splits a fold's stream (1 TiB each).
@@ -302,7 +302,7 @@ def compute_report_row(layer_id: int, layer: TopologyLayer, hw: HardwareConfig,
     total = round(result.cycles_per_run)
     pes = hw.array_rows * hw.array_cols
     info = layer_weight(layer, hw)
-    s_r, s_c, folds = systolic_folds(hw, layer.m, layer.n, layer.k, info)
+    s_r, s_c, folds = mapper_for(hw).folds(hw, layer.m, layer.n, layer.k, info)
     dram = result.dram_bytes_per_run
     return {
         "LayerID": layer_id, "Layer name": layer.name, "Total Cycles": total,
