@@ -67,7 +67,7 @@ from .config import HardwareConfig
 from .decoders import decoder_model
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Step:
     """The work of one wave-step (all cores); hashable so that equal steps merge into runs."""
 

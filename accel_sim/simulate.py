@@ -104,7 +104,7 @@ class GemmResult:
         }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WorkloadResult:
     """A whole GEMM list on one design, with its area."""
 
@@ -204,7 +204,7 @@ def analytical_cycles(hw: HardwareConfig, mapping) -> float:
                (loads + stores) / per_cycle, steps * latency / hw.input_stages)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Candidate:
     """One way to run a GEMM: a tile (None: the largest that fits) and a split-K factor."""
 
