@@ -379,7 +379,6 @@ class SystolicMapper(Mapper):
     GEMM's very last step is one cycle shorter: SCALE-Sim reports ``folds x fold_cycles - 1``
     (the index of the cycle that writes the last output, counted from 0)."""
 
-    dataflow = ""
     preload = True  # the stationary operand is loaded before a fold streams (R cycles)
 
     def fold_cycles(self, rows: int, cols: int, temporal: int) -> int:
@@ -406,7 +405,6 @@ class OutputStationaryMapper(SystolicMapper):
     """OS: S_R = m, S_C = n, T = k'. An R x C output tile accumulates in place while k-chunks
     of ``tile_k`` stream through."""
 
-    dataflow = "os"
     preload = False
 
     def tiling(self, hw, m, n, k, info, group, tile):
@@ -485,7 +483,6 @@ class StationaryMapper(SystolicMapper):
 class WeightStationaryMapper(StationaryMapper):
     """WS: S_R = k', S_C = n, T = m: C weight rows stationary, activation rows streamed."""
 
-    dataflow = "ws"
     held_field, streamed_field = "weight_buffer_kib", "act_buffer_kib"
 
     def _streamed(self, m, n):
@@ -501,7 +498,6 @@ class WeightStationaryMapper(StationaryMapper):
 class InputStationaryMapper(StationaryMapper):
     """IS: S_R = k', S_C = m, T = n: C activation rows stationary, weight rows streamed."""
 
-    dataflow = "is"
     held_field, streamed_field = "act_buffer_kib", "weight_buffer_kib"
 
     def _streamed(self, m, n):
