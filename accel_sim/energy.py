@@ -381,11 +381,23 @@ def workload_energy(result, table: EnergyTable | None = None) -> dict:
     }
 
 
+# Every (component, action) the model can charge: the flat sweep columns, the same on every point.
+DRAM_CLASSES = ("values", "metadata", "activations", "salient")  # mapping.bytes_by_class
+BREAKDOWN_KEYS = (
+    *(("mac_array", a) for a in COMPONENT_ACTIONS["mac_array"]),
+    ("operand_mux", "mux2_bit"),
+    *(("decoder", a) for a in DECODER_ACTIONS),
+    *((b, a) for b in BUFFERS for a in ("read", "write")),
+    *(("dram", f"read_{c}") for c in DRAM_CLASSES), ("dram", "write_outputs"),
+)
+
+
 def breakdown_columns(breakdown: dict) -> dict[str, float]:
-    """Flat ``energy_<component>_<action>_j`` columns of an ``energy_breakdown_j``."""
-    return {f"energy_{component}_{action}_j": value
-            for component, actions in sorted(breakdown.items())
-            for action, value in sorted(actions.items())}
+    """Flat ``energy_<component>_<action>_j`` columns of an ``energy_breakdown_j``: every key of
+    :data:`BREAKDOWN_KEYS` (0.0 when not charged), then any other charged pair."""
+    flat = {(c, a): v for c, actions in breakdown.items() for a, v in actions.items()}
+    keys = list(BREAKDOWN_KEYS) + sorted(set(flat) - set(BREAKDOWN_KEYS))
+    return {f"energy_{c}_{a}_j": flat.get((c, a), 0.0) for c, a in keys}
 
 
 def check_table(table: EnergyTable, hw) -> None:
