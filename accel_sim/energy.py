@@ -34,6 +34,7 @@ Stillmaker & Baas (2017) energy equations; DRAM entries (``node_nm: n/a``) are n
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -96,7 +97,7 @@ def _node_energy(node_nm: float) -> float:
         return at(nodes[0]) * math.sqrt(node_nm / nodes[0])
     if node_nm <= nodes[-1]:
         return at(nodes[-1]) * math.sqrt(node_nm / nodes[-1])
-    for big, small in zip(nodes, nodes[1:]):
+    for big, small in itertools.pairwise(nodes):
         if small <= node_nm <= big:
             t = (big - node_nm) / (big - small)
             return at(big) * (1 - t) + at(small) * t
@@ -169,9 +170,10 @@ class EnergyTable:
 
 def _parse_entry(path: str, component: str, raw) -> Entry:
     """One action of a component, validated; ValueError naming the file and the entry."""
-    where = f"energy table {path}: {component}.{raw.get('name') if isinstance(raw, dict) else raw}"
-    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-        raise ValueError(f"{where}: an action must be a mapping with a name")
+    name = raw.get("name") if isinstance(raw, dict) else raw
+    where = f"energy table {path}: {component}.{name}"
+    if not isinstance(raw, dict) or not isinstance(name, str):
+        raise ValueError(f"{where}: an action must be a mapping with a name")  # noqa: TRY004
     action = raw["name"]
     if action not in COMPONENT_ACTIONS[component]:
         raise ValueError(f"{where}: unknown action (known for {component}: "
@@ -187,7 +189,7 @@ def _parse_entry(path: str, component: str, raw) -> Entry:
                          f"{', '.join(UNIT_PJ)} (optionally per bit, e.g. pJ/bit)")
     arguments = raw.get("arguments") or {}
     if not isinstance(arguments, dict):
-        raise ValueError(f"{where}: arguments must be a mapping")
+        raise ValueError(f"{where}: arguments must be a mapping")  # noqa: TRY004
     if component == "sram":
         for key in ("capacity_kib", "width_bits"):
             value = arguments.get(key)
@@ -212,13 +214,15 @@ def parse_table(data, path: str) -> EnergyTable:
     """An :class:`EnergyTable` from a loaded ERT mapping; every problem names the entry."""
     ert = data.get("ERT") if isinstance(data, dict) else None
     if not isinstance(ert, dict) or not isinstance(ert.get("tables"), list):
-        raise ValueError(f"energy table {path}: expected 'ERT: {{tables: [...]}}' (an Accelergy "
-                         "energy reference table)")
+        raise ValueError(  # noqa: TRY004 - user input, reported as exit code 2
+            f"energy table {path}: expected 'ERT: {{tables: [...]}}' (an Accelergy energy "
+            "reference table)")
     entries = []
     for table in ert["tables"]:
         name = table.get("name") if isinstance(table, dict) else None
         if not isinstance(name, str):
-            raise ValueError(f"energy table {path}: every table needs a name (its component)")
+            raise ValueError(  # noqa: TRY004 - user input, reported as exit code 2
+                f"energy table {path}: every table needs a name (its component)")
         # Accelergy names components by their hierarchy (system.chip.PE[0..255].mac_array).
         component = name.split(".")[-1].split("[")[0]
         if component not in COMPONENT_ACTIONS:
@@ -345,12 +349,6 @@ def action_pj(hw, table: EnergyTable, component: str, action: str, pattern: str)
     return table.pj(component, action, node)
 
 
-def gemm_energy_pj(hw, g, table: EnergyTable) -> dict[tuple[str, str], float]:
-    """{(component, action): pJ} of a simulated GEMM, all its ``count`` runs."""
-    return {key: count * g.count * action_pj(hw, table, *key, g.pattern)
-            for key, count in gemm_actions(hw, g).items()}
-
-
 def workload_energy(result, table: EnergyTable | None = None) -> dict:
     """The energy fields of a simulated workload (:class:`WorkloadResult`): ``energy_j``,
     ``energy_breakdown_j`` ({component: {action: J}}), ``pj_per_mac`` (per dense-equivalent
@@ -360,13 +358,16 @@ def workload_energy(result, table: EnergyTable | None = None) -> dict:
     hw = result.hardware
     breakdown: dict[str, dict[str, float]] = {}
     actions: dict[str, dict[str, float]] = {}
+    prices: dict = {}
     for g in result.gemms:
         for (component, action), count in gemm_actions(hw, g).items():
+            key = (component, action, g.pattern)
+            if key not in prices:
+                prices[key] = action_pj(hw, table, component, action, g.pattern)
             slot = actions.setdefault(component, {})
             slot[action] = slot.get(action, 0.0) + count * g.count
-        for (component, action), pj in gemm_energy_pj(hw, g, table).items():
             slot = breakdown.setdefault(component, {})
-            slot[action] = slot.get(action, 0.0) + pj / PJ_PER_J
+            slot[action] = slot.get(action, 0.0) + count * g.count * prices[key] / PJ_PER_J
     energy = sum(v for actions_j in breakdown.values() for v in actions_j.values())
     macs = sum(g.m * g.n * g.k * g.count for g in result.gemms)
     seconds = result.total_cycles / (hw.run_clock_ghz * 1e9)

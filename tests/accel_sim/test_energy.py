@@ -47,11 +47,12 @@ def _write(tmp_path, data, name="table.yaml"):
     return path
 
 
-TINY = dict(name="tiny", template="tensor_core", clock_ghz=1.0, process_nm=45, dtype="fp16",
-            num_cores=1, array_rows=2, array_cols=2, dot_width=4, pattern="2:4",
-            encoding="rank", decoder="rank_pipeline", num_decoders=1, mux_style="sorted",
-            weight_buffer_kib=4, act_buffer_kib=4, out_buffer_kib=4, tile_k=8,
-            dram_bandwidth_gb_s=100, dram_latency_ns=10, mma_tile_m=64, mma_tile_n=64)
+TINY = {"name": "tiny", "template": "tensor_core", "clock_ghz": 1.0, "process_nm": 45,
+        "dtype": "fp16", "num_cores": 1, "array_rows": 2, "array_cols": 2, "dot_width": 4,
+        "pattern": "2:4", "encoding": "rank", "decoder": "rank_pipeline", "num_decoders": 1,
+        "mux_style": "sorted", "weight_buffer_kib": 4, "act_buffer_kib": 4,
+        "out_buffer_kib": 4, "tile_k": 8, "dram_bandwidth_gb_s": 100, "dram_latency_ns": 10,
+        "mma_tile_m": 64, "mma_tile_n": 64}
 
 
 def test_tiny_gemm_energy_is_hand_counted_actions_times_table(tmp_path):
