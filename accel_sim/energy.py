@@ -217,6 +217,9 @@ def parse_table(data, path: str) -> EnergyTable:
         raise ValueError(  # noqa: TRY004 - user input, reported as exit code 2
             f"energy table {path}: expected 'ERT: {{tables: [...]}}' (an Accelergy energy "
             "reference table)")
+    # ERT-wide unit and node_nm apply to entries without their own (an Accelergy ERT is in pJ
+    # at the node it was generated for and names neither per entry).
+    defaults = {key: ert[key] for key in ("unit", "node_nm") if key in ert}
     entries = []
     for table in ert["tables"]:
         name = table.get("name") if isinstance(table, dict) else None
@@ -228,7 +231,8 @@ def parse_table(data, path: str) -> EnergyTable:
         if component not in COMPONENT_ACTIONS:
             raise ValueError(f"energy table {path}: {name}: unknown component '{component}' "
                              f"(known: {', '.join(COMPONENT_ACTIONS)})")
-        entries += [_parse_entry(path, component, a) for a in table.get("actions") or []]
+        entries += [_parse_entry(path, component, {**defaults, **a} if isinstance(a, dict)
+                                 else a) for a in table.get("actions") or []]
     table = EnergyTable(path, tuple(entries), str(ert.get("dram_technology", "")))
     table.find("dram", "read", technology=table.dram_technology)
     table.find("dram", "write", technology=table.dram_technology)
@@ -309,9 +313,12 @@ def gemm_actions(hw, g) -> dict[tuple[str, str], float]:
     add("out_buffer", "read", acc_bits)
     if g.pattern != "dense":
         p = Pattern.parse(g.pattern)
-        full, rest = divmod(k_slice, p.m)
-        # A padded tail is a block of its own (it stores N weights); a dense tail has none.
-        blocks = full + (1 if rest and math.isclose(kept_row, (full + 1) * p.n) else 0)
+        # Blocks per weight row (a padded tail is one, a dense tail none): every wave loads
+        # metadata and values of the same rows, so the simulator's DRAM metadata / value bytes
+        # is the row's metadata bits / its value bits.
+        dram = g.dram_bytes_per_run
+        blocks = round(dram.get("metadata", 0.0) / dram["values"] * kept_row * value_bits
+                       / p.bits_per_block(hw.encoding))
         decoded = split * m_tiles * g.n * blocks
         meta_bits = decoded * p.bits_per_block(hw.encoding)
         add("metadata_buffer", "write", meta_bits)

@@ -238,3 +238,36 @@ def test_sweep_spec_energy_table_reaches_every_point(tmp_path):
     columns = {k for k in result if k.startswith("energy_") and k.endswith("_j")
                and k != "energy_breakdown_j"}
     assert columns == set(E.breakdown_columns({})) | {"energy_j"}
+
+
+def test_tail_policy_sets_the_blocks_decoded():
+    """k = 1000 at 8:16: 62 whole blocks and a tail of 8 columns, which stores 8 weights either
+    way; a dense tail has no metadata, a padded one is a 63rd block."""
+    from accel_sim.mapping import WeightInfo
+    from accel_sim.simulate import simulate_gemm
+    from compression.formats import Pattern
+
+    hw = load_hardware("flexible-nm").run_at("8:16")
+    for tail, blocks in (("dense", 62), ("pad", 63)):
+        g = simulate_gemm(hw, GEMM("g", 64, 64, 1000, weight_name="w"),
+                          WeightInfo(Pattern.parse("8:16"), tail))
+        m_tiles = -(-64 // g.tile[0])
+        counts = E.gemm_actions(hw, g)
+        assert counts[("metadata_buffer", "read")] == m_tiles * 64 * blocks * 14  # rank bits
+        per_block = E.decoder_model(hw.decoder_kind).energy_actions(Pattern.parse("8:16"))
+        for action, count in per_block.items():
+            assert counts[("decoder", action)] == m_tiles * 64 * blocks * count
+
+
+def test_an_accelergy_shaped_ert_plugs_in_with_ert_wide_unit_and_node(tmp_path):
+    data = _table()
+    for table in data["ERT"]["tables"]:
+        for action in table["actions"]:
+            if table["name"] != "dram":
+                del action["unit"], action["node_nm"]
+            action["arguments"] = action["arguments"] or None  # Accelergy writes null
+    data["ERT"].update(unit="pJ", node_nm=45)
+    plain = E.load_table(_write(tmp_path, _table(), "plain.yaml"))
+    ert = E.load_table(_write(tmp_path, data, "ert.yaml"))
+    assert [(e.component, e.action, e.pj, e.node_nm) for e in ert.entries] == \
+        [(e.component, e.action, e.pj, e.node_nm) for e in plain.entries]
