@@ -360,21 +360,30 @@ def workload_energy(result, table: EnergyTable | None = None) -> dict:
     """The energy fields of a simulated workload (:class:`WorkloadResult`): ``energy_j``,
     ``energy_breakdown_j`` ({component: {action: J}}), ``pj_per_mac`` (per dense-equivalent
     MAC, m x n x k), ``tops_per_w`` (dense-equivalent: 2 m n k ops per joule / 1e12),
-    ``average_power_w`` (energy / simulated time), ``energy_actions`` (the counts)."""
+    ``average_power_w`` (energy / simulated time), ``energy_actions`` (the counts), and
+    ``gemms``: per GEMM of ``result.gemms``, its ``energy_j`` and ``energy_actions``
+    ({"component.action": count}, all its runs)."""
     table = table or load_table()
     hw = result.hardware
     breakdown: dict[str, dict[str, float]] = {}
     actions: dict[str, dict[str, float]] = {}
     prices: dict = {}
+    per_gemm = []
     for g in result.gemms:
+        mine = {"energy_j": 0.0, "energy_actions": {}}
         for (component, action), count in gemm_actions(hw, g).items():
             key = (component, action, g.pattern)
             if key not in prices:
                 prices[key] = action_pj(hw, table, component, action, g.pattern)
+            count *= g.count
+            joules = count * prices[key] / PJ_PER_J
             slot = actions.setdefault(component, {})
-            slot[action] = slot.get(action, 0.0) + count * g.count
+            slot[action] = slot.get(action, 0.0) + count
             slot = breakdown.setdefault(component, {})
-            slot[action] = slot.get(action, 0.0) + count * g.count * prices[key] / PJ_PER_J
+            slot[action] = slot.get(action, 0.0) + joules
+            mine["energy_actions"][f"{component}.{action}"] = count
+            mine["energy_j"] += joules
+        per_gemm.append(mine)
     energy = sum(v for actions_j in breakdown.values() for v in actions_j.values())
     macs = sum(g.m * g.n * g.k * g.count for g in result.gemms)
     seconds = result.total_cycles / (hw.run_clock_ghz * 1e9)
@@ -386,7 +395,18 @@ def workload_energy(result, table: EnergyTable | None = None) -> dict:
         "average_power_w": energy / seconds if seconds else 0.0,
         "energy_table": table.path,
         "energy_actions": actions,
+        "gemms": per_gemm,
     }
+
+
+def attach_energy(record: dict, result, table: EnergyTable | None = None) -> dict:
+    """Add :func:`workload_energy` to ``record`` (``result.to_dict()``): the workload's fields
+    at the top, each GEMM's ``energy_j`` and ``energy_actions`` into its ``gemms`` entry."""
+    energy = workload_energy(result, table)
+    for entry, extra in zip(record["gemms"], energy.pop("gemms"), strict=True):
+        entry.update(extra)
+    record.update(energy)
+    return energy
 
 
 # Every (component, action) the model can charge: the flat sweep columns, the same on every point.

@@ -56,7 +56,7 @@ def evaluate_chunk(chunk: list[tuple[str, dict]]) -> list[tuple]:
 def evaluate_on_simulator(point: dict) -> dict:
     """Simulate one point: its hardware on its workload's GEMMs, plus the area breakdown."""
     from accel_sim.area import area_breakdown
-    from accel_sim.energy import breakdown_columns, load_table, workload_energy
+    from accel_sim.energy import attach_energy, breakdown_columns, load_table
     from accel_sim.simulate import simulate_workload
 
     hw = _hardware(point["hardware"], json.dumps(point["hw"], sort_keys=True))
@@ -67,8 +67,8 @@ def evaluate_on_simulator(point: dict) -> dict:
     simulated = simulate_workload(hw, gemms, weights=weights)
     result = simulated.to_dict()
     # Energy: energy_j, pj_per_mac, tops_per_w, average_power_w, energy_<component>_<action>_j
-    energy = workload_energy(simulated, load_table(point.get("energy_table")))
-    result.update(energy, **breakdown_columns(energy["energy_breakdown_j"]))
+    energy = attach_energy(result, simulated, load_table(point.get("energy_table")))
+    result.update(breakdown_columns(energy["energy_breakdown_j"]))
     if weights is not None:  # the spec allowed partial masks: say how many ran uniform
         result["uniform_weights"] = sum(g.weight_name not in weights
                                         for g in gemms if g.weight_name)

@@ -6,7 +6,7 @@ import json
 
 from accel_sim import scalesim_io
 from accel_sim.config import load_hardware
-from accel_sim.energy import check_table, load_table, workload_energy
+from accel_sim.energy import attach_energy, check_table, load_table
 from accel_sim.limits import MAX_STEPS, check_steps, check_workload_parameters
 from accel_sim.simulate import simulate_workload
 from accel_sim.sweep.evaluate import simulator_version
@@ -79,7 +79,7 @@ def run(args) -> int:
     result = simulate_workload(hw, gemm_list, weights, salient=args.salient,
                                steady_state=not args.full, progress=not args.json)
     record = result.to_dict()
-    record.update(workload_energy(result, table))
+    attach_energy(record, result, table)
     record.update(workload=args.workload, phase=args.phase, seq=args.seq, batch=args.batch,
                   masks=args.masks, uniform_weights=uniform, hardware_config=hw.to_dict(),
                   simulator_version=simulator_version())  # enough to reproduce a saved JSON

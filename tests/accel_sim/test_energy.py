@@ -168,6 +168,10 @@ def test_simulate_json_carries_the_energy_fields(tmp_path, capsys):
         assert record["tops_per_w"] == pytest.approx(2 * macs / record["energy_j"] / 1e12)
         assert record["average_power_w"] == pytest.approx(record["energy_j"]
                                                           / record["seconds"])
+        assert sum(g["energy_j"] for g in record["gemms"]) == pytest.approx(
+            record["energy_j"])
+        multiplies = sum(g["energy_actions"]["mac_array.multiply"] for g in record["gemms"])
+        assert multiplies == record["energy_actions"]["mac_array"]["multiply"]
     assert custom["energy_j"] != default["energy_j"]
     assert custom["energy_table"] == str(table)
 
