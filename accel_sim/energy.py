@@ -190,22 +190,22 @@ def _parse_entry(path: str, component: str, raw) -> Entry:
     arguments = raw.get("arguments") or {}
     if not isinstance(arguments, dict):
         raise ValueError(f"{where}: arguments must be a mapping")  # noqa: TRY004
-    if component == "sram":
-        for key in ("capacity_kib", "width_bits"):
-            value = arguments.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{where}: arguments.{key} must be a positive number")
+    # An sram entry is per access of width_bits; a dram entry per bit (a /bit unit, or an
+    # access of width_bits bits).
+    sized = ("capacity_kib", "width_bits") if component == "sram" else \
+        ("width_bits",) if component == "dram" and not per else ()
+    for key in sized:
+        value = arguments.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{where}: arguments.{key} must be a positive number")
     node = raw.get("node_nm")
     if node == "n/a":
         node = None
     elif isinstance(node, bool) or not isinstance(node, (int, float)) or \
             not 1 <= node <= 1000:
         raise ValueError(f"{where}: node_nm must be a number in [1, 1000] or n/a, got {node!r}")
-    # A dram entry is per bit: a /bit unit, or an access of arguments.width_bits bits.
-    width = float(arguments.get("width_bits", 1)) if component == "dram" and not per else 1.0
-    if not (math.isfinite(width) and width > 0):
-        raise ValueError(f"{where}: arguments.width_bits must be a positive number")
+    width = float(arguments["width_bits"]) if component == "dram" and not per else 1.0
     return Entry(component, action, tuple(sorted(arguments.items())),
                  float(energy) * UNIT_PJ[prefix] / width, node, str(raw.get("source", "")))
 

@@ -192,6 +192,11 @@ def _bad(data, where):
         ert[0]["actions"][0]["unit"] = "calories"
     elif where == "node":
         ert[0]["actions"][0]["node_nm"] = "seven"
+    elif where == "width":
+        ert[4]["actions"][0].update(unit="pJ", arguments={"technology": "hbm2",
+                                                          "width_bits": "wide"})
+    elif where == "capacity":
+        ert[3]["actions"][0]["arguments"]["capacity_kib"] = -8
     return data
 
 
@@ -199,7 +204,8 @@ def _bad(data, where):
     ("missing", "missing action mac_array.multiply"), ("negative", "finite number >= 0"),
     ("nan", "finite number >= 0"), ("inf", "finite number >= 0"),
     ("component", "unknown component 'noc'"), ("unit", "unit 'calories'"),
-    ("node", "node_nm")])
+    ("node", "node_nm"), ("width", "dram.read: arguments.width_bits"),
+    ("capacity", "sram.read: arguments.capacity_kib")])
 def test_bad_energy_tables_exit_2_naming_file_and_entry(tmp_path, capsys, where, needle):
     table = _write(tmp_path, _bad(_table(), where))
     assert main(["simulate", "--hw", "flexible-nm", "--workload", "smollm2-135m", "--phase",
