@@ -51,6 +51,13 @@ class DecoderModel:
         decoder built for ``supported`` (default: ``pattern`` alone)."""
         raise NotImplementedError
 
+    def energy_actions(self, pattern: Pattern) -> dict[str, float]:
+        """The actions of decoding one block of ``pattern``, counted on this decoder's circuit
+        (:mod:`accel_sim.rtl.decoders`), for the energy model (:mod:`accel_sim.energy`):
+        ``adder_bit`` (one bit of an adder or subtractor), ``comparator_bit``, ``register_bit``
+        (a pipeline flip-flop written), ``rom_read_bit`` (a ROM bit read)."""
+        raise NotImplementedError
+
     def circuit(self, patterns: tuple[Pattern, ...]) -> rtl.DecoderCircuit:
         """The Amaranth circuit of this decoder serving ``patterns`` (one datapath)."""
         return self.circuit_class(tuple(Pattern.parse(p) for p in patterns))
@@ -101,6 +108,9 @@ class DirectDecoder(DecoderModel):
     def latency_cycles(self, pattern, supported=()):
         return 0
 
+    def energy_actions(self, pattern):
+        return {}  # the index fields are the selects: no logic switches
+
     def decode_fields(self, fields, pattern):
         return np.asarray(fields, dtype=np.int64)
 
@@ -114,6 +124,16 @@ class PopcountDecoder(DecoderModel):
     def latency_cycles(self, pattern, supported=()):
         widest = _widest(pattern, supported)  # the network spans the widest block
         return widest.index_bits + 1  # registered prefix levels + slot encoder
+
+    def energy_actions(self, pattern):
+        """Kogge-Stone prefix popcount: level l adds M - 2^l pairs of counts (and registers
+        M counts and the M mask bits); the slot encoder compares each count with each slot."""
+        m, width = pattern.m, (pattern.m + 1).bit_length()
+        levels = math.ceil(math.log2(m))
+        return {"adder_bit": float(sum((m - (1 << lvl)) * width for lvl in range(levels))),
+                "register_bit": float(levels * m * (width + 1)
+                                      + pattern.n * pattern.index_bits),
+                "comparator_bit": float(pattern.n * m * width)}
 
     def decode_fields(self, fields, pattern):
         bits = np.asarray(fields, dtype=np.int64)
@@ -158,6 +178,16 @@ class RankPipelineDecoder(DecoderModel):
     def latency_cycles(self, pattern, supported=()):
         return _widest(pattern, supported).m  # every block passes all M_max stages
 
+    def energy_actions(self, pattern):
+        """M compare-subtract stages: compare rank >= C(c, k) (rank_bits + 1 wide), subtract it
+        and decrement k, register rest, k and the N positions."""
+        rank, todo = pattern.rank_bits, (pattern.n + 1).bit_length()
+        stages = pattern.m
+        return {"comparator_bit": float(stages * (rank + 1)),
+                "adder_bit": float(stages * (rank + todo)),
+                "register_bit": float(stages * (rank + todo + pattern.n * pattern.index_bits
+                                                + 1))}
+
     def decode_fields(self, fields, pattern):
         return _compare_subtract(np.asarray(fields)[..., 0], pattern)
 
@@ -194,6 +224,11 @@ class RankRomDecoder(DecoderModel):
 
     def latency_cycles(self, pattern, supported=()):
         return 1
+
+    def energy_actions(self, pattern):
+        """One M-bit ROM word read, the N positions registered."""
+        return {"rom_read_bit": float(pattern.m),
+                "register_bit": float(pattern.n * pattern.index_bits)}
 
     def circuit(self, patterns):
         patterns = tuple(Pattern.parse(p) for p in patterns)

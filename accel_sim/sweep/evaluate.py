@@ -17,7 +17,7 @@ from functools import lru_cache
 
 # The code a simulated result depends on: a change here must not reuse stored results.
 _SIMULATOR_SOURCES = ("accel_sim/*.py", "accel_sim/presets/*.yaml", "workloads/models.py",
-                      "compression/formats.py")
+                      "compression/formats.py", "accel_sim/energy_tables/*.yaml")
 
 # Seconds the synthetic evaluator sleeps per point (engine tests use it to kill a sweep mid-way).
 SYNTHETIC_DELAY_ENV = "NMSIM_SYNTHETIC_DELAY_S"
@@ -56,6 +56,7 @@ def evaluate_chunk(chunk: list[tuple[str, dict]]) -> list[tuple]:
 def evaluate_on_simulator(point: dict) -> dict:
     """Simulate one point: its hardware on its workload's GEMMs, plus the area breakdown."""
     from accel_sim.area import area_breakdown
+    from accel_sim.energy import attach_energy, breakdown_columns, load_table
     from accel_sim.simulate import simulate_workload
 
     hw = _hardware(point["hardware"], json.dumps(point["hw"], sort_keys=True))
@@ -63,7 +64,11 @@ def evaluate_on_simulator(point: dict) -> dict:
     gemms = _gemms(point["workload"], point["phase"], point.get("seq"), point.get("batch"),
                    point.get("kv_len"), "masks" in point)
     weights = _weights(point["masks"]) if "masks" in point else None
-    result = simulate_workload(hw, gemms, weights=weights).to_dict()
+    simulated = simulate_workload(hw, gemms, weights=weights)
+    result = simulated.to_dict()
+    # Energy: energy_j, pj_per_mac, tops_per_w, average_power_w, energy_<component>_<action>_j
+    energy = attach_energy(result, simulated, load_table(point.get("energy_table")))
+    result.update(breakdown_columns(energy["energy_breakdown_j"]))
     if weights is not None:  # the spec allowed partial masks: say how many ran uniform
         result["uniform_weights"] = sum(g.weight_name not in weights
                                         for g in gemms if g.weight_name)

@@ -40,7 +40,7 @@ from accel_sim.sweep.evaluate import simulator_version
 from accel_sim.yaml_io import MAX_BYTES, YamlError, load_yaml
 
 TOP_LEVEL_KEYS = ("name", "evaluator", "hardware", "workloads", "phases", "axes", "baseline",
-                  "skip_invalid", "masks", "compression")
+                  "skip_invalid", "masks", "compression", "energy_table")
 REQUIRED_KEYS = ("hardware", "workloads", "phases", "axes")
 # Which workload parameters each phase takes, and their defaults.
 PHASE_PARAMETERS = {
@@ -91,6 +91,8 @@ class SweepSpec:
     base_pattern: str = "dense"  # the base preset's pattern (points that do not override it)
     text: str = ""  # the spec's YAML, kept with each run in the results store
     hardware_digest: str = ""  # content_digest of the hardware file (part of every point key)
+    energy_table: str | None = None  # energy reference table (None: the packaged default)
+    energy_digest: str = ""  # its content_digest (part of every point key)
 
     def hardware_settings(self) -> list[dict]:
         """Every combination of the axes, as a dict of hardware field overrides."""
@@ -130,6 +132,9 @@ class SweepSpec:
             point["simulator"] = simulator_version()
         if self.baseline:
             point["baseline"] = dict(self.baseline)
+        if self.energy_table:
+            point["energy_table"] = self.energy_table
+            point["inputs"]["energy_table"] = self.energy_digest
         if self.masks and work["workload"] == self.masks["workload"]:
             mask_file = self.masks["files"].get(str(hw.get("pattern", self.base_pattern)))
             if mask_file:
@@ -284,6 +289,12 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
                         for f in (v if isinstance(v, dict) else {axis: v}))}
     if base is not None and checkable:
         invalid = _check_combinations(checkable, baseline, base, skip_invalid is True, problems)
+    energy_table = raw.get("energy_table")
+    if energy_table is not None and base is not None and not problems:
+        try:
+            check_energy_table(str(energy_table), base, axes, baseline, invalid)
+        except ValueError as exc:
+            problems.append(f"energy_table: {exc}")
     if problems:
         raise SpecError(source, problems)
     return SweepSpec(name=name, evaluator=evaluator, hardware=str(hardware),
@@ -291,7 +302,9 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
                      masks=masks, compression=compression, source=source,
                      base_pattern=str(base.pattern), text=text,
                      hardware_digest=content_digest(hardware_file(str(hardware))),
-                     skipped=tuple(json.dumps(hw, sort_keys=True) for hw in invalid))
+                     skipped=tuple(json.dumps(hw, sort_keys=True) for hw in invalid),
+                     energy_table=None if energy_table is None else str(energy_table),
+                     energy_digest="" if energy_table is None else content_digest(energy_table))
 
 
 def _exists(path: str) -> bool:
@@ -524,6 +537,37 @@ def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None,
     _check_mask_coverage(workload, files, allow_partial)
     return dataclasses.replace(spec, masks={"workload": workload, "files": files,
                                             "digests": _digests(files)})
+
+
+def check_energy_table(path: str, base, axes: dict, baseline: dict, invalid=()) -> None:
+    """Raise unless the energy table at ``path`` prices every design of the sweep (each
+    distinct dtype / decoder / pattern set is checked once)."""
+    from accel_sim.energy import check_table, load_table
+
+    table = load_table(path)
+    skipped = [json.dumps(hw, sort_keys=True) for hw in invalid]
+    seen = set()
+    for hw, _ in _combinations(axes):
+        for fields in (hw, {**hw, **baseline}) if baseline else (hw,):
+            if json.dumps(fields, sort_keys=True) in skipped:
+                continue
+            design = base.replace(**fields)
+            key = (design.dtype, design.decoder_kind, design.encoding, design.supported,
+                   design.process_nm, design.template)
+            if key not in seen:
+                seen.add(key)
+                check_table(table, design)
+
+
+def with_energy_table(spec: SweepSpec, path: str | Path) -> SweepSpec:
+    """The spec priced with the energy table at ``path`` (``sweep --energy-table``)."""
+    from accel_sim.config import load_hardware
+
+    skipped = [json.loads(hw) for hw in spec.skipped]
+    check_energy_table(str(path), load_hardware(spec.hardware), spec.axes, spec.baseline,
+                       skipped)
+    return dataclasses.replace(spec, energy_table=str(path),
+                               energy_digest=content_digest(path))
 
 
 def _digests(files: dict[str, str]) -> dict[str, str]:

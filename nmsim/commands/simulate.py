@@ -6,6 +6,7 @@ import json
 
 from accel_sim import scalesim_io
 from accel_sim.config import load_hardware
+from accel_sim.energy import attach_energy, check_table, load_table
 from accel_sim.limits import MAX_STEPS, check_steps, check_workload_parameters
 from accel_sim.simulate import simulate_workload
 from accel_sim.sweep.evaluate import simulator_version
@@ -41,6 +42,9 @@ def register(sub) -> None:
                    help=f"refuse a simulation estimated above this many wave-steps (default "
                         f"{MAX_STEPS:,}, a few minutes here)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--energy-table", default=None, metavar="FILE",
+                   help="energy reference table (Accelergy ERT-shaped YAML, docs/energy.md) "
+                        "instead of the packaged accel_sim/energy_tables/default.yaml")
     p.add_argument("--scalesim-config", default=None, metavar="FILE.cfg",
                    help="a SCALE-Sim config (array, dataflow, SRAMs, bandwidth, sparsity): "
                         "simulate its systolic design instead of --hw (needs --topology)")
@@ -61,6 +65,8 @@ def run(args) -> int:
     hw = load_hardware(args.hw)
     if args.pattern is not None:
         hw = hw.run_at(args.pattern)
+    table = load_table(args.energy_table)
+    check_table(table, hw)
     check_steps(hw, gemms(args.workload, args.phase, seq=args.seq, batch=args.batch,
                           kv_len=args.kv_len, layers=args.layers), args.max_steps)
     weights = load_masks(args.masks, hw) if args.masks else None
@@ -75,6 +81,7 @@ def run(args) -> int:
     result = simulate_workload(hw, gemm_list, weights, salient=salient,
                                steady_state=not args.full, progress=not args.json)
     record = result.to_dict()
+    attach_energy(record, result, table)
     record.update(workload=args.workload, phase=args.phase, seq=args.seq, batch=args.batch,
                   masks=args.masks, uniform_weights=uniform, hardware_config=hw.to_dict(),
                   simulator_version=simulator_version())  # enough to reproduce a saved JSON
@@ -135,6 +142,11 @@ def _print_table(r: dict) -> None:
     print(f"DRAM MiB: {dram}")
     area = ", ".join(f"{k} {v:.2f}" for k, v in r["area_breakdown_mm2"].items() if k != "total")
     print(f"area {r['area_mm2']:.2f} mm2: {area}")
+    print(f"energy {r['energy_j'] * 1e3:.3f} mJ = {r['pj_per_mac']:.3f} pJ per dense MAC, "
+          f"{r['tops_per_w']:.2f} TOPS/W dense-equivalent, {r['average_power_w']:.1f} W average")
+    parts = sorted(((f"{c}.{a}", v) for c, acts in r["energy_breakdown_j"].items()
+                    for a, v in acts.items() if v), key=lambda kv: -kv[1])
+    print("energy mJ: " + ", ".join(f"{k} {v * 1e3:.3f}" for k, v in parts))
     if r["uniform_weights"]:
         print(f"{r['uniform_weights']} weights had no mask in {r['masks']} and ran as uniform "
               f"{r['pattern']}")

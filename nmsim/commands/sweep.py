@@ -32,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--allow-partial-masks", action="store_true",
                    help="masks that cover only some decoder layers: run the rest as uniform N:M "
                         "(counted per point) instead of refusing")
+    p.add_argument("--energy-table", metavar="FILE",
+                   help="energy reference table (docs/energy.md) instead of the spec's "
+                        "energy_table or the packaged default")
     p.add_argument("--no-report", action="store_true", help="only fill the results database")
     p.add_argument("--max-points", type=int, default=None,
                    help="refuse specs with more design points than this (default 100,000)")
@@ -55,12 +58,14 @@ def _check_options(args) -> None:
 def run(args) -> int:
     # Imported here so that other subcommands do not pay for pandas/matplotlib/dask.
     from accel_sim.output_folder import SWEEP_REPORT, check_output_folder
-    from accel_sim.sweep.spec import MAX_POINTS, load_spec, with_masks
+    from accel_sim.sweep.spec import MAX_POINTS, load_spec, with_energy_table, with_masks
 
     _check_options(args)
     spec = load_spec(args.spec, max_points=args.max_points or MAX_POINTS)
     if args.masks:
         spec = with_masks(spec, args.masks, allow_partial=args.allow_partial_masks)
+    if args.energy_table:
+        spec = with_energy_table(spec, args.energy_table)
     points = spec.points()
     if args.dry_run:
         print(f"spec {spec.name} ({spec.source}): {len(points)} points "
