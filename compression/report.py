@@ -18,6 +18,7 @@ import pandas as pd
 from compression.criteria import METHODS
 from compression.experiment_grid import Grid, RowConfig, grid_path
 from compression.formats import bits_per_element
+from compression.markdown import markdown_table
 from compression.uncertainty import RESAMPLES, SEED, paired_difference, perplexity_interval
 
 STRUCTURED = ("2:4", "4:8", "8:16", "16:32")  # 50% density, M growing
@@ -216,24 +217,25 @@ def _ci_cell(windows: dict, label: str) -> str:
     return f"{ci.low:.2f}-{ci.high:.2f}"
 
 
+def _number(value, fmt: str) -> str:
+    return "" if pd.isna(value) else format(value, fmt)
+
+
 def _table(frame: pd.DataFrame, dense: float | None, windows: dict | None = None) -> str:
-    header = ("| row | perplexity | vs dense | rank metadata b/elem | stored b/weight | "
-              "kept | prune s |\n|---|---:|---:|---:|---:|---:|---:|")
-    if windows:
-        header = header.replace("| perplexity |", "| perplexity | 95% CI |").replace(
-            "|---|---:|", "|---|---:|---:|", 1)
-    lines = [header]
-    for _, r in frame.iterrows():
-        ci = f" {_ci_cell(windows, r['label'])} |" if windows else ""
-        rel = f"{r['perplexity'] / dense:.2f}x" if dense else ""
-        bits = "" if pd.isna(r["rank_metadata_bits_per_element"]) else \
-            f"{r['rank_metadata_bits_per_element']:.4f}"
-        stored = "" if pd.isna(r["stored_bits_per_weight"]) else \
-            f"{r['stored_bits_per_weight']:.2f}"
-        prune = "" if pd.isna(r["prune_s"]) else f"{r['prune_s']:.0f}"
-        lines.append(f"| {r['label']} | {r['perplexity']:.2f} |{ci} {rel} | {bits} | {stored} | "
-                     f"{r['kept_fraction']:.4f} | {prune} |")
-    return "\n".join(lines)
+    columns = {
+        "row": frame["label"],
+        "perplexity": frame["perplexity"].map(lambda v: f"{v:.2f}"),
+        "95% CI": frame["label"].map(lambda label: _ci_cell(windows, label)) if windows
+        else None,
+        "vs dense": frame["perplexity"].map(lambda v: f"{v / dense:.2f}x" if dense else ""),
+        "rank metadata b/elem": frame["rank_metadata_bits_per_element"].map(
+            lambda v: _number(v, ".4f")),
+        "stored b/weight": frame["stored_bits_per_weight"].map(lambda v: _number(v, ".2f")),
+        "kept": frame["kept_fraction"].map(lambda v: f"{v:.4f}"),
+        "prune s": frame["prune_s"].map(lambda v: _number(v, ".0f")),
+    }
+    cells = pd.DataFrame({k: v for k, v in columns.items() if v is not None})
+    return markdown_table(cells, right_aligned=[c for c in cells.columns if c != "row"])
 
 
 def plot(table: pd.DataFrame, path: Path, dense: float | None) -> None:
@@ -267,14 +269,10 @@ def _pattern_grid(results: Results) -> pd.DataFrame:
 
 
 def _pattern_table(grid: pd.DataFrame) -> str:
-    header = "| method | " + " | ".join(
-        f"{p} ({bits_per_element(p, 'rank'):.3f} b)" if ":" in p else f"{p} unstructured"
-        for p in grid.columns) + " |"
-    lines = [header, "|---|" + "---:|" * len(grid.columns)]
-    for method, row in grid.iterrows():
-        lines.append(f"| {method} | " + " | ".join("" if pd.isna(v) else f"{v:.2f}"
-                                                   for v in row) + " |")
-    return "\n".join(lines)
+    cells = grid.map(lambda v: _number(v, ".2f")).rename(columns=lambda p: (
+        f"{p} ({bits_per_element(p, 'rank'):.3f} b)" if ":" in p else f"{p} unstructured"))
+    cells = cells.rename_axis("method").reset_index()
+    return markdown_table(cells, right_aligned=list(cells.columns[1:]))
 
 
 def plot_patterns(grid: pd.DataFrame, path: Path, dense: float | None) -> None:
