@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 GRID_SUFFIX = ".grid.json"
@@ -48,6 +48,9 @@ class RowConfig:
         return (f"pattern {self.pattern}, method {self.method}, salient {self.salient or 'none'}, "
                 f"variance correction {'on' if self.variance_correction else 'off'}, "
                 f"equalize alpha {alpha}, fine-tune steps {self.finetune_steps}")
+
+
+CONFIG_FIELDS = tuple(field.name for field in fields(RowConfig))
 
 
 @dataclass(frozen=True)

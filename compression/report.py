@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from compression.criteria import METHODS
-from compression.experiment_grid import Grid, RowConfig, grid_path
+from compression.experiment_grid import CONFIG_FIELDS, Grid, RowConfig, grid_path
 from compression.formats import bits_per_element
 from compression.markdown import markdown_table
 from compression.uncertainty import RESAMPLES, SEED, paired_difference, perplexity_interval
@@ -47,7 +47,12 @@ class Results:
     def read(cls, csv_path: str | Path) -> Results:
         """The CSV in reading order (:func:`reading_order`) and its ``.grid.json``."""
         grid = Grid.read(grid_path(csv_path))
-        return cls(reading_order(pd.read_csv(csv_path), grid.labels), grid)
+        table = pd.read_csv(csv_path)
+        missing = [c for c in ("label", "group", *CONFIG_FIELDS) if c not in table.columns]
+        if missing:
+            raise ValueError(f"{csv_path}: no column {', '.join(missing)} (not a CSV of "
+                             "compression.experiment)")
+        return cls(reading_order(table, grid.labels), grid)
 
     def row(self, config: RowConfig) -> pd.Series | None:
         """The row run with ``config``; None when the grid has it but the CSV does not yet.

@@ -287,6 +287,9 @@ def test_report_needs_the_recorded_grid(tmp_path, capsys):
         main(["--out", str(tmp_path), "--report-only"])
     assert stop.value.code == 2 and "smollm2-135m.grid.json does not exist" in capsys.readouterr().err
     assert not (tmp_path / "smollm2-135m.md").exists()
+    write_csv(synthetic_table().drop(columns=["method", "salient"]), csv)
+    with pytest.raises(ValueError, match="no column method, salient"):
+        write_report(csv, "python -m compression.experiment")
 
 
 def test_grid_round_trips_through_json(tmp_path):
