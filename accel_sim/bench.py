@@ -21,10 +21,12 @@ import time
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from compression.markdown import markdown_table
 from workloads.models import gemms
 
 from .area import area_breakdown
@@ -185,11 +187,10 @@ def _plot_decoders(rows, path):
 
 
 def _table(rows, columns, fmt="{:.3g}") -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        cells = [fmt.format(r[c]) if isinstance(r[c], float) else str(r[c]) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """``columns`` of ``rows`` (dicts) as Markdown, floats written with ``fmt``."""
+    cells = pd.DataFrame(rows, columns=columns, dtype=object).map(
+        lambda v: fmt.format(v) if isinstance(v, float) else str(v))
+    return markdown_table(cells)
 
 
 def write_report(out: Path, repeats: int = 3) -> dict:

@@ -15,17 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from compression.criteria import METHODS, Salient, Target
+from compression.experiment_grid import Grid, GridRow, RowConfig, grid_path
 from compression.formats import bits_per_element
 from compression.job import DataConfig, peak_rss_mib, prune_and_evaluate
 from compression.perplexity import perplexity
-from compression.report import WINDOWS_SUFFIX
+from compression.report import WINDOWS_SUFFIX, write_report
 from workloads.loading import SMOLLM2_NAME, load_model
 
 REPORT_DIR = Path(__file__).resolve().parent.parent / "reports" / "compression"
@@ -38,6 +39,18 @@ class Row:
     group: str
     config: object  # PruneConfig, or None for the dense model
     finetune_steps: int = 0
+
+    @property
+    def key(self) -> RowConfig:
+        """The configuration the CSV records for this row (and the report finds it by)."""
+        if self.config is None:
+            return RowConfig("dense", "dense")
+        recipe = self.config.describe()
+        return RowConfig(pattern=recipe["pattern"], method=recipe["method"],
+                         salient=recipe["salient"],
+                         variance_correction=recipe["variance_correction"],
+                         equalize_alpha=recipe["equalize_alpha"],
+                         finetune_steps=self.finetune_steps)
 
 
 def grid(finetune_steps: int = 0) -> list[Row]:
@@ -81,6 +94,12 @@ def grid(finetune_steps: int = 0) -> list[Row]:
     return rows
 
 
+def recorded_grid(finetune_steps: int = 0) -> Grid:
+    """:func:`grid` as data, as :func:`run` writes it beside the CSV for the report."""
+    return Grid(finetune_steps, tuple(GridRow(row.label, row.group, row.key)
+                                      for row in grid(finetune_steps)))
+
+
 def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | None) -> Path:
     """Run every row not yet in the CSV, appending each result as it finishes.
 
@@ -89,6 +108,7 @@ def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | 
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "smollm2-135m.csv"
+    recorded_grid(finetune_steps).write(grid_path(csv_path))
     done = set(pd.read_csv(csv_path)["label"]) if csv_path.is_file() else set()
     rows = [r for r in grid(finetune_steps) if r.label not in done
             and (not only or any(part in r.label for part in only))]
@@ -134,14 +154,10 @@ def run(out_dir: Path, data: DataConfig, finetune_steps: int, only: list[str] | 
 
 def flatten(row: Row, metrics: dict, data: DataConfig, split_windows: int) -> dict:
     """One CSV record; ``split_windows`` is how many windows the whole test split holds."""
-    pattern = metrics.get("pattern", "dense")
+    pattern = row.key.pattern
     structured = ":" in pattern
     return {
-        "label": row.label, "group": row.group, "pattern": pattern,
-        "method": metrics.get("method"), "salient": metrics.get("salient"),
-        "variance_correction": metrics.get("variance_correction", False),
-        "equalize_alpha": metrics.get("equalize_alpha"),
-        "finetune_steps": row.finetune_steps,
+        "label": row.label, "group": row.group, **asdict(row.key),
         "perplexity": metrics["perplexity"], "mean_nll": metrics["mean_nll"],
         "seqlen": metrics["seqlen"], "windows": metrics["windows"],
         "split_windows": split_windows,
@@ -179,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     data = DataConfig(calib_samples=args.calib_samples, calib_seqlen=args.calib_seqlen,
                       eval_seqlen=args.seqlen, eval_windows=args.eval_windows)
     csv_path = args.out / "smollm2-135m.csv"
-    if args.report_only and not csv_path.is_file():
-        parser.error(f"--report-only: {csv_path} does not exist (run the experiment first)")
-    if not args.report_only:
+    if args.report_only:
+        for needed in (csv_path, grid_path(csv_path)):
+            if not needed.is_file():
+                parser.error(f"--report-only: {needed} does not exist (run the experiment first)")
+    else:
         csv_path = run(args.out, data, args.finetune_steps, args.only)
-    from compression.report import write_report
-
     command_file = csv_path.with_suffix(".command")
     if not args.report_only:
         argv_text = " ".join(sys.argv[1:] if argv is None else argv)

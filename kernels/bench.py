@@ -26,11 +26,13 @@ from functools import cache, partial
 
 import numba
 import numpy as np
+import pandas as pd
 from numba import njit, prange
 import torch
 from tqdm import tqdm
 
 from compression import formats as F
+from compression import markdown
 from kernels.cpu import DensePlan, prepare
 from kernels.numba_nm import threads
 
@@ -267,18 +269,22 @@ def bench_rank_decoders(shape=(11008, 4096), patterns=("2:4", "8:16"), repeats: 
 def markdown_table(records: list[dict]) -> str:
     """The records as a Markdown table (times in ms; GB/s also as a share of the read
     bandwidth measured in the same rounds)."""
-    lines = [("| shape | pattern | encoding | batch | dtype | dense ms (best) | dense GB/s | "
-              "read GB/s | sparse ms | GB/s | of read | speedup | bound | of bound | roofline |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in records:
-        lines.append(
-            f"| {r['shape'][0]}x{r['shape'][1]} | {r['pattern']} | {r['encoding']} "
-            f"({r['decoder']}, {r['kernel']}) | {r['batch']} | {r['dtype']} | "
-            f"{r['dense_s'] * 1e3:.2f} ({r['dense_baseline']}) | {r['dense_gb_s']:.1f} | "
-            f"{r['read_bandwidth_gb_s']:.1f} | {r['sparse_s'] * 1e3:.2f} | {r['gb_s']:.1f} | "
-            f"{r['fraction_of_read_bandwidth']:.0%} | {r['speedup']:.2f} | {r['bound']:.2f} | "
-            f"{r['fraction_of_bound']:.0%} | {r['roofline']} |")
-    return "\n".join(lines) + "\n"
+    cells = pd.DataFrame({
+        "shape": [f"{r['shape'][0]}x{r['shape'][1]}" for r in records],
+        "pattern": [r["pattern"] for r in records],
+        "encoding": [f"{r['encoding']} ({r['decoder']}, {r['kernel']})" for r in records],
+        "batch": [str(r["batch"]) for r in records], "dtype": [r["dtype"] for r in records],
+        "dense ms (best)": [f"{r['dense_s'] * 1e3:.2f} ({r['dense_baseline']})" for r in records],
+        "dense GB/s": [f"{r['dense_gb_s']:.1f}" for r in records],
+        "read GB/s": [f"{r['read_bandwidth_gb_s']:.1f}" for r in records],
+        "sparse ms": [f"{r['sparse_s'] * 1e3:.2f}" for r in records],
+        "GB/s": [f"{r['gb_s']:.1f}" for r in records],
+        "of read": [f"{r['fraction_of_read_bandwidth']:.0%}" for r in records],
+        "speedup": [f"{r['speedup']:.2f}" for r in records],
+        "bound": [f"{r['bound']:.2f}" for r in records],
+        "of bound": [f"{r['fraction_of_bound']:.0%}" for r in records],
+        "roofline": [str(r["roofline"]) for r in records]})
+    return markdown.markdown_table(cells) + "\n"
 
 
 def plot_bandwidth(records: list[dict], path) -> None:

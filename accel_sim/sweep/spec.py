@@ -36,7 +36,7 @@ from pathlib import Path
 
 from accel_sim.limits import MAX_BATCH, MAX_TOKENS, check_workload_parameters
 from accel_sim.sweep.default_spec import DEFAULT_SPEC_YAML
-from accel_sim.sweep.evaluate import simulator_version
+from accel_sim.sweep.evaluate import EVALUATORS, simulator_version
 from accel_sim.yaml_io import MAX_BYTES, YamlError, load_yaml
 
 TOP_LEVEL_KEYS = ("name", "evaluator", "hardware", "workloads", "phases", "axes", "baseline",
@@ -47,7 +47,6 @@ PHASE_PARAMETERS = {
     "prefill": {"seq": 2048, "batch": 1},
     "decode": {"batch": 1, "kv_len": 2048},
 }
-EVALUATORS = ("accel_sim", "synthetic")
 # Default cap on a spec's design points (``nmsim sweep --max-points``): 100,000 points validate
 # in seconds, but at ~0.1-1 s of simulation each they already take hours to days on one machine.
 MAX_POINTS = 100_000

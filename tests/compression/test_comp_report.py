@@ -1,9 +1,15 @@
 """The experiment grid and the report's verdicts, computed from a synthetic CSV."""
 
-import pandas as pd
+from dataclasses import asdict
 
-from compression.experiment import grid
-from compression.report import claims, write_report
+import pandas as pd
+import pytest
+
+from compression.experiment import grid, main, recorded_grid
+from compression.experiment_grid import Grid, RowConfig, grid_path
+from compression.report import Results, claims, write_report
+
+CONFIGS = {row.label: row.config for row in recorded_grid(finetune_steps=7).rows}
 
 
 def test_grid_covers_the_issue():
@@ -26,17 +32,34 @@ def synthetic_table(windows=3):
            "2:4 wanda +salient 16:256": 70.0, "2:4 wanda +salient unstructured(16:256)": 65.0}
     rows = []
     for label, value in ppl.items():
-        pattern = label.split()[0]
         rows.append({"label": label, "group": "dense" if label == "dense" else "methods",
-                     "pattern": pattern, "perplexity": value, "seqlen": 512, "windows": windows,
+                     **asdict(CONFIGS[label]), "perplexity": value, "seqlen": 512,
+                     "windows": windows,
                      "split_windows": 595, "predicted_tokens": 511 * windows, "rank_metadata_bits_per_element": None,
                      "stored_bits_per_weight": None, "kept_fraction": 0.5, "prune_s": 1.0,
                      "calib_samples": 4, "calib_seqlen": 512})
     return pd.DataFrame(rows)
 
 
+def like(table, grid_label, **overrides):
+    """A copy of ``table``'s second row as the grid's row ``grid_label`` (its configuration too)."""
+    return {**table.iloc[1].to_dict(), "label": grid_label, **asdict(CONFIGS[grid_label]),
+            **overrides}
+
+
+def write_csv(table, path, finetune_steps=0):
+    """The CSV and, beside it, the grid the experiment would have recorded."""
+    table.to_csv(path, index=False)
+    recorded_grid(finetune_steps).write(grid_path(path))
+    return path
+
+
+def results(table, finetune_steps=0):
+    return Results(table, recorded_grid(finetune_steps))
+
+
 def test_claims_follow_the_numbers():
-    lines = {line.split(": **")[0]: line for line in claims(synthetic_table())}
+    lines = {line.split(": **")[0]: line for line in claims(results(synthetic_table()))}
     assert "**holds**" in lines["- 8:16 beats 2:4 (wanda)"]
     assert "100.00" in lines["- 8:16 beats 2:4 (wanda)"]
     assert "**does not hold**" in lines["- 8:16 beats 2:4 (magnitude)"]
@@ -47,7 +70,7 @@ def test_claims_follow_the_numbers():
     assert "**does not hold**" in lines[structured] and "Stored" not in lines[structured]
     table = synthetic_table()
     table.loc[table["label"].str.contains("salient"), "stored_bits_per_weight"] = [11.875, 13.8]
-    line = next(x for x in claims(table) if x.startswith(structured))
+    line = next(x for x in claims(results(table)) if x.startswith(structured))
     assert line.endswith("(perplexity +7.7%). Stored: structured 11.88 vs unstructured (CSR) "
                          "13.80 bits per weight.")
     assert any("not testable" in line for line in lines.values())
@@ -55,21 +78,21 @@ def test_claims_follow_the_numbers():
 
 def test_pattern_trend_verdict_follows_every_step():
     table = synthetic_table()
-    extra = [{**table.iloc[1].to_dict(), "label": f"{p} wanda", "pattern": p, "perplexity": v}
+    extra = [like(table, f"{p} wanda", perplexity=v)
              for p, v in (("4:8", 80.0), ("16:32", 55.0), ("50%", 50.0))]
     table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
-    line = next(x for x in claims(table) if "falls as M grows" in x and "(wanda)" in x)
+    line = next(x for x in claims(results(table)) if "falls as M grows" in x and "(wanda)" in x)
     assert "**holds**" in line and "4:8 80.00 (0.875 b)" in line and "unstructured 50.00" in line
     table.loc[table["label"] == "16:32 wanda", "perplexity"] = 61.0  # worse than 8:16's 60
-    line = next(x for x in claims(table) if "falls as M grows" in x and "(wanda)" in x)
+    line = next(x for x in claims(results(table)) if "falls as M grows" in x and "(wanda)" in x)
     assert "**does not hold**" in line
-    line = next(x for x in claims(table) if "falls as M grows" in x and "(sparsegpt)" in x)
+    line = next(x for x in claims(results(table))
+                if "falls as M grows" in x and "(sparsegpt)" in x)
     assert "**not measured**" in line
 
 
 def test_write_report_makes_markdown_and_chart(tmp_path):
-    csv = tmp_path / "smollm2-135m.csv"
-    synthetic_table().to_csv(csv, index=False)
+    csv = write_csv(synthetic_table(), tmp_path / "smollm2-135m.csv", finetune_steps=7)
     md = write_report(csv, "python -m compression.experiment --eval-windows 3 --finetune-steps 7")
     text = md.read_text()
     assert "| wanda | 100.00 |  | 60.00 |  |  |" in text  # 2:4, 4:8 (not run), 8:16, ...
@@ -83,9 +106,8 @@ def test_write_report_makes_markdown_and_chart(tmp_path):
 
 
 def test_report_says_whole_split_only_when_every_row_covers_it(tmp_path):
-    csv = tmp_path / "smollm2-135m.csv"
     table = synthetic_table(windows=595)
-    table.to_csv(csv, index=False)
+    csv = write_csv(table, tmp_path / "smollm2-135m.csv")
     text = write_report(csv, "python -m compression.experiment").read_text()
     assert "the whole test split: all 595 windows** (304045 predicted tokens)" in text
     table.loc[1, "windows"] = 594
@@ -122,6 +144,12 @@ def test_fine_tuned_row_and_its_twin_share_one_prune(tiny_folder, text_files, tm
     base = "2:4 sparsegpt +EQ0.5 +VC +salient 16:256"
     assert list(table.index) == [base, base + " +FT2"] and calls == [True]
     assert table["finetune_steps"].tolist() == [0, 2]
+    # The grid is recorded beside the CSV, and each CSV row is found by its configuration.
+    recorded = Grid.read(grid_path(csv_path))
+    assert recorded == recorded_grid(2)
+    ran = Results.read(csv_path)
+    tuned = RowConfig(**{**asdict(CONFIGS[base]), "finetune_steps": 2})
+    assert ran.row(CONFIGS[base])["label"] == base and ran.row(tuned)["label"] == base + " +FT2"
     assert table.loc[base, "perplexity"] != table.loc[base + " +FT2", "perplexity"]
 
 
@@ -132,14 +160,16 @@ def test_screening_run_fills_claims_this_run_lacks(tmp_path):
     screen = synthetic_table(windows=3)
     screen.loc[screen["label"] == "8:16 magnitude", "perplexity"] = 400.0  # 8:16 now beats 2:4
     (tmp_path / "screen").mkdir()
-    run.to_csv(tmp_path / "smollm2-135m.csv", index=False)
-    screen.to_csv(tmp_path / "screen" / "smollm2-135m.csv", index=False)
+    write_csv(run, tmp_path / "smollm2-135m.csv")
+    write_csv(screen, tmp_path / "screen" / "smollm2-135m.csv")
     text = write_report(tmp_path / "smollm2-135m.csv", "python -m compression.experiment"
                         ).read_text()
     salient = next(x for x in text.splitlines() if x.startswith("- structured 16:256 salient")
                    and "(2:4 Wanda)" in x)
     assert salient.startswith("- structured 16:256 salient >= unstructured, same count (2:4 "
-                              "Wanda): **not measured** (row missing from the CSV); screening "
+                              "Wanda): **not measured** (no row with pattern 2:4, method wanda, "
+                              "salient unstructured(16:256), variance correction off, equalize "
+                              "alpha none, fine-tune steps 0 in the CSV); screening "
                               "run (3 windows of 512 tokens, 4 calibration windows): **does not "
                               "hold** - structured 70.00 vs unstructured 65.00 (perplexity +7.7%).")
     magnitude = next(x for x in text.splitlines() if x.startswith("- 8:16 beats 2:4 (magnitude)"))
@@ -159,15 +189,14 @@ def test_screening_run_fills_claims_this_run_lacks(tmp_path):
 def test_report_tables_follow_pattern_then_grid_order_whatever_the_csv_order(tmp_path):
     """Rows finish in any order; the report groups them by pattern, then by the grid."""
     table = synthetic_table()
-    extra = [{**table.iloc[1].to_dict(), "label": label, "pattern": label.split()[0],
-              "group": group} for label, group in (("50% wanda", "methods"),
-                                                   ("4:8 magnitude", "methods"),
-                                                   ("8:16 wanda +VC", "corrections"),
-                                                   ("a row outside the grid", "methods"))]
+    extra = [like(table, label, group=group) for label, group in (("50% wanda", "methods"),
+                                                                  ("4:8 magnitude", "methods"),
+                                                                  ("8:16 wanda +VC", "corrections"))]
+    extra.append(like(table, "2:4 wanda", label="a row outside the grid", pattern="1:3"))
     table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
     table.loc[table["label"].str.contains("+", regex=False), "group"] = "corrections"
     table = table.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    table.to_csv(tmp_path / "smollm2-135m.csv", index=False)
+    write_csv(table, tmp_path / "smollm2-135m.csv")
     text = write_report(tmp_path / "smollm2-135m.csv", "python -m compression.experiment"
                         ).read_text()
     methods, others = (section.split("\n\n")[1] for section in text.split("\n## ")
@@ -197,8 +226,7 @@ def test_verdicts_carry_paired_intervals_where_rows_have_window_data(tmp_path):
               for k, v in nll.items()]
     for label, values in nll.items():
         table.loc[table["label"] == label, "perplexity"] = float(np.exp(values.sum() / 20440))
-    csv = tmp_path / "smollm2-135m.csv"
-    table.to_csv(csv, index=False)
+    csv = write_csv(table, tmp_path / "smollm2-135m.csv")
     pd.concat(frames).to_csv(tmp_path / "smollm2-135m-windows.csv", index=False)
     text = write_report(csv, "x --finetune-steps 0").read_text()
     lines = {line.split(": **")[0]: line for line in text.splitlines() if ": **" in line}
@@ -210,3 +238,64 @@ def test_verdicts_carry_paired_intervals_where_rows_have_window_data(tmp_path):
     ci_row = next(line for line in text.splitlines() if line.startswith("| 2:4 wanda |"))
     low, high = (float(v) for v in ci_row.split("|")[3].split("-"))
     assert low < float(ci_row.split("|")[2]) < high
+
+
+def test_verdicts_follow_configurations_not_labels():
+    """Renaming every row changes no verdict: claims find rows by their recorded configuration."""
+    table = synthetic_table()
+    renamed = table.assign(label=[f"row {i}" for i in range(len(table))])
+    assert claims(results(renamed)) == claims(results(table))
+    assert sum("**holds**" in line or "**does not hold**" in line
+               for line in claims(results(renamed))) == 5
+
+
+def test_a_claim_without_its_row_names_the_configuration():
+    """A grid row not in the CSV: not measured, naming what is missing; a configuration the grid
+    does not have at all (a claim about a row never run): an error, not a silent verdict."""
+    line = next(x for x in claims(results(synthetic_table()))
+                if x.startswith("- 8:16 beats 2:4 (sparsegpt)"))
+    assert line == ("- 8:16 beats 2:4 (sparsegpt): **not measured** (no row with pattern 8:16, "
+                    "method sparsegpt, salient none, variance correction off, equalize alpha "
+                    "none, fine-tune steps 0; none with pattern 2:4, method sparsegpt, salient "
+                    "none, variance correction off, equalize alpha none, fine-tune steps 0 in "
+                    "the CSV).")
+    full = recorded_grid()
+    without_vc = Grid(0, tuple(r for r in full.rows if r.label != "2:4 wanda +VC"))
+    with pytest.raises(ValueError, match="pattern 2:4, method wanda, .*variance correction on"):
+        claims(Results(synthetic_table(), without_vc))
+
+
+def test_fine_tune_claim_reads_the_recorded_steps():
+    table = synthetic_table()
+    tuned = like(table, "2:4 sparsegpt +EQ0.5 +VC +salient 16:256 +FT7", perplexity=50.0)
+    base = like(table, "2:4 sparsegpt +EQ0.5 +VC +salient 16:256", perplexity=60.0)
+    table = pd.concat([table, pd.DataFrame([tuned, base])], ignore_index=True)
+    line = next(x for x in claims(results(table, finetune_steps=7))
+                if x.startswith("- a short fixed-mask fine-tune helps (2:4"))
+    assert "**holds**" in line and "fine-tuned 50.00 vs not fine-tuned 60.00" in line
+    line = next(x for x in claims(results(table, finetune_steps=0))
+                if x.startswith("- a short fixed-mask fine-tune helps (2:4"))
+    assert "**not measured** (the grid has no fine-tuned row" in line
+
+
+def test_report_needs_the_recorded_grid(tmp_path, capsys):
+    csv = tmp_path / "smollm2-135m.csv"
+    synthetic_table().to_csv(csv, index=False)
+    with pytest.raises(ValueError, match="grid is missing"):
+        write_report(csv, "python -m compression.experiment")
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path), "--report-only"])
+    assert stop.value.code == 2 and "smollm2-135m.grid.json does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "smollm2-135m.md").exists()
+    write_csv(synthetic_table().drop(columns=["method", "salient"]), csv)
+    with pytest.raises(ValueError, match="no column method, salient"):
+        write_report(csv, "python -m compression.experiment")
+
+
+def test_grid_round_trips_through_json(tmp_path):
+    recorded = recorded_grid(finetune_steps=3)
+    assert Grid.read(recorded.write(tmp_path / "g.grid.json")) == recorded
+    assert recorded.labels == [row.label for row in grid(3)]
+    (tmp_path / "bad.grid.json").write_text('{"rows": []}')
+    with pytest.raises(ValueError, match="not an experiment grid"):
+        Grid.read(tmp_path / "bad.grid.json")
