@@ -46,10 +46,10 @@ SIDE_CAR = "16:256"
 class Protocol:
     """How every row is measured (part of each row's key)."""
 
-    calib_samples: int = 32
+    calib_samples: int = 16
     calib_seqlen: int = 512
     eval_seqlen: int = 512
-    eval_windows: int = 48  # evenly spaced over the test split
+    eval_windows: int = 32  # evenly spaced over the test split
     finetune_steps: int = FINETUNE_STEPS
     calib_path: str | None = None  # None: the shared validation split
     eval_path: str | None = None  # None: the shared test split
