@@ -27,8 +27,8 @@ def test_row_key_follows_the_configuration_not_the_label():
     others = [row_key(recipe("8:16", vc=False), 0, Protocol()),
               row_key(recipe("8:16", salient_dtype="float16"), 0, Protocol()),
               row_key(recipe("8:16"), 50, Protocol()),
-              row_key(recipe("8:16"), 0, Protocol(eval_windows=32)),
-              row_key(recipe("8:16"), 0, Protocol(calib_samples=16)),
+              row_key(recipe("8:16"), 0, Protocol(eval_windows=Protocol().eval_windows + 1)),
+              row_key(recipe("8:16"), 0, Protocol(calib_samples=Protocol().calib_samples + 1)),
               row_key(None, 0, Protocol())]
     assert len({base, *others}) == len(others) + 1
 
@@ -45,15 +45,27 @@ def test_every_run_label_is_unique_and_leave_one_out_removes_one_component():
             assert len(changed) <= 1, (run.label, changed)
 
 
-def test_run_all_appends_each_row_once_and_resumes(tiny_folder, text_files, tmp_path):
-    protocol = Protocol(calib_samples=4, calib_seqlen=32, eval_seqlen=32, eval_windows=4,
-                        finetune_steps=2, calib_path=str(text_files / "calib.txt"),
-                        eval_path=str(text_files / "eval.txt"))
-    out = tmp_path / "ablation"
-    assert run_all(out, protocol, only=["dense"], model=str(tiny_folder)) == 2
-    assert run_all(out, protocol, only=["dense"], model=str(tiny_folder)) == 0
-    # The no-EQ row is measured once, though two runs (with and without fine-tune) yield it.
-    assert run_all(out, protocol, only=["8:16 full, no EQ"], model=str(tiny_folder)) == 2
+def tiny_protocol(text_files):
+    return Protocol(calib_samples=4, calib_seqlen=32, eval_seqlen=32, eval_windows=4,
+                    finetune_steps=2, calib_path=str(text_files / "calib.txt"),
+                    eval_path=str(text_files / "eval.txt"))
+
+
+@pytest.fixture(scope="module")
+def measured(tiny_folder, text_files, tmp_path_factory):
+    """Four rows of the tiny model: dense and its fine-tune, no-EQ and its fine-tune."""
+    out = tmp_path_factory.mktemp("ablation") / "out"
+    protocol = tiny_protocol(text_files)
+    appended = [run_all(out, protocol, only=["dense"], model=str(tiny_folder)),
+                run_all(out, protocol, only=["dense"], model=str(tiny_folder)),
+                run_all(out, protocol, only=["8:16 full, no EQ"], model=str(tiny_folder))]
+    return out, protocol, appended
+
+
+def test_run_all_appends_each_row_once_and_resumes(measured):
+    out, _, appended = measured
+    # Resumed: nothing again; the no-EQ row is measured once though two runs yield it.
+    assert appended == [2, 0, 2]
     table = pd.read_csv(out / ablation.CSV_NAME)
     assert sorted(table["label"]) == ["8:16 full, no EQ", "8:16 full, no EQ +FT50", "dense",
                                       "dense +FT50 (control)"]
@@ -67,3 +79,26 @@ def test_run_all_appends_each_row_once_and_resumes(tiny_folder, text_files, tmp_
                     ("dense", "dense +FT50 (control)"))
     assert tuned["finetune_steps"] == 2 and dense["finetune_steps"] == 0
     assert tuned["perplexity"] != dense["perplexity"]
+
+
+def test_report_figures_follow_the_per_window_sums(measured):
+    from compression.ablation_report import Table, write_report
+
+    out, protocol, _ = measured
+    table = Table.read(out, protocol)
+    nll = {label: table.nll[label].astype(np.float64) for label in table.rows.index}
+    tokens = table.tokens.astype(np.float64)
+    for label, row in table.rows.iterrows():
+        assert table.ppl(label).estimate == pytest.approx(row["perplexity"], rel=1e-12)
+    dense, tuned = "dense", "dense +FT50 (control)"
+    base, other = "8:16 full, no EQ", "8:16 full, no EQ +FT50"
+    expected = np.exp((nll[other].sum() - nll[base].sum()
+                       - (nll[tuned].sum() - nll[dense].sum())) / tokens.sum()) - 1
+    net = table.net(base, other, dense, tuned)
+    assert net.estimate == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert net.low <= net.estimate <= net.high
+    text = write_report(out, protocol).read_text()
+    assert "| dense +FT50 (control) | 1.0000 |" in text
+    assert "- 8:16 full, no FT\n" in text  # listed under rows not run
+    assert "- dense model, fine-tuned: " in text
+    assert (out / "ablation.png").is_file() and (out / "ablation.svg").is_file()
