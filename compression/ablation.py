@@ -46,10 +46,10 @@ SIDE_CAR = "16:256"
 class Protocol:
     """How every row is measured (part of each row's key)."""
 
-    calib_samples: int = 16
+    calib_samples: int = 8
     calib_seqlen: int = 512
     eval_seqlen: int = 512
-    eval_windows: int = 32  # evenly spaced over the test split
+    eval_windows: int = 16  # evenly spaced over the test split
     finetune_steps: int = FINETUNE_STEPS
     calib_path: str | None = None  # None: the shared validation split
     eval_path: str | None = None  # None: the shared test split
@@ -260,9 +260,10 @@ def run_all(out_dir: Path, protocol: Protocol, worker: tuple[int, int] = (0, 1),
                               protocol.eval_seqlen)
     index = evaluation_subset(split, protocol.eval_windows)
     appended = 0
-    for run in pending:
+    for number, run in enumerate(pending):
         print(f"== {run.label}", flush=True)
-        loaded = load_model(model or SMOLLM2_NAME)  # every run starts from the dense weights
+        if number:  # every run starts from the dense weights
+            loaded = load_model(model or SMOLLM2_NAME)
         loaded.model.float()  # the fine-tune trains in fp32 (SmolLM2 already is)
         done = finished_keys(out_dir)
         rows = [row for row in run_rows(run, protocol) if row[1] not in done]
