@@ -241,6 +241,8 @@ def _measure(run: Run, loaded, calib: np.ndarray, tune: np.ndarray, windows: np.
 def run_all(out_dir: Path, protocol: Protocol, worker: tuple[int, int] = (0, 1),
             only: list[str] | None = None, model: str | None = None) -> int:
     """Measure every pending run of this worker's share; returns how many rows it appended."""
+    import torch
+
     from workloads import text
     from workloads.loading import SMOLLM2_NAME, load_model
 
@@ -264,7 +266,8 @@ def run_all(out_dir: Path, protocol: Protocol, worker: tuple[int, int] = (0, 1),
         print(f"== {run.label}", flush=True)
         if number:  # every run starts from the dense weights
             loaded = load_model(model or SMOLLM2_NAME)
-        loaded.model.float()  # the fine-tune trains in fp32 (SmolLM2 already is)
+        if next(loaded.model.parameters()).dtype != torch.float32:
+            loaded.model.to(torch.float32)  # the fine-tune trains in fp32 (SmolLM2 already is)
         done = finished_keys(out_dir)
         rows = [row for row in run_rows(run, protocol) if row[1] not in done]
         before = rows[0][2] == 0

@@ -270,6 +270,9 @@ def protocol_text(table: Table, windows: np.ndarray) -> list[str]:
         "rows) and a difference whose 95% interval includes zero is **not distinguishable**."),
         ("- Each row starts from the freshly loaded dense model; rows are keyed by the hash of "
         "their configuration (recipe, fine-tune steps, protocol) and the runner resumes."),
+        ("- Absolute perplexities are not those of `reports/compression/smollm2-135m.md` (128 "
+         "calibration windows, whole split): fewer calibration windows give SparseGPT a "
+         "noisier Hessian, and the subset is not the split. Compare rows within this table."),
         ("- Timings (prune s, FT s, eval s) are wall seconds on that loaded machine: they say "
         "little about the code's speed."), ""]
 
