@@ -4,7 +4,7 @@
   n, sum x, X^T X and max |x_j|: enough for the Wanda norms, the SparseGPT Hessian, and the exact
   mean and variance of any output ``y = W x``.
 * :func:`variance_correction`: per output channel, rescale the pruned weight so that its output
-  variance over the calibration tokens equals the dense layer's.
+  variance over the calibration tokens equals the dense layer's (or by the least-squares gain).
 * :func:`equalization_scales` / :func:`equalize`: SmoothQuant-like per-input-channel scales,
   folded into the preceding RMSNorm so that the dense function is unchanged.
 """
@@ -107,21 +107,42 @@ def output_moments(weight: torch.Tensor, stats: InputStats) -> tuple[torch.Tenso
     return mean, variance.clamp_min(0)
 
 
+VC_GAINS = ("variance", "least-squares")
+
+
 def variance_correction(dense: torch.Tensor, pruned: torch.Tensor, stats: InputStats,
-                        match_mean: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        match_mean: bool = False, gain: str = "variance"
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-output-channel rescale of a pruned weight; returns (corrected weight, bias or None).
 
     With mean mu and variance var over calibration tokens of output i, for the dense weight W and
-    the pruned W':  a_i = sqrt(var(W x)_i / var(W' x)_i)  (a_i = 1 where var(W' x)_i = 0), and
-    the corrected row is a_i W'_i, so the output variance matches the dense layer's. With
-    ``match_mean`` a bias b_i = mu(W x)_i - a_i mu(W' x)_i makes the means match too (LLaMa's
-    linears have no bias, so the bias would have to be added to the module).
+    the pruned W', ``gain`` chooses the scale a_i of the corrected row a_i W'_i:
+
+    * ``variance``: a_i = sqrt(var(W x)_i / var(W' x)_i)  (a_i = 1 where var(W' x)_i = 0), so the
+      output variance matches the dense layer's;
+    * ``least-squares``: the a_i that minimises sum_t (W x - a W' x)_i^2 (with ``match_mean``,
+      the centred version a_i = cov(W x, W' x)_i / var(W' x)_i). Unlike matching the variance,
+      it never raises the calibration output error: pruning noise uncorrelated with the dense
+      output shrinks the gain instead of being amplified.
+
+    With ``match_mean`` a bias b_i = mu(W x)_i - a_i mu(W' x)_i makes the means match too
+    (LLaMa's linears have no bias, so the bias would have to be added to the module).
     """
+    if gain not in VC_GAINS:
+        raise ValueError(f"unknown variance-correction gain '{gain}': choose one of "
+                         f"{', '.join(VC_GAINS)}")
     dense_mean, dense_var = output_moments(dense, stats)
     pruned_mean, pruned_var = output_moments(pruned, stats)
-    ratio = torch.where(pruned_var > 0, dense_var / pruned_var.clamp_min(1e-300),
-                        torch.ones_like(pruned_var))
-    scale = torch.sqrt(ratio)
+    if gain == "variance":
+        ratio = torch.where(pruned_var > 0, dense_var / pruned_var.clamp_min(1e-300),
+                            torch.ones_like(pruned_var))
+        scale = torch.sqrt(ratio)
+    else:
+        w, p = dense.to(torch.float64), pruned.to(torch.float64)
+        second = stats.covariance if match_mean else stats.gram / stats.count
+        cross = torch.einsum("oi,ij,oj->o", w, second, p)
+        power = torch.einsum("oi,ij,oj->o", p, second, p)
+        scale = torch.where(power > 0, cross / power.clamp_min(1e-300), torch.ones_like(power))
     corrected = (pruned.to(torch.float64) * scale[:, None]).to(pruned.dtype)
     bias = (dense_mean - scale * pruned_mean).to(pruned.dtype) if match_mean else None
     return corrected, bias

@@ -33,11 +33,15 @@ class DataConfig:
     eval_seqlen: int = 512
     eval_windows: int | None = None  # None: the whole split
     seed: int = 0
+    finetune_path: str | None = None  # None: fine-tune on the calibration windows
 
-    def check_files(self, calib: bool, evaluation: bool) -> None:
+
+    def check_files(self, calib: bool, evaluation: bool, finetune: bool = False) -> None:
         """Fail early (before a model loads) on a missing, unreadable or empty text file."""
         if calib:
             text.read_text(self.calib_path or text.default_path("calib"))
+        if finetune and self.finetune_path:
+            text.read_text(self.finetune_path)
         if evaluation:
             text.read_text(self.eval_path or text.default_path("eval"))
 
@@ -50,6 +54,18 @@ class DataConfig:
         test = self.eval_path or text.DEFAULT_WIKITEXT_DIR / text.EVAL_FILE
         if self.eval_path or test.is_file():  # without any test text there is none to leak
             check_not_from_test(windows, text.tokenize(tokenizer, test))
+        return windows
+
+    def finetune(self, tokenizer, calib: np.ndarray | None = None) -> np.ndarray:
+        """Fine-tune windows (``calib_samples`` x ``calib_seqlen``): the calibration windows
+        (``calib`` if already cut), or windows of ``finetune_path``; either way refused when
+        they come from the evaluation text."""
+        if self.finetune_path is None:
+            return self.calibration(tokenizer) if calib is None else calib
+        ids = text.tokenize(tokenizer, self.finetune_path)
+        windows = text.calibration_windows(ids, self.calib_samples, self.calib_seqlen, self.seed)
+        test = self.eval_path or text.default_path("eval")
+        check_not_from_test(windows, text.tokenize(tokenizer, test), what="fine-tune")
         return windows
 
     def evaluation(self, tokenizer) -> np.ndarray:
@@ -65,7 +81,7 @@ class DataConfig:
         return {"calib_path": str(self.calib_path or text.default_path("calib")),
                 "eval_path": str(self.eval_path or text.default_path("eval")),
                 "calib_samples": self.calib_samples, "calib_seqlen": self.calib_seqlen,
-                "seed": self.seed}
+                "seed": self.seed, "finetune_path": self.finetune_path}
 
 
 def peak_rss_mib() -> float:
@@ -101,14 +117,17 @@ def prune_and_evaluate(loaded: LoadedModel, cfg: PruneConfig, calib: np.ndarray 
                        windows: np.ndarray | None, finetune_steps: int = 0,
                        progress: bool = True, writer: OutputWriter | None = None,
                        release_layers: bool = False, eval_before_finetune: bool = False,
-                       fixed_masks: dict | None = None) -> tuple[dict, list[dict]]:
+                       fixed_masks: dict | None = None,
+                       finetune_windows: np.ndarray | None = None) -> tuple[dict, list[dict]]:
     """Prune ``loaded.model`` in place, each compressed layer streamed to ``writer`` (if any);
     returns (metrics, per-linear records). ``release_layers``: the run only writes, so written
     layers leave memory (see :func:`prune_model`); not with evaluation or fine-tuning.
     ``eval_before_finetune``: also measure the pruned model before its fine-tune, so one prune
     gives both figures (``metrics["before_finetune"]``). ``fixed_masks``: reuse these masks
-    (see :func:`compression.pipeline.prune_model`)."""
-    if finetune_steps and calib is None:
+    (see :func:`compression.pipeline.prune_model`). ``finetune_windows``: what the fine-tune
+    trains on (default: ``calib``; :meth:`DataConfig.finetune` checks it)."""
+    finetune_windows = calib if finetune_windows is None else finetune_windows
+    if finetune_steps and finetune_windows is None:
         raise ValueError("--finetune-steps needs calibration text")
     if eval_before_finetune and (not finetune_steps or windows is None):
         raise ValueError("evaluating before the fine-tune needs --finetune-steps and evaluation")
@@ -127,8 +146,8 @@ def prune_and_evaluate(loaded: LoadedModel, cfg: PruneConfig, calib: np.ndarray 
     before = perplexity(loaded.model, windows, progress=progress) if eval_before_finetune else None
     if finetune_steps:
         start = time.perf_counter()
-        losses = finetune(loaded.model, {n: m.union for n, m in outcome.masks.items()}, calib,
-                          finetune_steps, progress=progress)
+        losses = finetune(loaded.model, {n: m.union for n, m in outcome.masks.items()},
+                          finetune_windows, finetune_steps, progress=progress)
         timings["finetune_s"] = time.perf_counter() - start
         start = time.perf_counter()
         compress_pruned(loaded.model, outcome, cfg, tally)

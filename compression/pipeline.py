@@ -22,7 +22,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from compression.corrections import InputStats, equalization_scales, equalize, variance_correction
+from compression.corrections import (
+    VC_GAINS,
+    InputStats,
+    equalization_scales,
+    equalize,
+    variance_correction,
+)
 from compression.criteria import (
     METHODS,
     Salient,
@@ -36,6 +42,10 @@ from compression.formats import CSRTensor, NMTensor, SparseWeight, check_encodin
 from compression.sparsegpt import hessian_factor, sparsegpt_prune
 from workloads.models import LINEAR_GROUPS
 
+# Which linears variance correction rescales: all, or only the two that write into the residual
+# stream (whose outputs every later layer reads; the others feed attention scores or the MLP gate).
+VC_SCOPES = {"all": None, "output-projections": ("self_attn.o_proj", "mlp.down_proj")}
+
 
 @dataclass(frozen=True)
 class PruneConfig:
@@ -46,9 +56,12 @@ class PruneConfig:
     salient: Salient | None = None
     variance_correction: bool = False
     match_mean: bool = False  # variance correction also matches the output mean (adds a bias)
+    vc_gain: str = "variance"  # corrections.VC_GAINS
+    vc_scope: str = "all"  # VC_SCOPES
     equalize_alpha: float | None = None
     encoding: str = "rank"
     value_dtype: str = "float16"
+    salient_dtype: str = "float32"  # the structured side-car's stored values
     sparsegpt_damp: float = 0.01
     sparsegpt_blocksize: int = 128
 
@@ -59,6 +72,20 @@ class PruneConfig:
             self.salient.check_against(self.target)
         if self.match_mean and not self.variance_correction:
             raise ValueError("matching the output mean is part of variance correction")
+        if self.vc_gain not in VC_GAINS:
+            raise ValueError(f"unknown variance-correction gain '{self.vc_gain}': choose one of "
+                             f"{', '.join(VC_GAINS)}")
+        if self.vc_scope not in VC_SCOPES:
+            raise ValueError(f"unknown variance-correction scope '{self.vc_scope}': choose one "
+                             f"of {', '.join(VC_SCOPES)}")
+        if ((self.vc_gain, self.vc_scope) != ("variance", "all")
+                and not self.variance_correction):
+            raise ValueError("a variance-correction gain or scope needs variance correction")
+        value_dtype(self.salient_dtype)
+        if self.salient_dtype != "float32" and (self.salient is None or self.salient.unstructured
+                                                or not self.target.structured):
+            raise ValueError("a side-car value dtype other than float32 needs a structured "
+                             "side-car on an N:M bulk (the unstructured one is stored in fp32)")
         if self.equalize_alpha is not None and not 0 <= self.equalize_alpha <= 1:
             raise ValueError(f"--equalize alpha must be in [0, 1], got {self.equalize_alpha}")
         check_encoding(self.encoding)
@@ -80,8 +107,15 @@ class PruneConfig:
                 "salient": str(self.salient) if self.salient else None,
                 "variance_correction": self.variance_correction,
                 "variance_correction_match_mean": self.match_mean,
+                "variance_correction_gain": self.vc_gain,
+                "variance_correction_scope": self.vc_scope,
                 "equalize_alpha": self.equalize_alpha, "encoding": self.encoding,
-                "value_dtype": self.value_dtype}
+                "value_dtype": self.value_dtype, "salient_dtype": self.salient_dtype}
+
+    def corrects(self, name: str) -> bool:
+        """Whether variance correction rescales the linear ``name`` (e.g. ``mlp.down_proj``)."""
+        scope = VC_SCOPES[self.vc_scope]
+        return self.variance_correction and (scope is None or name.endswith(scope))
 
 
 @dataclass
@@ -134,12 +168,14 @@ LayerSink = Callable[[CompressedLayer], None]
 
 def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfig,
                  factor: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 fixed: LayerMask | None = None
+                 fixed: LayerMask | None = None, correct: bool | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, LayerMask, dict]:
     """Prune one ``[out, in]`` weight; returns (new fp32 weight, output bias from mean matching
     or None, masks, statistics). ``factor``: SparseGPT's :func:`hessian_factor` of ``stats``
     when already computed for another linear of the same input. ``fixed``: masks to reuse
-    instead of choosing them (``nmsim prune --masks-from``); SparseGPT then only reconstructs."""
+    instead of choosing them (``nmsim prune --masks-from``); SparseGPT then only reconstructs.
+    ``correct``: whether variance correction applies here (default: whenever ``cfg`` has it;
+    :meth:`PruneConfig.corrects` tells by the linear's name)."""
     w = weight.detach().to(torch.float32)
     w_np = w.numpy()
     if fixed is not None:
@@ -162,8 +198,8 @@ def prune_weight(weight: torch.Tensor, stats: InputStats | None, cfg: PruneConfi
         new_rest = torch.from_numpy(np.where(keep, rest, np.float32(0)))
     new = new_rest if sal is None else new_rest + torch.from_numpy(np.where(sal, w_np, 0.0))
     bias = None
-    if cfg.variance_correction:
-        new, bias = variance_correction(w, new, stats, cfg.match_mean)
+    if cfg.variance_correction if correct is None else correct:
+        new, bias = variance_correction(w, new, stats, cfg.match_mean, cfg.vc_gain)
     mask = LayerMask(keep, sal)
     record = {"out": w.shape[0], "in": w.shape[1],
               "kept_fraction": float(mask.union.mean()),
@@ -301,7 +337,7 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
                 full_name = f"model.layers.{index}.{name}"
                 new, bias, mask, record = prune_weight(
                     linear.weight, group_stats, cfg, factor,
-                    None if fixed_masks is None else fixed_masks[full_name])
+                    None if fixed_masks is None else fixed_masks[full_name], cfg.corrects(name))
                 linear.weight.copy_(new)
                 if bias is not None:
                     linear.bias = torch.nn.Parameter(bias, requires_grad=False)
@@ -357,7 +393,8 @@ def _round(values: np.ndarray, dtype: str) -> np.ndarray:
 
 def compress_weight(weight: np.ndarray, mask: LayerMask, cfg: PruneConfig
                     ) -> tuple[SparseWeight | None, np.ndarray]:
-    """Split ``weight`` into the bulk B (N:M, value dtype) and side-car S (fp32).
+    """Split ``weight`` into the bulk B (N:M, value dtype) and side-car S (``cfg.salient_dtype``,
+    fp32 for an unstructured side-car).
 
     Returns (SparseWeight, or None for an unstructured bulk, and the dense B + S as stored).
     """
@@ -368,12 +405,12 @@ def compress_weight(weight: np.ndarray, mask: LayerMask, cfg: PruneConfig
         rounded.astype(np.float32)
     side = None
     if sal is not None:
-        side_values = np.where(sal, weight, np.float32(0))
-        stored = stored + side_values
+        side_values = _round(np.where(sal, weight, np.float32(0)), cfg.salient_dtype)
+        stored = stored + side_values.astype(np.float32)
         if cfg.target.structured:
             side = (CSRTensor.from_dense(side_values, sal) if cfg.salient.unstructured else
                     NMTensor.from_dense(side_values, sal, cfg.salient.pattern, encoding="index",
-                                        tail="pad", dtype="float32"))
+                                        tail="pad", dtype=cfg.salient_dtype))
     if not cfg.target.structured:
         return None, stored
     # Kept values and the dense tail are where rounded == bulk_values rounded: compress it as is.

@@ -25,8 +25,19 @@ def register(sub) -> None:
                    help="rescale each output channel to the dense output variance over the "
                         "calibration tokens (var, the default when given alone); mean-var also "
                         "matches the mean with an output bias")
+    p.add_argument("--vc-gain", default="variance",
+                   help="variance correction's per-channel gain: variance (match the dense "
+                        "output variance) or least-squares (never raises the output error)")
+    p.add_argument("--vc-scope", default="all",
+                   help="which linears variance correction rescales: all, or "
+                        "output-projections (o_proj and down_proj only)")
+    p.add_argument("--salient-dtype", default="float32",
+                   help="stored dtype of a structured side-car's values (float32, float16)")
     p.add_argument("--equalize", type=float, metavar="A", help="SmoothQuant-like alpha in [0, 1]")
     p.add_argument("--finetune-steps", type=int, default=0)
+    p.add_argument("--finetune-data", metavar="FILE",
+                   help="fine-tune text (default: the calibration windows); refused when it "
+                        "comes from the evaluation text")
     p.add_argument("--eval-before-finetune", action="store_true",
                    help="also measure perplexity before the fine-tune (one more evaluation)")
     p.add_argument("--calib", help="calibration text (default: shared wiki.valid.tokens)")
@@ -78,12 +89,15 @@ def run(args) -> int:
     cfg = PruneConfig(Target.parse(args.pattern), args.method, salient,
                       variance_correction=args.variance_correction is not None,
                       match_mean=args.variance_correction == "mean-var",
+                      vc_gain=args.vc_gain, vc_scope=args.vc_scope,
+                      salient_dtype=args.salient_dtype,
                       equalize_alpha=args.equalize, encoding=args.encoding,
                       value_dtype=args.value_dtype)
     data = DataConfig(args.calib, args.eval, args.calib_samples, args.seqlen, args.seqlen,
-                      args.eval_windows)
+                      args.eval_windows, finetune_path=args.finetune_data)
     needs_calib = cfg.needs_calibration or args.finetune_steps
-    data.check_files(calib=needs_calib, evaluation=not args.no_eval)  # fail before loading
+    data.check_files(calib=needs_calib, evaluation=not args.no_eval,  # fail before loading
+                     finetune=bool(args.finetune_steps))
     fixed = read_masks(args.masks_from) if args.masks_from else None  # fail before loading
     start = time.perf_counter()
     loaded = load_model(args.model)
@@ -92,6 +106,7 @@ def run(args) -> int:
         check_masks(*fixed, loaded.model, loaded.name, cfg, args.masks_from)
     calib = data.calibration(loaded.tokenizer) if needs_calib else None
     windows = None if args.no_eval else data.evaluation(loaded.tokenizer)
+    tune = data.finetune(loaded.tokenizer, calib) if args.finetune_steps else None
     # A terminated run unwinds like an interrupted one, so the writer removes its staging folder.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
@@ -100,7 +115,7 @@ def run(args) -> int:
                 loaded, cfg, calib, windows, args.finetune_steps, writer=writer,
                 release_layers=windows is None and not args.finetune_steps,
                 eval_before_finetune=args.eval_before_finetune,
-                fixed_masks=fixed[0] if fixed else None)
+                fixed_masks=fixed[0] if fixed else None, finetune_windows=tune)
             metrics["timings"]["load_s"] = load_s
             metrics["data"] = data.describe() if needs_calib else None
             metrics["masks_from"] = str(args.masks_from) if args.masks_from else None

@@ -62,6 +62,12 @@ def test_magnitude_without_eval_needs_no_text(tiny_folder, tmp_path):
     ({"--eval": "short.txt"}, "too short"),
     ({"--calib": "nowhere.txt"}, "does not exist"),
     ({"--equalize": "1.5"}, "alpha"),
+    ({"--variance-correction": "var", "--vc-gain": "median"}, "unknown variance-correction gain"),
+    ({"--vc-scope": "output-projections"}, "needs variance correction"),
+    ({"--salient-dtype": "float16"}, "side-car value dtype"),
+    ({"--salient-unstructured": "16:256", "--salient-dtype": "float16"}, "side-car value dtype"),
+    ({"--finetune-steps": "1", "--finetune-data": "eval.txt"},
+     "fine-tune window 0 of 4 comes from the evaluation (test) text"),
 ])
 def test_bad_input_exits_2_and_leaves_nothing(tiny_folder, text_files, tmp_path, capsys, change,
                                               message):
@@ -93,3 +99,28 @@ def test_existing_output_folder_is_refused(tiny_folder, text_files, tmp_path, ca
     (tmp_path / "run").mkdir()
     assert main(prune_args(tiny_folder, text_files, tmp_path / "run", "--pattern", "2:4")) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_fp16_side_car_and_least_squares_correction_are_recorded_and_stored(
+        tiny_folder, text_files, tmp_path, capsys):
+    """The side-car's values are stored in fp16 (half the fp32 payload), and the options reach
+    the recorded configuration."""
+    runs = {}
+    for dtype in ("float32", "float16"):
+        out = tmp_path / dtype
+        code = main(prune_args(tiny_folder, text_files, out, "--pattern", "8:16", "--salient",
+                               "16:64", "--salient-dtype", dtype, "--variance-correction",
+                               "--vc-gain", "least-squares", "--vc-scope",
+                               "output-projections", "--no-eval"))
+        assert code == 0, capsys.readouterr().err
+        runs[dtype] = out
+    metrics = json.loads((runs["float16"] / "metrics.json").read_text())
+    assert metrics["salient_dtype"] == "float16"
+    assert metrics["variance_correction_gain"] == "least-squares"
+    assert metrics["variance_correction_scope"] == "output-projections"
+    wide, half = (prune_output.load_compressed(runs[d]) for d in ("float32", "float16"))
+    for name, weight in half.items():
+        side, side32 = weight.salient, wide[name].salient
+        assert side.values.dtype == np.float16 and side32.values.dtype == np.float32
+        assert side32.nbytes - side.nbytes == 2 * side.values.size
+        np.testing.assert_array_equal(side.mask(), side32.mask())

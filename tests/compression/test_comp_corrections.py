@@ -138,3 +138,41 @@ def test_equalization_leaves_the_dense_model_unchanged(tiny_model):
     assert not torch.equal(model.model.layers[0].input_layernorm.weight,
                            tiny_model().float().model.layers[0].input_layernorm.weight)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.booleans())
+def test_least_squares_gain_matches_numpy_lstsq_per_channel(seed, match_mean):
+    """a_i (and b_i with the mean) minimise sum_t (y_i - a_i y'_i - b_i)^2: numpy's lstsq on
+    the calibration tokens themselves gives the same, and the output error never grows."""
+    rng = np.random.default_rng(seed)
+    x = batches(seed, 12, [150])[0]
+    w = rng.standard_normal((5, 12))
+    pruned = np.where(rng.random(w.shape) < 0.5, w, 0.0)
+    pruned[0] = 0.0  # no output at all: the row stays
+    corrected, bias = variance_correction(torch.from_numpy(w), torch.from_numpy(pruned),
+                                          observed(x), match_mean, gain="least-squares")
+    x64 = x.astype(np.float32).astype(np.float64)
+    y_dense, y_pruned = x64 @ w.T, x64 @ pruned.T
+    assert (corrected.numpy()[0] == 0).all()
+    for row in range(1, len(w)):
+        design = y_pruned[:, [row]]
+        if match_mean:
+            design = np.hstack([design, np.ones((len(x64), 1))])
+        solution = np.linalg.lstsq(design, y_dense[:, row], rcond=None)[0]
+        kept = pruned[row] != 0
+        np.testing.assert_allclose(corrected.numpy()[row][kept] / pruned[row][kept],
+                                   solution[0], rtol=1e-5)  # X^T X summed in fp32
+        if match_mean:
+            assert float(bias[row]) == pytest.approx(solution[1], rel=1e-5, abs=1e-7)
+        fitted = x64 @ corrected.numpy()[row] + (float(bias[row]) if match_mean else 0.0)
+        before = np.sum((y_dense[:, row] - y_pruned[:, row]) ** 2)
+        assert np.sum((y_dense[:, row] - fitted) ** 2) <= before * (1 + 1e-6)
+    assert (bias is None) == (not match_mean)
+
+
+def test_unknown_correction_gain_is_refused():
+    x = batches(0, 4, [20])[0]
+    w = torch.ones(2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="unknown variance-correction gain"):
+        variance_correction(w, w, observed(x), gain="median")

@@ -4,6 +4,7 @@ against a brute-force reference, and `nmsim prune` refusing test text under any 
 import shutil
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,3 +36,21 @@ def test_prune_refuses_calibration_from_the_test_text(tiny_folder, text_files, t
         errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
         assert len(errors) == 1 and "comes from the evaluation (test) text" in errors[0]
         assert sorted(p.name for p in tmp_path.iterdir()) == ["renamed.txt"]
+
+
+def test_fine_tune_text_from_the_test_split_is_refused(tiny_folder, text_files):
+    """DataConfig.finetune checks its own text, not only the calibration windows."""
+    from compression.job import DataConfig
+    from workloads.loading import load_model
+
+    tokenizer = load_model(tiny_folder).tokenizer
+    data = DataConfig(str(text_files / "calib.txt"), str(text_files / "eval.txt"), 4, 32, 32,
+                      finetune_path=str(text_files / "eval.txt"))
+    with pytest.raises(ValueError, match="fine-tune window 0 of 4 comes from the evaluation"):
+        data.finetune(tokenizer)
+    other = DataConfig(str(text_files / "calib.txt"), str(text_files / "eval.txt"), 4, 32, 32,
+                       finetune_path=str(text_files / "calib.txt"))
+    assert other.finetune(tokenizer).shape == (4, 32)
+    np.testing.assert_array_equal(DataConfig(str(text_files / "calib.txt"),
+                                             str(text_files / "eval.txt"), 4, 32, 32)
+                                  .finetune(tokenizer), other.calibration(tokenizer))

@@ -176,3 +176,46 @@ def test_variance_correction_matches_the_dense_output_moments(tiny_model):
         torch.testing.assert_close(out.var(0), reference.var(0), rtol=1e-4, atol=0)
         means_match = torch.allclose(out.mean(0), reference.mean(0), rtol=1e-4, atol=1e-6)
         assert means_match == match_mean
+
+
+@torch.no_grad()
+def test_variance_correction_scope_rescales_only_the_output_projections(tiny_model):
+    """Magnitude masks do not depend on the inputs, so with the correction confined to o_proj
+    and down_proj every other linear equals the uncorrected prune, and each corrected row is a
+    positive multiple of its uncorrected row."""
+    calib = calib_windows(tiny_model().config.vocab_size)
+    pruned = {}
+    for scope in (None, "output-projections"):
+        model = tiny_model().float()
+        cfg = (PruneConfig(Target.parse("2:4"), "magnitude") if scope is None else
+               PruneConfig(Target.parse("2:4"), "magnitude", variance_correction=True,
+                           vc_scope=scope))
+        prune_model(model, calib, cfg, progress=False)
+        pruned[scope] = linear_weights(model)
+    changed = set()
+    for name, plain in pruned[None].items():
+        scoped = pruned["output-projections"][name]
+        if torch.equal(scoped, plain):
+            continue
+        changed.add(name.split(".", 3)[3])
+        ratio = scoped[plain != 0] / plain[plain != 0]
+        rows = torch.nonzero(plain != 0)[:, 0]
+        for row in rows.unique():
+            torch.testing.assert_close(ratio[rows == row], ratio[rows == row][0].expand(
+                int((rows == row).sum())), rtol=1e-5, atol=0)
+        assert (scoped[plain == 0] == 0).all() and (ratio > 0).all()
+    assert changed == {"self_attn.o_proj", "mlp.down_proj"}
+
+
+def test_dense_fine_tune_trains_every_decoder_linear_and_nothing_else(tiny_model):
+    from compression.finetune import decoder_linears, finetune_dense
+
+    model = tiny_model().float()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    losses = finetune_dense(model, calib_windows(model.config.vocab_size), 3, lr=1e-3,
+                            progress=False)
+    assert len(losses) == 3
+    trained = {f"{name}.weight" for name in decoder_linears(model)}
+    assert len(trained) == 7 * model.config.num_hidden_layers
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]) != (name in trained), name
