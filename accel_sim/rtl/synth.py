@@ -25,7 +25,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-from accel_sim.area import MAX_LOGIC_ROM_WORDS
+from accel_sim.decoders import DECODER_MODELS, MAX_LOGIC_ROM_WORDS, decoder_model
 from compression.formats import Pattern
 
 # ---- NanGate FreePDK45 Open Cell Library (45 nm), X1 drive, um^2 per cell: the cell footprint
@@ -128,21 +128,18 @@ def _nangate_cells(stats: dict) -> dict[str, int]:
 # 2:4/4:8/8:16/16:32) and of the presets (systolic-nm: 2:4/4:8/8:16), plus fixed 4:8 and 16:32.
 DATAPATHS = (("2:4",), ("4:8",), ("8:16",), ("16:32",), ("2:4", "4:8", "8:16"),
              ("2:4", "4:8", "8:16", "16:32"))
-DECODER_KINDS = ("direct", "popcount", "rank_pipeline", "rank_serial", "rank_rom")
+DECODER_KINDS = tuple(DECODER_MODELS)  # every registered decoder
 MUX_INPUTS = (2, 3, 4, 5, 8, 9, 16, 17, 32)
 MUX_WIDTHS = (8, 16)
 
 
 def sweep_circuits() -> list[dict]:
     """(row keys, circuit) of every circuit the synthesis table holds."""
-    from accel_sim.decoders import decoder_model
-
     rows = []
     for names in DATAPATHS:
         patterns = tuple(Pattern.parse(p) for p in names)
         for kind in DECODER_KINDS:
-            if kind == "rank_rom" and sum(p.configurations for p in patterns) > \
-                    MAX_LOGIC_ROM_WORDS:
+            if not decoder_model(kind).synthesizable(patterns):
                 continue  # a ROM macro in the area model (8:16: 12 870 words, minutes in ABC)
             rows.append({"circuit": f"decoder_{kind}", "patterns": " ".join(names),
                          "inputs": "", "width": "",
@@ -192,18 +189,19 @@ def _patterns(row: dict) -> tuple[Pattern, ...]:
 
 def fit_area_model(rows: list[dict]) -> dict:
     """Non-negative least-squares fit of the area model's coefficients to synthesized rows:
-    per decoder kind on :func:`accel_sim.area.decoder_features`, and the operand mux's area per
-    (inputs - 1) x width bit. ROMs beyond the logic limit are not fitted (ROM macros)."""
+    per decoder kind on its model's :meth:`~accel_sim.decoders.DecoderModel.area_features`, and
+    the operand mux's area per (inputs - 1) x width bit. ROMs beyond the logic limit are not
+    fitted (ROM macros)."""
     import numpy as np
 
-    from accel_sim.area import decoder_features, mux_features
+    from accel_sim.area import mux_features
 
     decoders = {}
     for kind in DECODER_KINDS:
-        mine = [r for r in rows if r["circuit"] == f"decoder_{kind}"]
-        mine = [r for r in mine if kind != "rank_rom" or sum(
-            p.configurations for p in _patterns(r)) <= MAX_LOGIC_ROM_WORDS]
-        x = np.array([decoder_features(kind, _patterns(r)) for r in mine], dtype=float)
+        model = decoder_model(kind)
+        mine = [r for r in rows if r["circuit"] == f"decoder_{kind}"
+                and model.synthesizable(_patterns(r))]
+        x = np.array([model.area_features(_patterns(r)) for r in mine], dtype=float)
         if x.size == 0:
             decoders[kind] = ()
             continue
@@ -299,7 +297,7 @@ def _markdown(frame, fit: dict, timing: dict) -> str:
         "synthesis. Rank ROMs larger than "
         f"{MAX_LOGIC_ROM_WORDS} words are not synthesized (costed as ROM macros).",
         "",
-        "## Fit (non-negative least squares, um^2 per feature of `decoder_features`)",
+        "## Fit (non-negative least squares, um^2 per feature of each model's `area_features`)",
         "",
         "| decoder | coefficients |", "|---|---|", fitted,
         f"| operand mux | {', '.join(f'{c:g}' for c in fit['mux'])} (per (inputs - 1) x width, "
