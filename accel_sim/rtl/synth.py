@@ -124,6 +124,8 @@ def _nangate_cells(stats: dict) -> dict[str, int]:
     return {NANGATE45_CELLS[kind][0]: n for kind, n in sorted(counts.items()) if n}
 
 
+CELL_ORDER = [name for name, _ in NANGATE45_CELLS.values()]
+
 # ---- The sweep: every datapath of the default sweep (fixed 2:4, fixed 8:16, flexible
 # 2:4/4:8/8:16/16:32) and of the presets (systolic-nm: 2:4/4:8/8:16), plus fixed 4:8 and 16:32.
 DATAPATHS = (("2:4",), ("4:8",), ("8:16",), ("16:32",), ("2:4", "4:8", "8:16"),
@@ -153,13 +155,14 @@ def sweep_circuits() -> list[dict]:
     return rows
 
 
-def run_sweep(workers: int = 2) -> tuple[list[dict], dict]:
-    """Synthesize every sweep circuit (``workers`` Yosys processes; identical circuits, e.g. a
-    popcount network serving several pattern sets, once, keyed by their RTLIL text). Returns
-    the rows and the run's wall and Yosys CPU seconds."""
+def run_sweep(workers: int = 2, kinds: tuple[str, ...] = ()) -> tuple[list[dict], dict]:
+    """Synthesize every sweep circuit, or only the decoders ``kinds`` (``workers`` Yosys
+    processes; identical circuits, e.g. a popcount network serving several pattern sets, once,
+    keyed by their RTLIL text). Returns the rows and the run's wall and Yosys CPU seconds."""
     start = time.perf_counter()
     cpu_start = _children_cpu_s()
-    todo = sweep_circuits()
+    todo = [row for row in sweep_circuits()
+            if not kinds or row["circuit"] in {f"decoder_{k}" for k in kinds}]
     texts = [rtlil.convert(row["make"](), name="top") for row in todo]
     unique = list(dict.fromkeys(texts))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -181,6 +184,30 @@ def _children_cpu_s() -> float:
 
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The synthesized rows of a ``synthesis.csv`` written by :func:`write_report`."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, keep_default_na=False, dtype={"inputs": str, "width": str})
+    rows = []
+    for r in frame.to_dict("records"):
+        rows.append({"circuit": r["circuit"], "patterns": r["patterns"],
+                     "inputs": int(r["inputs"]) if r["inputs"] else "",
+                     "width": int(r["width"]) if r["width"] else "",
+                     "cells": {c: int(r[c]) for c in CELL_ORDER if int(r[c])},
+                     **{k: r[k] for k in ("flip_flops", "gates", "area_um2", "logic_depth",
+                                          "synth_s")}})
+    return rows
+
+
+def merge_rows(committed: list[dict], new: list[dict]) -> list[dict]:
+    """``committed`` with the circuits of ``new`` replaced by them (decoders before muxes)."""
+    replaced = {row["circuit"] for row in new}
+    kept = [row for row in committed if row["circuit"] not in replaced]
+    decoders = [row for row in kept if row["circuit"] != "operand_mux"]
+    return decoders + new + [row for row in kept if row["circuit"] == "operand_mux"]
 
 
 def _patterns(row: dict) -> tuple[Pattern, ...]:
@@ -243,7 +270,6 @@ def model_um2(row: dict) -> float:
     return MetadataDecoder(row["circuit"].removeprefix("decoder_"), _patterns(row)).logic_um2_45()
 
 
-CELL_ORDER = [name for name, _ in NANGATE45_CELLS.values()]
 
 
 def write_report(rows: list[dict], timing: dict, out: Path) -> None:
@@ -289,10 +315,11 @@ def _markdown(frame, fit: dict, timing: dict) -> str:
         "one NanGate FreePDK45 Open Cell Library X1 cell; area = cells x cell area "
         f"(um^2, from the library's LEF footprints): {cells}.",
         "",
-        f"Whole run: {timing['circuits']} circuits ({timing['synthesized']} distinct) in "
+        f"{timing.get('run', 'Whole run')}: {timing['circuits']} circuits "
+        f"({timing['synthesized']} distinct) in "
         f"{timing['wall_s']:.0f} s wall, {timing['yosys_cpu_s']:.0f} s Yosys CPU time "
         "(2 Yosys processes at a time; wall time depends on the machine's load, CPU time "
-        "does not). `model_um2` is the calibrated area model "
+        f"does not).{timing.get('note', '')} `model_um2` is the calibrated area model "
         "(`accel_sim/area.py`) for the same circuit, `model_error_pct` its error against "
         "synthesis. Rank ROMs larger than "
         f"{MAX_LOGIC_ROM_WORDS} words are not synthesized (costed as ROM macros).",
@@ -312,10 +339,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="reports/area", type=Path)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", action="append", choices=DECODER_KINDS, metavar="DECODER",
+                        help="synthesize only this decoder's circuits (repeatable) and merge "
+                             "them into the committed OUT/synthesis.csv (e.g. a new decoder)")
     args = parser.parse_args(argv)
     if yosys_path() is None:
         raise SystemExit("error: yosys is not installed (apt-get install yosys, or make yosys)")
-    rows, timing = run_sweep(args.workers)
+    rows, timing = run_sweep(args.workers, tuple(args.only or ()))
+    if args.only:
+        rows = merge_rows(read_rows(args.out / "synthesis.csv"), rows)
+        timing = {**timing, "run": f"Run of `--only {' --only '.join(args.only)}`",
+                  "note": " The other rows are kept from the previous full run's "
+                          "synthesis.csv (their synth_s column is that run's)."}
     write_report(rows, timing, args.out)
     print(f"{timing['circuits']} circuits ({timing['synthesized']} distinct) synthesized in "
           f"{timing['wall_s']:.1f} s wall, {timing['yosys_cpu_s']:.1f} s Yosys CPU "
