@@ -35,6 +35,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 
 from compression.formats import FormatError, Pattern, binomial_table, encoding_of
 
@@ -303,9 +304,99 @@ class RankRomDecoder(DecoderModel):
         return (np.flatnonzero(masks) % pattern.m).reshape(ranks.shape + (pattern.n,))
 
 
+def _prefix_adders(n: int) -> int:
+    """Adders of a Kogge-Stone prefix sum over n terms: sum over its levels l of n - 2**l."""
+    return sum(n - (1 << level) for level in range((n - 1).bit_length()))
+
+
+class PrefixSumDecoderCircuit(rtl.DecoderCircuit):
+    """``rle`` metadata: slot k's select is c_k = run_0 + sum_{0<j<=k} (run_j + 1), a
+    Kogge-Stone prefix sum over the N_max run fields: ceil(log2 N_max) adder levels, registered
+    after each level (latency ceil(log2 N_max) cycles, one block per cycle; a ripple chain would
+    put N adders in series in one cycle). Slots beyond the running N are forced to zero."""
+
+    encoding = "rle"
+
+    @property
+    def run_bits(self) -> int:
+        return max(p.field_bits("rle") for p in self.patterns)
+
+    @property
+    def meta_bits(self) -> int:
+        return self.n_max * self.run_bits
+
+    def meta_field_bits(self, pattern):
+        return self.n_max, self.run_bits
+
+    @property
+    def levels(self) -> int:
+        return (self.n_max - 1).bit_length()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.ready.eq(1)
+        width, run_bits = self.select_bits, self.run_bits
+        runs = [self.meta[k * run_bits:(k + 1) * run_bits] for k in range(self.n_max)]
+        sums = [runs[0]] + [run + 1 for run in runs[1:]]
+        valid = self.valid_in
+        for level in range(self.levels):
+            step = 1 << level
+            nxt = [Signal(width, name=f"sum_l{level}_{k}", reset_less=True)
+                   for k in range(self.n_max)]
+            nvalid = Signal(name=f"valid_l{level}")
+            m.d.sync += [nxt[k].eq(sums[k] + (sums[k - step] if k >= step else 0))
+                         for k in range(self.n_max)]
+            m.d.sync += nvalid.eq(valid)
+            sums, valid = nxt, nvalid
+        kept = Array([Const(p.n, rtl.bits_for(self.n_max + 1)) for p in self.patterns])[
+            self.pattern_index()]
+        slots = [Mux(k < kept, sums[k], 0)[:width] for k in range(self.n_max)]
+        m.d.comb += [self.sel.eq(Cat(*slots)), self.valid_out.eq(valid)]
+        return m
+
+
+class PrefixSumDecoder(DecoderModel):
+    """``rle`` metadata: positions are prefix sums of the run lengths (+1 per earlier kept
+    element), computed as the circuit does, level by level (:class:`PrefixSumDecoderCircuit`)."""
+
+    kind, encoding, auto = "prefix_sum", "rle", True
+    circuit_class = PrefixSumDecoderCircuit
+    area_fit_um2 = (8.649, 0.0)
+
+    def latency_cycles(self, pattern, supported=()):
+        n_max = max(p.n for p in (pattern, *supported))  # the adder tree spans N_max slots
+        return (n_max - 1).bit_length()
+
+    def area_features(self, patterns):
+        """Per level and slot, one select-width register and (about) one adder: the prefix
+        adders plus the run + 1 incrementers number exactly levels x N_max for N_max a power
+        of two; and the output slot masks (N_max x select bits)."""
+        _, n, select = _widest_sizes(patterns)
+        return ((n - 1).bit_length() * n * select, n * select)
+
+    def energy_actions(self, pattern: Pattern) -> dict[str, float]:
+        """Per block: one decode, the prefix adders and incrementers of the running N, and the
+        level registers written."""
+        n = pattern.n
+        return {"decode": 1.0, "add": float(_prefix_adders(n) + n - 1),
+                "register_write": float((n - 1).bit_length() * n)}
+
+    def decode_fields(self, fields, pattern):
+        sums = np.asarray(fields, dtype=np.int64).copy()
+        sums[..., 1:] += 1
+        step = 1
+        while step < pattern.n:  # Kogge-Stone: each level adds the sum `step` slots back
+            sums[..., step:] = sums[..., step:] + sums[..., :-step]
+            step *= 2
+        if sums.size and sums[..., -1].max() >= pattern.m:
+            raise FormatError(f"prefix-sum decoder: run lengths skip more than the "
+                              f"{pattern.m - pattern.n} positions of {pattern}")
+        return sums
+
+
 DECODER_MODELS: dict[str, DecoderModel] = {
     cls.kind: cls() for cls in (DirectDecoder, PopcountDecoder, RankRomDecoder,
-                                RankPipelineDecoder, RankSerialDecoder)}
+                                RankPipelineDecoder, RankSerialDecoder, PrefixSumDecoder)}
 
 
 def decoder_model(kind: str) -> DecoderModel:

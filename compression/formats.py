@@ -24,6 +24,8 @@ Conventions (see DESIGN.md, "The format contract"):
   - ``index``: each kept element's position in its block, ascending within the block, in
     ceil(log2 M) bits (NVIDIA's 2:4 sparse metadata is this with 2 bits).
   - ``bitmask``: M bits per block, bit j set when position j is kept.
+  - ``rle``: per kept element, the positions skipped since the previous kept one of its block
+    (Sparseloop's run-length encoding), in ceil(log2(M-N+1)) bits.
 
 * Bit layout: the metadata is a ``uint8`` array ``[out, row_bytes]``. Row r holds its fields in
   order, field f at bits ``[f*b, (f+1)*b)`` of the row, bit i of a row being bit ``i % 8`` of byte
@@ -649,10 +651,45 @@ class BitmaskEncoding(Encoding):
         return _kept_positions(bits, p.n)
 
 
+class RunLengthEncoding(Encoding):
+    """Run-length encoding of skipped positions, per block (Sparseloop's "RLE" format: each
+    nonzero carries the number of zeros since the previous nonzero; Y. N. Wu, P.-A. Tsai,
+    A. Parashar, V. Sze, J. S. Emer, "Sparseloop: An Analytical Approach to Sparse Tensor
+    Accelerator Modeling", MICRO 2022). Kept element k stores c_k - c_{k-1} - 1 (c_{-1} = -1):
+    the pruned positions skipped since the previous kept one of its block. A block skips M - N
+    positions in all, so each run fits a fixed ceil(log2(M-N+1)) bits; runs restart at every
+    block, so blocks (and rows) decode independently."""
+
+    name = "rle"
+    description = "ceil(log2(M-N+1)) bits/kept element (zeros skipped since the previous kept)"
+
+    def field_bits(self, p):
+        return max(1, (p.m - p.n).bit_length())
+
+    def fields_per_block(self, p):
+        return p.n
+
+    def to_fields(self, positions, p):
+        previous = np.concatenate([np.full(positions.shape[:-1] + (1,), -1, np.int64),
+                                   positions[..., :-1].astype(np.int64)], axis=-1)
+        return positions.astype(np.int64) - previous - 1
+
+    def from_fields(self, fields, p):
+        positions = np.cumsum(np.asarray(fields, dtype=np.int64) + 1, axis=-1) - 1
+        bad = np.argwhere(positions[..., -1] >= p.m)
+        if bad.size:
+            r, b = bad[0][:2]
+            raise FormatError(f"run lengths of row {r} block {b} skip "
+                              f"{positions[r, b, -1] + 1 - p.n} positions; {p} skips "
+                              f"{p.m - p.n}")
+        return positions
+
+
 # The registry: every encoding the project knows, by name (add one here, and nowhere else in
 # this module). ``ENCODINGS`` is the tuple of names that CLIs, configs and tests offer.
 ENCODING_REGISTRY: dict[str, Encoding] = {
-    e.name: e for e in (RankEncoding(), IndexEncoding(), BitmaskEncoding())}
+    e.name: e for e in (RankEncoding(), IndexEncoding(), BitmaskEncoding(),
+                        RunLengthEncoding())}
 ENCODINGS = tuple(ENCODING_REGISTRY)
 
 

@@ -18,6 +18,8 @@ here and to the SIMD and Triton kernels that implement it):
   compare-subtract steps per block (the only one for 16:32, whose 601 M-entry table cannot exist).
 * ``INDEX`` (``direct``): N fields of ceil(log2 M) bits, the kept positions themselves.
 * ``BITMASK`` (``popcount``): one M-bit field per block, scanned bit by bit.
+* ``RUN_LENGTH`` (``prefix_sum``): N run-length fields per block, summed (+1 per earlier kept
+  element) into the positions.
 
 ``n``, ``m``, ``bits``, ``decoder`` and ``kind`` are compile-time constants (closure variables of
 :func:`nm_kernels`): each pattern gets its own machine code with fixed trip counts, which measured
@@ -41,7 +43,7 @@ from numba.extending import intrinsic
 
 # The kernels' decoder codes: compile-time constants of the Numba kernels, and the SIMD group
 # kernels' position source (kernels.simd_nm) for the decoders it implements.
-RANK_LUT, RANK_UNRANK, INDEX, BITMASK = 0, 1, 2, 3
+RANK_LUT, RANK_UNRANK, INDEX, BITMASK, RUN_LENGTH = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ KERNEL_DECODERS = {
     "popcount": KernelDecoder("bitmask", BITMASK),
     "rank_rom": KernelDecoder("rank", RANK_LUT, rank_lut=True, simd=True),
     "rank_pipeline": KernelDecoder("rank", RANK_UNRANK, simd=True, triton=True),
+    "prefix_sum": KernelDecoder("rle", RUN_LENGTH),
 }
 
 
@@ -144,8 +147,15 @@ def _field(meta_row, index, bits, field_mask):
 
 @njit(inline="always")
 def prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos):
-    """Read block ``b``'s field; unranking and bitmask decoders also fill ``pos[:n]``."""
+    """Read block ``b``'s field; unranking, bitmask and run-length decoders also fill
+    ``pos[:n]``."""
     if decoder == INDEX:
+        return np.uint64(0)
+    if decoder == RUN_LENGTH:  # position = previous position + 1 + the skipped run
+        c = np.int64(-1)
+        for i in range(n):
+            c += np.int64(_field(meta_row, b * n + i, bits, field_mask)) + 1
+            pos[i] = c
         return np.uint64(0)
     f = _field(meta_row, b, bits, field_mask)
     if decoder == RANK_UNRANK:
