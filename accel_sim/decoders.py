@@ -41,7 +41,6 @@ from compression.formats import FormatError, Pattern, binomial_table, encoding_o
 
 from .rtl import decoders as rtl
 
-
 # A rank ROM larger than this many entries is not a buildable decoder (2**16 x M bits: 8:16 has
 # 12870 entries, 16:32 has 601 080 390).
 MAX_RANK_ROM_ENTRIES = 1 << 16
@@ -85,8 +84,8 @@ class DecoderModel:
         limit = encoding_of(encoding).max_field_bits
         bits = pattern.field_bits(encoding)
         if limit is not None and bits > limit:
-            return [f"pattern {pattern}: {encoding} of {bits} bits exceeds the {limit}-bit "
-                    "decoder datapath"]
+            return [(f"pattern {pattern}: {encoding} of {bits} bits exceeds the {limit}-bit "
+                     "decoder datapath")]
         return []
 
     def area_features(self, patterns: tuple[Pattern, ...]) -> tuple[float, ...]:
@@ -272,8 +271,8 @@ class RankRomDecoder(DecoderModel):
 
     def pattern_errors(self, pattern, encoding=None):
         rom = ([] if pattern.configurations <= MAX_RANK_ROM_ENTRIES else
-               [f"decoder rank_rom cannot hold {pattern}: C({pattern.m},{pattern.n}) = "
-                f"{pattern.configurations} entries > {MAX_RANK_ROM_ENTRIES}"])
+               [(f"decoder rank_rom cannot hold {pattern}: C({pattern.m},{pattern.n}) = "
+                 f"{pattern.configurations} entries > {MAX_RANK_ROM_ENTRIES}")])
         return rom + super().pattern_errors(pattern, encoding)
 
     def area_features(self, patterns):

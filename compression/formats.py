@@ -554,8 +554,7 @@ class Encoding:
         raise NotImplementedError
 
     def encode(self, positions: np.ndarray, p: Pattern) -> np.ndarray:
-        rows, blocks, _ = positions.shape
-        fields = self.to_fields(positions, p).reshape(rows, -1)
+        fields = self.to_fields(positions, p).reshape(positions.shape[0], -1)
         return pack_fields(fields, self.field_bits(p))
 
     def unpack(self, metadata: np.ndarray, p: Pattern, rows: int, blocks: int) -> np.ndarray:
