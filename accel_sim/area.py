@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from compression.formats import Pattern
 
 from .config import HardwareConfig
+from .decoders import decoder_model
 from .mapping import mux_inputs
 
 UM2_PER_MM2 = 1e6
@@ -95,20 +96,12 @@ def sram_bit_um2(node_nm: float) -> float:
 ALIGNED_PRODUCT_BITS = 32
 ALIGN_SHIFTER_UM2_45 = ALIGNED_PRODUCT_BITS * 5 * MUX2_UM2_45
 
-# ---- Decoder and operand-mux areas: least-squares fits to the Yosys synthesis of their
-# Amaranth circuits (accel_sim/rtl) in NanGate 45 nm cells, um^2 per unit of each feature of
-# :func:`decoder_features`; the fit, each circuit's synthesized area and the fit's error are
-# in reports/area/synthesis.md (regenerate: python -m accel_sim.rtl.synth).
-DECODER_FIT_UM2 = {
-    "direct": (),
-    "popcount": (6.261, 1.226),
-    "rank_pipeline": (12.39, 5.52),
-    "rank_serial": (29.48, 0.01318),
-    "rank_rom": (0.2043, 7.485),
-}
+# ---- Operand-mux area: least-squares fit to the Yosys synthesis of its Amaranth circuit
+# (accel_sim/rtl) in NanGate 45 nm cells, um^2 per unit of each feature of :func:`mux_features`;
+# the fit, each circuit's synthesized area and the fit's error are in reports/area/synthesis.md
+# (regenerate: python -m accel_sim.rtl.synth). Each decoder model owns its own fit
+# (:attr:`accel_sim.decoders.DecoderModel.area_fit_um2`).
 MUX_FIT_UM2 = (1.314, 0.4116)  # per (inputs - 1) x width bit, per width bit (see mux_features)
-# A rank ROM of more words than this is a ROM macro (SRAM-bit area), not logic.
-MAX_LOGIC_ROM_WORDS = 256
 
 
 def _bits(value: int) -> int:
@@ -160,50 +153,24 @@ def mux_features(inputs: int, width: int) -> tuple[float, float]:
     return ((inputs - 1) * width, width)
 
 
-def decoder_features(kind: str, patterns: tuple[Pattern, ...]) -> tuple[float, ...]:
-    """Structural size measures of a decoder circuit (accel_sim/rtl/decoders.py) serving
-    ``patterns``; its area is their dot product with ``DECODER_FIT_UM2[kind]``."""
-    m, n = max(p.m for p in patterns), max(p.n for p in patterns)
-    select, rank = _bits(m), max(p.rank_bits for p in patterns)
-    if kind == "direct":
-        return ()
-    if kind == "popcount":  # registered prefix levels of M counters; N x M slot encoder
-        return (math.ceil(math.log2(m)) * m * _bits(m + 1), n * m)
-    if kind == "rank_pipeline":  # M stages: rank subtractor/register, N position registers
-        return (m * rank, m * n * select)
-    if kind == "rank_serial":  # one stage and its registers; constants table M x P x (N+1)
-        return (rank + n * select, m * len(patterns) * (n + 1) * rank)
-    if kind == "rank_rom":  # ROM as logic: words x select bits; the output register
-        return (sum(p.configurations for p in patterns) * n * select, n * select)
-    raise ValueError(f"unknown decoder kind '{kind}'")
-
-
 @dataclass(frozen=True)
 class MetadataDecoder:
-    """One metadata decoder serving every supported pattern, at the area its synthesized
-    circuit fits (45 nm logic); a rank ROM beyond ``MAX_LOGIC_ROM_WORDS`` words is a ROM macro
-    of words x N_max selects (SRAM-bit area, see :meth:`rom_bits`)."""
+    """One metadata decoder serving every supported pattern, at the area its decoder model
+    gives (:mod:`accel_sim.decoders`: the fit to its synthesized circuit, 45 nm logic, or a ROM
+    macro of SRAM-bit area, see :meth:`rom_bits`)."""
 
     kind: str
     patterns: tuple[Pattern, ...]
 
     @property
     def rom_macro(self) -> bool:
-        words = sum(p.configurations for p in self.patterns)
-        return self.kind == "rank_rom" and words > MAX_LOGIC_ROM_WORDS
+        return self.rom_bits() > 0
 
     def logic_um2_45(self) -> float:
-        if self.rom_macro:
-            return 0.0
-        features = decoder_features(self.kind, self.patterns)
-        return sum(f * c for f, c in zip(features, DECODER_FIT_UM2[self.kind], strict=True))
+        return decoder_model(self.kind).logic_um2_45(self.patterns)
 
     def rom_bits(self) -> int:
-        """ROM macro bits: every supported block's N_max selects of ceil(log2 M_max) bits."""
-        if not self.rom_macro:
-            return 0
-        n, m = max(p.n for p in self.patterns), max(p.m for p in self.patterns)
-        return sum(p.configurations for p in self.patterns) * n * _bits(m)
+        return decoder_model(self.kind).rom_bits(self.patterns)
 
 
 @dataclass(frozen=True)

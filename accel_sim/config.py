@@ -25,6 +25,8 @@ import yaml
 from accel_sim.yaml_io import load_yaml_file
 from compression.formats import ENCODINGS, Pattern
 
+from .decoders import DECODER_MODELS, decoder_model, decoders_for_encoding
+
 PRESET_DIR = Path(__file__).parent / "presets"
 DENSE = "dense"
 
@@ -34,16 +36,10 @@ ACCUMULATOR_BYTES = {"int8": 4, "fp8": 4, "fp16": 4, "bf16": 4}  # int32 / fp32 
 TEMPLATES = ("tensor_core", "systolic")
 DATAFLOWS = ("ws", "os", "is")  # weight-, output-, input-stationary (systolic template)
 MUX_STYLES = ("full", "sorted")  # M:1, or (M-N+1):1 on ascending indices
-DECODERS = ("auto", "direct", "popcount", "rank_rom", "rank_pipeline", "rank_serial")
-# Which decoders can read which encoding ("auto" picks the first).
-DECODERS_FOR_ENCODING = {
-    "index": ("direct",),
-    "bitmask": ("popcount",),
-    "rank": ("rank_pipeline", "rank_rom", "rank_serial"),
-}
-# A rank ROM larger than this many entries is not a buildable decoder (2**16 x M bits: 8:16 has
-# 12870 entries, 16:32 has 601 080 390).
-MAX_RANK_ROM_ENTRIES = 1 << 16
+# Decoder choices, from the decoder registry (accel_sim.decoders.DECODER_MODELS): "auto" or a
+# decoder's name; which decoders can read which encoding ("auto" picks the first).
+DECODERS = ("auto", *DECODER_MODELS)
+DECODERS_FOR_ENCODING = decoders_for_encoding()
 
 SWEEPABLE_FIELDS = (
     "pattern", "supported_patterns", "encoding", "decoder", "num_decoders", "mux_style",
@@ -332,13 +328,9 @@ def _validate(hw: HardwareConfig) -> list[str]:
                           f"{' or '.join(DECODERS_FOR_ENCODING[hw.encoding])})")
         if hw.num_decoders < 1:
             errors.append("num_decoders must be >= 1 on a sparse design")
+        model = decoder_model(decoder)
         for p in patterns:
-            if decoder == "rank_rom" and p.configurations > MAX_RANK_ROM_ENTRIES:
-                errors.append(f"decoder rank_rom cannot hold {p}: C({p.m},{p.n}) = "
-                              f"{p.configurations} entries > {MAX_RANK_ROM_ENTRIES}")
-            if hw.encoding == "rank" and p.rank_bits > 63:
-                errors.append(f"pattern {p}: rank of {p.rank_bits} bits exceeds the 63-bit "
-                              "decoder datapath")
+            errors += model.pattern_errors(p, hw.encoding)
             if hw.tile_k % p.m:
                 errors.append(f"tile_k {hw.tile_k} must be a multiple of M={p.m} of pattern {p}")
     return errors

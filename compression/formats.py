@@ -15,13 +15,17 @@ Conventions (see DESIGN.md, "The format contract"):
     all of its t elements.
 
   Nothing in the tail is ever dropped silently.
-* Metadata encodings (all bit-packed, least significant bit first):
+* Metadata encodings (all bit-packed, least significant bit first), each one :class:`Encoding`
+  object in ``ENCODING_REGISTRY`` (field layout, bits per block, encode, decode, limits); adding
+  an encoding is adding one subclass there:
 
   - ``rank``: each block's kept positions c_1 < ... < c_N as one combinatorial-number-system rank
     r = sum_i C(c_i, i) (colex order), 0 <= r < C(M, N), in ceil(log2 C(M, N)) bits per block.
   - ``index``: each kept element's position in its block, ascending within the block, in
     ceil(log2 M) bits (NVIDIA's 2:4 sparse metadata is this with 2 bits).
   - ``bitmask``: M bits per block, bit j set when position j is kept.
+  - ``rle``: per kept element, the positions skipped since the previous kept one of its block
+    (Sparseloop's run-length encoding), in ceil(log2(M-N+1)) bits.
 
 * Bit layout: the metadata is a ``uint8`` array ``[out, row_bytes]``. Row r holds its fields in
   order, field f at bits ``[f*b, (f+1)*b)`` of the row, bit i of a row being bit ``i % 8`` of byte
@@ -62,7 +66,6 @@ READABLE_VERSIONS = (1, 2)
 HEADER_KEY = "nmsim"
 HEADER_CHECKSUM_KEY = "nmsim-xxh3"
 MAX_M = 256
-ENCODINGS = ("rank", "index", "bitmask")
 TAIL_POLICIES = ("dense", "pad")
 VALUE_DTYPES = {
     "float32": np.dtype(np.float32),
@@ -71,8 +74,9 @@ VALUE_DTYPES = {
 }
 # Rank LUT (the "ROM" decoder) is used when C(M, N) is at most this many configurations.
 _RANK_LUT_MAX_CONFIGS = 1 << 20
-# Ranks wider than this many bits do not fit a uint64 and take the (slow) Python-int path.
-_UINT64_RANK_BITS = 63
+# Ranks wider than this many bits do not fit a uint64: they take the (slow) Python-int path
+# here, and no decoder datapath (simulator, kernels) reads them.
+UINT64_RANK_BITS = 63
 
 
 class FormatError(ValueError):
@@ -142,16 +146,14 @@ class Pattern:
         return max(1, (self.configurations - 1).bit_length())
 
     def field_bits(self, encoding: str) -> int:
-        """Width of one metadata field: a block (rank, bitmask) or a kept element (index)."""
-        return {"rank": self.rank_bits, "index": self.index_bits, "bitmask": self.m}[
-            check_encoding(encoding)
-        ]
+        """Width of one metadata field of ``encoding`` (see :class:`Encoding`)."""
+        return encoding_of(encoding).field_bits(self)
 
     def fields_per_block(self, encoding: str) -> int:
-        return self.n if check_encoding(encoding) == "index" else 1
+        return encoding_of(encoding).fields_per_block(self)
 
     def bits_per_block(self, encoding: str) -> int:
-        return self.field_bits(encoding) * self.fields_per_block(encoding)
+        return encoding_of(encoding).bits_per_block(self)
 
     def bits_per_element(self, encoding: str) -> float:
         """Exact metadata bits per dense element (payload, without row padding)."""
@@ -159,9 +161,18 @@ class Pattern:
 
 
 def check_encoding(encoding: str) -> str:
-    if encoding not in ENCODINGS:
-        raise FormatError(f"unknown encoding '{encoding}': choose one of {', '.join(ENCODINGS)}")
+    """``encoding`` if it names a registered :class:`Encoding`, else a :class:`FormatError`."""
+    encoding_of(encoding)
     return encoding
+
+
+def encoding_of(encoding: str) -> Encoding:
+    """The registered :class:`Encoding` named ``encoding``."""
+    try:
+        return ENCODING_REGISTRY[encoding]
+    except (KeyError, TypeError):
+        raise FormatError(f"unknown encoding '{encoding}': choose one of "
+                          f"{', '.join(ENCODINGS)}") from None
 
 
 def check_tail(tail: str) -> str:
@@ -199,9 +210,7 @@ def pattern_summary(pattern: str | Pattern) -> dict:
         "m": p.m,
         "density": p.density,
         "configurations": p.configurations,
-        "rank_bits_per_element": p.bits_per_element("rank"),
-        "index_bits_per_element": p.bits_per_element("index"),
-        "bitmask_bits_per_element": p.bits_per_element("bitmask"),
+        **{f"{name}_bits_per_element": p.bits_per_element(name) for name in ENCODINGS},
     }
 
 
@@ -410,12 +419,12 @@ def binomial_table(pattern: str | Pattern) -> np.ndarray:
     p = Pattern.parse(pattern)
     if _rank_is_big(p):
         raise FormatError(f"{p} ranks need {p.rank_bits} bits; the uint64 binomial table "
-                          f"holds at most {_UINT64_RANK_BITS}")
+                          f"holds at most {UINT64_RANK_BITS}")
     return _binomial_table(p.m, p.n, False)
 
 
 def _rank_is_big(p: Pattern) -> bool:
-    return p.rank_bits > _UINT64_RANK_BITS
+    return p.rank_bits > UINT64_RANK_BITS
 
 
 def rank_encode(positions: np.ndarray, pattern: Pattern) -> np.ndarray:
@@ -509,25 +518,189 @@ def _unpack_big_fields(packed: np.ndarray, k: int, bits: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+class Encoding:
+    """One metadata encoding: its field layout, exact bit cost, encoder and decoder.
+
+    A block's metadata is ``fields_per_block`` fields of ``field_bits`` bits, packed by
+    :func:`pack_fields` (row-aligned, LSB first). Subclasses give the layout and the two
+    conversions between sorted kept positions and fields; packing and the checks of the
+    decoded positions are shared. ``max_field_bits`` is the widest field a decoder datapath of
+    this encoding reads (``None``: no limit); ``description`` is one line for ``nmsim formats``.
+    """
+
+    name = ""
+    description = ""
+    max_field_bits: int | None = None
+
+    def field_bits(self, p: Pattern) -> int:
+        raise NotImplementedError
+
+    def fields_per_block(self, p: Pattern) -> int:
+        return 1
+
+    def bits_per_block(self, p: Pattern) -> int:
+        return self.field_bits(p) * self.fields_per_block(p)
+
+    def hardware_fields(self, p: Pattern) -> tuple[int, int]:
+        """(fields per block, bits per field) as a decoder circuit reads them."""
+        return self.fields_per_block(p), self.field_bits(p)
+
+    def to_fields(self, positions: np.ndarray, p: Pattern) -> np.ndarray:
+        """Fields ``[rows, blocks, fields_per_block]`` of checked positions ``[rows, blocks, N]``."""
+        raise NotImplementedError
+
+    def from_fields(self, fields: np.ndarray, p: Pattern) -> np.ndarray:
+        """Checked sorted positions ``int64[rows, blocks, N]`` from fields (raises on bad ones)."""
+        raise NotImplementedError
+
+    def encode(self, positions: np.ndarray, p: Pattern) -> np.ndarray:
+        fields = self.to_fields(positions, p).reshape(positions.shape[0], -1)
+        return pack_fields(fields, self.field_bits(p))
+
+    def unpack(self, metadata: np.ndarray, p: Pattern, rows: int, blocks: int) -> np.ndarray:
+        """The hardware fields ``[rows, blocks, k]`` of a checked-shape metadata stream."""
+        per_block, bits = self.hardware_fields(p)
+        return unpack_fields(metadata, blocks * per_block, bits).reshape(rows, blocks, per_block)
+
+    def decode(self, metadata: np.ndarray, p: Pattern, rows: int, blocks: int) -> np.ndarray:
+        return self.from_fields(self.unpack(metadata, p, rows, blocks), p)
+
+
+class RankEncoding(Encoding):
+    """The block's colex rank r = sum_i C(c_i, i), ceil(log2 C(M, N)) bits per block."""
+
+    name = "rank"
+    description = "ceil(log2 C(M,N)) bits/block"
+    max_field_bits = UINT64_RANK_BITS
+
+    def field_bits(self, p):
+        return p.rank_bits
+
+    def to_fields(self, positions, p):
+        return rank_encode(positions.astype(np.int64), p)[..., None]
+
+    def from_fields(self, fields, p):
+        return rank_decode(fields[..., 0], p)
+
+    def encode(self, positions, p):
+        if not _rank_is_big(p):
+            return super().encode(positions, p)
+        return _pack_big_fields(self.to_fields(positions, p)[..., 0], p.rank_bits)
+
+    def unpack(self, metadata, p, rows, blocks):
+        if not _rank_is_big(p):
+            return super().unpack(metadata, p, rows, blocks)
+        return _unpack_big_fields(metadata, blocks, p.rank_bits).reshape(rows, blocks, 1)
+
+
+class IndexEncoding(Encoding):
+    """Each kept element's position, ceil(log2 M) bits, ascending within the block."""
+
+    name = "index"
+    description = "ceil(log2 M) bits/kept element"
+
+    def field_bits(self, p):
+        return p.index_bits
+
+    def fields_per_block(self, p):
+        return p.n
+
+    def to_fields(self, positions, p):
+        return positions
+
+    def from_fields(self, fields, p):
+        positions = fields.astype(np.int64)
+        _check_positions(positions, p)
+        return positions
+
+
+class BitmaskEncoding(Encoding):
+    """M bits per block, bit j set when position j is kept (read as M one-bit fields)."""
+
+    name = "bitmask"
+    description = "M bits/block"
+
+    def field_bits(self, p):
+        return p.m
+
+    def hardware_fields(self, p):
+        return p.m, 1  # one field per mask bit keeps M > 64 in range
+
+    def encode(self, positions, p):
+        rows, blocks, _ = positions.shape
+        bits = np.zeros((rows, blocks, p.m), dtype=np.uint8)
+        np.put_along_axis(bits, positions.astype(np.int64), 1, axis=-1)
+        return np.packbits(bits.reshape(rows, blocks * p.m), axis=-1, bitorder="little")
+
+    def unpack(self, metadata, p, rows, blocks):
+        bit_rows = np.unpackbits(metadata, axis=-1, bitorder="little")
+        if bit_rows[:, blocks * p.m :].any():
+            raise FormatError("bitmask metadata has non-zero padding bits after the last block")
+        return bit_rows[:, : blocks * p.m].reshape(rows, blocks, p.m)
+
+    def from_fields(self, fields, p):
+        bits = np.asarray(fields).astype(bool)
+        counts = np.count_nonzero(bits, axis=-1)
+        bad = np.argwhere(counts != p.n)
+        if bad.size:
+            r, b = bad[0]
+            raise FormatError(
+                f"bitmask of row {r} block {b} has popcount {counts[r, b]}, {p} needs {p.n}"
+            )
+        return _kept_positions(bits, p.n)
+
+
+class RunLengthEncoding(Encoding):
+    """Run-length encoding of skipped positions, per block (Sparseloop's "RLE" format: each
+    nonzero carries the number of zeros since the previous nonzero; Y. N. Wu, P.-A. Tsai,
+    A. Parashar, V. Sze, J. S. Emer, "Sparseloop: An Analytical Approach to Sparse Tensor
+    Accelerator Modeling", MICRO 2022). Kept element k stores c_k - c_{k-1} - 1 (c_{-1} = -1):
+    the pruned positions skipped since the previous kept one of its block. A block skips M - N
+    positions in all, so each run fits a fixed ceil(log2(M-N+1)) bits; runs restart at every
+    block, so blocks (and rows) decode independently."""
+
+    name = "rle"
+    description = "ceil(log2(M-N+1)) bits/kept element (zeros skipped since the previous kept)"
+
+    def field_bits(self, p):
+        return max(1, (p.m - p.n).bit_length())
+
+    def fields_per_block(self, p):
+        return p.n
+
+    def to_fields(self, positions, p):
+        previous = np.concatenate([np.full(positions.shape[:-1] + (1,), -1, np.int64),
+                                   positions[..., :-1].astype(np.int64)], axis=-1)
+        return positions.astype(np.int64) - previous - 1
+
+    def from_fields(self, fields, p):
+        positions = np.cumsum(np.asarray(fields, dtype=np.int64) + 1, axis=-1) - 1
+        bad = np.argwhere(positions[..., -1] >= p.m)
+        if bad.size:
+            r, b = bad[0][:2]
+            raise FormatError(f"run lengths of row {r} block {b} skip "
+                              f"{positions[r, b, -1] + 1 - p.n} positions; {p} skips "
+                              f"{p.m - p.n}")
+        return positions
+
+
+# The registry: every encoding the project knows, by name (add one here, and nowhere else in
+# this module). ``ENCODINGS`` is the tuple of names that CLIs, configs and tests offer.
+ENCODING_REGISTRY: dict[str, Encoding] = {
+    e.name: e for e in (RankEncoding(), IndexEncoding(), BitmaskEncoding(),
+                        RunLengthEncoding())}
+ENCODINGS = tuple(ENCODING_REGISTRY)
+
+
 def encode_metadata(positions: np.ndarray, pattern: str | Pattern, encoding: str) -> np.ndarray:
     """Pack sorted kept positions ``[rows, blocks, N]`` into ``uint8[rows, row_bytes]``."""
     p = Pattern.parse(pattern)
-    check_encoding(encoding)
+    codec = encoding_of(encoding)
     positions = np.asarray(positions)
     if positions.ndim != 3 or positions.shape[2] != p.n:
         raise FormatError(f"positions must be [rows, blocks, {p.n}], got {positions.shape}")
     _check_positions(positions, p)
-    rows, blocks, _ = positions.shape
-    if encoding == "index":
-        return pack_fields(positions.reshape(rows, blocks * p.n), p.index_bits)
-    if encoding == "bitmask":
-        bits = np.zeros((rows, blocks, p.m), dtype=np.uint8)
-        np.put_along_axis(bits, positions.astype(np.int64), 1, axis=-1)
-        return np.packbits(bits.reshape(rows, blocks * p.m), axis=-1, bitorder="little")
-    ranks = rank_encode(positions.astype(np.int64), p)
-    if _rank_is_big(p):
-        return _pack_big_fields(ranks, p.rank_bits)
-    return pack_fields(ranks, p.rank_bits)
+    return codec.encode(positions, p)
 
 
 def decode_metadata(
@@ -535,9 +708,9 @@ def decode_metadata(
 ) -> np.ndarray:
     """Unpack and validate metadata into sorted kept positions ``int64[rows, blocks, N]``."""
     p = Pattern.parse(pattern)
-    check_encoding(encoding)
+    codec = encoding_of(encoding)
     metadata = np.asarray(metadata)
-    want = (rows, -(-blocks * p.bits_per_block(encoding) // 8))
+    want = (rows, -(-blocks * codec.bits_per_block(p) // 8))
     if metadata.dtype != np.uint8 or metadata.ndim != 2:
         raise FormatError(f"metadata must be a 2-D uint8 array, got {metadata.dtype} "
                           f"{metadata.shape}")
@@ -547,29 +720,7 @@ def decode_metadata(
             f"metadata stream {kind}: shape {metadata.shape}, {p} {encoding} with {rows} rows of "
             f"{blocks} blocks needs {want}"
         )
-    if encoding == "index":
-        fields = unpack_fields(metadata, blocks * p.n, p.index_bits).astype(np.int64)
-        positions = fields.reshape(rows, blocks, p.n)
-        _check_positions(positions, p)
-        return positions
-    if encoding == "bitmask":
-        bit_rows = np.unpackbits(metadata, axis=-1, bitorder="little")
-        if bit_rows[:, blocks * p.m :].any():
-            raise FormatError("bitmask metadata has non-zero padding bits after the last block")
-        bits = bit_rows[:, : blocks * p.m].reshape(rows, blocks, p.m).view(bool)
-        counts = np.count_nonzero(bits, axis=-1)
-        bad = np.argwhere(counts != p.n)
-        if bad.size:
-            r, b = bad[0]
-            raise FormatError(
-                f"bitmask of row {r} block {b} has popcount {counts[r, b]}, {p} needs {p.n}"
-            )
-        return _kept_positions(bits, p.n)
-    if _rank_is_big(p):
-        ranks = _unpack_big_fields(metadata, blocks, p.rank_bits)
-    else:
-        ranks = unpack_fields(metadata, blocks, p.rank_bits)
-    return rank_decode(ranks, p).reshape(rows, blocks, p.n)
+    return codec.decode(metadata, p, rows, blocks)
 
 
 def _kept_positions(keep: np.ndarray, n: int) -> np.ndarray:

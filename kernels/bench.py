@@ -259,7 +259,7 @@ def bench_rank_decoders(shape=(11008, 4096), patterns=("2:4", "8:16"), repeats: 
     for p in patterns:
         tensor = F.NMTensor.from_dense(weight, F.nm_mask(np.abs(weight), p), p, "rank",
                                        dtype="float32")
-        for decoder in ("rank-lut", "rank-unrank"):
+        for decoder in ("rank_rom", "rank_pipeline"):
             candidates[(p, decoder)] = partial(prepare(tensor, decoder), x)
     medians = time_round_robin(candidates, repeats, warmup)
     return [{"shape": list(shape), "pattern": p, "decoder": d, "seconds": s, "repeats": repeats}

@@ -19,18 +19,24 @@ from kernels import numba_nm as K
 from kernels import simd_nm
 
 _VALUE_KINDS = {"float32": K.F32, "float16": K.F16_BITS, "bfloat16": K.BF16_BITS}
-# Measured choice for rank metadata (reports/kernels/cpu.md, "rank decoder"): the LUT decoder
-# whenever the formats module can build the table; unranking only where it cannot (16:32).
-DEFAULT_RANK_DECODER = "rank-lut"
+
+
+def usable_decoders(pattern: F.Pattern, encoding: str) -> tuple[str, ...]:
+    """The kernel decoders (:data:`kernels.numba_nm.KERNEL_DECODERS`) that read ``pattern``
+    with ``encoding`` metadata: a rank-LUT decoder only where formats builds the table."""
+    return tuple(name for name in K.kernel_decoders(encoding)
+                 if not K.KERNEL_DECODERS[name].rank_lut or pattern.has_rank_lut)
 
 
 def default_decoder(pattern: F.Pattern, encoding: str) -> str:
-    """Decoder used for ``encoding`` unless the caller names one."""
-    if encoding != "rank":
-        return encoding
-    if DEFAULT_RANK_DECODER == "rank-lut" and pattern.has_rank_lut:
-        return "rank-lut"
-    return "rank-unrank"
+    """Decoder used for ``encoding`` unless the caller names one: the first usable one of the
+    table. For rank metadata that is the measured choice (reports/kernels/cpu.md, "rank
+    decoder"): the LUT (``rank_rom``) wherever formats builds the table, unranking
+    (``rank_pipeline``) only where it cannot (16:32)."""
+    usable = usable_decoders(pattern, encoding)
+    if not usable:
+        raise ValueError(f"no kernel reads {encoding} metadata")
+    return usable[0]
 
 
 def _kernel_values(array: np.ndarray, dtype_name: str) -> np.ndarray:
@@ -72,19 +78,20 @@ class _NMPart:
         tensor = _validated(tensor)
         p, geo = tensor.pattern, tensor.geometry
         decoder = decoder or default_decoder(p, tensor.encoding)
-        allowed = {"rank": ("rank-lut", "rank-unrank")}.get(tensor.encoding, (tensor.encoding,))
+        allowed = K.kernel_decoders(tensor.encoding)
         if decoder not in allowed:
             raise ValueError(f"decoder '{decoder}' cannot read {tensor.encoding} metadata: "
                              f"choose one of {', '.join(allowed)}")
+        entry = K.KERNEL_DECODERS[decoder]
         bits = p.field_bits(tensor.encoding)
         if bits > K.MAX_FIELD_BITS:
             raise ValueError(f"{p} {tensor.encoding} fields are {bits} bits wide; the kernels "
                              f"read at most {K.MAX_FIELD_BITS} (use index metadata)")
-        lut = F.rank_lut(p) if decoder == "rank-lut" else np.zeros((1, 1), np.uint8)
+        lut = F.rank_lut(p) if entry.rank_lut else np.zeros((1, 1), np.uint8)
         binom = F.binomial_table(p)
         pad_block = int(geo.blocks > geo.full_blocks)
         kind = _VALUE_KINDS[tensor.dtype]
-        code = K.DECODER_NAMES[decoder]
+        code = entry.code
         gemv, gemm = K.nm_kernels(p.n, p.m, bits, code, kind)
         gemv_scalars = gemm_scalars = (geo.full_blocks, pad_block, lut, binom)
         gemv_path = gemm_path = simd_nm.gemv_path(p, tensor.encoding, decoder, simd)
@@ -92,7 +99,7 @@ class _NMPart:
             gemv = simd_nm.nm_group_gemv(p.n, p.m, bits, code, kind,
                                          wide=gemv_path == "avx512-pair")
             gemm, gemm_path = simd_nm.nm_group_gemm(p.n, p.m, bits, code, kind), "avx2-group"
-            if decoder != "rank-lut":
+            if not entry.rank_lut:
                 gemv_table = gemm_table = np.zeros((1, simd_nm.LANES), np.uint8)
             else:
                 gemm_table = simd_nm.group_position_table(p)

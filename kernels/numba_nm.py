@@ -8,14 +8,18 @@ starts on a byte boundary), so rows run in parallel (``prange``). Field f of a r
 ``f * bits``: it is read with one unaligned 64-bit load, a shift and a mask, which needs 7
 readable bytes after the row's last field (:func:`kernel_metadata` appends them).
 
-Decoders (``decoder`` argument):
+Decoders (``decoder`` argument, one integer code per decoder; :data:`KERNEL_DECODERS` maps each
+decoder's one name, the simulator's :data:`accel_sim.decoders.DECODER_MODELS` key, to its code
+here and to the SIMD and Triton kernels that implement it):
 
-* ``RANK_LUT``: a rank indexes the ``C(M, N) x N`` position table of
-  :func:`compression.formats.rank_lut` (the "ROM" decoder; 103 KB for 8:16, L2-resident).
-* ``RANK_UNRANK``: greedy colex unranking with a ``C(c, i)`` table, M compare-subtract steps per
-  block (the pipeline decoder; the only one for 16:32, whose 601 M-entry table cannot exist).
-* ``INDEX``: N fields of ceil(log2 M) bits, the kept positions themselves.
-* ``BITMASK``: one M-bit field per block, scanned bit by bit.
+* ``RANK_LUT`` (``rank_rom``): a rank indexes the ``C(M, N) x N`` position table of
+  :func:`compression.formats.rank_lut` (the ROM decoder; 103 KB for 8:16, L2-resident).
+* ``RANK_UNRANK`` (``rank_pipeline``): greedy colex unranking with a ``C(c, i)`` table, M
+  compare-subtract steps per block (the only one for 16:32, whose 601 M-entry table cannot exist).
+* ``INDEX`` (``direct``): N fields of ceil(log2 M) bits, the kept positions themselves.
+* ``BITMASK`` (``popcount``): one M-bit field per block, scanned bit by bit.
+* ``RUN_LENGTH`` (``prefix_sum``): N run-length fields per block, summed (+1 per earlier kept
+  element) into the positions.
 
 ``n``, ``m``, ``bits``, ``decoder`` and ``kind`` are compile-time constants (closure variables of
 :func:`nm_kernels`): each pattern gets its own machine code with fixed trip counts, which measured
@@ -28,6 +32,7 @@ Values are float32, or float16 / bfloat16 read through a ``uint16`` view and wid
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 
 import numba
@@ -36,9 +41,38 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-RANK_LUT, RANK_UNRANK, INDEX, BITMASK = 0, 1, 2, 3
-DECODER_NAMES = {"rank-lut": RANK_LUT, "rank-unrank": RANK_UNRANK, "index": INDEX,
-                 "bitmask": BITMASK}
+# The kernels' decoder codes: compile-time constants of the Numba kernels, and the SIMD group
+# kernels' position source (kernels.simd_nm) for the decoders it implements.
+RANK_LUT, RANK_UNRANK, INDEX, BITMASK, RUN_LENGTH = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class KernelDecoder:
+    """How the kernels read one decoder's metadata: the Numba code, whether it reads the rank
+    LUT of :func:`compression.formats.rank_lut`, and whether the SIMD group kernels
+    (:mod:`kernels.simd_nm`, where the pattern allows) and the Triton kernel implement it."""
+
+    encoding: str
+    code: int
+    rank_lut: bool = False
+    simd: bool = False
+    triton: bool = False
+
+
+# One table: decoder name (accel_sim.decoders.DECODER_MODELS key) -> its kernel implementations.
+# rank_serial computes rank_pipeline's function with one stage; on a CPU it is rank_pipeline.
+KERNEL_DECODERS = {
+    "direct": KernelDecoder("index", INDEX, simd=True, triton=True),
+    "popcount": KernelDecoder("bitmask", BITMASK),
+    "rank_rom": KernelDecoder("rank", RANK_LUT, rank_lut=True, simd=True),
+    "rank_pipeline": KernelDecoder("rank", RANK_UNRANK, simd=True, triton=True),
+    "prefix_sum": KernelDecoder("rle", RUN_LENGTH),
+}
+
+
+def kernel_decoders(encoding: str) -> tuple[str, ...]:
+    """The decoders the kernels implement for ``encoding``, in table order."""
+    return tuple(name for name, d in KERNEL_DECODERS.items() if d.encoding == encoding)
 # Value kinds: how a stored value becomes a float32.
 F32, F16_BITS, BF16_BITS = 0, 1, 2
 # A field is read from one 64-bit window starting at its first byte, so up to 7 bits of offset
@@ -113,8 +147,15 @@ def _field(meta_row, index, bits, field_mask):
 
 @njit(inline="always")
 def prepare_block(meta_row, b, n, m, bits, field_mask, decoder, binom, pos):
-    """Read block ``b``'s field; unranking and bitmask decoders also fill ``pos[:n]``."""
+    """Read block ``b``'s field; unranking, bitmask and run-length decoders also fill
+    ``pos[:n]``."""
     if decoder == INDEX:
+        return np.uint64(0)
+    if decoder == RUN_LENGTH:  # position = previous position + 1 + the skipped run
+        c = np.int64(-1)
+        for i in range(n):
+            c += np.int64(_field(meta_row, b * n + i, bits, field_mask)) + 1
+            pos[i] = c
         return np.uint64(0)
     f = _field(meta_row, b, bits, field_mask)
     if decoder == RANK_UNRANK:

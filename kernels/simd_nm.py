@@ -168,9 +168,12 @@ def gemv_path(pattern: F.Pattern, encoding: str, decoder: str, simd: str = "auto
         raise ValueError(f"simd must be one of {', '.join(SIMD_CHOICES)}, got {simd!r}")
     if simd == "scalar":
         return "scalar"
-    if decoder == "rank-unrank" and encoding == "rank" and split_unrank_supported(pattern):
-        return "avx2-group"  # the split-unrank pre-pass feeds the eight-lane group loop
-    if decoder not in ("rank-lut", "index") or not supports(pattern, encoding):
+    entry = K.KERNEL_DECODERS.get(decoder)
+    if entry is None or not entry.simd or entry.encoding != encoding:
+        return "scalar"
+    if entry.code == K.RANK_UNRANK:  # the split-unrank pre-pass feeds the eight-lane group loop
+        return "avx2-group" if split_unrank_supported(pattern) else "scalar"
+    if not supports(pattern, encoding):
         return "scalar"
     if simd == "auto" and wide_available() and group_geometry(pattern).pairs_fill_32:
         return "avx512-pair"
@@ -379,7 +382,9 @@ def split_unrank_row(meta_row, blocks, n, bits, field_mask, tables, state, out):
 # Where a group's window positions come from: rank keys through a group table, index fields,
 # or POSITIONS: one byte per kept value, decoded beforehand (:func:`split_unrank_row`); the
 # group's "key" is then its eight position bytes as one 64-bit word.
-RANK, INDEX, POSITIONS = 0, 1, 2
+# Where a group's positions come from: the decoder codes of kernels.numba_nm (the rank table,
+# the index fields, or position bytes unranked row by row beforehand).
+RANK, INDEX, POSITIONS = K.RANK_LUT, K.INDEX, K.RANK_UNRANK
 F32, I8, I16, I32, I64 = (ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32),
                           ir.IntType(64))
 
@@ -901,7 +906,7 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
     padded block and the dense tail take scalar code.
     """
     geometry = group_geometry(F.Pattern(n, m))
-    source = {K.RANK_LUT: RANK, K.RANK_UNRANK: POSITIONS}.get(decoder, INDEX)
+    source = decoder  # the decoder code is the group kernels' position source
     tile8, tile4, tile2, tile1 = (group_gemm_tile(n, m, bits, source, kind, t)
                                   for t in GEMM_TILES)
     field_mask = np.uint64((1 << bits) - 1)
@@ -994,7 +999,7 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     disk cache (stamped by this file's modification time) is invalidated when the loop changes.
     """
     geometry = group_geometry(F.Pattern(n, m))
-    source = {K.RANK_LUT: RANK, K.RANK_UNRANK: POSITIONS}.get(decoder, INDEX)
+    source = decoder  # the decoder code is the group kernels' position source
     dot = group_dot(n, m, bits, source, kind, wide)
     field_mask = np.uint64((1 << bits) - 1)
     per_group = geometry.blocks_per_group

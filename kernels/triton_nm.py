@@ -28,9 +28,9 @@ import triton
 import triton.language as tl
 
 from compression import formats as F
+from kernels import numba_nm as K
 
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-ENCODING_IDS = {"index": 0, "rank": 1}
 
 
 @triton.jit
@@ -50,7 +50,7 @@ def _read_field(meta_ptr, rows_offset, row_bytes, field, row_ok, BITS: tl.conste
 def nm_matmul_kernel(values_ptr, meta_ptr, tail_ptr, binom_ptr, x_ptr, out_ptr,
                      rows, cols, batch, row_bytes, value_stride, tail_width, covered_cols,
                      N: tl.constexpr, M: tl.constexpr, BITS: tl.constexpr,
-                     ENCODING: tl.constexpr, ACCUMULATE: tl.constexpr,
+                     UNRANK: tl.constexpr, ACCUMULATE: tl.constexpr,
                      BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr):
     """out[rows, batch] (+)= W[rows, cols] @ x[cols, batch]; see the module docstring."""
     pid_r = tl.program_id(0)
@@ -68,12 +68,12 @@ def nm_matmul_kernel(values_ptr, meta_ptr, tail_ptr, binom_ptr, x_ptr, out_ptr,
         position = (col % M)[None, :]
         ok = row_ok[:, None] & (col < covered_cols)[None, :]
         w = tl.zeros((BLOCK_R, BLOCK_K), dtype=values_ptr.dtype.element_ty)
-        if ENCODING == 0:  # index: N fields per block
+        if not UNRANK:  # index (direct): N fields per block
             for s in tl.static_range(N):
                 kept_at = _read_field(meta_ptr, meta_rows, row_bytes, block * N + s, ok, BITS)
                 v = tl.load(values_ptr + value_rows + block * N + s, mask=ok, other=0.0)
                 w = tl.where(kept_at == position, v, w)
-        else:  # rank: greedy colex unranking, one step per candidate position
+        else:  # rank (rank_pipeline): greedy colex unranking, one step per candidate position
             rest = _read_field(meta_ptr, meta_rows, row_bytes, block, ok, BITS)
             slot = tl.full((BLOCK_R, BLOCK_K), N, dtype=tl.int64)
             for step in tl.static_range(M):
@@ -124,9 +124,13 @@ class _TritonPart:
     def __init__(self, tensor: F.NMTensor, device: torch.device):
         tensor = F.NMTensor(tensor.shape, tensor.pattern, tensor.encoding, tensor.tail,
                             tensor.values, tensor.metadata, tensor.tail_values)  # re-validate
-        if tensor.encoding not in ENCODING_IDS:
-            raise ValueError(f"the Triton kernel reads rank and index metadata, not "
+        decoders = [name for name in K.kernel_decoders(tensor.encoding)
+                    if K.KERNEL_DECODERS[name].triton]
+        if not decoders:
+            readable = sorted({d.encoding for d in K.KERNEL_DECODERS.values() if d.triton})
+            raise ValueError(f"the Triton kernel reads {' and '.join(readable)} metadata, not "
                              f"{tensor.encoding}")
+        self.unrank = K.KERNEL_DECODERS[decoders[0]].code == K.RANK_UNRANK
         if tensor.dtype not in TORCH_DTYPES:
             raise ValueError(f"the Triton kernel takes float16 or bfloat16 values (tl.dot "
                              f"operands), got {tensor.dtype}")
@@ -153,7 +157,7 @@ class _TritonPart:
             self.values, self.metadata, self.tail, self.binom, x, out,
             rows, cols, batch, self.metadata.shape[1], self.values.shape[1], self.tail.shape[1],
             self.covered_cols, N=self.pattern.n, M=self.pattern.m, BITS=self.bits,
-            ENCODING=ENCODING_IDS[self.encoding], ACCUMULATE=accumulate,
+            UNRANK=self.unrank, ACCUMULATE=accumulate,
             BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_B=block_b)
 
 

@@ -11,17 +11,12 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from compression import formats as F
-from kernels.cpu import prepare
+from kernels import numba_nm as K
+from kernels.cpu import prepare, usable_decoders
 
 # Error budget per output, relative to sum_k |W[r, k] x[k]|: every kernel accumulates in
 # float32 over the same stored values (2**-24 per add, a few hundred adds with headroom).
 RELATIVE_TOLERANCE = 1e-5
-
-
-def _decoders(pattern: F.Pattern, encoding: str) -> list[str]:
-    if encoding != "rank":
-        return [encoding]
-    return ["rank-lut", "rank-unrank"] if pattern.has_rank_lut else ["rank-unrank"]
 
 
 def _triton_available() -> bool:
@@ -66,7 +61,7 @@ def compare_kernels(reference: Callable[[F.SparseWeight, np.ndarray], np.ndarray
                 scale = np.abs(weight.to_dense(np.float64)) @ np.abs(x.astype(np.float64))
                 # kernel name -> (output, the reference columns it computed)
                 outputs = {}
-                for decoder in _decoders(pattern, encoding):
+                for decoder in usable_decoders(pattern, encoding):
                     # Every kernel this CPU runs: batch-1 GEMVs (AVX-512 pairs, AVX2 groups,
                     # scalar) and GEMMs (AVX2 group passes, scalar).
                     for simd in ("auto", "avx2", "scalar"):
@@ -74,7 +69,9 @@ def compare_kernels(reference: Callable[[F.SparseWeight, np.ndarray], np.ndarray
                         outputs[f"numba/{decoder} gemm/{plan.gemm_path}"] = (plan(x), np.s_[:])
                         outputs[f"numba/{decoder} gemv/{plan.gemv_path}"] = (
                             plan(np.ascontiguousarray(x[:, 0]))[:, None], np.s_[:1])
-                if run_triton and encoding in ("rank", "index") and (
+                triton_reads = any(K.KERNEL_DECODERS[d].triton
+                                   for d in K.kernel_decoders(encoding))
+                if run_triton and triton_reads and (
                         dtype == "float16" or (dtype == "bfloat16" and device == "cuda")):
                     plan = TritonNMPlan(weight, device)
                     xt = torch.from_numpy(x).to(device=device, dtype=plan.bulk.dtype)

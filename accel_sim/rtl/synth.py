@@ -25,7 +25,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-from accel_sim.area import MAX_LOGIC_ROM_WORDS
+from accel_sim.decoders import DECODER_MODELS, MAX_LOGIC_ROM_WORDS, decoder_model
 from compression.formats import Pattern
 
 # ---- NanGate FreePDK45 Open Cell Library (45 nm), X1 drive, um^2 per cell: the cell footprint
@@ -124,25 +124,24 @@ def _nangate_cells(stats: dict) -> dict[str, int]:
     return {NANGATE45_CELLS[kind][0]: n for kind, n in sorted(counts.items()) if n}
 
 
+CELL_ORDER = [name for name, _ in NANGATE45_CELLS.values()]
+
 # ---- The sweep: every datapath of the default sweep (fixed 2:4, fixed 8:16, flexible
 # 2:4/4:8/8:16/16:32) and of the presets (systolic-nm: 2:4/4:8/8:16), plus fixed 4:8 and 16:32.
 DATAPATHS = (("2:4",), ("4:8",), ("8:16",), ("16:32",), ("2:4", "4:8", "8:16"),
              ("2:4", "4:8", "8:16", "16:32"))
-DECODER_KINDS = ("direct", "popcount", "rank_pipeline", "rank_serial", "rank_rom")
+DECODER_KINDS = tuple(DECODER_MODELS)  # every registered decoder
 MUX_INPUTS = (2, 3, 4, 5, 8, 9, 16, 17, 32)
 MUX_WIDTHS = (8, 16)
 
 
 def sweep_circuits() -> list[dict]:
     """(row keys, circuit) of every circuit the synthesis table holds."""
-    from accel_sim.decoders import decoder_model
-
     rows = []
     for names in DATAPATHS:
         patterns = tuple(Pattern.parse(p) for p in names)
         for kind in DECODER_KINDS:
-            if kind == "rank_rom" and sum(p.configurations for p in patterns) > \
-                    MAX_LOGIC_ROM_WORDS:
+            if not decoder_model(kind).synthesizable(patterns):
                 continue  # a ROM macro in the area model (8:16: 12 870 words, minutes in ABC)
             rows.append({"circuit": f"decoder_{kind}", "patterns": " ".join(names),
                          "inputs": "", "width": "",
@@ -156,13 +155,14 @@ def sweep_circuits() -> list[dict]:
     return rows
 
 
-def run_sweep(workers: int = 2) -> tuple[list[dict], dict]:
-    """Synthesize every sweep circuit (``workers`` Yosys processes; identical circuits, e.g. a
-    popcount network serving several pattern sets, once, keyed by their RTLIL text). Returns
-    the rows and the run's wall and Yosys CPU seconds."""
+def run_sweep(workers: int = 2, kinds: tuple[str, ...] = ()) -> tuple[list[dict], dict]:
+    """Synthesize every sweep circuit, or only the decoders ``kinds`` (``workers`` Yosys
+    processes; identical circuits, e.g. a popcount network serving several pattern sets, once,
+    keyed by their RTLIL text). Returns the rows and the run's wall and Yosys CPU seconds."""
     start = time.perf_counter()
     cpu_start = _children_cpu_s()
-    todo = sweep_circuits()
+    todo = [row for row in sweep_circuits()
+            if not kinds or row["circuit"] in {f"decoder_{k}" for k in kinds}]
     texts = [rtlil.convert(row["make"](), name="top") for row in todo]
     unique = list(dict.fromkeys(texts))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -186,24 +186,49 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The synthesized rows of a ``synthesis.csv`` written by :func:`write_report`."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, keep_default_na=False, dtype={"inputs": str, "width": str})
+    rows = []
+    for r in frame.to_dict("records"):
+        rows.append({"circuit": r["circuit"], "patterns": r["patterns"],
+                     "inputs": int(r["inputs"]) if r["inputs"] else "",
+                     "width": int(r["width"]) if r["width"] else "",
+                     "cells": {c: int(r[c]) for c in CELL_ORDER if int(r[c])},
+                     **{k: r[k] for k in ("flip_flops", "gates", "area_um2", "logic_depth",
+                                          "synth_s")}})
+    return rows
+
+
+def merge_rows(committed: list[dict], new: list[dict]) -> list[dict]:
+    """``committed`` with the circuits of ``new`` replaced by them (decoders before muxes)."""
+    replaced = {row["circuit"] for row in new}
+    kept = [row for row in committed if row["circuit"] not in replaced]
+    decoders = [row for row in kept if row["circuit"] != "operand_mux"]
+    return decoders + new + [row for row in kept if row["circuit"] == "operand_mux"]
+
+
 def _patterns(row: dict) -> tuple[Pattern, ...]:
     return tuple(Pattern.parse(p) for p in row["patterns"].split())
 
 
 def fit_area_model(rows: list[dict]) -> dict:
     """Non-negative least-squares fit of the area model's coefficients to synthesized rows:
-    per decoder kind on :func:`accel_sim.area.decoder_features`, and the operand mux's area per
-    (inputs - 1) x width bit. ROMs beyond the logic limit are not fitted (ROM macros)."""
+    per decoder kind on its model's :meth:`~accel_sim.decoders.DecoderModel.area_features`, and
+    the operand mux's area per (inputs - 1) x width bit. ROMs beyond the logic limit are not
+    fitted (ROM macros)."""
     import numpy as np
 
-    from accel_sim.area import decoder_features, mux_features
+    from accel_sim.area import mux_features
 
     decoders = {}
     for kind in DECODER_KINDS:
-        mine = [r for r in rows if r["circuit"] == f"decoder_{kind}"]
-        mine = [r for r in mine if kind != "rank_rom" or sum(
-            p.configurations for p in _patterns(r)) <= MAX_LOGIC_ROM_WORDS]
-        x = np.array([decoder_features(kind, _patterns(r)) for r in mine], dtype=float)
+        model = decoder_model(kind)
+        mine = [r for r in rows if r["circuit"] == f"decoder_{kind}"
+                and model.synthesizable(_patterns(r))]
+        x = np.array([model.area_features(_patterns(r)) for r in mine], dtype=float)
         if x.size == 0:
             decoders[kind] = ()
             continue
@@ -245,7 +270,6 @@ def model_um2(row: dict) -> float:
     return MetadataDecoder(row["circuit"].removeprefix("decoder_"), _patterns(row)).logic_um2_45()
 
 
-CELL_ORDER = [name for name, _ in NANGATE45_CELLS.values()]
 
 
 def write_report(rows: list[dict], timing: dict, out: Path) -> None:
@@ -291,15 +315,16 @@ def _markdown(frame, fit: dict, timing: dict) -> str:
         "one NanGate FreePDK45 Open Cell Library X1 cell; area = cells x cell area "
         f"(um^2, from the library's LEF footprints): {cells}.",
         "",
-        f"Whole run: {timing['circuits']} circuits ({timing['synthesized']} distinct) in "
+        f"{timing.get('run', 'Whole run')}: {timing['circuits']} circuits "
+        f"({timing['synthesized']} distinct) in "
         f"{timing['wall_s']:.0f} s wall, {timing['yosys_cpu_s']:.0f} s Yosys CPU time "
         "(2 Yosys processes at a time; wall time depends on the machine's load, CPU time "
-        "does not). `model_um2` is the calibrated area model "
+        f"does not).{timing.get('note', '')} `model_um2` is the calibrated area model "
         "(`accel_sim/area.py`) for the same circuit, `model_error_pct` its error against "
         "synthesis. Rank ROMs larger than "
         f"{MAX_LOGIC_ROM_WORDS} words are not synthesized (costed as ROM macros).",
         "",
-        "## Fit (non-negative least squares, um^2 per feature of `decoder_features`)",
+        "## Fit (non-negative least squares, um^2 per feature of each model's `area_features`)",
         "",
         "| decoder | coefficients |", "|---|---|", fitted,
         f"| operand mux | {', '.join(f'{c:g}' for c in fit['mux'])} (per (inputs - 1) x width, "
@@ -314,10 +339,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="reports/area", type=Path)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", action="append", choices=DECODER_KINDS, metavar="DECODER",
+                        help="synthesize only this decoder's circuits (repeatable) and merge "
+                             "them into the committed OUT/synthesis.csv (e.g. a new decoder)")
     args = parser.parse_args(argv)
     if yosys_path() is None:
         raise SystemExit("error: yosys is not installed (apt-get install yosys, or make yosys)")
-    rows, timing = run_sweep(args.workers)
+    rows, timing = run_sweep(args.workers, tuple(args.only or ()))
+    if args.only:
+        rows = merge_rows(read_rows(args.out / "synthesis.csv"), rows)
+        timing = {**timing, "run": f"Run of `--only {' --only '.join(args.only)}`",
+                  "note": " The other rows are kept from the previous full run's "
+                          "synthesis.csv (their synth_s column is that run's)."}
     write_report(rows, timing, args.out)
     print(f"{timing['circuits']} circuits ({timing['synthesized']} distinct) synthesized in "
           f"{timing['wall_s']:.1f} s wall, {timing['yosys_cpu_s']:.1f} s Yosys CPU "

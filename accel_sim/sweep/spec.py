@@ -13,6 +13,7 @@ A spec names a base hardware preset, the workloads and phases to run, and the ax
       metadata:                       # a linked axis: each value sets several fields together
         - {encoding: rank, decoder: rank_pipeline}
         - {encoding: index, decoder: direct}
+                                      # (metadata: all = every encoding x decoder pair)
     baseline: {pattern: dense, supported_patterns: []}   # each point's dense twin (speedup)
     skip_invalid: false               # true: drop combinations the hardware rejects
 
@@ -363,7 +364,7 @@ def _validate_axes(raw, sweepable, problems: list[str]) -> dict[str, tuple]:
         return {}
     axes = {}
     for axis, values in raw.items():
-        values = _as_list(values)
+        values = _registry_values(axis, _as_list(values))
         if not values:
             problems.append(f"axes.{axis}: needs at least one value")
             continue
@@ -380,6 +381,20 @@ def _validate_axes(raw, sweepable, problems: list[str]) -> dict[str, tuple]:
         axes[axis] = tuple(_normalise_fields(v) if isinstance(v, dict)
                            else _normalise_fields({axis: v})[axis] for v in values)
     return axes
+
+
+def _registry_values(axis: str, values: list) -> list:
+    """``[all]`` on an ``encoding`` axis or a linked ``metadata`` axis: every registered
+    encoding, or every (encoding, decoder) pair (the decoder registry,
+    :data:`accel_sim.decoders.DECODER_MODELS`); other values as they are."""
+    from accel_sim.config import DECODERS_FOR_ENCODING
+
+    if values != ["all"] or axis not in ("encoding", "metadata"):
+        return values
+    if axis == "encoding":
+        return list(DECODERS_FOR_ENCODING)
+    return [{"encoding": encoding, "decoder": decoder}
+            for encoding, decoders in DECODERS_FOR_ENCODING.items() for decoder in decoders]
 
 
 def _normalise_fields(fields: dict) -> dict:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from compression.format_bench import bench_formats
-from compression.formats import Pattern
+from compression.formats import ENCODINGS, VALUE_DTYPES, Pattern
 
 
 def register(sub) -> None:
@@ -25,10 +25,10 @@ def register(sub) -> None:
                         "4096x11008)")
     k.add_argument("--pattern", action="append", metavar="N:M",
                    help="repeatable; default 2:4 4:8 8:16 16:32")
-    k.add_argument("--encoding", action="append", choices=("rank", "index", "bitmask"),
+    k.add_argument("--encoding", action="append", choices=ENCODINGS,
                    help="repeatable; default rank index")
     k.add_argument("--batch", action="append", type=int, help="repeatable; default 1 8 64")
-    k.add_argument("--dtype", action="append", choices=("float32", "float16", "bfloat16"),
+    k.add_argument("--dtype", action="append", choices=tuple(VALUE_DTYPES),
                    help="value dtype (repeatable; default float32 float16)")
     k.add_argument("--simd", action="append", choices=("auto", "avx2", "scalar"),
                    help="vector path cap (GEMV and GEMM), timed side by side (repeatable; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from compression.formats import Pattern, pattern_summary
+from compression.formats import ENCODING_REGISTRY, Pattern, pattern_summary
 
 DEFAULT_PATTERNS = ("1:2", "2:4", "4:8", "8:16", "16:32")
 
@@ -27,15 +27,14 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    header = ("pattern", "density", "configurations", "rank b/elem", "index b/elem",
-              "bitmask b/elem")
+    header = ("pattern", "density", "configurations",
+              *(f"{name} b/elem" for name in ENCODING_REGISTRY))
     rows = [(r["pattern"], f"{r['density']:.4f}", str(r["configurations"]),
-             f"{r['rank_bits_per_element']:.4f}", f"{r['index_bits_per_element']:.4f}",
-             f"{r['bitmask_bits_per_element']:.4f}") for r in records]
+             *(f"{r[f'{name}_bits_per_element']:.4f}" for name in ENCODING_REGISTRY))
+            for r in records]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
     for row in rows:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
-    print("rank: ceil(log2 C(M,N)) bits/block; index: ceil(log2 M) bits/kept element; "
-          "bitmask: M bits/block")
+    print("; ".join(f"{name}: {e.description}" for name, e in ENCODING_REGISTRY.items()))
     return 0

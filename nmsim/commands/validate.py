@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 
+from compression.formats import ENCODINGS
 from nmsim.commands.bench import _parse_shape
 
 PATTERNS = ("2:4", "4:8", "8:16", "16:32")
@@ -23,12 +24,12 @@ def register(sub) -> None:
     p = sub.add_parser("validate", help="kernels vs the simulator: outputs and speedups")
     p.add_argument("--pattern", action="append", metavar="N:M", help="repeatable; default "
                    "2:4 4:8 8:16 16:32")
-    p.add_argument("--encoding", action="append", choices=("rank", "index", "bitmask"),
+    p.add_argument("--encoding", action="append", choices=ENCODINGS,
                    help="repeatable; default rank index")
     p.add_argument("--check-shape", default="64x200",
                    help="OUTxIN for the output check (default 64x200: tails for M=16, 32)")
     p.add_argument("--speed-shape", default="11008x4096", help="OUTxIN of the timed GEMV")
-    p.add_argument("--speed-encoding", default="rank", choices=("rank", "index", "bitmask"))
+    p.add_argument("--speed-encoding", default="rank", choices=ENCODINGS)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--skip-speed", action="store_true", help="only the output check (a)")
     p.add_argument("--no-triton", action="store_true", help="leave the Triton kernel out of (a)")

@@ -173,5 +173,5 @@ def test_committed_synthesis_table_is_cells_times_nangate_areas():
 def test_area_model_constants_are_the_fit_to_the_committed_table():
     fit = fit_area_model(_committed_rows())
     for kind, coef in fit["decoders"].items():
-        assert area.DECODER_FIT_UM2[kind] == pytest.approx(coef, rel=1e-3)
+        assert decoder_model(kind).area_fit_um2 == pytest.approx(coef, rel=1e-3)
     assert area.MUX_FIT_UM2 == pytest.approx(fit["mux"], rel=1e-3)

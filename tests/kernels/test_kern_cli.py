@@ -77,8 +77,8 @@ def test_validate_outputs_agree_with_the_simulator(capsys):
     kernels = {c["kernel"] for c in checks}
     vector = ["avx2-group"] if simd_nm.available() else []
     gemv = (["avx512-pair"] if simd_nm.wide_available() else []) + vector + ["scalar"]
-    assert {"triton", *(f"numba/index gemv/{p}" for p in gemv),
-            *(f"numba/index gemm/{p}" for p in vector + ["scalar"])} <= kernels
+    assert {"triton", *(f"numba/direct gemv/{p}" for p in gemv),
+            *(f"numba/direct gemm/{p}" for p in vector + ["scalar"])} <= kernels
     assert {c["dtype"] for c in checks} == {"float32", "float16", "bfloat16"}
     assert all(c["ok"] and c["max_relative_error"] <= c["tolerance"] for c in checks)
 

@@ -12,14 +12,14 @@ from kernels.cpu import DensePlan, check_activations, prepare
 # (pattern, encoding, decoder, dtype): each compiles its own kernels, so the set is chosen to
 # cover every decoder, dtype, field width class and an odd M instead of drawing all products.
 CASES = [
-    ("2:4", "index", "index", "float32"),
-    ("2:4", "rank", "rank-lut", "float16"),
-    ("8:16", "rank", "rank-lut", "float32"),
-    ("8:16", "rank", "rank-unrank", "float16"),
-    ("8:16", "index", "index", "bfloat16"),
-    ("16:32", "rank", "rank-unrank", "float32"),
-    ("4:8", "bitmask", "bitmask", "float32"),
-    ("3:7", "rank", "rank-lut", "float32"),
+    ("2:4", "index", "direct", "float32"),
+    ("2:4", "rank", "rank_rom", "float16"),
+    ("8:16", "rank", "rank_rom", "float32"),
+    ("8:16", "rank", "rank_pipeline", "float16"),
+    ("8:16", "index", "direct", "bfloat16"),
+    ("16:32", "rank", "rank_pipeline", "float32"),
+    ("4:8", "bitmask", "popcount", "float32"),
+    ("3:7", "rank", "rank_rom", "float32"),
 ]
 SETTINGS = settings(max_examples=12, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -128,4 +128,4 @@ def test_corrupt_metadata_is_rejected_when_prepared(weight):
 
 def test_decoder_must_fit_the_encoding(weight):
     with pytest.raises(ValueError, match="cannot read rank metadata"):
-        prepare(weight, decoder="index")
+        prepare(weight, decoder="direct")

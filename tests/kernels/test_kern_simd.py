@@ -196,7 +196,7 @@ def test_geometry_covers_exactly_the_16_and_32_windows():
 @needs_avx2
 def test_unsupported_combinations_stay_scalar():
     rng = np.random.default_rng(1)
-    for pattern, encoding, decoder in [("8:16", "rank", "rank-unrank"), ("4:8", "bitmask", None),
+    for pattern, encoding, decoder in [("8:16", "rank", "rank_pipeline"), ("4:8", "bitmask", None),
                                        ("3:7", "rank", None), ("4:16", "rank", None)]:
         weight = compressed(rng, 5, 64, pattern, encoding, "dense", "float32")
         assert prepare(weight, decoder).gemv_path == "scalar", (pattern, encoding)
@@ -219,7 +219,7 @@ def test_rank_without_a_table_takes_the_group_loop(pattern):
     weight = compressed(np.random.default_rng(6), 3, 96, pattern, "rank", "dense", "float32")
     plan = prepare(weight)
     assert (plan.decoder, plan.gemv_path, plan.gemm_path) == (
-        "rank-unrank", "avx2-group", "avx2-group")
+        "rank_pipeline", "avx2-group", "avx2-group")
     assert prepare(weight, simd="scalar").gemv_path == "scalar"
 
 
