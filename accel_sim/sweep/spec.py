@@ -232,7 +232,7 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
         problems.append(f"name: must be a name of letters, digits, '.', '_' or '-' (not '.' "
                         f"or '..'; it names runs/NAME.sqlite and reports/NAME), got {name!r}")
     evaluator = raw.get("evaluator", "accel_sim")
-    if evaluator not in EVALUATORS:
+    if not isinstance(evaluator, str) or evaluator not in EVALUATORS:
         problems.append(f"evaluator: unknown '{evaluator}' (choose {', '.join(EVALUATORS)})")
 
     base = None
