@@ -32,8 +32,8 @@ from functools import cache, partial
 
 import numba
 import numpy as np
-from numba import njit, prange
 import torch
+from numba import njit, prange
 from tqdm import tqdm
 
 from compression import formats as F
