@@ -19,8 +19,9 @@ binds each kernel (``roofline``: ``"bytes"`` or ``"flops"``).
 With ``resident_bytes`` the same rounds also time every kernel and dense baseline on the first
 rows of the weight, as many as fit ``resident_bytes`` of dense values (a slice that stays in
 cache between calls): the rate at which each kernel retires kept values when DRAM does not bind
-(its decode, gather and multiply-add instructions), a measurement independent of the full-size
-speedup (``resident_s``, ``resident_values_per_s``, ``dense_resident_values_per_s``).
+(its decode, gather and multiply-add instructions; one thread, the rate of one core), a
+measurement independent of the full-size speedup (``resident_s``, ``resident_values_per_s``,
+``dense_resident_values_per_s``).
 """
 
 from __future__ import annotations
@@ -217,21 +218,34 @@ def _resident_rows(shape, dtype: str, resident_bytes: int) -> int:
 
 def _resident_candidates(weight, plans, dtype: str, batch: int, x, calls: int) -> dict:
     """The dense baselines and each plan's kernel on the cache-resident slice, keyed
-    ``("resident", name)`` and ``("resident", pattern, encoding, path)``; each timed call runs
-    ``calls`` products back to back, as much work as one full-size call, so that on a shared
-    machine a resident and a full-size call are as likely to lose the core to another process."""
+    ``("resident", name)`` and ``("resident", pattern, encoding, path)``, on one thread.
+
+    One thread gives the rate of one core without the cost of waking a second thread for each
+    small call (on a loaded machine a parallel region waits until both threads get a core, and
+    the slice's short calls paid that wait 22 times where the full-size call paid it once).
+    Each timed call runs ``calls`` products back to back, as much work as one full-size call,
+    so that a resident and a full-size call are as likely to lose the core to another process.
+    """
     if not plans:
         return {}
-    dense = {("resident", name): partial(_repeat, fn, calls)
+    dense = {("resident", name): partial(_one_thread, fn, calls)
              for name, fn in _dense_baselines(weight, dtype, batch).items()}
     kernels = {("resident", pattern, encoding, plan.gemv_path if batch == 1 else plan.gemm_path):
-               partial(_repeat, partial(plan, x), calls) for pattern, encoding, plan in plans}
+               partial(_one_thread, partial(plan, x), calls) for pattern, encoding, plan in plans}
     return {**dense, **kernels}
 
 
-def _repeat(fn: Callable, calls: int) -> None:
-    for _ in range(calls):
-        fn()
+def _one_thread(fn: Callable, calls: int) -> None:
+    """``calls`` calls of ``fn`` with the Numba and torch pools at one thread."""
+    numba_threads, torch_threads = numba.get_num_threads(), torch.get_num_threads()
+    numba.set_num_threads(1)
+    torch.set_num_threads(1)
+    try:
+        for _ in range(calls):
+            fn()
+    finally:
+        numba.set_num_threads(numba_threads)
+        torch.set_num_threads(torch_threads)
 
 
 @cache
@@ -267,8 +281,8 @@ class _GroupFigures:
                 "roofline_s": max(bytes_s, flops_s), "peak_gflops": self.peak_gflops}
 
     def _resident(self, pattern, encoding, path) -> dict:
-        """Multiply-adds per second on the cache-resident slice: the kernel's (kept values)
-        and the fastest dense baseline's (all values); empty without a slice."""
+        """Multiply-adds per second of one thread on the cache-resident slice: the kernel's
+        (kept values) and the fastest dense baseline's (all values); empty without a slice."""
         if not self.resident_rows:
             return {}
         calls = -(-self.shape[0] // self.resident_rows)  # products per timed call

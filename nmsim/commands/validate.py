@@ -108,9 +108,9 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
     """Simulated (host preset) and measured batch-1 speedup of each pattern over dense.
 
     All measured in the same round-robin rounds: the streaming read (the preset's DRAM
-    bandwidth), the full-size GEMVs (what is predicted) and the same kernels on a
-    cache-resident slice of the weight (their kept-value rate when DRAM does not bind, the
-    preset's multiply-add rate: the CPU's decode cost). Each prediction is the simulator's
+    bandwidth), the full-size GEMVs (what is predicted) and the same kernels on one thread on
+    a cache-resident slice of the weight (their kept-value rate per core when DRAM does not
+    bind, x cores: the preset's multiply-add rate, the CPU's decode cost). Each prediction is the simulator's
     dense time over its sparse time, dense and sparse each on the host preset of its own rate.
     ``predicted_without_decode`` is the old preset (both at the torch.matmul peak)."""
     from kernels import hostperf
@@ -123,8 +123,9 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
     results = []
     for record in measured:
         bandwidth = record["read_bandwidth_gb_s"]
-        dense_gflops = 2 * record["dense_resident_values_per_s"] / 1e9
-        sparse_gflops = 2 * record["resident_values_per_s"] / 1e9
+        # One thread's rate on the slice, times the cores the GEMV's threads run on.
+        dense_gflops = 2 * cores * record["dense_resident_values_per_s"] / 1e9
+        sparse_gflops = 2 * cores * record["resident_values_per_s"] / 1e9
         predicted = _simulated_speedup(shape, bandwidth, cores, record["pattern"],
                                        record["encoding"], dense_gflops, sparse_gflops)
         without = _simulated_speedup(shape, bandwidth, cores, record["pattern"],

@@ -117,9 +117,14 @@ def test_bad_input_is_one_line_and_exit_2(args):
 
 
 def test_bench_kernels_times_a_cache_resident_slice():
+    import numba
+    import torch
+
     from kernels.bench import bench_kernels
 
-    # 8 KiB of float32 rows of 128 inputs is 16 rows; each timed call runs 64 / 16 = 4 of them.
+    threads = (numba.get_num_threads(), torch.get_num_threads())
+    # 8 KiB of float32 rows of 128 inputs is 16 rows; each timed call runs 64 / 16 = 4 of them
+    # on one thread, and the thread pools are restored after.
     records = bench_kernels([(64, 128)], ["2:4", "16:32"], ["index"], [1], ["float32"],
                             repeats=1, warmup=0, progress=False, resident_bytes=8192)
     for r in records:
@@ -129,6 +134,7 @@ def test_bench_kernels_times_a_cache_resident_slice():
         best = min(r["resident_dense_all_s"].values())
         assert r["resident_dense_all_s"][r["resident_dense_baseline"]] == best
         assert r["dense_resident_values_per_s"] == pytest.approx(2 * kept / best)
+    assert (numba.get_num_threads(), torch.get_num_threads()) == threads
     plain = bench_kernels([(64, 128)], ["2:4"], ["index"], [1], ["float32"], repeats=1,
                           warmup=0, progress=False)
     assert "resident_s" not in plain[0]
