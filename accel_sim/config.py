@@ -393,23 +393,37 @@ def save_hardware(hw: HardwareConfig, path: str | Path) -> None:
 
 def host_cpu_preset(bandwidth_gb_s: float, peak_gflops: float, clock_ghz: float = 3.0,
                     cores: int = 1, simd_lanes: int | None = None, dtype: str = "fp16",
-                    cache_kib: float = 1024.0, name: str = "host-cpu") -> HardwareConfig:
+                    cache_kib: float = 32768.0, tile_k: int = 128,
+                    name: str = "host-cpu") -> HardwareConfig:
     """A dense design that describes a measured CPU, for comparing kernels with the simulator.
 
     The CPU is modelled as ``cores`` tensor-core cores of one dot-product unit whose width is the
-    multiplier count needed to reach ``peak_gflops`` at ``clock_ghz`` (``simd_lanes`` overrides
-    it); its last-level cache is split evenly across the three buffers; ``bandwidth_gb_s`` is the
-    measured DRAM stream bandwidth. Latency is set to 100 ns, a typical DRAM load-to-use figure.
+    multiplier count needed to reach ``peak_gflops`` at ``clock_ghz`` (rounded up, the lanes then
+    run at the sustained clock that gives ``peak_gflops`` exactly; ``simd_lanes`` overrides
+    the count); its last-level cache (default 32 MiB: the 2-core Zen 4 host's L3, ``lscpu``) is
+    split evenly across the three buffers, with ``tile_k`` 128 so that a k-chunk of every row of
+    a 7B-layer GEMV fits one tile and the simulator splits its rows evenly over the cores, as
+    the Numba kernels' ``prange`` does (1 MiB cut 11008 rows into 341-row tiles, and one core
+    ran a tile more than the other); ``bandwidth_gb_s`` is the measured DRAM stream bandwidth. Latency is set to 100 ns, a typical DRAM load-to-use figure.
+
+    ``peak_gflops`` is the multiply-add rate of the code being modelled when DRAM does not bind
+    (2 FLOPs per value). For a CPU's N:M kernel that is its rate per *kept* value with the
+    decode, gather and address instructions each one costs (``kernels.bench``'s cache-resident
+    timing), which is how the preset carries the CPU's decode cost. A rate below one lane at
+    ``clock_ghz`` per core is one lane at a lower sustained clock (cycles then count value
+    slots; times in seconds are what compare).
     """
     if bandwidth_gb_s <= 0 or peak_gflops <= 0 or clock_ghz <= 0 or cores <= 0:
         raise ValueError("host_cpu_preset: bandwidth_gb_s, peak_gflops, clock_ghz and cores "
                          "must be positive")
-    lanes = simd_lanes or max(1, round(peak_gflops / (2 * clock_ghz * cores)))
+    lanes = simd_lanes or max(1, math.ceil(peak_gflops / (2 * clock_ghz * cores)))
+    lane_clock = peak_gflops / (2 * lanes * cores)
     share = cache_kib / 3
     return HardwareConfig(
         name=name, template="tensor_core", clock_ghz=clock_ghz, process_nm=7.0, dtype=dtype,
-        num_cores=cores, array_rows=1, array_cols=1, dot_width=lanes, pattern=DENSE,
+        num_cores=cores, array_rows=1, array_cols=1, dot_width=lanes, pattern=DENSE, tile_k=tile_k,
         weight_buffer_kib=share, act_buffer_kib=share, out_buffer_kib=share,
         dram_bandwidth_gb_s=bandwidth_gb_s, dram_latency_ns=100.0,
+        sustained_clock_ghz=lane_clock if lane_clock < clock_ghz else None,
         source=f"measured host: {bandwidth_gb_s:g} GB/s, {peak_gflops:g} GFLOP/s peak",
     )

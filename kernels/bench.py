@@ -15,6 +15,13 @@ Each kernel's ``gb_s`` (weight + activation + output bytes per second) is report
 whichever dense library happens to stream fastest. Batched groups (batch > 1) also time a
 float32 ``torch.matmul`` of :data:`PEAK_MATMUL_SIZE` cubed, the FLOP roof, and say which roof
 binds each kernel (``roofline``: ``"bytes"`` or ``"flops"``).
+
+With ``resident_bytes`` the same rounds also time every kernel and dense baseline on the first
+rows of the weight, as many as fit ``resident_bytes`` of dense values (a slice that stays in
+cache between calls): the rate at which each kernel retires kept values when DRAM does not bind
+(its decode, gather and multiply-add instructions; one thread, the rate of one core), a
+measurement independent of the full-size speedup (``resident_s``, ``resident_values_per_s``,
+``dense_resident_values_per_s``).
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ from functools import cache, partial
 import numba
 import numpy as np
 import pandas as pd
-from numba import njit, prange
 import torch
+from numba import njit, prange
 from tqdm import tqdm
 
 from compression import formats as F
@@ -143,10 +150,12 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                   patterns: Iterable[str] = PATTERNS, encodings: Iterable[str] = ENCODINGS,
                   batches: Iterable[int] = BATCHES, dtypes: Iterable[str] = DTYPES,
                   repeats: int = 7, warmup: int = 2, seed: int = 0,
-                  progress: bool = True, simd: Iterable[str] = ("auto",)) -> list[dict]:
+                  progress: bool = True, simd: Iterable[str] = ("auto",),
+                  resident_bytes: int = 0) -> list[dict]:
     """One record per (shape, pattern, encoding, batch, dtype) and per distinct kernel the
     ``simd`` caps select at that batch (``kernels.cpu.prepare``: ``gemv_path`` at batch 1,
-    ``gemm_path`` above); see the module docstring."""
+    ``gemm_path`` above); see the module docstring (``resident_bytes``: the cache-resident
+    slice timed beside each kernel; 0 times none)."""
     patterns = [F.Pattern.parse(p) for p in patterns]
     encodings = [F.check_encoding(e) for e in encodings]
     dtypes = [str(F.value_dtype_name(F.value_dtype(d))) for d in dtypes]
@@ -163,10 +172,11 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
         weight = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
         masks = {p: F.nm_mask(np.abs(weight), p) for p in patterns}
         for dtype in dtypes:
-            plans = [(str(p), e, prepare(F.NMTensor.from_dense(weight, masks[p], p, e,
-                                                               dtype=dtype), simd=cap))
-                     for p in patterns for e in encodings for cap in simd]
+            plans = _plans(weight, masks, encodings, dtype, simd)
             dense_bytes = weight.size * F.value_dtype(dtype).itemsize
+            rows = _resident_rows(shape, dtype, resident_bytes)
+            resident_plans = _plans(weight[:rows], {p: m[:rows] for p, m in masks.items()},
+                                    encodings, dtype, simd) if rows else []
             buffer = read_buffer(dense_bytes)
             for batch in batches:
                 x = _activations(shape[1], batch, seed=1)
@@ -176,17 +186,68 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                     path = plan.gemv_path if batch == 1 else plan.gemm_path
                     timed.setdefault((pattern, encoding, path), plan)
                 sparse = {key: partial(plan, x) for key, plan in timed.items()}
+                resident = _resident_candidates(weight[:rows], resident_plans, dtype, batch, x,
+                                                -(-shape[0] // rows) if rows else 0)
                 roofs = {"read": partial(stream_read, buffer)}
                 if batch > 1:
                     roofs["matmul"] = partial(torch.matmul, *_peak_operands())
-                medians = time_round_robin({**roofs, **dense, **sparse}, repeats, warmup)
+                medians = time_round_robin({**roofs, **dense, **sparse, **resident}, repeats,
+                                           warmup)
                 group = _GroupFigures(shape, dtype, batch, dense_bytes, medians, dense,
-                                      buffer.nbytes)
+                                      buffer.nbytes, rows)
                 records += [group.record(pattern, encoding, path, plan, repeats, warmup)
                             for (pattern, encoding, path), plan in timed.items()]
                 bar.update()
     bar.close()
     return records
+
+
+def _plans(weight, masks, encodings, dtype, simd) -> list[tuple]:
+    """(pattern, encoding, plan) of every pattern in ``masks`` x encoding x SIMD cap."""
+    return [(str(p), e, prepare(F.NMTensor.from_dense(weight, mask, p, e, dtype=dtype),
+                                simd=cap))
+            for p, mask in masks.items() for e in encodings for cap in simd]
+
+
+def _resident_rows(shape, dtype: str, resident_bytes: int) -> int:
+    """Rows of the cache-resident slice: dense values within ``resident_bytes``, a multiple
+    of 16 (both threads get whole rows), at least 16 and at most the weight's rows."""
+    if resident_bytes <= 0:
+        return 0
+    per_row = shape[1] * F.value_dtype(dtype).itemsize
+    return min(shape[0], max(16, resident_bytes // per_row // 16 * 16))
+
+
+def _resident_candidates(weight, plans, dtype: str, batch: int, x, calls: int) -> dict:
+    """The dense baselines and each plan's kernel on the cache-resident slice, keyed
+    ``("resident", name)`` and ``("resident", pattern, encoding, path)``, on one thread.
+
+    One thread gives the rate of one core without the cost of waking a second thread for each
+    small call (on a loaded machine a parallel region waits until both threads get a core, and
+    the slice's short calls paid that wait 22 times where the full-size call paid it once).
+    Each timed call runs ``calls`` products back to back, as much work as one full-size call,
+    so that a resident and a full-size call are as likely to lose the core to another process.
+    """
+    if not plans:
+        return {}
+    dense = {("resident", name): partial(_one_thread, fn, calls)
+             for name, fn in _dense_baselines(weight, dtype, batch).items()}
+    kernels = {("resident", pattern, encoding, plan.gemv_path if batch == 1 else plan.gemm_path):
+               partial(_one_thread, partial(plan, x), calls) for pattern, encoding, plan in plans}
+    return {**dense, **kernels}
+
+
+def _one_thread(fn: Callable, calls: int) -> None:
+    """``calls`` calls of ``fn`` with the Numba and torch pools at one thread."""
+    numba_threads, torch_threads = numba.get_num_threads(), torch.get_num_threads()
+    numba.set_num_threads(1)
+    torch.set_num_threads(1)
+    try:
+        for _ in range(calls):
+            fn()
+    finally:
+        numba.set_num_threads(numba_threads)
+        torch.set_num_threads(torch_threads)
 
 
 @cache
@@ -199,8 +260,10 @@ def _peak_operands() -> tuple:
 class _GroupFigures:
     """The roofs and dense baselines of one (shape, dtype, batch) group, and its records."""
 
-    def __init__(self, shape, dtype, batch, dense_bytes, medians, dense, read_bytes):
+    def __init__(self, shape, dtype, batch, dense_bytes, medians, dense, read_bytes,
+                 resident_rows=0):
         self.shape, self.dtype, self.batch, self.dense_bytes = shape, dtype, batch, dense_bytes
+        self.resident_rows = resident_rows
         self.medians = medians
         self.dense_names = list(dense)
         self.best = min(dense, key=medians.get)
@@ -218,6 +281,23 @@ class _GroupFigures:
             self.peak_gflops * 1e9)
         return {"roofline": "bytes" if bytes_s >= flops_s else "flops",
                 "roofline_s": max(bytes_s, flops_s), "peak_gflops": self.peak_gflops}
+
+    def _resident(self, pattern, encoding, path) -> dict:
+        """Multiply-adds per second of one thread on the cache-resident slice: the kernel's
+        (kept values) and the fastest dense baseline's (all values); empty without a slice."""
+        if not self.resident_rows:
+            return {}
+        calls = -(-self.shape[0] // self.resident_rows)  # products per timed call
+        values = calls * self.resident_rows * self.shape[1] * self.batch
+        kept = values * F.Pattern.parse(pattern).density
+        resident_s = self.medians[("resident", pattern, encoding, path)]
+        dense_all = {name: self.medians[("resident", name)] for name in self.dense_names}
+        best = min(dense_all, key=dense_all.get)
+        return {"resident_rows": self.resident_rows, "resident_calls": calls,
+                "resident_s": resident_s,
+                "resident_values_per_s": kept / resident_s,
+                "resident_dense_all_s": dense_all, "resident_dense_baseline": best,
+                "dense_resident_values_per_s": values / dense_all[best]}
 
     def record(self, pattern, encoding, path, plan, repeats, warmup) -> dict:
         sparse_s = self.medians[(pattern, encoding, path)]
@@ -241,7 +321,7 @@ class _GroupFigures:
             "fraction_of_read_bandwidth": gb_s / self.read_gb_s,
             "dense_gb_s": dense_gb_s[self.best], "dense_all_gb_s": dense_gb_s,
             **roof, "fraction_of_roofline": roof["roofline_s"] / sparse_s,
-            "dense_roofline": dense_roof["roofline"],
+            "dense_roofline": dense_roof["roofline"], **self._resident(pattern, encoding, path),
             "roofline_speedup": dense_roof["roofline_s"] / roof["roofline_s"],
             "weight_bytes_dense": self.dense_bytes, "weight_bytes_sparse": plan.nbytes,
             "repeats": repeats, "warmup": warmup, "calls": CALLS_PER_ROUND,

@@ -40,7 +40,7 @@ Only x86 CPUs with AVX2 take this path (:func:`available`); :func:`gemv_path` pi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 
 import llvmlite.binding as llvm_binding
 import numpy as np
@@ -533,131 +533,147 @@ def _const_vec(items, kind_type=None):
     return ir.Constant(ir.VectorType(kind_type or I32, len(items)), items)
 
 
+class _GroupSteps:
+    """The vector steps of the GEMV row loop, emitted at the builder's position: one group
+    (eight kept values into an ``<8 x float>``) or, on AVX-512, a pair of groups (sixteen into
+    an ``<16 x float>``); each gathers ``x`` at the kept positions from registers and adds the
+    products to an accumulator."""
+
+    def __init__(self, row: _RowIR, x, registers: int):
+        b, geometry = row.builder, row.geometry
+        self.row, self.builder, self.x, self.registers = row, b, x, registers
+        v8f, v8i = ir.VectorType(F32, LANES), ir.VectorType(I32, LANES)
+        v16f, v16i = ir.VectorType(F32, 2 * LANES), ir.VectorType(I32, 2 * LANES)
+        module = b.module
+        self.permps = cgutils.get_or_insert_function(
+            module, ir.FunctionType(v8f, [v8f, v8i]), "llvm.x86.avx2.permps")
+        self.permilps = cgutils.get_or_insert_function(
+            module, ir.FunctionType(v8f, [v8f, v8i]), "llvm.x86.avx.vpermilvar.ps.256")
+        # vpermt2ps: lane i of the result is [a | b][index_i & 31] (bit 4 picks b).
+        self.permt2ps = cgutils.get_or_insert_function(
+            module, ir.FunctionType(v16f, [v16f, v16i, v16f]),
+            "llvm.x86.avx512.vpermi2var.ps.512")
+        # vcompressps: the lanes of a whose mask bit is set, packed into the low lanes in order.
+        self.compressps = cgutils.get_or_insert_function(
+            module, ir.FunctionType(v16f, [v16f, v16f, ir.VectorType(ir.IntType(1), 2 * LANES)]),
+            "llvm.x86.avx512.mask.compress.v16f32")
+        self.fma = {width: _fma(module, width) for width in (LANES, 2 * LANES)}
+        # The register-select mask: 1:2 and 2:4 pick lanes 2, 3, 6, 7 from the odd pair
+        # whatever the positions; rank tables carry the select bit as the sign; index
+        # positions are tested.
+        self.constant_select = geometry.lane_pairs and geometry.m <= 4
+        self.odd_lanes = ir.Constant(ir.VectorType(ir.IntType(1), LANES),
+                                     [geometry.lane_offset(lane) // 4 % 2
+                                      for lane in range(LANES)])
+        # A pair's second group indexes the upper 16 inputs of the 32-input window when each
+        # group has its own 16-window; 16:32's two groups share one block's window.
+        upper_offset = 16 if geometry.window == 16 else 0
+        self.pair_offsets = _const_vec([0] * LANES + [upper_offset] * LANES)
+
+    def _bit_set(self, positions, value):
+        b = self.builder
+        return b.icmp_unsigned("!=", b.and_(positions, _const_vec([value] * LANES)),
+                               _const_vec([0] * LANES))
+
+    def _first_level(self, positions):
+        """Lanes whose position lies in the window's second register (or odd lane pair)."""
+        if self.constant_select:
+            return self.odd_lanes
+        if self.row.source == RANK:
+            return self.builder.icmp_signed("<", positions, _const_vec([0] * LANES))
+        return self._bit_set(positions, self.row.geometry.select_bit)
+
+    def _gather(self, start, positions):
+        """``x[start + position]`` of each lane, from the window's registers (``<8 x float>``).
+
+        vpermps uses the low 3 bits of a position, bits 3 and 4 pick the register. Lane pairs
+        (lanes 0-3 index inputs 0-7, lanes 4-7 inputs 8-15): in-lane vpermilps on
+        [x0:4 | x8:12] and [x4:8 | x12:16], bit 2 of a position picks the register."""
+        b, row, x = self.builder, self.row, self.x
+        first_level = self._first_level(positions)
+        if row.geometry.lane_pairs:
+            v4f = ir.VectorType(F32, 4)
+            c = [row.vec_load(x, b.add(start, ir.Constant(I64, 4 * k)), v4f) for k in range(4)]
+            even = b.call(self.permilps, [row.concat(c[0], c[2]), positions])
+            odd = b.call(self.permilps, [row.concat(c[1], c[3]), positions])
+            return b.select(first_level, odd, even)
+        v8f = ir.VectorType(F32, LANES)
+        picked = [b.call(self.permps, [row.vec_load(x, b.add(start, ir.Constant(
+            I64, r * LANES)), v8f), positions]) for r in range(self.registers)]
+        lower = b.select(first_level, picked[1], picked[0])
+        if self.registers == 4:
+            upper = b.select(first_level, picked[3], picked[2])
+            lower = b.select(self._bit_set(positions, 16), upper, lower)
+        return lower
+
+    def group(self, g, acc, key):
+        """acc + the eight products of group g, whose metadata key is ``key``."""
+        b, row = self.builder, self.row
+        gathered = self._gather(row.window_start(g), row.positions(key))
+        weights = row.weights_at(b.mul(g, ir.Constant(I64, LANES)), LANES)
+        return b.call(self.fma[LANES], [weights, gathered, acc])
+
+    def _window_mask(self, key):
+        """A group's 16-bit window mask from :func:`group_mask_table` (``<16 x i1>``)."""
+        b = self.builder
+        entry = b.gep(self.row.table, [key])
+        return b.bitcast(b.load(b.bitcast(entry, I16.as_pointer()), align=2),
+                         ir.VectorType(ir.IntType(1), 2 * LANES))
+
+    def masked_group(self, g, acc, key):
+        """acc + the eight products of group g through its window mask (the wide rank path's
+        single step, whose table holds masks rather than positions)."""
+        b, row = self.builder, self.row
+        v16f = ir.VectorType(F32, 2 * LANES)
+        window = row.vec_load(self.x, b.mul(g, ir.Constant(I64, 16)), v16f)
+        packed = b.call(self.compressps, [window, ir.Constant(v16f, [0.0] * 2 * LANES),
+                                          self._window_mask(key)])
+        gathered = b.shuffle_vector(packed, packed, _const_vec(range(LANES)))
+        weights = row.weights_at(b.mul(g, ir.Constant(I64, LANES)), LANES)
+        return b.call(self.fma[LANES], [weights, gathered, acc])
+
+    def pair(self, g, acc, key_low, key_high):
+        """acc + the sixteen products of groups g (even) and g + 1, whose x window is 32 inputs
+        in two registers. Rank metadata: each group's window mask compresses its register
+        (vcompressps) and the two halves are joined. Index metadata: one vpermt2ps gathers
+        with 5-bit positions."""
+        b, row = self.builder, self.row
+        v16f = ir.VectorType(F32, 2 * LANES)
+        start = b.mul(g, ir.Constant(I64, 16))  # 32 inputs per pair of groups
+        low = row.vec_load(self.x, start, v16f)
+        high = row.vec_load(self.x, b.add(start, ir.Constant(I64, 16)), v16f)
+        if row.source == RANK:
+            zeros = ir.Constant(v16f, [0.0] * 2 * LANES)
+            packed_low = b.call(self.compressps, [low, zeros, self._window_mask(key_low)])
+            packed_high = b.call(self.compressps, [high, zeros, self._window_mask(key_high)])
+            gathered = b.shuffle_vector(packed_low, packed_high, _const_vec(
+                list(range(LANES)) + list(range(2 * LANES, 3 * LANES))))
+        else:
+            positions = b.add(row.concat(row.index_positions(key_low),
+                                         row.index_positions(key_high)), self.pair_offsets)
+            gathered = b.call(self.permt2ps, [low, positions, high])
+        weights = row.weights_at(b.mul(g, ir.Constant(I64, LANES)), 2 * LANES)
+        return b.call(self.fma[2 * LANES], [weights, gathered, acc])
+
+
 def _emit(context, builder, signature, args, geometry, bits, key_bits, registers, source, kind,
           wide):
-    """The IR of one row's group loop (see :func:`group_dot`)."""
-    f32, i16, i32, i64 = F32, I16, I32, I64
-    v8f, v8i = ir.VectorType(f32, LANES), ir.VectorType(i32, LANES)
-    v16f, v16i = ir.VectorType(f32, 2 * LANES), ir.VectorType(i32, 2 * LANES)
-    module = builder.module
-    permps = cgutils.get_or_insert_function(module, ir.FunctionType(v8f, [v8f, v8i]),
-                                            "llvm.x86.avx2.permps")
-    permilps = cgutils.get_or_insert_function(module, ir.FunctionType(v8f, [v8f, v8i]),
-                                              "llvm.x86.avx.vpermilvar.ps.256")
-    # vpermt2ps: lane i of the result is [a | b][index_i & 31] (bit 4 picks b).
-    permt2ps = cgutils.get_or_insert_function(module, ir.FunctionType(v16f, [v16f, v16i, v16f]),
-                                              "llvm.x86.avx512.vpermi2var.ps.512")
-    # vcompressps: the lanes of a whose mask bit is set, packed into the low lanes in order.
-    compressps = cgutils.get_or_insert_function(
-        module, ir.FunctionType(v16f, [v16f, v16f, ir.VectorType(ir.IntType(1), 2 * LANES)]),
-        "llvm.x86.avx512.mask.compress.v16f32")
-    v4f = ir.VectorType(f32, 4)
-    fma = {width: _fma(module, width) for width in (LANES, 2 * LANES)}
+    """The IR of one row's group loop (see :func:`group_dot`).
+
+    Main loop: a trip of ``steps`` steps (a group, or a pair of groups when wide), each into
+    its own accumulator (the FMA latency is not the bound then); a remainder loop finishes the
+    leftover groups one at a time with one eight-lane accumulator."""
     arrays = [context.make_array(t)(context, builder, a)
               for t, a in zip(signature.args[:4], args[:4], strict=True)]
     values, meta, x, table = (a.data for a in arrays)
     groups = args[4]
     row = _RowIR(builder, values, meta, table, geometry, bits, key_bits, source, kind)
-    const_vec, vec_load, concat, prefetch = _const_vec, row.vec_load, row.concat, row.prefetch
-    key_at, key_in_trip = row.key_at, row.key_in_trip
-    index_positions, weights_at = row.index_positions, row.weights_at
-
-    # The register-select mask: 1:2 and 2:4 pick lanes 2, 3, 6, 7 from the odd pair whatever
-    # the positions; rank tables carry the select bit as the sign; index positions are tested.
-    constant_select = geometry.lane_pairs and geometry.m <= 4
-    odd_lanes = ir.Constant(ir.VectorType(ir.IntType(1), LANES),
-                            [geometry.lane_offset(lane) // 4 % 2 for lane in range(LANES)])
-
-    def group(g, acc, key):
-        """acc + the eight products of group g, whose metadata key is ``key``."""
-        positions = row.positions(key)
-        # x window: `registers` consecutive <8 x float>; vpermps uses the low 3 bits of a position,
-        # bits 3 and 4 pick the register.
-        start = row.window_start(g)
-
-        def bit_set(value):
-            return builder.icmp_unsigned("!=", builder.and_(positions, const_vec([value] * LANES)),
-                                         const_vec([0] * LANES))
-
-        def chunk(offset):
-            return vec_load(x, builder.add(start, ir.Constant(i64, offset)), v4f)
-
-        if constant_select:
-            first_level = odd_lanes
-        elif source == RANK:
-            first_level = builder.icmp_signed("<", positions, const_vec([0] * LANES))
-        else:
-            first_level = bit_set(geometry.select_bit)
-        if geometry.lane_pairs:
-            # Lanes 0-3 index inputs 0-7 and lanes 4-7 inputs 8-15: in-lane vpermilps on
-            # [x0:4 | x8:12] and [x4:8 | x12:16], bit 2 of a position picks the register.
-            c = [chunk(4 * k) for k in range(4)]
-            even = builder.call(permilps, [concat(c[0], c[2]), positions])
-            odd = builder.call(permilps, [concat(c[1], c[3]), positions])
-            lower = builder.select(first_level, odd, even)
-        else:
-            picked = [builder.call(permps, [vec_load(x, builder.add(start, ir.Constant(
-                i64, r * LANES)), v8f), positions]) for r in range(registers)]
-            bit3 = first_level
-            lower = builder.select(bit3, picked[1], picked[0])
-            if registers == 4:
-                upper = builder.select(bit3, picked[3], picked[2])
-                lower = builder.select(bit_set(16), upper, lower)
-
-        weights = weights_at(builder.mul(g, ir.Constant(i64, LANES)), LANES)
-        return builder.call(fma[LANES], [weights, lower, acc])
-
-    # A pair's second group indexes the upper 16 inputs of the 32-input window when each group
-    # has its own 16-window; 16:32's two groups share one block's window.
-    upper_offset = 16 if geometry.window == 16 else 0
-    pair_offsets = const_vec([0] * LANES + [upper_offset] * LANES)
-
-    def window_mask(key):
-        """A group's 16-bit window mask from :func:`group_mask_table` (``<16 x i1>``)."""
-        entry = builder.gep(table, [key])
-        return builder.bitcast(builder.load(builder.bitcast(entry, i16.as_pointer()), align=2),
-                               ir.VectorType(ir.IntType(1), 2 * LANES))
-
-    def masked_group(g, acc, key):
-        """acc + the eight products of group g through its window mask (the wide rank path's
-        single step, whose table holds masks rather than positions)."""
-        window = vec_load(x, builder.mul(g, ir.Constant(i64, 16)), v16f)
-        packed = builder.call(compressps, [window, ir.Constant(v16f, [0.0] * 2 * LANES),
-                                           window_mask(key)])
-        gathered = builder.shuffle_vector(packed, packed, const_vec(range(LANES)))
-        weights = weights_at(builder.mul(g, ir.Constant(i64, LANES)), LANES)
-        return builder.call(fma[LANES], [weights, gathered, acc])
-
-    def pair(g, acc, key_low, key_high):
-        """acc + the sixteen products of groups g (even) and g + 1, whose x window is 32 inputs
-        in two registers. Rank metadata: each group's window mask compresses its register
-        (vcompressps) and the two halves are joined. Index metadata: one vpermt2ps gathers
-        with 5-bit positions."""
-        start = builder.mul(g, ir.Constant(i64, 16))  # 32 inputs per pair of groups
-        low = vec_load(x, start, v16f)
-        high = vec_load(x, builder.add(start, ir.Constant(i64, 16)), v16f)
-        if source == RANK:
-            zeros = ir.Constant(v16f, [0.0] * 2 * LANES)
-            packed_low = builder.call(compressps, [low, zeros, window_mask(key_low)])
-            packed_high = builder.call(compressps, [high, zeros, window_mask(key_high)])
-            gathered = builder.shuffle_vector(packed_low, packed_high, const_vec(
-                list(range(LANES)) + list(range(2 * LANES, 3 * LANES))))
-        else:
-            positions = builder.add(concat(index_positions(key_low), index_positions(key_high)),
-                                    pair_offsets)
-            gathered = builder.call(permt2ps, [low, positions, high])
-        weights = weights_at(builder.mul(g, ir.Constant(i64, LANES)), 2 * LANES)
-        return builder.call(fma[2 * LANES], [weights, gathered, acc])
-
-    def const(value):
-        return ir.Constant(i64, value)
-
-    # Main loop: a trip of `steps` steps (a group, or a pair of groups when wide), each into its
-    # own accumulator (the FMA latency is not the bound then); a remainder loop finishes the
-    # leftover groups one at a time with one eight-lane accumulator.
-    step_groups, steps = (2, PAIR_UNROLL) if wide else (1, UNROLL)
-    trip = step_groups * steps
-    acc_type = v16f if wide else v8f
+    steps = _GroupSteps(row, x, registers)
+    v8f = ir.VectorType(F32, LANES)
+    const = partial(ir.Constant, I64)
+    step_groups, step_count = (2, PAIR_UNROLL) if wide else (1, UNROLL)
+    trip = step_groups * step_count
+    acc_type = ir.VectorType(F32, 2 * LANES) if wide else v8f
     zero = ir.Constant(acc_type, [0.0] * acc_type.count)
     entry = builder.basic_block
     main = builder.append_basic_block("nm_group.main")
@@ -668,30 +684,10 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     builder.cbranch(builder.icmp_signed(">", main_end, const(0)), main, middle)
 
     builder.position_at_end(main)
-    g = builder.phi(i64)
-    accs = [builder.phi(acc_type) for _ in range(steps)]
+    g = builder.phi(I64)
+    accs = [builder.phi(acc_type) for _ in range(step_count)]
     g.add_incoming(const(0), entry)
-    # Software prefetch PREFETCH_BYTES of values ahead: every value cache line of the trip,
-    # and the metadata once (a trip reads at most 8 x 40 bits of it).
-    value_bytes = 4 if kind == K.F32 else 2
-    ahead = builder.add(g, const(PREFETCH_BYTES // (LANES * value_bytes)))
-    for line in range(0, trip * LANES * value_bytes, 64):
-        prefetch(builder.gep(values, [builder.add(builder.mul(ahead, const(LANES)),
-                                                  const(line // value_bytes))]))
-    prefetch(builder.gep(meta, [builder.lshr(builder.mul(ahead, const(key_bits)), const(3))]))
-    if trip * key_bits % 8 == 0:
-        first_byte = builder.mul(g, const(key_bits // 8 if key_bits % 8 == 0 else key_bits))
-        if key_bits % 8:  # g is a multiple of the trip, so g * key_bits is a whole byte count
-            first_byte = builder.lshr(first_byte, const(3))
-        keys = [key_in_trip(first_byte, u) for u in range(trip)]
-    else:
-        keys = [key_at(builder.add(g, const(u))) for u in range(trip)]
-    if wide:
-        nexts = [pair(builder.add(g, const(2 * s)), acc, keys[2 * s], keys[2 * s + 1])
-                 for s, acc in enumerate(accs)]
-    else:
-        nexts = [group(builder.add(g, const(u)), acc, key)
-                 for u, (acc, key) in enumerate(zip(accs, keys, strict=True))]
+    nexts = _emit_trip(row, steps, g, accs, trip, wide)
     g_next = builder.add(g, const(trip))
     main_exit = builder.basic_block
     g.add_incoming(g_next, main_exit)
@@ -701,28 +697,16 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     builder.cbranch(builder.icmp_signed("<", g_next, main_end), main, middle)
 
     builder.position_at_end(middle)
-    partial = []
-    for acc_next in nexts:
-        merged = builder.phi(acc_type)
-        merged.add_incoming(zero, entry)
-        merged.add_incoming(acc_next, main_exit)
-        partial.append(merged)
-    while len(partial) > 1:
-        partial = [builder.fadd(a, b) for a, b in zip(partial[::2], partial[1::2], strict=True)]
-    combined = partial[0]
-    if wide:  # fold the 16 lanes to 8 for the remainder loop
-        combined = builder.fadd(
-            builder.shuffle_vector(combined, combined, const_vec(range(LANES))),
-            builder.shuffle_vector(combined, combined, const_vec(range(LANES, 2 * LANES))))
+    combined = _merge_accumulators(builder, nexts, zero, entry, main_exit)
     builder.cbranch(builder.icmp_signed("<", main_end, groups), rest, done)
 
     builder.position_at_end(rest)
-    g_rest = builder.phi(i64)
+    g_rest = builder.phi(I64)
     acc_rest = builder.phi(v8f)
     g_rest.add_incoming(main_end, middle)
     acc_rest.add_incoming(combined, middle)
-    single = masked_group if wide and source == RANK else group
-    acc_rest_next = single(g_rest, acc_rest, key_at(g_rest))
+    single = steps.masked_group if wide and source == RANK else steps.group
+    acc_rest_next = single(g_rest, acc_rest, row.key_at(g_rest))
     g_rest_next = builder.add(g_rest, const(1))
     rest_exit = builder.basic_block
     g_rest.add_incoming(g_rest_next, rest_exit)
@@ -734,6 +718,55 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     total.add_incoming(combined, middle)
     total.add_incoming(acc_rest_next, rest_exit)
     return _horizontal_sum(builder, total)
+
+
+def _emit_trip(row: _RowIR, steps: _GroupSteps, g, accs, trip: int, wide: bool) -> list:
+    """One main-loop trip from group ``g``: prefetches, the trip's keys, its steps; returns
+    the next accumulators.
+
+    Software prefetch PREFETCH_BYTES of values ahead: every value cache line of the trip, and
+    the metadata once (a trip reads at most 8 x 40 bits of it). A trip's keys are read at
+    constant offsets from one byte when its keys fill whole bytes."""
+    b, key_bits = row.builder, row.key_bits
+    const = partial(ir.Constant, I64)
+    value_bytes = 4 if row.kind == K.F32 else 2
+    ahead = b.add(g, const(PREFETCH_BYTES // (LANES * value_bytes)))
+    for line in range(0, trip * LANES * value_bytes, 64):
+        row.prefetch(b.gep(row.values, [b.add(b.mul(ahead, const(LANES)),
+                                               const(line // value_bytes))]))
+    row.prefetch(b.gep(row.meta, [b.lshr(b.mul(ahead, const(key_bits)), const(3))]))
+    if trip * key_bits % 8 == 0:
+        first_byte = b.mul(g, const(key_bits // 8 if key_bits % 8 == 0 else key_bits))
+        if key_bits % 8:  # g is a multiple of the trip, so g * key_bits is a whole byte count
+            first_byte = b.lshr(first_byte, const(3))
+        keys = [row.key_in_trip(first_byte, u) for u in range(trip)]
+    else:
+        keys = [row.key_at(b.add(g, const(u))) for u in range(trip)]
+    if wide:
+        return [steps.pair(b.add(g, const(2 * s)), acc, keys[2 * s], keys[2 * s + 1])
+                for s, acc in enumerate(accs)]
+    return [steps.group(b.add(g, const(u)), acc, key)
+            for u, (acc, key) in enumerate(zip(accs, keys, strict=True))]
+
+
+def _merge_accumulators(builder, nexts, zero, entry, main_exit):
+    """At the block after the main loop: the sum of its accumulators (zero when it did not
+    run), folded to eight lanes."""
+    partial_sums = []
+    for acc_next in nexts:
+        merged = builder.phi(zero.type)
+        merged.add_incoming(zero, entry)
+        merged.add_incoming(acc_next, main_exit)
+        partial_sums.append(merged)
+    while len(partial_sums) > 1:
+        partial_sums = [builder.fadd(a, b) for a, b in zip(partial_sums[::2],
+                                                           partial_sums[1::2], strict=True)]
+    combined = partial_sums[0]
+    if combined.type.count == 2 * LANES:  # fold the 16 lanes to 8 for the remainder loop
+        combined = builder.fadd(
+            builder.shuffle_vector(combined, combined, _const_vec(range(LANES))),
+            builder.shuffle_vector(combined, combined, _const_vec(range(LANES, 2 * LANES))))
+    return combined
 
 
 # Batch columns per GEMM pass, in units of eight (one <8 x float> accumulator each); a batch is

@@ -87,3 +87,21 @@ def test_host_cpu_preset_describes_the_measurement():
     assert hw.dram_bandwidth_gb_s == 20.0 and not hw.is_sparse
     with pytest.raises(ValueError, match="positive"):
         host_cpu_preset(bandwidth_gb_s=0, peak_gflops=1)
+
+
+@pytest.mark.parametrize("gflops", [0.3, 2.5, 50.0])
+def test_host_cpu_preset_compute_bound_time_is_values_over_the_rate(gflops):
+    # With DRAM far faster than the multiply-adds, a GEMV's simulated seconds must be its
+    # multiply-adds (kept ones for 2:4) at the given rate, whatever lanes and clock express it,
+    # also below one lane at clock_ghz (a CPU kernel's rate with its decode cost).
+    from accel_sim.simulate import simulate_gemm
+    from workloads.models import GEMM
+
+    gemm = GEMM("gemv", 1, 512, 1024, 1, "w")
+    for pattern, kept in ((None, 1.0), ("2:4", 0.5)):
+        hw = host_cpu_preset(bandwidth_gb_s=1e6, peak_gflops=gflops, cores=2)
+        if pattern:
+            hw = hw.replace(pattern=pattern, supported_patterns=(pattern,), encoding="index")
+        result = simulate_gemm(hw, gemm)
+        seconds = result.total_cycles / (result.clock_ghz * 1e9)
+        assert seconds == pytest.approx(512 * 1024 * kept * 2 / (gflops * 1e9), rel=0.05)

@@ -114,3 +114,45 @@ def test_bad_input_is_one_line_and_exit_2(args):
     out = run_cli(*args)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and "error" in out.stderr
+
+
+def test_bench_kernels_times_a_cache_resident_slice():
+    import numba
+    import torch
+
+    from kernels.bench import bench_kernels
+
+    threads = (numba.get_num_threads(), torch.get_num_threads())
+    # 8 KiB of float32 rows of 128 inputs is 16 rows; each timed call runs 64 / 16 = 4 of them
+    # on one thread, and the thread pools are restored after.
+    records = bench_kernels([(64, 128)], ["2:4", "16:32"], ["index"], [1], ["float32"],
+                            repeats=1, warmup=0, progress=False, resident_bytes=8192)
+    for r in records:
+        assert r["resident_rows"] == 16 and r["resident_calls"] == 4
+        kept = 4 * 16 * 128 * 0.5
+        assert r["resident_values_per_s"] == pytest.approx(kept / r["resident_s"])
+        best = min(r["resident_dense_all_s"].values())
+        assert r["resident_dense_all_s"][r["resident_dense_baseline"]] == best
+        assert r["dense_resident_values_per_s"] == pytest.approx(2 * kept / best)
+    assert (numba.get_num_threads(), torch.get_num_threads()) == threads
+    plain = bench_kernels([(64, 128)], ["2:4"], ["index"], [1], ["float32"], repeats=1,
+                          warmup=0, progress=False)
+    assert "resident_s" not in plain[0]
+
+
+def test_validate_predicts_from_the_roofline_of_the_measured_rates(capsys):
+    # The prediction must be the roofline of the figures measured in the same rounds: dense
+    # and sparse seconds each the larger of bytes / read bandwidth and multiply-adds / the
+    # kernel's cache-resident rate (the simulator adds only pipeline fill and DRAM latency).
+    assert main(["validate", "--pattern", "2:4", "--encoding", "index", "--check-shape",
+                 "24x44", "--speed-shape", "512x1024", "--speed-encoding", "index",
+                 "--repeats", "1", "--no-triton", "--json"]) == 0
+    (s,) = json.loads(capsys.readouterr().out)["speedups"]
+    host, values = s["host"], 512 * 1024
+    bandwidth = host["bandwidth_gb_s"] * 1e9
+    dense_s = max(2 * values / bandwidth, 2 * values / (host["dense_gflops_resident"] * 1e9))
+    sparse_bytes = values / 2 * 2 + values / 2 * 2 / 8  # fp16 kept values + 2-bit indices
+    sparse_s = max(sparse_bytes / bandwidth, values / (host["sparse_gflops_resident"] * 1e9))
+    assert s["predicted_speedup"] == pytest.approx(dense_s / sparse_s, rel=0.1)
+    assert s["relative_error"] == pytest.approx(s["predicted_speedup"] / s["measured_speedup"]
+                                                - 1)
