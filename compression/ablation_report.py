@@ -245,8 +245,8 @@ def plot(table: Table, stem: Path) -> None:
 
 
 def not_run(table: Table) -> list[str]:
-    return [label for run in runs() for label, _, _ in run_rows(run, table.protocol)
-            if not table.has(label)]
+    labels = [label for run in runs() for label, _, _ in run_rows(run, table.protocol)]
+    return [label for label in dict.fromkeys(labels) if not table.has(label)]
 
 
 def protocol_text(table: Table, windows: np.ndarray) -> list[str]:
