@@ -218,26 +218,31 @@ def markdown_table(table: Table) -> str:
 
 
 def plot(table: Table, stem: Path) -> None:
-    """Perplexity of every finished row with its 95% interval (PNG and SVG)."""
+    """Left: perplexity of every finished row with its 95% interval; right: its paired change
+    against the full recipe before fine-tune (where the leave-one-out verdicts are read)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = list(table.rows.index)
-    intervals = [table.ppl(label) for label in labels]
-    estimate = np.array([i.estimate for i in intervals])
-    errors = np.array([[i.estimate - i.low for i in intervals],
-                       [i.high - i.estimate for i in intervals]])
-    fig, ax = plt.subplots(figsize=(8, 0.38 * len(labels) + 1.4))
-    colours = {"leave-one-out": "C0", "fine-tune control": "C2", "iso": "C1",
-               "vc-variants": "C3"}
-    ax.barh(range(len(labels)), estimate, xerr=errors, capsize=3,
-            color=[colours.get(g, "C7") for g in table.rows["group"]])
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"perplexity, {len(table.tokens)} evaluation windows (95% bootstrap CI)")
-    ax.set_title("SmolLM2-135M ablation (WikiText-2 test subset)")
+    colours = [{"leave-one-out": "C0", "fine-tune control": "C2", "iso": "C1",
+                "vc-variants": "C3"}.get(g, "C7") for g in table.rows["group"]]
+    fig, axes = plt.subplots(1, 2, sharey=True, figsize=(11, 0.38 * len(labels) + 1.6))
+    panels = [([table.ppl(label) for label in labels], 1.0, "perplexity (95% bootstrap CI)")]
+    if table.has(FULL):
+        panels.append(([table.diff(FULL, label) for label in labels], 100.0,
+                       f"change vs {FULL}, % (paired 95% CI)"))
+    for ax, (intervals, scale, title) in zip(axes, panels, strict=False):
+        estimate = np.array([i.estimate for i in intervals]) * scale
+        errors = np.array([[i.estimate - i.low for i in intervals],
+                           [i.high - i.estimate for i in intervals]]) * scale
+        ax.barh(range(len(labels)), estimate, xerr=errors, capsize=3, color=colours)
+        ax.set_xlabel(title)
+        ax.axvline(0, color="black", linewidth=0.6)
+    axes[0].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"SmolLM2-135M ablation ({len(table.tokens)} WikiText-2 test windows)")
     fig.tight_layout()
     for suffix in (".png", ".svg"):
         fig.savefig(stem.with_suffix(suffix), dpi=120)
@@ -245,8 +250,8 @@ def plot(table: Table, stem: Path) -> None:
 
 
 def not_run(table: Table) -> list[str]:
-    return [label for run in runs() for label, _, _ in run_rows(run, table.protocol)
-            if not table.has(label)]
+    labels = [label for run in runs() for label, _, _ in run_rows(run, table.protocol)]
+    return [label for label in dict.fromkeys(labels) if not table.has(label)]
 
 
 def protocol_text(table: Table, windows: np.ndarray) -> list[str]:
