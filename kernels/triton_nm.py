@@ -127,7 +127,8 @@ class _TritonPart:
         decoders = [name for name in K.kernel_decoders(tensor.encoding)
                     if K.KERNEL_DECODERS[name].triton]
         if not decoders:
-            readable = sorted({d.encoding for d in K.KERNEL_DECODERS.values() if d.triton})
+            readable = [e for e in F.ENCODINGS
+                        if any(d.triton and d.encoding == e for d in K.KERNEL_DECODERS.values())]
             raise ValueError(f"the Triton kernel reads {' and '.join(readable)} metadata, not "
                              f"{tensor.encoding}")
         self.unrank = K.KERNEL_DECODERS[decoders[0]].code == K.RANK_UNRANK
