@@ -17,7 +17,7 @@ from functools import lru_cache
 
 # The code a simulated result depends on: a change here must not reuse stored results.
 _SIMULATOR_SOURCES = ("accel_sim/*.py", "accel_sim/presets/*.yaml", "workloads/models.py",
-                      "compression/formats.py")
+                      "workloads/hf_config.py", "compression/formats.py")
 
 # Seconds the synthetic evaluator sleeps per point (engine tests use it to kill a sweep mid-way).
 SYNTHETIC_DELAY_ENV = "NMSIM_SYNTHETIC_DELAY_S"
@@ -54,7 +54,8 @@ def evaluate_chunk(chunk: list[tuple[str, dict]]) -> list[tuple]:
 
 
 def evaluate_on_simulator(point: dict) -> dict:
-    """Simulate one point: its hardware on its workload's GEMMs, plus the area breakdown."""
+    """Simulate one point: its hardware on its workload's GEMMs (with the point's structured
+    salient side-car, if any), plus the area breakdown."""
     from accel_sim.area import area_breakdown
     from accel_sim.simulate import simulate_workload
 
@@ -63,7 +64,7 @@ def evaluate_on_simulator(point: dict) -> dict:
     gemms = _gemms(point["workload"], point["phase"], point.get("seq"), point.get("batch"),
                    point.get("kv_len"), "masks" in point)
     weights = _weights(point["masks"]) if "masks" in point else None
-    result = simulate_workload(hw, gemms, weights=weights).to_dict()
+    result = simulate_workload(hw, gemms, weights=weights, salient=point.get("salient")).to_dict()
     if weights is not None:  # the spec allowed partial masks: say how many ran uniform
         result["uniform_weights"] = sum(g.weight_name not in weights
                                         for g in gemms if g.weight_name)
@@ -71,6 +72,7 @@ def evaluate_on_simulator(point: dict) -> dict:
         result["area_breakdown_mm2"] = area_breakdown(hw)
     result["config"] = resolved_design(hw)
     result["bytes_per_weight"] = bytes_per_weight(hw)
+    result["dram_gb_s"] = hw.dram_bandwidth_gb_s * hw.dram_efficiency  # the roofline's ceiling
     return result
 
 
