@@ -59,7 +59,7 @@ def _read(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a config.json is a JSON object of fields")
+        raise ValueError(f"{path}: a config.json is a JSON object of fields")  # noqa: TRY004 - user input, exit 2
     return raw
 
 

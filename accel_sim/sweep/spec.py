@@ -236,7 +236,6 @@ def parse_spec(text: str, source: str = "<spec>", max_points: int = MAX_POINTS) 
 
 def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
     from accel_sim.config import SWEEPABLE_FIELDS, load_hardware
-    from workloads.models import ARCHITECTURES, get_arch
 
     problems: list[str] = []
     problems += [f"{key}: unknown field (known: {', '.join(TOP_LEVEL_KEYS)})"
@@ -262,15 +261,7 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
     workloads = _as_list(raw.get("workloads"))
     if "workloads" in raw and not workloads:
         problems.append("workloads: must list at least one workload")
-    for i, w in enumerate(workloads):
-        if is_config_json(w):
-            try:
-                get_arch(w)
-            except (ValueError, OSError) as exc:
-                problems.append(f"workloads[{i}]: {exc}")
-        elif not isinstance(w, str) or w not in ARCHITECTURES:
-            problems.append(f"workloads[{i}]: unknown workload '{w}' (known: "
-                            f"{', '.join(ARCHITECTURES)}, or a Hugging Face config.json path)")
+    problems += _workload_problems(workloads)
 
     phases = _validate_phases(raw.get("phases"), problems) if "phases" in raw else {}
     axes = (_validate_axes(raw.get("axes"), SWEEPABLE_FIELDS, problems)
@@ -320,6 +311,23 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
                      base_pattern=str(base.pattern), text=text,
                      hardware_digest=content_digest(hardware_file(str(hardware))),
                      skipped=tuple(json.dumps(hw, sort_keys=True) for hw in invalid))
+
+
+def _workload_problems(workloads: list) -> list[str]:
+    """Each workload must be a built-in model or a readable LLaMa-family config.json."""
+    from workloads.models import ARCHITECTURES, get_arch
+
+    problems = []
+    for i, w in enumerate(workloads):
+        if is_config_json(w):
+            try:
+                get_arch(w)
+            except (ValueError, OSError) as exc:
+                problems.append(f"workloads[{i}]: {exc}")
+        elif not isinstance(w, str) or w not in ARCHITECTURES:
+            problems.append(f"workloads[{i}]: unknown workload '{w}' (known: "
+                            f"{', '.join(ARCHITECTURES)}, or a Hugging Face config.json path)")
+    return problems
 
 
 def _exists(path: str) -> bool:
