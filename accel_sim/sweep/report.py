@@ -64,6 +64,9 @@ def load_results(db_path: str | Path) -> pd.DataFrame:
     if frame.empty:
         raise ValueError(f"{db_path} holds no results yet")
     frame = _latest_simulator(frame)
+    for col in DESIGN_FIELDS:  # results of a stand-in evaluator carry no resolved design
+        if col not in frame.columns:
+            frame[col] = "n/a"
     for col in ("seq", "batch", "kv_len"):
         frame[col] = frame[col].astype("Int64")
     frame["speedup_vs_dense"] = frame["twin_key"].map(cycles_by_key) / frame.get("total_cycles")

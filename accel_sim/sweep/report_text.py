@@ -116,7 +116,8 @@ def pareto_table(group: pd.DataFrame, swept: list[str]) -> tuple[pd.DataFrame, s
            "tops_per_w": "no energy columns in the results"}
     note = (f"Designs no other design beats on every one of: "
             f"{', '.join(f'{c} ({how})' for c, how in objectives.items())}; "
-            f"{len(front)} of {len(group)} designs (the dense twin included)."
+            f"{len(front)} of {len(group)} designs"
+            + (" (the dense twin included)." if group["is_baseline"].any() else ".")
             + "".join(f" Without {c}: {why[c]}." for c in left_out))
     return front[_columns(front, swept, FIGURES)], note
 
@@ -136,7 +137,8 @@ def decoder_stall_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Median (max) share of cycles stalled on decoders, over workloads, per decoder count."""
     sparse = ok[~ok["is_baseline"] & (ok.get("salient", "none") == "none")]
     if sparse.empty or "num_decoders" not in sparse.columns:
-        return pd.DataFrame(), "No sparse design without a side-car in these results."
+        return pd.DataFrame(), ("No decoder count was swept on sparse designs without a "
+                                "side-car in these results.")
     keys = _columns(sparse, ["phase", "support", "pattern", "encoding", "decoder"])
     stats = sparse.groupby(keys + ["num_decoders"], sort=True)["decode_stall_share"].agg(
         ["median", "max"])
@@ -163,6 +165,8 @@ def breakdown_table(ok: pd.DataFrame, kind: str) -> tuple[pd.DataFrame, str]:
         return pd.DataFrame(), NO_ENERGY
     parts = (energy_parts(ok) if kind == "energy"
              else sorted(c for c in ok.columns if c.startswith("area_") and c != "area_mm2"))
+    if not parts:
+        return pd.DataFrame(), f"The results carry no {kind} breakdown."
     rows, held = ok, {}
     if kind == "energy":
         rows, held = _reference_case(ok)
