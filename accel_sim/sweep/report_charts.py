@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 DPI = 160
 MARKERS = {"none": "o"}  # side-car -> marker; any other side-car gets "^"
@@ -140,6 +141,10 @@ def roofline_chart(ok: pd.DataFrame):
         _ceilings(ax, group)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers at 1-2-5 steps: no crowded labels
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
         ax.set_title(phase, fontsize=9)
         ax.set_xlabel("dense-equivalent FLOP per DRAM byte")
         ax.set_ylabel("effective TFLOP/s (dense-equivalent)")
