@@ -139,7 +139,7 @@ def _figures(result: dict) -> dict:
 def energy_figures(result: dict) -> dict:
     """The energy columns of a result: the scalars of :data:`ENERGY_COLUMNS` and one
     ``energy_<component>_<action>_j`` column per breakdown entry, read from a nested
-    ``energy_breakdown_j`` ({component: {action: J}}) or from columns already flat."""
+    ``energy_breakdown_j`` ({component: {action: J}}), else from columns already flat."""
     figures = {c: result[c] for c in ENERGY_COLUMNS if result.get(c) is not None}
     for component, value in (result.get("energy_breakdown_j") or {}).items():
         if isinstance(value, dict):
@@ -147,8 +147,9 @@ def energy_figures(result: dict) -> dict:
                             for action, joules in value.items()})
         else:
             figures[f"energy_{component}_j"] = value
-    figures.update({k: v for k, v in result.items() if _is_energy_part(k)
-                    and isinstance(v, (int, float)) and k not in figures})
+    if not result.get("energy_breakdown_j"):  # flat columns only when there is no nested one,
+        figures.update({k: v for k, v in result.items()  # so no part is counted twice
+                        if _is_energy_part(k) and isinstance(v, (int, float))})
     return figures
 
 

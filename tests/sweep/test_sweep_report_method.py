@@ -194,3 +194,14 @@ def test_pareto_set_matches_brute_force(rows):
         assert on or any((k <= row).all() and (k < row).any() for k in kept)
     assert list(itertools.compress(range(len(rows)), expected)) == \
         np.flatnonzero(pareto_set(table, OBJECTIVES)).tolist()
+
+
+def test_energy_columns_nested_or_flat_are_counted_once():
+    from accel_sim.sweep.report import energy_figures
+
+    nested = {"energy_j": 3.0, "energy_breakdown_j": {"mac": {"fp16": 1.0},
+                                                      "sram_weights": {"read": 2.0}}}
+    flat = {"energy_j": 3.0, "energy_mac_fp16_j": 1.0, "energy_sram_weights_read_j": 2.0}
+    assert energy_figures(nested) == energy_figures(flat) == energy_figures({**nested, **flat})
+    parts = {k: v for k, v in energy_figures({**nested, **flat}).items() if k != "energy_j"}
+    assert sum(parts.values()) == 3.0
