@@ -39,26 +39,33 @@ class ModelArch:
     layers: int
     vocab: int
     source: str
+    # Width of one attention head when a config sets it apart from hidden / heads (Mistral-Nemo:
+    # 5120 hidden, 32 heads of 128); None: hidden // heads.
+    explicit_head_dim: int | None = None
 
     def __post_init__(self) -> None:
         for field_name in ("hidden", "intermediate", "heads", "kv_heads", "layers", "vocab"):
             if getattr(self, field_name) <= 0:
                 raise ValueError(f"{self.name}: {field_name} must be positive")
-        if self.hidden % self.heads or self.heads % self.kv_heads:
+        if self.explicit_head_dim is not None and self.explicit_head_dim <= 0:
+            raise ValueError(f"{self.name}: head_dim must be positive")
+        if (self.explicit_head_dim is None and self.hidden % self.heads) \
+                or self.heads % self.kv_heads:
             raise ValueError(f"{self.name}: hidden must divide by heads and heads by kv_heads")
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.explicit_head_dim or self.hidden // self.heads
 
     def weight_shape(self, weight_name: str) -> tuple[int, int]:
         """``(n_out, k)`` of a per-layer weight (or ``lm_head``)."""
         kv = self.kv_heads * self.head_dim
+        q = self.heads * self.head_dim
         shapes = {
-            "self_attn.q_proj": (self.hidden, self.hidden),
+            "self_attn.q_proj": (q, self.hidden),
             "self_attn.k_proj": (kv, self.hidden),
             "self_attn.v_proj": (kv, self.hidden),
-            "self_attn.o_proj": (self.hidden, self.hidden),
+            "self_attn.o_proj": (self.hidden, q),
             "mlp.gate_proj": (self.intermediate, self.hidden),
             "mlp.up_proj": (self.intermediate, self.hidden),
             "mlp.down_proj": (self.hidden, self.intermediate),
@@ -95,10 +102,16 @@ ARCHITECTURES: dict[str, ModelArch] = {
 
 
 def get_arch(name: str | ModelArch) -> ModelArch:
+    """A built-in architecture by name, or one read from a Hugging Face ``config.json`` path."""
     if isinstance(name, ModelArch):
         return name
+    if isinstance(name, str) and name.endswith(".json"):
+        from workloads.hf_config import load_hf_config
+
+        return load_hf_config(name)
     if name not in ARCHITECTURES:
-        raise ValueError(f"unknown workload '{name}': choose one of {', '.join(ARCHITECTURES)}")
+        raise ValueError(f"unknown workload '{name}': choose one of {', '.join(ARCHITECTURES)} "
+                         "or a Hugging Face config.json path")
     return ARCHITECTURES[name]
 
 

@@ -1,14 +1,28 @@
 """The embedded default sweep (what `nmsim sweep` runs with no arguments).
 
-80 N:M designs on the flexible-nm grid (A100-like: 108 cores of 16x8x8 fp16 MACs, 2039 GB/s):
-fixed 2:4, fixed 8:16, and a flexible 2:4/4:8/8:16/16:32 datapath running each of its patterns;
-each with index, bitmask or rank metadata (pipelined compare-subtract decoder, or a ROM where
-C(M,N) fits one), full M:1 or sorted (M-N+1):1 operand muxes, and 8 or 32 decoders per core;
-no salient lanes (nothing in a uniform sweep would use them; sweep them with real masks).
-Workloads: LLaMa-2-7B and 13B, prefill of 2048 tokens and decode of 16 sequences at KV length
-2048, plus SmolLM2-135M (the model the compression report measured) for the accuracy join.
-Every point also runs its dense twin (the same grid without sparse support) for speedups.
+It asks the method's question - what accuracy does each N:M design buy per mm2, per watt and per
+second - on the flexible-nm grid (A100-like: 108 cores of 16x8x8 fp16 MACs, 2039 GB/s HBM2e):
+
+* fixed 2:4 and fixed 8:16 datapaths, each with and without 128 salient lanes per core running a
+  structured 16:256 side-car (the lanes a 16:256 list needs at 8:16: 2048 dense-equivalent MACs
+  per cycle / 16), and a flexible 2:4/4:8/8:16/16:32 datapath running 2:4 and 8:16;
+* every metadata encoding and decoder: index (direct), bitmask (prefix popcount), rank
+  (pipelined compare-subtract, ROM where C(M,N) fits one, serial compare-subtract);
+* 1, 2 or 8 decoders per core, so that the decoders bind on some designs;
+* sorted (M-N+1):1 operand muxes throughout (the preset's; reports/area compares mux styles).
+
+Workloads: SmolLM2-135M, the model whose perplexity the compression report measured on the whole
+WikiText-2 test split (joined per pattern and side-car), and LLaMa-2 7B/13B shapes (hardware
+figures only: their perplexity is n/a, no checkpoint is reachable here); prefill of 2048 tokens
+and decode of 16 sequences at KV length 2048. Every point also runs its dense twin.
 """
+
+from pathlib import Path
+
+# The accuracy the default sweep joins: the committed whole-split compression report, found from
+# the package (not the current folder), so `nmsim sweep` joins it from anywhere.
+DEFAULT_ACCURACY_REPORT = Path(__file__).resolve().parents[2] / "reports" / "compression" \
+    / "smollm2-135m.csv"
 
 DEFAULT_SPEC_YAML = """\
 name: default
@@ -19,24 +33,21 @@ phases:
   decode: {batch: 16, kv_len: 2048}
 axes:
   nm:
-    - {pattern: 2:4, supported_patterns: [2:4]}
-    - {pattern: 8:16, supported_patterns: [8:16]}
-    - {pattern: 2:4, supported_patterns: [2:4, 4:8, 8:16, 16:32]}
-    - {pattern: 4:8, supported_patterns: [2:4, 4:8, 8:16, 16:32]}
-    - {pattern: 8:16, supported_patterns: [2:4, 4:8, 8:16, 16:32]}
-    - {pattern: 16:32, supported_patterns: [2:4, 4:8, 8:16, 16:32]}
+    - {pattern: 2:4, supported_patterns: [2:4], salient_lanes: 0}
+    - {pattern: 2:4, supported_patterns: [2:4], salient_lanes: 128, salient: 16:256}
+    - {pattern: 8:16, supported_patterns: [8:16], salient_lanes: 0}
+    - {pattern: 8:16, supported_patterns: [8:16], salient_lanes: 128, salient: 16:256}
+    - {pattern: 2:4, supported_patterns: [2:4, 4:8, 8:16, 16:32], salient_lanes: 0}
+    - {pattern: 8:16, supported_patterns: [2:4, 4:8, 8:16, 16:32], salient_lanes: 0}
   metadata:
     - {encoding: index, decoder: direct}
     - {encoding: bitmask, decoder: popcount}
     - {encoding: rank, decoder: rank_pipeline}
     - {encoding: rank, decoder: rank_rom}
-  mux_style: [full, sorted]
-  num_decoders: [8, 32]
-  # No salient side-car runs in a uniform sweep: its lanes would be idle area here.
-  salient_lanes: [0]
-# A rank ROM cannot hold 16:32 (C(32,16) entries): those combinations are dropped.
+    - {encoding: rank, decoder: rank_serial}
+  num_decoders: [1, 2, 8]
+# A rank ROM cannot hold 16:32 (C(32,16) entries), so the flexible datapath has no ROM variant.
 skip_invalid: true
 baseline: {pattern: dense, supported_patterns: [], encoding: index, decoder: auto,
-           mux_style: full, num_decoders: 0, salient_lanes: 0}
-compression: [reports/compression/screen/smollm2-135m.csv]
+           mux_style: sorted, num_decoders: 0, salient_lanes: 0}
 """

@@ -17,7 +17,8 @@ from functools import lru_cache
 
 # The code a simulated result depends on: a change here must not reuse stored results.
 _SIMULATOR_SOURCES = ("accel_sim/*.py", "accel_sim/presets/*.yaml", "workloads/models.py",
-                      "compression/formats.py", "accel_sim/energy_tables/*.yaml")
+                      "workloads/hf_config.py", "compression/formats.py",
+                      "accel_sim/energy_tables/*.yaml")
 
 # Seconds the synthetic evaluator sleeps per point (engine tests use it to kill a sweep mid-way).
 SYNTHETIC_DELAY_ENV = "NMSIM_SYNTHETIC_DELAY_S"
@@ -54,7 +55,8 @@ def evaluate_chunk(chunk: list[tuple[str, dict]]) -> list[tuple]:
 
 
 def evaluate_on_simulator(point: dict) -> dict:
-    """Simulate one point: its hardware on its workload's GEMMs, plus the area breakdown."""
+    """Simulate one point: its hardware on its workload's GEMMs (with the point's structured
+    salient side-car, if any), plus the area breakdown."""
     from accel_sim.area import area_breakdown
     from accel_sim.energy import attach_energy, breakdown_columns, load_table
     from accel_sim.simulate import simulate_workload
@@ -64,7 +66,7 @@ def evaluate_on_simulator(point: dict) -> dict:
     gemms = _gemms(point["workload"], point["phase"], point.get("seq"), point.get("batch"),
                    point.get("kv_len"), "masks" in point)
     weights = _weights(point["masks"]) if "masks" in point else None
-    simulated = simulate_workload(hw, gemms, weights=weights)
+    simulated = simulate_workload(hw, gemms, weights=weights, salient=point.get("salient"))
     result = simulated.to_dict()
     # Energy: energy_j, pj_per_mac, tops_per_w, average_power_w, energy_<component>_<action>_j
     energy = attach_energy(result, simulated, load_table(point.get("energy_table")))
@@ -76,6 +78,7 @@ def evaluate_on_simulator(point: dict) -> dict:
         result["area_breakdown_mm2"] = area_breakdown(hw)
     result["config"] = resolved_design(hw)
     result["bytes_per_weight"] = bytes_per_weight(hw)
+    result["dram_gb_s"] = hw.dram_bandwidth_gb_s * hw.dram_efficiency  # the roofline's ceiling
     return result
 
 

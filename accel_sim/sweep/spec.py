@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from accel_sim.limits import MAX_BATCH, MAX_TOKENS, check_workload_parameters
-from accel_sim.sweep.default_spec import DEFAULT_SPEC_YAML
+from accel_sim.sweep.default_spec import DEFAULT_ACCURACY_REPORT, DEFAULT_SPEC_YAML
 from accel_sim.sweep.evaluate import EVALUATORS, simulator_version
 from accel_sim.yaml_io import MAX_BYTES, YamlError, load_yaml
 
@@ -125,9 +125,13 @@ class SweepSpec:
         return list(points.values())
 
     def _point(self, hw: dict, work: dict) -> dict:
-        # Contents, not names: editing the hardware file or a mask folder makes new points.
+        # Contents, not names: editing the hardware, a config.json or a mask folder makes new
+        # points.
+        hw, workload_fields = split_point_fields(hw)
         point = {"evaluator": self.evaluator, "hardware": self.hardware, "hw": hw, **work,
-                 "inputs": {"hardware": self.hardware_digest}}
+                 **workload_fields, "inputs": {"hardware": self.hardware_digest}}
+        if is_config_json(work["workload"]):
+            point["inputs"]["workload"] = content_digest(work["workload"])
         if self.evaluator == "accel_sim":  # results of another simulator version are not reused
             point["simulator"] = simulator_version()
         if self.baseline:
@@ -141,6 +145,22 @@ class SweepSpec:
                 point["masks"] = mask_file
                 point["inputs"]["masks"] = self.masks["digests"][mask_file]
         return point
+
+
+# Fields a linked axis may set beside hardware fields: what the workload runs on the design.
+# ``salient``: the structured side-car pattern (e.g. "16:256") run on the salient lanes.
+POINT_FIELDS = ("salient",)
+
+
+def split_point_fields(fields: dict) -> tuple[dict, dict]:
+    """(hardware fields, point fields) of an axis combination; a null point field is dropped."""
+    hw = {k: v for k, v in fields.items() if k not in POINT_FIELDS}
+    return hw, {k: v for k, v in fields.items() if k in POINT_FIELDS and v is not None}
+
+
+def is_config_json(workload) -> bool:
+    """Whether a spec's workload names a Hugging Face config.json rather than a built-in model."""
+    return isinstance(workload, str) and workload.endswith(".json")
 
 
 def _combinations(axes: dict[str, tuple]):
@@ -162,8 +182,9 @@ def point_key(point: dict) -> str:
 
 def baseline_twin(point: dict) -> dict:
     """The point's dense twin: its hardware with the baseline overrides applied, running the
-    uncompressed model (no mask file: the twin is the dense reference for real masks too)."""
-    twin = {k: v for k, v in point.items() if k != "masks"}
+    uncompressed model (no mask file nor side-car: the twin is the dense reference for real
+    masks and side-cars too)."""
+    twin = {k: v for k, v in point.items() if k not in ("masks", *POINT_FIELDS)}
     if "inputs" in point:
         twin["inputs"] = {k: v for k, v in point["inputs"].items() if k != "masks"}
     return {**twin, "hw": {**point["hw"], **point.get("baseline", {})}}
@@ -220,7 +241,6 @@ def parse_spec(text: str, source: str = "<spec>", max_points: int = MAX_POINTS) 
 
 def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
     from accel_sim.config import SWEEPABLE_FIELDS, load_hardware
-    from workloads.models import ARCHITECTURES
 
     problems: list[str] = []
     problems += [f"{key}: unknown field (known: {', '.join(TOP_LEVEL_KEYS)})"
@@ -246,10 +266,7 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
     workloads = _as_list(raw.get("workloads"))
     if "workloads" in raw and not workloads:
         problems.append("workloads: must list at least one workload")
-    for i, w in enumerate(workloads):
-        if not isinstance(w, str) or w not in ARCHITECTURES:
-            problems.append(f"workloads[{i}]: unknown workload '{w}' "
-                            f"(known: {', '.join(ARCHITECTURES)})")
+    problems += _workload_problems(workloads)
 
     phases = _validate_phases(raw.get("phases"), problems) if "phases" in raw else {}
     axes = (_validate_axes(raw.get("axes"), SWEEPABLE_FIELDS, problems)
@@ -275,17 +292,19 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
     problems += [f"compression[{i}]: must be a file or folder path, got {p!r}"[:200]
                  for i, p in enumerate(compression) if not isinstance(p, str)]
     compression = tuple(p for p in compression if isinstance(p, str))
-    if source == "<default>":  # the default joins the committed compression report when present
-        compression = tuple(p for p in compression if _exists(p))
-    problems += [f"compression[{i}]: no such file or folder {p}"
-                 for i, p in enumerate(compression) if not _exists(p)]
+    if source == "<default>":  # the committed whole-split report, found from the package (the
+        # report states it when missing, e.g. in an installed copy without reports/)
+        compression = (str(DEFAULT_ACCURACY_REPORT),)
+    else:
+        problems += [f"compression[{i}]: no such file or folder {p}"
+                     for i, p in enumerate(compression) if not _exists(p)]
 
     skip_invalid = raw.get("skip_invalid", False)
     if not isinstance(skip_invalid, bool):
         problems.append(f"skip_invalid: must be true or false, got {skip_invalid!r}")
     invalid = []
     checkable = {axis: values for axis, values in axes.items()
-                 if all(f in SWEEPABLE_FIELDS for v in values
+                 if all(f in SWEEPABLE_FIELDS + POINT_FIELDS for v in values
                         for f in (v if isinstance(v, dict) else {axis: v}))}
     if base is not None and checkable:
         invalid = _check_combinations(checkable, baseline, base, skip_invalid is True, problems)
@@ -305,6 +324,23 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
                      skipped=tuple(json.dumps(hw, sort_keys=True) for hw in invalid),
                      energy_table=None if energy_table is None else str(energy_table),
                      energy_digest="" if energy_table is None else content_digest(energy_table))
+
+
+def _workload_problems(workloads: list) -> list[str]:
+    """Each workload must be a built-in model or a readable LLaMa-family config.json."""
+    from workloads.models import ARCHITECTURES, get_arch
+
+    problems = []
+    for i, w in enumerate(workloads):
+        if is_config_json(w):
+            try:
+                get_arch(w)
+            except (ValueError, OSError) as exc:
+                problems.append(f"workloads[{i}]: {exc}")
+        elif not isinstance(w, str) or w not in ARCHITECTURES:
+            problems.append(f"workloads[{i}]: unknown workload '{w}' (known: "
+                            f"{', '.join(ARCHITECTURES)}, or a Hugging Face config.json path)")
+    return problems
 
 
 def _exists(path: str) -> bool:
@@ -376,7 +412,8 @@ def _validate_axes(raw, sweepable, problems: list[str]) -> dict[str, tuple]:
         for i, value in enumerate(values):
             fields = value if isinstance(value, dict) else {axis: value}
             problems += [f"axes.{axis}[{i}].{f}: unknown hardware field (sweepable: "
-                         f"{', '.join(sweepable)})" for f in fields if f not in sweepable]
+                         f"{', '.join(sweepable)}; point fields: {', '.join(POINT_FIELDS)})"
+                         for f in fields if f not in sweepable and f not in POINT_FIELDS]
         # " 2:4" and "2:4" are one design: patterns are compared in their canonical form.
         axes[axis] = tuple(_normalise_fields(v) if isinstance(v, dict)
                            else _normalise_fields({axis: v})[axis] for v in values)
@@ -508,9 +545,9 @@ def _check_combinations(axes: dict, baseline: dict, base, skip_invalid: bool,
     invalid, usable, first_error = [], set(), {}
     for hw, picks in _combinations(axes):
         try:
-            base.replace(**hw)
+            check_design(base, hw)
             if baseline:
-                base.replace(**{**hw, **baseline})
+                base.replace(**{**split_point_fields(hw)[0], **baseline})
         except ValueError as exc:
             invalid.append((hw, picks, str(exc)))
             for pick in picks:
@@ -522,7 +559,7 @@ def _check_combinations(axes: dict, baseline: dict, base, skip_invalid: bool,
     for axis, i in sorted(never, key=lambda pick: (order[pick[0]], pick[1])):
         value = axes[axis][i]
         try:
-            base.replace(**(value if isinstance(value, dict) else {axis: value}))
+            check_design(base, value if isinstance(value, dict) else {axis: value})
             why = f"accepted by no combination of the other axes ({first_error[(axis, i)]})"
         except ValueError as exc:
             why = str(exc)
@@ -536,6 +573,21 @@ def _check_combinations(axes: dict, baseline: dict, base, skip_invalid: bool,
                         f"axes that depend on each other, or set skip_invalid: true: "
                         f"{listed}{more}")
     return [hw for hw, _, _ in invalid]
+
+def check_design(base, fields: dict):
+    """The base hardware with ``fields`` applied; a side-car needs a pattern and salient lanes."""
+    from compression.formats import Pattern
+
+    hw_fields, point_fields = split_point_fields(fields)
+    hw = base.replace(**hw_fields)
+    salient = point_fields.get("salient")
+    if salient is not None:
+        Pattern.parse(str(salient))
+        if hw.salient_lanes < 1:
+            raise ValueError(f"salient {salient}: the design has no salient lanes "
+                             "(salient_lanes 0)")
+    return hw
+
 
 def with_masks(spec: SweepSpec, folder: str | Path, workload: str | None = None,
                allow_partial: bool = False) -> SweepSpec:

@@ -12,14 +12,16 @@ from accel_sim.simulate import simulate_workload
 from accel_sim.sweep.evaluate import simulator_version
 from accel_sim.workload_io import check_coverage, load_masks, match_weights
 from compression.formats import Pattern
-from workloads.models import ARCHITECTURES, PHASES, gemms
+from workloads.models import ARCHITECTURES, PHASES, gemms, get_arch
 
 
 def register(sub) -> None:
     p = sub.add_parser("simulate", help="simulate a model workload on a sparse tensor core")
     p.add_argument("--hw", default="flexible-nm", metavar="PRESET_OR_FILE",
                    help="hardware preset name or YAML file (default flexible-nm)")
-    p.add_argument("--workload", default="llama2-7b", choices=sorted(ARCHITECTURES))
+    p.add_argument("--workload", default="llama2-7b", metavar="NAME_OR_CONFIG_JSON",
+                   help=f"a built-in model ({', '.join(sorted(ARCHITECTURES))}) or a Hugging "
+                        "Face config.json of a LLaMa-family model (Llama-2/3, Mistral, Qwen2)")
     p.add_argument("--phase", default="prefill", choices=PHASES)
     p.add_argument("--seq", type=int, default=2048, help="prefill tokens (decode: KV length)")
     p.add_argument("--batch", type=int, default=1)
@@ -62,6 +64,7 @@ def run(args) -> int:
         raise ValueError(f"--layers must be at least 1, got {args.layers}")
     if args.scalesim_config or args.topology or args.per_layer_csv:
         return _run_scalesim_inputs(args)
+    get_arch(args.workload)  # a bad name or config.json: one line naming the file and the field
     hw = load_hardware(args.hw)
     if args.pattern is not None:
         hw = hw.run_at(args.pattern)

@@ -57,8 +57,9 @@ def report(tmp_path_factory):
 def test_report_files(report):
     out, _ = report
     names = {p.name for p in out.iterdir()}
-    assert {"summary.md", "results.csv", "errors.csv", "report.html", "area_vs_throughput.png",
-            "speedup_by_pattern.png", "area_breakdown.png", "accuracy_vs_throughput.png"} <= names
+    charts = {"roofline", "area_breakdown", "perplexity_vs_efficiency", "decoder_stalls"}
+    assert {"summary.md", "results.csv", "errors.csv", "report.html"} <= names
+    assert {f"{c}.{ext}" for c in charts for ext in ("png", "svg")} <= names
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp left
 
 
@@ -91,9 +92,9 @@ def test_summary_tables_and_join(report):
     out, _ = report
     text = (out / "summary.md").read_text()
     assert "1 failed" in text and "ValueError: injected" in text
-    assert "| 8:16" in text and "Pareto front" in text
+    assert "| 8:16" in text and "## Pareto set - smollm2-135m" in text
     assert "61.5" in text and "44" in text  # joined perplexities
-    for name in ("area_vs_throughput.png", "speedup_by_pattern.png", "area_breakdown.png"):
+    for name in ("roofline.png", "perplexity_vs_efficiency.png", "area_breakdown.png"):
         assert f"({name})" in text
 
 
@@ -162,16 +163,24 @@ def test_simulator_version_is_in_every_simulated_point():
     assert len(simulator_version()) == 12
 
 
-def test_compression_join_skips_salient_rows(tmp_path):
-    """A side-car row's perplexity belongs to a bigger weight than the swept design: never joined."""
-    from accel_sim.sweep.report import load_compression_metrics
+def test_compression_join_keys_on_the_side_car(tmp_path):
+    """A side-car recipe's perplexity belongs to designs that run that side-car, never to the
+    plain ones; the best recipe of each (model, pattern, side-car) is kept with its label."""
+    from accel_sim.sweep.report import join_accuracy, load_compression_metrics
 
     csv = tmp_path / "smollm2-135m.csv"
     csv.write_text("label,pattern,salient,perplexity\n"
                    "2:4 wanda,2:4,,80.0\n"
+                   "2:4 sparsegpt,2:4,,70.0\n"
                    "2:4 wanda +salient 16:256,2:4,16:256,50.0\n"
                    "8:16 sparsegpt,8:16,,60.0\n")
-    table = load_compression_metrics([csv]).set_index("pattern")
-    assert table.loc["2:4", "perplexity"] == 80.0
-    assert table.loc["2:4", "method"] == "2:4 wanda"
-    assert table.loc["8:16", "perplexity"] == 60.0
+    table = load_compression_metrics([csv]).set_index(["pattern", "salient"])
+    assert table.loc[("2:4", "none"), "perplexity"] == 70.0
+    assert table.loc[("2:4", "none"), "recipe"] == "2:4 sparsegpt"
+    assert table.loc[("2:4", "16:256"), "perplexity"] == 50.0
+    points = pd.DataFrame({"workload": ["smollm2-135m"] * 3 + ["llama2-7b"],
+                           "pattern": ["2:4", "2:4", "8:16", "2:4"],
+                           "salient": ["none", "16:256", "16:256", "none"]})
+    joined = join_accuracy(points, load_compression_metrics([csv]))
+    assert joined["perplexity"].tolist()[:2] == [70.0, 50.0]
+    assert joined["perplexity"].iloc[2:].isna().all()  # 8:16 + side-car, LLaMa: not measured
