@@ -42,6 +42,7 @@ LINEAR_GROUPS = (
     ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
     (None, ("mlp.down_proj",)),
 )
+PROPAGATE = ("pruned", "dense")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class PruneConfig:
     value_dtype: str = "float16"
     sparsegpt_damp: float = 0.01
     sparsegpt_blocksize: int = 128
+    # Which outputs feed the next layer's calibration: "pruned" (SparseGPT's protocol: the pruned
+    # layer is run again, two forwards per layer) or "dense" (the outputs of the observing
+    # forward itself, one forward per layer: every layer is calibrated on the dense model's
+    # activations; llm-compressor's propagate_error=False).
+    propagate: str = "pruned"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -68,6 +74,9 @@ class PruneConfig:
             raise ValueError("matching the output mean is part of variance correction")
         if self.equalize_alpha is not None and not 0 <= self.equalize_alpha <= 1:
             raise ValueError(f"--equalize alpha must be in [0, 1], got {self.equalize_alpha}")
+        if self.propagate not in PROPAGATE:
+            raise ValueError(f"unknown propagation '{self.propagate}': choose one of "
+                             f"{', '.join(PROPAGATE)}")
         check_encoding(self.encoding)
         value_dtype(self.value_dtype)
 
@@ -88,7 +97,7 @@ class PruneConfig:
                 "variance_correction": self.variance_correction,
                 "variance_correction_match_mean": self.match_mean,
                 "equalize_alpha": self.equalize_alpha, "encoding": self.encoding,
-                "value_dtype": self.value_dtype}
+                "value_dtype": self.value_dtype, "propagate": self.propagate}
 
 
 @dataclass
@@ -292,8 +301,9 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
         stored_dtype = next(layer.parameters()).dtype
         stored = _lift(layer)
         masks = {}
-        stats = (_observe(layer, batches, kwargs, cfg.needs_gram) if cfg.needs_calibration
-                 else {})
+        dense_outputs = [] if cfg.propagate == "dense" else None
+        stats = (_observe(layer, batches, kwargs, cfg.needs_gram, dense_outputs)
+                 if cfg.needs_calibration else {})
         for norm_name, names in LINEAR_GROUPS:
             group_stats = stats.get(names[0])
             linears = [layer.get_submodule(n) for n in names]
@@ -315,7 +325,8 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
                 masks[full_name] = mask
                 outcome.records.append({"layer": index, "module": full_name, **record})
         if cfg.needs_calibration:
-            batches = _run_layer(layer, batches, kwargs)
+            batches = (dense_outputs if dense_outputs is not None
+                       else _run_layer(layer, batches, kwargs))
         if sink is None:
             outcome.masks.update(masks)
         else:
@@ -325,11 +336,12 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
     return outcome
 
 
-def _observe(layer, batches: list, kwargs: dict, gram_needed: bool = True
-             ) -> dict[str, InputStats]:
+def _observe(layer, batches: list, kwargs: dict, gram_needed: bool = True,
+             outputs: list | None = None) -> dict[str, InputStats]:
     """Input statistics of the first linear of each group over all calibration batches.
 
-    The dense forward stops at the last group's input (down_proj's): its output is not needed.
+    The dense forward stops at the last group's input (down_proj's), unless ``outputs`` is
+    given: then it runs to the end and the layer's outputs are appended to it.
     """
     stats, handles = {}, []
     last = LINEAR_GROUPS[-1][1][0]
@@ -337,7 +349,7 @@ def _observe(layer, batches: list, kwargs: dict, gram_needed: bool = True
         module = layer.get_submodule(names[0])
         stats[names[0]] = InputStats(module.in_features, gram_needed)
 
-        def observe(mod, args, s=stats[names[0]], stop=names[0] == last):
+        def observe(mod, args, s=stats[names[0]], stop=names[0] == last and outputs is None):
             s.add(args[0])
             if stop:
                 raise _StopForward
@@ -345,9 +357,11 @@ def _observe(layer, batches: list, kwargs: dict, gram_needed: bool = True
     try:
         for hidden in batches:
             try:
-                layer(hidden, **kwargs)
+                out = layer(hidden, **kwargs)
             except _StopForward:
-                pass
+                continue
+            if outputs is not None:
+                outputs.append(out[0] if isinstance(out, tuple) else out)
     finally:
         for handle in handles:
             handle.remove()

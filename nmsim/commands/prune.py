@@ -26,6 +26,9 @@ def register(sub) -> None:
                         "calibration tokens (var, the default when given alone); mean-var also "
                         "matches the mean with an output bias")
     p.add_argument("--equalize", type=float, metavar="A", help="SmoothQuant-like alpha in [0, 1]")
+    p.add_argument("--propagate", choices=("pruned", "dense"), default="pruned",
+                   help="next layer calibrated on the pruned layer's outputs (pruned: two "
+                        "forwards per layer) or on the dense model's (dense: one forward)")
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--eval-before-finetune", action="store_true",
                    help="also measure perplexity before the fine-tune (one more evaluation)")
@@ -79,7 +82,7 @@ def run(args) -> int:
                       variance_correction=args.variance_correction is not None,
                       match_mean=args.variance_correction == "mean-var",
                       equalize_alpha=args.equalize, encoding=args.encoding,
-                      value_dtype=args.value_dtype)
+                      value_dtype=args.value_dtype, propagate=args.propagate)
     data = DataConfig(args.calib, args.eval, args.calib_samples, args.seqlen, args.seqlen,
                       args.eval_windows)
     needs_calib = cfg.needs_calibration or args.finetune_steps
