@@ -84,20 +84,20 @@ def cached_venv() -> Path:
 
 
 def llmc_python(explicit: str | None) -> str:
-    """llm-compressor's interpreter: given, or a venv under the cache, built on first use."""
+    """llm-compressor's interpreter: given (``--llmc-python`` or ``$NMSIM_LLMC_PYTHON``), or a
+    venv under the cache, built on first use."""
+    explicit = explicit or os.environ.get("NMSIM_LLMC_PYTHON")
     if explicit:
         return explicit
-    from workloads.loading import cache_dir
-
     venv = cached_venv()
-    python = venv / "bin" / "python"
-    if not python.is_file():
-        staging = Path(tempfile.mkdtemp(dir=cache_dir(), prefix="llmcompressor-venv-"))
-        subprocess.run(["python3.11", "-m", "venv", str(staging)], check=True)
-        subprocess.run([str(staging / "bin" / "pip"), "install", "--quiet", TORCH_REQUIREMENT,
-                        LLMC_REQUIREMENT, "gguf"], check=True)
-        staging.replace(venv)  # the venv's scripts name the staging path: rebuild it in place
+    python, done = venv / "bin" / "python", venv / "installed"
+    if not done.is_file():  # a venv is not relocatable: built in place, marked when complete
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["python3.11", "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", TORCH_REQUIREMENT,
+                        LLMC_REQUIREMENT, "gguf"], check=True)
+        done.write_text(f"{TORCH_REQUIREMENT} {LLMC_REQUIREMENT} gguf\n")
     return str(python)
 
 
@@ -153,39 +153,46 @@ def finish_llmc(job: dict) -> dict:
     return {"weights": weights, "seconds": seconds}
 
 
-def run_nmsim(method: str, calib, windows) -> dict:
-    """``nmsim prune --method M --pattern 2:4 --value-dtype float32`` in process (masks kept)."""
+def decoder_linears(model) -> dict:
+    """Copies of the decoder linears' weights (what pruning changes), by module name."""
     import torch
 
+    return {name: module.weight.detach().clone() for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".layers." in name}
+
+
+def set_linears(model, weights: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, weight in weights.items():
+            model.get_submodule(name).weight.copy_(weight)
+
+
+def run_nmsim(model, dense: dict, method: str, calib, windows) -> dict:
+    """``nmsim prune --method M --pattern 2:4 --value-dtype float32`` in process (masks kept),
+    starting from the ``dense`` linears."""
     from compression.criteria import Target
     from compression.perplexity import perplexity
     from compression.pipeline import PruneConfig, compress_model, prune_model
-    from workloads.loading import load_model
 
-    loaded = load_model("smollm2-135m")
+    set_linears(model, dense)
     cfg = PruneConfig(Target.parse(PATTERN), method, value_dtype="float32")
     start = time.perf_counter()
-    outcome = prune_model(loaded.model, calib, cfg, progress=False)
+    outcome = prune_model(model, calib, cfg, progress=False)
     seconds = time.perf_counter() - start
-    compress_model(loaded.model, outcome, cfg)
-    weights = {name: loaded.model.get_submodule(name).weight.detach().clone().to(torch.float32)
-               for name in outcome.masks}
-    return {"masks": {n: m.bulk for n, m in outcome.masks.items()}, "weights": weights,
-            "seconds": seconds, "ppl": perplexity(loaded.model, windows, progress=False)}
+    compress_model(model, outcome, cfg)
+    return {"masks": {n: m.bulk for n, m in outcome.masks.items()},
+            "weights": decoder_linears(model), "seconds": seconds,
+            "ppl": perplexity(model, windows, progress=False)}
 
 
-def llmc_perplexity(weights: dict, windows) -> dict:
+def llmc_perplexity(model, weights: dict, windows) -> dict:
     """Perplexity (nmsim's evaluation) of SmolLM2 with llm-compressor's pruned linears."""
-    import torch
-
     from compression.perplexity import perplexity
-    from workloads.loading import load_model
 
-    loaded = load_model("smollm2-135m")
-    with torch.no_grad():
-        for name, weight in weights.items():
-            loaded.model.get_submodule(name).weight.copy_(weight)
-    return perplexity(loaded.model, windows, progress=False)
+    set_linears(model, weights)
+    return perplexity(model, windows, progress=False)
 
 
 def compare(method: str, ours: dict, theirs: dict) -> list[dict]:
@@ -300,7 +307,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seqlen", type=int, default=512)
     parser.add_argument("--eval-windows", type=int, default=32,
                         help="first W windows of the WikiText-2 test split")
-    parser.add_argument("--llmc-python", help="python of a venv with llmcompressor 0.14")
+    parser.add_argument("--llmc-python", help="python of a venv with llmcompressor 0.14 "
+                        "(default: $NMSIM_LLMC_PYTHON, else a venv built under the cache)")
     parser.add_argument("--out", type=Path, default=Path("reports/compression"))
     parser.add_argument("--render", type=Path, metavar="RESULTS_JSON",
                         help="only re-write the report from a run's results.json")
@@ -337,14 +345,14 @@ def crosscheck(args) -> int:
     windows, split_windows = data.evaluation_and_split(loaded.tokenizer)
     calib_file = work / f"calib-{hashlib.sha256(calib.tobytes()).hexdigest()[:16]}.npy"
     np.save(calib_file, calib)
-    dense = perplexity(loaded.model, windows, progress=False)
-    del loaded
-    rows, measured = [], {}
     jobs = {m: start_llmc(python, m, folder, calib_file, work) for m in METHODS}
+    dense = perplexity(loaded.model, windows, progress=False)
+    dense_linears = decoder_linears(loaded.model)
+    rows, measured = [], {}
     for method in METHODS:
-        ours = run_nmsim(method, calib, windows)
+        ours = run_nmsim(loaded.model, dense_linears, method, calib, windows)
         theirs = finish_llmc(jobs[method])
-        theirs["ppl"] = llmc_perplexity(theirs["weights"], windows)
+        theirs["ppl"] = llmc_perplexity(loaded.model, theirs["weights"], windows)
         rows += compare(method, ours, theirs)
         measured[method] = {"nll_nmsim": ours["ppl"]["window_nll"],
                             "nll_llmc": theirs["ppl"]["window_nll"],

@@ -24,8 +24,10 @@ def llmc_python():
     spec = importlib.util.spec_from_file_location("llmcompressor_crosscheck", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    python = os.environ.get("NMSIM_LLMC_PYTHON") or str(module.cached_venv() / "bin" / "python")
-    return python if Path(python).is_file() else None
+    if os.environ.get("NMSIM_LLMC_PYTHON"):
+        return os.environ["NMSIM_LLMC_PYTHON"]
+    venv = module.cached_venv()
+    return str(venv / "bin" / "python") if (venv / "installed").is_file() else None
 
 
 @pytest.mark.skipif(llmc_python() is None, reason="no llm-compressor venv")
