@@ -21,6 +21,7 @@ split. Writes ``OUT/crosscheck.csv`` (one row per method and linear) and ``OUT/c
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import hashlib
 import json
@@ -115,8 +116,11 @@ def dense_folder(work: Path) -> Path:
         staging = Path(tempfile.mkdtemp(dir=work))
         # transformers refuses to save a model loaded from GGUF: copy its fp32 weights into a
         # plain model of the same config and save that one.
+        config = copy.deepcopy(loaded.model.config)
+        if hasattr(config, "quantization_config"):  # the weights are dequantized fp32 now
+            del config.quantization_config  # (llm-compressor refuses a "gguf"-quantized model)
         try:
-            plain = AutoModelForCausalLM.from_config(loaded.model.config, dtype=torch.float32)
+            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             plain.load_state_dict(loaded.model.state_dict())
             plain.save_pretrained(staging)
             loaded.tokenizer.save_pretrained(staging)
