@@ -102,32 +102,38 @@ def llmc_python(explicit: str | None) -> str:
     return str(python)
 
 
-def dense_folder(work: Path) -> Path:
-    """SmolLM2-135M as ``nmsim prune`` loads it, saved once as a safetensors folder."""
+def dense_folder(work: Path, loaded) -> Path:
+    """The loaded SmolLM2 (fp32, possibly cut to its first layers), saved once as a safetensors
+    folder for llm-compressor."""
     import torch
+    from transformers import AutoModelForCausalLM
 
-    from workloads.loading import load_model
-
-    folder = work / "smollm2-135m-fp32"
-    if not (folder / "config.json").is_file():
-        from transformers import AutoModelForCausalLM
-
-        loaded = load_model("smollm2-135m")
-        staging = Path(tempfile.mkdtemp(dir=work))
-        # transformers refuses to save a model loaded from GGUF: copy its fp32 weights into a
-        # plain model of the same config and save that one.
-        config = copy.deepcopy(loaded.model.config)
-        if hasattr(config, "quantization_config"):  # the weights are dequantized fp32 now
-            del config.quantization_config  # (llm-compressor refuses a "gguf"-quantized model)
-        try:
-            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            plain.load_state_dict(loaded.model.state_dict())
-            plain.save_pretrained(staging)
-            loaded.tokenizer.save_pretrained(staging)
-            staging.replace(folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    config = copy.deepcopy(loaded.model.config)
+    folder = work / f"smollm2-135m-fp32-{config.num_hidden_layers}layers"
+    if (folder / "config.json").is_file():
+        return folder
+    if hasattr(config, "quantization_config"):  # the weights are dequantized fp32 now
+        del config.quantization_config  # (llm-compressor refuses a "gguf"-quantized model)
+    staging = Path(tempfile.mkdtemp(dir=work))
+    try:  # transformers refuses to save a model loaded from GGUF: save a plain copy
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(loaded.model.state_dict())
+        plain.save_pretrained(staging)
+        loaded.tokenizer.save_pretrained(staging)
+        staging.replace(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def keep_first_layers(model, layers: int | None) -> None:
+    """Cut the model to its first ``layers`` decoder layers (a cheaper, still like-for-like
+    check: both tools prune and evaluate the same truncated model)."""
+    if layers is not None:
+        if not 1 <= layers <= len(model.model.layers):
+            raise ValueError(f"--layers must be in [1, {len(model.model.layers)}], got {layers}")
+        model.model.layers = model.model.layers[:layers]
+        model.config.num_hidden_layers = layers
 
 
 def start_llmc(python: str, method: str, folder: Path, calib_file: Path, work: Path) -> dict:
@@ -311,6 +317,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seqlen", type=int, default=512)
     parser.add_argument("--eval-windows", type=int, default=32,
                         help="first W windows of the WikiText-2 test split")
+    parser.add_argument("--layers", type=int,
+                        help="only the first K decoder layers (a cheaper check; default: all)")
     parser.add_argument("--llmc-python", help="python of a venv with llmcompressor 0.14 "
                         "(default: $NMSIM_LLMC_PYTHON, else a venv built under the cache)")
     parser.add_argument("--out", type=Path, default=Path("reports/compression"))
@@ -341,10 +349,12 @@ def crosscheck(args) -> int:
     python = llmc_python(args.llmc_python)
     work = cache_dir() / "llmcompressor-crosscheck"
     work.mkdir(parents=True, exist_ok=True)
-    folder = dense_folder(work)
     data = DataConfig(calib_samples=args.samples, calib_seqlen=args.seqlen,
                       eval_seqlen=args.seqlen, eval_windows=args.eval_windows)
     loaded = load_model("smollm2-135m")
+    total_layers = len(loaded.model.model.layers)
+    keep_first_layers(loaded.model, args.layers)
+    folder = dense_folder(work, loaded)
     calib = data.calibration(loaded.tokenizer)
     windows, split_windows = data.evaluation_and_split(loaded.tokenizer)
     calib_file = work / f"calib-{hashlib.sha256(calib.tobytes()).hexdigest()[:16]}.npy"
@@ -368,7 +378,12 @@ def crosscheck(args) -> int:
              "m.version('transformers'), m.version('torch'))")
     version = subprocess.run([python, "-c", query], capture_output=True, text=True,
                              check=True).stdout.split()
-    setup = {"samples": args.samples, "seqlen": args.seqlen, "eval_windows": len(windows),
+    layers = len(loaded.model.model.layers)
+    scope = (f"all {layers} decoder layers" if layers == total_layers else
+             f"SmolLM2 cut to its first {layers} of {total_layers} decoder layers (final norm "
+             "and lm_head kept; both tools prune and evaluate this same truncated model, so its "
+             "perplexities compare the tools, not SmolLM2)")
+    setup = {"scope": scope, "linears": len(rows) // len(METHODS), "samples": args.samples, "seqlen": args.seqlen, "eval_windows": len(windows),
              "split_windows": split_windows, "dense_ppl": f"{dense['perplexity']:.3f}",
              "llmc_version": version[0], "llmc_transformers": version[1],
              "llmc_torch": version[2], "machine": f"{platform.machine()}, {os.cpu_count()} "
@@ -382,8 +397,9 @@ def crosscheck(args) -> int:
 
 
 def argv_text(args) -> list[str]:
+    layers = [f"--layers {args.layers}"] if args.layers else []
     return [f"--samples {args.samples}", f"--seqlen {args.seqlen}",
-            f"--eval-windows {args.eval_windows}"]
+            f"--eval-windows {args.eval_windows}", *layers]
 
 
 if __name__ == "__main__":
