@@ -45,6 +45,7 @@ from workloads.models import LINEAR_GROUPS
 # Which linears variance correction rescales: all, or only the two that write into the residual
 # stream (whose outputs every later layer reads; the others feed attention scores or the MLP gate).
 VC_SCOPES = {"all": None, "output-projections": ("self_attn.o_proj", "mlp.down_proj")}
+PROPAGATE = ("pruned", "dense")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class PruneConfig:
     salient_dtype: str = "float32"  # the structured side-car's stored values
     sparsegpt_damp: float = 0.01
     sparsegpt_blocksize: int = 128
+    # Which outputs feed the next layer's calibration: "pruned" (SparseGPT's protocol: the pruned
+    # layer is run again, two forwards per layer) or "dense" (the outputs of the observing
+    # forward itself, one forward per layer: every layer is calibrated on the dense model's
+    # activations; llm-compressor's propagate_error=False).
+    propagate: str = "pruned"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -88,6 +94,9 @@ class PruneConfig:
                              "side-car on an N:M bulk (the unstructured one is stored in fp32)")
         if self.equalize_alpha is not None and not 0 <= self.equalize_alpha <= 1:
             raise ValueError(f"--equalize alpha must be in [0, 1], got {self.equalize_alpha}")
+        if self.propagate not in PROPAGATE:
+            raise ValueError(f"unknown propagation '{self.propagate}': choose one of "
+                             f"{', '.join(PROPAGATE)}")
         check_encoding(self.encoding)
         value_dtype(self.value_dtype)
 
@@ -110,7 +119,8 @@ class PruneConfig:
                 "variance_correction_gain": self.vc_gain,
                 "variance_correction_scope": self.vc_scope,
                 "equalize_alpha": self.equalize_alpha, "encoding": self.encoding,
-                "value_dtype": self.value_dtype, "salient_dtype": self.salient_dtype}
+                "value_dtype": self.value_dtype, "salient_dtype": self.salient_dtype,
+                "propagate": self.propagate}
 
     def corrects(self, name: str) -> bool:
         """Whether variance correction rescales the linear ``name`` (e.g. ``mlp.down_proj``)."""
@@ -321,8 +331,9 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
         stored_dtype = next(layer.parameters()).dtype
         stored = _lift(layer)
         masks = {}
-        stats = (_observe(layer, batches, kwargs, cfg.needs_gram) if cfg.needs_calibration
-                 else {})
+        dense_outputs = [] if cfg.propagate == "dense" else None
+        stats = (_observe(layer, batches, kwargs, cfg.needs_gram, dense_outputs)
+                 if cfg.needs_calibration else {})
         for norm_name, names in LINEAR_GROUPS:
             group_stats = stats.get(names[0])
             linears = [layer.get_submodule(n) for n in names]
@@ -344,7 +355,8 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
                 masks[full_name] = mask
                 outcome.records.append({"layer": index, "module": full_name, **record})
         if cfg.needs_calibration:
-            batches = _run_layer(layer, batches, kwargs)
+            batches = (dense_outputs if dense_outputs is not None
+                       else _run_layer(layer, batches, kwargs))
         if sink is None:
             outcome.masks.update(masks)
         else:
@@ -354,11 +366,12 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
     return outcome
 
 
-def _observe(layer, batches: list, kwargs: dict, gram_needed: bool = True
-             ) -> dict[str, InputStats]:
+def _observe(layer, batches: list, kwargs: dict, gram_needed: bool = True,
+             outputs: list | None = None) -> dict[str, InputStats]:
     """Input statistics of the first linear of each group over all calibration batches.
 
-    The dense forward stops at the last group's input (down_proj's): its output is not needed.
+    The dense forward stops at the last group's input (down_proj's), unless ``outputs`` is
+    given: then it runs to the end and the layer's outputs are appended to it.
     """
     stats, handles = {}, []
     last = LINEAR_GROUPS[-1][1][0]
@@ -366,7 +379,7 @@ def _observe(layer, batches: list, kwargs: dict, gram_needed: bool = True
         module = layer.get_submodule(names[0])
         stats[names[0]] = InputStats(module.in_features, gram_needed)
 
-        def observe(mod, args, s=stats[names[0]], stop=names[0] == last):
+        def observe(mod, args, s=stats[names[0]], stop=names[0] == last and outputs is None):
             s.add(args[0])
             if stop:
                 raise _StopForward
@@ -374,9 +387,11 @@ def _observe(layer, batches: list, kwargs: dict, gram_needed: bool = True
     try:
         for hidden in batches:
             try:
-                layer(hidden, **kwargs)
+                out = layer(hidden, **kwargs)
             except _StopForward:
-                pass
+                continue
+            if outputs is not None:
+                outputs.append(out[0] if isinstance(out, tuple) else out)
     finally:
         for handle in handles:
             handle.remove()

@@ -34,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--salient-dtype", default="float32",
                    help="stored dtype of a structured side-car's values (float32, float16)")
     p.add_argument("--equalize", type=float, metavar="A", help="SmoothQuant-like alpha in [0, 1]")
+    p.add_argument("--propagate", choices=("pruned", "dense"), default="pruned",
+                   help="next layer calibrated on the pruned layer's outputs (pruned: two "
+                        "forwards per layer) or on the dense model's (dense: one forward)")
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--finetune-data", metavar="FILE",
                    help="fine-tune text (default: the calibration windows); refused when it "
@@ -92,7 +95,7 @@ def run(args) -> int:
                       vc_gain=args.vc_gain, vc_scope=args.vc_scope,
                       salient_dtype=args.salient_dtype,
                       equalize_alpha=args.equalize, encoding=args.encoding,
-                      value_dtype=args.value_dtype)
+                      value_dtype=args.value_dtype, propagate=args.propagate)
     data = DataConfig(args.calib, args.eval, args.calib_samples, args.seqlen, args.seqlen,
                       args.eval_windows, finetune_path=args.finetune_data)
     needs_calib = cfg.needs_calibration or args.finetune_steps
