@@ -409,11 +409,12 @@ class PrefixSumDecoder(DecoderModel):
         return ((n - 1).bit_length() * n * select, n * select)
 
     def energy_actions(self, pattern: Pattern) -> dict[str, float]:
-        """Per block: one decode, the prefix adders and incrementers of the running N, and the
-        level registers written."""
+        """Per block: the prefix adders and the N - 1 run + 1 incrementers (bits of each), and the
+        level registers written (bits)."""
         n = pattern.n
-        return {"decode": 1.0, "add": float(_prefix_adders(n) + n - 1),
-                "register_write": float((n - 1).bit_length() * n)}
+        width = pattern.index_bits  # a running position is an index into the block
+        return {"adder_bit": float((_prefix_adders(n) + n - 1) * width),
+                "register_bit": float((n - 1).bit_length() * n * width)}
 
     def decode_fields(self, fields, pattern):
         sums = np.asarray(fields, dtype=np.int64).copy()

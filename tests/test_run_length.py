@@ -133,9 +133,11 @@ def test_energy_actions_count_the_prefix_additions(n):
     while step < n:
         adds += n - step
         step *= 2
-    actions = decoder_model("prefix_sum").energy_actions(Pattern(n, 2 * n))
-    assert actions["add"] == adds + n - 1
-    assert actions["decode"] == 1
+    pattern = Pattern(n, 2 * n)
+    actions = decoder_model("prefix_sum").energy_actions(pattern)
+    width = math.ceil(math.log2(2 * n))  # bits of a position in a block of 2n
+    assert actions["adder_bit"] == (adds + n - 1) * width
+    assert set(actions) <= {"adder_bit", "comparator_bit", "register_bit", "rom_read_bit"}
 
 
 @SETTINGS
