@@ -79,3 +79,10 @@ def paired_difference(nll_a, nll_b, tokens, resamples: int = RESAMPLES, seed: in
     values = np.exp((counts @ nll_b - counts @ nll_a) / drawn_tokens) - 1
     estimate = float(np.exp((nll_b.sum() - nll_a.sum()) / tokens.sum()) - 1)
     return _interval(estimate, values, resamples, seed, level)
+
+
+def difference_verdict(diff: Interval) -> str:
+    """"not distinguishable" when the interval includes zero, else which side is lower."""
+    if diff.includes_zero:
+        return "not distinguishable"
+    return "lower" if diff.high < 0 else "higher"

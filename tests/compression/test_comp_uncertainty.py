@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from compression.uncertainty import paired_difference, perplexity_interval
+from compression.uncertainty import difference_verdict, paired_difference, perplexity_interval
 
 
 def exact_distribution(statistic, windows):
@@ -72,6 +72,8 @@ def test_paired_verdicts():
     assert noisy.includes_zero
     lower = paired_difference(a, a - 0.02 * tokens, tokens)
     assert not lower.includes_zero and lower.high < 0
+    verdicts = [difference_verdict(d) for d in (same, shifted, noisy, lower)]
+    assert verdicts == ["not distinguishable", "higher", "not distinguishable", "lower"]
 
 
 def test_bad_window_data_is_refused():
