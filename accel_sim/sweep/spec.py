@@ -239,14 +239,11 @@ def parse_spec(text: str, source: str = "<spec>", max_points: int = MAX_POINTS) 
     return _validate(raw, source, text, max_points)
 
 
-def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
-    from accel_sim.config import SWEEPABLE_FIELDS, load_hardware
-
-    problems: list[str] = []
+def _validate_header(raw: dict, source: str, problems: list[str]) -> tuple:
+    """Top-level keys, the spec's name and its evaluator."""
     problems += [f"{key}: unknown field (known: {', '.join(TOP_LEVEL_KEYS)})"
                  for key in raw if key not in TOP_LEVEL_KEYS]
     problems += [f"{key}: missing" for key in REQUIRED_KEYS if key not in raw]
-
     name = raw.get("name", source.strip("<>") if source.startswith("<") else Path(source).stem)
     if not (isinstance(name, str) and NAME_RE.fullmatch(name) and name not in (".", "..")):
         problems.append(f"name: must be a name of letters, digits, '.', '_' or '-' (not '.' "
@@ -254,6 +251,29 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
     evaluator = raw.get("evaluator", "accel_sim")
     if not isinstance(evaluator, str) or evaluator not in EVALUATORS:
         problems.append(f"evaluator: unknown '{evaluator}' (choose {', '.join(EVALUATORS)})")
+    return name, evaluator
+
+
+def _validate_compression(raw: dict, source: str, problems: list[str]) -> tuple[str, ...]:
+    """The perplexity reports to join: paths that exist; the default spec joins the committed
+    whole-split report, found from the package (the report states it when missing, e.g. in an
+    installed copy without reports/)."""
+    compression = _as_list(raw.get("compression"))
+    problems += [f"compression[{i}]: must be a file or folder path, got {p!r}"[:200]
+                 for i, p in enumerate(compression) if not isinstance(p, str)]
+    if source == "<default>":
+        return (str(DEFAULT_ACCURACY_REPORT),)
+    compression = tuple(p for p in compression if isinstance(p, str))
+    problems += [f"compression[{i}]: no such file or folder {p}"
+                 for i, p in enumerate(compression) if not _exists(p)]
+    return compression
+
+
+def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
+    from accel_sim.config import SWEEPABLE_FIELDS, load_hardware
+
+    problems: list[str] = []
+    name, evaluator = _validate_header(raw, source, problems)
 
     base = None
     hardware = raw.get("hardware")
@@ -288,16 +308,7 @@ def _validate(raw: dict, source: str, text: str, max_points: int) -> SweepSpec:
     masks = raw.get("masks")
     if masks is not None:
         masks = _validate_masks(masks, workloads, problems)
-    compression = _as_list(raw.get("compression"))
-    problems += [f"compression[{i}]: must be a file or folder path, got {p!r}"[:200]
-                 for i, p in enumerate(compression) if not isinstance(p, str)]
-    compression = tuple(p for p in compression if isinstance(p, str))
-    if source == "<default>":  # the committed whole-split report, found from the package (the
-        # report states it when missing, e.g. in an installed copy without reports/)
-        compression = (str(DEFAULT_ACCURACY_REPORT),)
-    else:
-        problems += [f"compression[{i}]: no such file or folder {p}"
-                     for i, p in enumerate(compression) if not _exists(p)]
+    compression = _validate_compression(raw, source, problems)
 
     skip_invalid = raw.get("skip_invalid", False)
     if not isinstance(skip_invalid, bool):
