@@ -817,10 +817,6 @@ class NMTensor:
         return self._positions
 
     @property
-    def metadata_bits_per_element(self) -> float:
-        return self.pattern.bits_per_element(self.encoding)
-
-    @property
     def nbytes(self) -> int:
         """Bytes stored: values + metadata (with row padding) + dense tail."""
         return self.values.nbytes + self.metadata.nbytes + self.tail_values.nbytes

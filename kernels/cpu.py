@@ -199,11 +199,6 @@ def prepare(weight: F.SparseWeight | F.NMTensor, decoder: str | None = None,
     return NMPlan(weight, decoder, simd)
 
 
-def nm_matmul(weight, x: np.ndarray, decoder: str | None = None) -> np.ndarray:
-    """One-shot ``W @ x`` (validates the weight each call; use :func:`prepare` in loops)."""
-    return prepare(weight, decoder)(x)
-
-
 class DensePlan:
     """The dense Numba baseline on a ``[out, in]`` weight in float32, float16 or bfloat16."""
 
