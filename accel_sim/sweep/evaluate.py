@@ -60,13 +60,15 @@ def evaluate_on_simulator(point: dict) -> dict:
     from accel_sim.area import area_breakdown
     from accel_sim.energy import attach_energy, breakdown_columns, load_table
     from accel_sim.simulate import simulate_workload
+    from compression.formats import Pattern
 
     hw = _hardware(point["hardware"], json.dumps(point["hw"], sort_keys=True))
     # With real masks every layer is its own GEMM, named like the compressed file's tensors.
     gemms = _gemms(point["workload"], point["phase"], point.get("seq"), point.get("batch"),
                    point.get("kv_len"), "masks" in point)
     weights = _weights(point["masks"]) if "masks" in point else None
-    simulated = simulate_workload(hw, gemms, weights=weights, salient=point.get("salient"))
+    salient = Pattern.parse(point["salient"]) if point.get("salient") else None  # JSON text
+    simulated = simulate_workload(hw, gemms, weights=weights, salient=salient)
     result = simulated.to_dict()
     # Energy: energy_j, pj_per_mac, tops_per_w, average_power_w, energy_<component>_<action>_j
     energy = attach_energy(result, simulated, load_table(point.get("energy_table")))
