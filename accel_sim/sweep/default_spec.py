@@ -6,8 +6,9 @@ second - on the flexible-nm grid (A100-like: 108 cores of 16x8x8 fp16 MACs, 2039
 * fixed 2:4 and fixed 8:16 datapaths, each with and without 128 salient lanes per core running a
   structured 16:256 side-car (the lanes a 16:256 list needs at 8:16: 2048 dense-equivalent MACs
   per cycle / 16), and a flexible 2:4/4:8/8:16/16:32 datapath running 2:4 and 8:16;
-* every metadata encoding and decoder: index (direct), bitmask (prefix popcount), rank
-  (pipelined compare-subtract, ROM where C(M,N) fits one, serial compare-subtract);
+* every metadata encoding and decoder of the registries (``metadata: all``): index (direct),
+  bitmask (prefix popcount), rank (pipelined compare-subtract, ROM where C(M,N) fits one, serial
+  compare-subtract), rle (Kogge-Stone prefix sum);
 * 1, 2 or 8 decoders per core, so that the decoders bind on some designs;
 * sorted (M-N+1):1 operand muxes throughout (the preset's; reports/area compares mux styles).
 
@@ -39,12 +40,7 @@ axes:
     - {pattern: 8:16, supported_patterns: [8:16], salient_lanes: 128, salient: 16:256}
     - {pattern: 2:4, supported_patterns: [2:4, 4:8, 8:16, 16:32], salient_lanes: 0}
     - {pattern: 8:16, supported_patterns: [2:4, 4:8, 8:16, 16:32], salient_lanes: 0}
-  metadata:
-    - {encoding: index, decoder: direct}
-    - {encoding: bitmask, decoder: popcount}
-    - {encoding: rank, decoder: rank_pipeline}
-    - {encoding: rank, decoder: rank_rom}
-    - {encoding: rank, decoder: rank_serial}
+  metadata: all
   num_decoders: [1, 2, 8]
 # A rank ROM cannot hold 16:32 (C(32,16) entries), so the flexible datapath has no ROM variant.
 skip_invalid: true
