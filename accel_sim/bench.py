@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from workloads.models import gemms
 
 from .area import area_breakdown
 from .config import load_hardware
+from .output_folder import BENCH_REPORT, OutputFolder, check_output_folder
 from .simulate import simulate_workload
 
 
@@ -194,13 +195,13 @@ def _table(rows, columns, fmt="{:.3g}") -> str:
 
 
 def write_report(out: Path, repeats: int = 3) -> dict:
-    """Run every benchmark and write the report into ``out`` (atomically: temp dir + rename)."""
+    """Run every benchmark and write the report into ``out``: a new or empty folder, or an earlier
+    run's (``accel_sim.output_folder``); any other folder is refused before the benchmarks run."""
+    check_output_folder(out, BENCH_REPORT)
     data = {"speed": bench_speed(repeats), "area": bench_area(), "patterns": bench_patterns(),
             "decoders": bench_decoders(), "repeats": repeats}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        tmp = Path(tmp)
+    with OutputFolder(out, BENCH_REPORT) as folder:
+        tmp = folder.staging
         (tmp / "bench.json").write_text(json.dumps(data, indent=2))
         _plot_area(data["area"], tmp / "area_breakdown.png")
         _plot_patterns(data["patterns"], tmp / "patterns.png")
@@ -243,12 +244,7 @@ def write_report(out: Path, repeats: int = 3) -> dict:
             "",
         ]
         (tmp / "summary.md").write_text("\n".join(summary))
-        if out.exists():
-            for old in out.iterdir():
-                old.unlink()
-            out.rmdir()
-        tmp.rename(out)
-        tmp.mkdir()  # TemporaryDirectory cleans up the (now empty) name
+        folder.commit()
     return data
 
 
@@ -257,7 +253,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="reports/accel_sim")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    data = write_report(Path(args.out), args.repeats)
+    try:
+        data = write_report(Path(args.out), args.repeats)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for row in data["speed"]:
         print(f"{row['wall_s_median']:8.3f} s wall {row['cpu_s_median']:8.3f} s cpu  "
               f"{row['cycles_per_wall_second']:.3g} cycles/s  {row['case']}")

@@ -1,6 +1,7 @@
 """Output folders that never cost a user a file: new, or marked as ours by an earlier run.
 
-A folder the tool writes (``nmsim report --out``, ``nmsim sweep --out``) must either not exist,
+A folder the tool writes (``nmsim report --out``, ``nmsim sweep --out``,
+``python -m accel_sim.bench --out``) must either not exist,
 be an empty directory, or hold the marker file :data:`MARKER` left by an earlier run of the same
 kind; anything else (a user's folder, a file, the database's own folder) is refused with a
 ``ValueError``. The marker lists the files that run wrote, so a re-run replaces exactly those and
@@ -23,6 +24,7 @@ from typing import Self
 MARKER = ".nmsim-output.json"
 # Kinds of output folder (a folder is only ever reused by a run of its own kind).
 SWEEP_REPORT = "sweep-report"
+BENCH_REPORT = "simulator-bench"  # python -m accel_sim.bench --out
 _STAGING_PREFIX = ".nmsim-staging-"
 
 
