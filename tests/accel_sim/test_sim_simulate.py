@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from accel_sim.config import HardwareConfig, load_hardware
@@ -338,22 +338,54 @@ def test_salient_lanes_must_keep_up_with_the_side_car_density():
     assert bytes_["salient"] / bytes_["values"] == pytest.approx((3 / 16) / (2 * 8 / 16))
 
 
-@settings(max_examples=15, deadline=None)
-@given(pattern=st.sampled_from(["2:4", "4:8", "8:16"]), r=st.integers(2, 16),
-       c=st.integers(2, 16), m=st.integers(1, 40), n=st.integers(1, 40),
-       blocks=st.integers(1, 30))
-def test_sparse_output_stationary_streams_the_compressed_k(pattern, r, c, m, n, blocks):
+def _sparse_os_case(pattern, r, c, m, n, blocks):
+    """A sparse OS GEMM's closed form when the decode round trip hides behind a fold, with the
+    fold length F and that round trip L (load -> decode -> select of the next-but-one fold)."""
     p = Pattern.parse(pattern)
-    k = blocks * p.m
-    result = simulate_gemm(systolic(r, c, "os", pattern), GEMM("g", m, n, k, 1, "w"))
     kept = blocks * p.n  # T = k' streamed through each fold
     folds = math.ceil(m / r) * math.ceil(n / c)
     decode_latency = max(1, (p.m - 1).bit_length()) + 1
     select_latency = math.ceil(math.log2(p.m - p.n + 1))
     first_chunk_blocks = min(blocks, 64 // p.m)  # tile_k = 64 dense inputs per step
     first_decode = math.ceil(min(n, c) * first_chunk_blocks / 64)
-    expected = (r + c + kept - 2) * folds - 1 + decode_latency + select_latency + first_decode
+    fold, round_trip = r + c + kept - 2, decode_latency + select_latency + first_decode
+    return (fold * folds - 1 + round_trip), fold, round_trip, folds
+
+
+_OS_CASES = dict(pattern=st.sampled_from(["2:4", "4:8", "8:16"]), r=st.integers(2, 16),
+                 c=st.integers(2, 16), m=st.integers(1, 40), n=st.integers(1, 40),
+                 blocks=st.integers(1, 30))
+
+
+@settings(max_examples=15, deadline=None)
+@given(**_OS_CASES)
+def test_sparse_output_stationary_streams_the_compressed_k(pattern, r, c, m, n, blocks):
+    expected, fold, round_trip, _ = _sparse_os_case(pattern, r, c, m, n, blocks)
+    assume(fold >= round_trip)
+    k = blocks * Pattern.parse(pattern).m
+    result = simulate_gemm(systolic(r, c, "os", pattern), GEMM("g", m, n, k, 1, "w"))
     assert result.cycles_per_run == pytest.approx(expected, abs=1e-3)
+
+
+@settings(max_examples=15, deadline=None)
+@given(pattern=st.sampled_from(["2:4", "4:8"]), r=st.integers(2, 3), c=st.integers(2, 3),
+       m=st.integers(1, 8), n=st.integers(7, 24), blocks=st.just(1))  # folds shorter than L
+def test_short_sparse_folds_wait_for_the_decoder_unless_buffers_are_deeper(pattern, r, c, m, n,
+                                                                            blocks):
+    """A fold shorter than the decode round trip: with two input slots the third fold's operands
+    are loaded only when the first fold frees its slot, so it waits for the decoder (counted as
+    decode stall); with a slot per fold every fold is decoded ahead and the closed form holds."""
+    expected, fold, round_trip, folds = _sparse_os_case(pattern, r, c, m, n, blocks)
+    assume(fold < round_trip and folds >= 3)
+    k = blocks * Pattern.parse(pattern).m
+    gemm = GEMM("g", m, n, k, 1, "w")
+    two_slots = simulate_gemm(systolic(r, c, "os", pattern), gemm)
+    deep = simulate_gemm(systolic(r, c, "os", pattern, buffer_stages=folds), gemm)
+    assert_stalls_add_up(two_slots)
+    assert deep.cycles_per_run == pytest.approx(expected, abs=1e-3)
+    assert two_slots.cycles_per_run > expected
+    assert two_slots.cycles_per_run - deep.cycles_per_run == pytest.approx(
+        two_slots.stall_per_run["decode"] - deep.stall_per_run["decode"], abs=1e-3)
 
 
 @settings(max_examples=20, deadline=None)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from compression.corrections import (
@@ -142,9 +142,14 @@ def test_equalization_leaves_the_dense_model_unchanged(tiny_model):
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.booleans())
+@example(869, False)  # the draw that exceeded 1e-5
+@example(869, True)
 def test_least_squares_gain_matches_numpy_lstsq_per_channel(seed, match_mean):
     """a_i (and b_i with the mean) minimise sum_t (y_i - a_i y'_i - b_i)^2: numpy's lstsq on
-    the calibration tokens themselves gives the same, and the output error never grows."""
+    the calibration tokens themselves gives the same, and the output error never grows.
+    FP32_MOMENTS_RTOL: the gain is a ratio of second moments summed in fp32 over 150 tokens
+    (rounding up to ~150 x 6e-8 = 1e-5 per sum; hypothesis found 1.08e-5), so 1e-4; a wrong
+    gain (variance matching, a missing mean term) is off by far more."""
     rng = np.random.default_rng(seed)
     x = batches(seed, 12, [150])[0]
     w = rng.standard_normal((5, 12))
@@ -162,9 +167,9 @@ def test_least_squares_gain_matches_numpy_lstsq_per_channel(seed, match_mean):
         solution = np.linalg.lstsq(design, y_dense[:, row], rcond=None)[0]
         kept = pruned[row] != 0
         np.testing.assert_allclose(corrected.numpy()[row][kept] / pruned[row][kept],
-                                   solution[0], rtol=1e-5)  # X^T X summed in fp32
+                                   solution[0], rtol=1e-4)  # FP32_MOMENTS_RTOL
         if match_mean:
-            assert float(bias[row]) == pytest.approx(solution[1], rel=1e-5, abs=1e-7)
+            assert float(bias[row]) == pytest.approx(solution[1], rel=1e-4, abs=1e-7)
         fitted = x64 @ corrected.numpy()[row] + (float(bias[row]) if match_mean else 0.0)
         before = np.sum((y_dense[:, row] - y_pruned[:, row]) ** 2)
         assert np.sum((y_dense[:, row] - fitted) ** 2) <= before * (1 + 1e-6)
