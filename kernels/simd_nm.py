@@ -789,7 +789,8 @@ def _merge_accumulators(builder, nexts, zero, entry, main_exit):
 # covered by the widest passes first (32 columns, then 16, 8). No 64-column pass: its eight
 # accumulators left one FMA chain per tile, eight products long per group (the FMA latency
 # bound); two 32-column passes keep two chains per tile (11008x4096 float32, batch 64, 2
-# threads: 49-52 ms against 56-66 ms, same rounds as numpy; reports/kernels/cpu.md).
+# threads: 49-52 ms against 56-66 ms in back-to-back runs, 47-66 ms over four later runs, numpy
+# 47-57 ms in the same rounds; reports/kernels/cpu.md).
 GEMM_TILES = (4, 2, 1)
 
 
