@@ -507,6 +507,22 @@ class _RowIR:
                                      ir.VectorType(I32, LANES))
         return self.index_positions(key)
 
+    def lane_position(self, key, lane: int):
+        """Window position (i64) of a group's kept value ``lane`` in scalar registers: a byte
+        of the rank table row or of the decoded positions, or the lane's index field. The
+        GEMM addresses an ``x`` row with it; taking it out of a position vector
+        (``vpextrd``) cost two vector-port operations per kept value."""
+        b = self.builder
+        if self.source == RANK:  # drop the select bit carried as the sign (windows <= 32)
+            entry = b.gep(self.table, [b.add(b.mul(key, ir.Constant(I64, LANES)),
+                                             ir.Constant(I64, lane))])
+            return b.and_(b.zext(b.load(entry), I64), ir.Constant(I64, 31))
+        if self.source == POSITIONS:
+            return b.and_(b.lshr(key, ir.Constant(I64, 8 * lane)), ir.Constant(I64, 255))
+        field = b.and_(b.lshr(key, ir.Constant(I64, lane * self.bits)),
+                       ir.Constant(I64, (1 << self.bits) - 1))
+        return b.add(field, ir.Constant(I64, self.geometry.lane_offset(lane)))
+
     def window_start(self, g):
         """Index of the first input of group g's window."""
         b, geometry = self.builder, self.geometry
@@ -770,8 +786,12 @@ def _merge_accumulators(builder, nexts, zero, entry, main_exit):
 
 
 # Batch columns per GEMM pass, in units of eight (one <8 x float> accumulator each); a batch is
-# covered by the widest passes first (64 columns, then 32, 16, 8).
-GEMM_TILES = (8, 4, 2, 1)
+# covered by the widest passes first (32 columns, then 16, 8). No 64-column pass: its eight
+# accumulators left one FMA chain per tile, eight products long per group (the FMA latency
+# bound); two 32-column passes keep two chains per tile (11008x4096 float32, batch 64, 2
+# threads: 49-52 ms against 56-66 ms in back-to-back runs, 47-66 ms over four later runs, numpy
+# 47-57 ms in the same rounds; reports/kernels/cpu.md).
+GEMM_TILES = (4, 2, 1)
 
 
 @cache
@@ -782,8 +802,8 @@ def group_gemm_tile(n: int, m: int, bits: int, source: int, kind: int, tiles: in
     into
     ``acc[cols]`` for the ``8 * tiles`` batch columns ``cols`` from ``col0``, for one row
     (``x`` is C-contiguous ``[in, batch]``). Each group's positions are decoded once (as in the
-    GEMV) and each kept value then multiplies a contiguous slice of an ``x`` row: one broadcast
-    and ``tiles`` FMAs. ``table`` is :func:`group_position_table` for rank metadata.
+    GEMV, each kept value's in scalar registers: :meth:`_RowIR.lane_position`) and each kept
+    value then multiplies a contiguous slice of an ``x`` row: one broadcast and ``tiles`` FMAs. ``table`` is :func:`group_position_table` for rank metadata.
     """
     geometry = group_geometry(F.Pattern(n, m))
     key_bits = _key_bits(geometry, bits, source)
@@ -833,20 +853,16 @@ def _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
     g.add_incoming(g_first, entry)
     ahead = builder.add(g, const(PREFETCH_BYTES // (LANES * (4 if kind == K.F32 else 2))))
     row.prefetch(builder.gep(values, [builder.mul(ahead, const(LANES))]))
-    positions = row.positions(row.key_at(g))
-    if source == RANK:  # drop the select bit carried as the sign (windows are <= 32 inputs)
-        positions = builder.and_(positions, _const_vec([31] * LANES))
-    start = row.window_start(g)
+    key = row.key_at(g)
+    x_window = builder.gep(x, [builder.add(builder.mul(row.window_start(g), batch), col0)])
     weights = row.weights_at(builder.mul(g, const(LANES)), LANES)
     new = [list(tile_accs) for tile_accs in accs]
     for lane in range(LANES):
-        c = builder.add(start, builder.sext(builder.extract_element(
-            positions, ir.Constant(I32, lane)), I64))
-        base = builder.add(builder.mul(c, batch), col0)
+        base = builder.mul(row.lane_position(key, lane), batch)
         w = builder.shuffle_vector(weights, weights, _const_vec([lane] * LANES))
         chain = new[lane % sets]
         for t in range(tiles):
-            x_cols = row.vec_load(x, builder.add(base, const(t * LANES)), v8f)
+            x_cols = row.vec_load(x_window, builder.add(base, const(t * LANES)), v8f)
             chain[t] = builder.call(fma, [w, x_cols, chain[t]])
     g_next = builder.add(g, const(1))
     loop_exit = builder.basic_block
@@ -940,8 +956,7 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
     """
     geometry = group_geometry(F.Pattern(n, m))
     source = decoder  # the decoder code is the group kernels' position source
-    tile8, tile4, tile2, tile1 = (group_gemm_tile(n, m, bits, source, kind, t)
-                                  for t in GEMM_TILES)
+    tile4, tile2, tile1 = (group_gemm_tile(n, m, bits, source, kind, t) for t in GEMM_TILES)
     field_mask = np.uint64((1 << bits) - 1)
     per_group = geometry.blocks_per_group
     groups_per_block = geometry.groups_per_block
@@ -979,10 +994,7 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
                         vrow, row_acc = values[r], acc[r - r0]
                         meta_row = decoded[r - r0] if split else metadata[r]
                         c0 = 0
-                        while c0 + 64 <= vector_cols:
-                            tile8(vrow, meta_row, x, table, g0, g1, c0, row_acc)
-                            c0 += 64
-                        if c0 + 32 <= vector_cols:
+                        while c0 + 32 <= vector_cols:
                             tile4(vrow, meta_row, x, table, g0, g1, c0, row_acc)
                             c0 += 32
                         if c0 + 16 <= vector_cols:

@@ -50,9 +50,10 @@ def achieved_gb_s(nbytes: int, ms: float) -> float:
     return nbytes / (ms * 1e-3) / 1e9
 
 
-def io_bytes(shape, batch: int, value_bytes: int = 2) -> int:
-    """Activation (fp16) and output (fp32) bytes of one ``[out, in] @ [in, batch]``."""
-    return (value_bytes * shape[1] + 4 * shape[0]) * batch
+def io_bytes(shape, batch: int, value_bytes: int = 2, out_bytes: int = 4) -> int:
+    """Activation (fp16) and output (fp32 for the Triton kernel; fp16 from cuBLAS's fp16 matmul)
+    bytes of one ``[out, in] @ [in, batch]``."""
+    return (value_bytes * shape[1] + out_bytes * shape[0]) * batch
 
 
 def main() -> int:
@@ -123,9 +124,10 @@ def main() -> int:
                         dense_ms = do_bench(lambda: torch.matmul(w_dense, x))  # noqa: B023
                         best = min(((do_bench(lambda: plan(x, out, blocks)), blocks)  # noqa: B023
                                     for blocks in BLOCK_CONFIGS), key=lambda t: t[0])
-                        moved = io_bytes(shape, batch)
-                        triton_gb_s = achieved_gb_s(weight.nbytes + moved, best[0])
-                        cublas_gb_s = achieved_gb_s(w_dense.numel() * 2 + moved, dense_ms)
+                        triton_gb_s = achieved_gb_s(weight.nbytes + io_bytes(shape, batch),
+                                                    best[0])
+                        cublas_gb_s = achieved_gb_s(
+                            w_dense.numel() * 2 + io_bytes(shape, batch, out_bytes=2), dense_ms)
                         record = {"shape": list(shape), "pattern": pattern,
                                   "encoding": encoding, "batch": batch, "cublas_ms": dense_ms,
                                   "triton_ms": best[0], "blocks": list(best[1]),

@@ -31,6 +31,7 @@ def test_copy_bandwidth_counts_read_and_write_bytes():
     assert gb_s == pytest.approx(2 * 10**6 / 2e-3 / 1e9)
     assert torch.equal(copies[0], torch.ones(10**6, dtype=torch.uint8))
     assert gpu_check.io_bytes((4, 8), 3) == (2 * 8 + 4 * 4) * 3
+    assert gpu_check.io_bytes((4, 8), 3, out_bytes=2) == (2 * 8 + 2 * 4) * 3  # cuBLAS fp16 out
 
 
 def test_report_shows_fraction_of_copy_bandwidth(tmp_path):
