@@ -45,7 +45,7 @@ from workloads.models import LINEAR_GROUPS
 # Which linears variance correction rescales: all, or only the two that write into the residual
 # stream (whose outputs every later layer reads; the others feed attention scores or the MLP gate).
 VC_SCOPES = {"all": None, "output-projections": ("self_attn.o_proj", "mlp.down_proj")}
-PROPAGATE = ("pruned", "dense")
+PROPAGATE = ("pruned", "dense", "sequential")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,9 @@ class PruneConfig:
     # Which outputs feed the next layer's calibration: "pruned" (SparseGPT's protocol: the pruned
     # layer is run again, two forwards per layer) or "dense" (the outputs of the observing
     # forward itself, one forward per layer: every layer is calibrated on the dense model's
-    # activations; llm-compressor's propagate_error=False).
+    # activations; llm-compressor's propagate_error=False) or "sequential" (pruned outputs inside
+    # the layer too: each group of linears observed on the outputs of the already pruned groups
+    # before it, every linear computed once: one forward per layer, GPTQ's true-sequential).
     propagate: str = "pruned"
 
     def __post_init__(self) -> None:
@@ -331,32 +333,19 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
         stored_dtype = next(layer.parameters()).dtype
         stored = _lift(layer)
         masks = {}
-        dense_outputs = [] if cfg.propagate == "dense" else None
-        stats = (_observe(layer, batches, kwargs, cfg.needs_gram, dense_outputs)
-                 if cfg.needs_calibration else {})
-        for norm_name, names in LINEAR_GROUPS:
-            group_stats = stats.get(names[0])
-            linears = [layer.get_submodule(n) for n in names]
-            if cfg.equalize_alpha is not None and norm_name is not None:
-                scales = equalization_scales([lin.weight for lin in linears], group_stats,
-                                             cfg.equalize_alpha)
-                equalize(layer.get_submodule(norm_name), linears, scales)
-                group_stats.rescale(scales)
-            factor = (hessian_factor(group_stats.gram, cfg.sparsegpt_damp)
-                      if cfg.method == "sparsegpt" else None)
-            for name, linear in zip(names, linears):
-                full_name = f"model.layers.{index}.{name}"
-                new, bias, mask, record = prune_weight(
-                    linear.weight, group_stats, cfg, factor,
-                    None if fixed_masks is None else fixed_masks[full_name], cfg.corrects(name))
-                linear.weight.copy_(new)
-                if bias is not None:
-                    linear.bias = torch.nn.Parameter(bias, requires_grad=False)
-                masks[full_name] = mask
-                outcome.records.append({"layer": index, "module": full_name, **record})
-        if cfg.needs_calibration:
-            batches = (dense_outputs if dense_outputs is not None
-                       else _run_layer(layer, batches, kwargs))
+        prune_group = _GroupPruner(layer, index, cfg, fixed_masks, masks, outcome.records)
+        if cfg.propagate == "sequential" and cfg.needs_calibration:
+            batches = _prune_layer_sequentially(layer, batches, kwargs, cfg, prune_group,
+                                                check=index == 0)
+        else:
+            dense_outputs = [] if cfg.propagate == "dense" else None
+            stats = (_observe(layer, batches, kwargs, cfg.needs_gram, dense_outputs)
+                     if cfg.needs_calibration else {})
+            for norm_name, names in LINEAR_GROUPS:
+                prune_group(norm_name, names, stats.get(names[0]))
+            if cfg.needs_calibration:
+                batches = (dense_outputs if dense_outputs is not None
+                           else _run_layer(layer, batches, kwargs))
         if sink is None:
             outcome.masks.update(masks)
         else:
@@ -364,6 +353,131 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
         _lower(stored, write_back=not release)
         layer.to(stored_dtype)  # parameters added on the way (mean matching's biases)
     return outcome
+
+
+@dataclass
+class _GroupPruner:
+    """Prunes the linears of one group (those fed by the same input) of a decoder layer in
+    place, after equalizing them with their norm (if asked); masks and records are collected."""
+
+    layer: torch.nn.Module
+    index: int
+    cfg: PruneConfig
+    fixed_masks: dict[str, LayerMask] | None
+    masks: dict[str, LayerMask]
+    records: list[dict]
+
+    def __call__(self, norm_name: str | None, names: tuple[str, ...],
+                 group_stats: InputStats | None) -> None:
+        cfg, layer = self.cfg, self.layer
+        linears = [layer.get_submodule(n) for n in names]
+        if cfg.equalize_alpha is not None and norm_name is not None:
+            scales = equalization_scales([lin.weight for lin in linears], group_stats,
+                                         cfg.equalize_alpha)
+            equalize(layer.get_submodule(norm_name), linears, scales)
+            group_stats.rescale(scales)
+        factor = (hessian_factor(group_stats.gram, cfg.sparsegpt_damp)
+                  if cfg.method == "sparsegpt" else None)
+        for name, linear in zip(names, linears):
+            full_name = f"model.layers.{self.index}.{name}"
+            new, bias, mask, record = prune_weight(
+                linear.weight, group_stats, cfg, factor,
+                None if self.fixed_masks is None else self.fixed_masks[full_name],
+                cfg.corrects(name))
+            linear.weight.copy_(new)
+            if bias is not None:
+                linear.bias = torch.nn.Parameter(bias, requires_grad=False)
+            self.masks[full_name] = mask
+            self.records.append({"layer": self.index, "module": full_name, **record})
+
+
+def _input_of(module: torch.nn.Module, call: Callable[[], object]) -> torch.Tensor:
+    """What ``module`` receives when ``call()`` runs (the call stops there)."""
+    seen = []
+
+    def hook(mod, args):
+        seen.append(args[0])
+        raise _StopForward
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        call()
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def _sublayer_inputs(layer, names: tuple[str, ...], batches: list, kwargs: dict,
+                     after_attention: list | None = None) -> list:
+    """Each batch's input to the linear ``names[0]``, computed with the layer's current weights:
+    from the layer's own forward for the attention's linears, from its MLP (on the attention
+    block's outputs ``after_attention``) for the MLP's."""
+    module = layer.get_submodule(names[0])
+    if names[0].startswith("self_attn."):
+        return [_input_of(module, lambda x=x: layer(x, **kwargs)) for x in batches]
+    norm = layer.post_attention_layernorm
+    return [_input_of(module, lambda h=h: layer.mlp(norm(h))) for h in after_attention]
+
+
+def _stats_of(inputs: list, features: int, gram_needed: bool) -> InputStats:
+    stats = InputStats(features, gram_needed)
+    for x in inputs:
+        stats.add(x)
+    return stats
+
+
+def _prune_layer_sequentially(layer, batches: list, kwargs: dict, cfg: PruneConfig,
+                              prune_group: _GroupPruner, check: bool = False) -> list:
+    """Prune one LLaMa decoder layer group by group in one forward; returns its outputs (in
+    the list ``batches``, whose inputs they replace).
+
+    Each group of linears is observed on inputs computed with the groups before it already
+    pruned (q/k/v on the input norm, o_proj on the attention of the pruned q/k/v, gate/up on
+    the norm of the pruned attention block's output, down_proj on the pruned gate/up), pruned,
+    and then computed once: every linear runs once per calibration batch (GPTQ's "true
+    sequential" order). The residual sums are done here: ``check`` first verifies, on the first
+    batch, that the layer computes h = x + o_proj(attn), out = h + down_proj(mlp inner).
+    """
+    if check:
+        _check_llama_residuals(layer, batches[0], kwargs)
+    (qkv_norm, qkv), (_, o_names), (mlp_norm, gate_up), (_, down_names) = LINEAR_GROUPS
+    gram = cfg.needs_gram
+    norm_in = [layer.get_submodule(qkv_norm)(x) for x in batches]
+    prune_group(qkv_norm, qkv, _stats_of(norm_in, norm_in[0].shape[-1], gram))
+    del norm_in
+    attention = _sublayer_inputs(layer, o_names, batches, kwargs)
+    o_proj = layer.get_submodule(o_names[0])
+    prune_group(None, o_names, _stats_of(attention, o_proj.in_features, gram))
+    hidden = batches  # replaced batch by batch: the layer's inputs are not needed any more
+    for i, a in enumerate(attention):
+        hidden[i] = hidden[i] + o_proj(a)
+    del attention
+    norm = layer.get_submodule(mlp_norm)
+    prune_group(mlp_norm, gate_up, _stats_of((norm(h) for h in hidden), norm.weight.numel(),
+                                             gram))
+    inner = _sublayer_inputs(layer, down_names, batches, kwargs, hidden)
+    down = layer.get_submodule(down_names[0])
+    prune_group(None, down_names, _stats_of(inner, down.in_features, gram))
+    for i, z in enumerate(inner):
+        hidden[i] = hidden[i] + down(z)
+        inner[i] = None  # the MLP's inner activations are the largest: free them as we go
+    return hidden
+
+
+def _check_llama_residuals(layer, x: torch.Tensor, kwargs: dict) -> None:
+    """Refuse a decoder layer whose forward is not LLaMa's two residual blocks."""
+    (_, o_names), (_, down_names) = LINEAR_GROUPS[1], LINEAR_GROUPS[3]
+    hidden = x + layer.get_submodule(o_names[0])(_sublayer_inputs(layer, o_names, [x],
+                                                                   kwargs)[0])
+    inner = _sublayer_inputs(layer, down_names, [x], kwargs, [hidden])[0]
+    staged = hidden + layer.get_submodule(down_names[0])(inner)
+    out = layer(x, **kwargs)
+    out = out[0] if isinstance(out, tuple) else out
+    if not torch.allclose(staged, out, rtol=1e-4, atol=1e-4 * float(out.abs().max())):
+        raise ValueError("propagate 'sequential' needs a LLaMa decoder layer (x + o_proj(attention)"
+                         ", then h + down_proj(MLP)); this model's layers compute otherwise: use "
+                         "--propagate pruned")
 
 
 def _observe(layer, batches: list, kwargs: dict, gram_needed: bool = True,

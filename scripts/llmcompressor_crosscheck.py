@@ -71,7 +71,9 @@ def worker(args) -> None:
     linears = {name + ".weight": module.weight.detach().to(torch.float32).contiguous()
                for name, module in model.named_modules()
                if isinstance(module, torch.nn.Linear) and ".layers." in name}
-    save_file(linears, args.out, metadata={"seconds": f"{seconds:.3f}"})
+    partial = f"{args.out}.partial"
+    save_file(linears, partial, metadata={"seconds": f"{seconds:.3f}"})
+    os.replace(partial, args.out)
 
 
 # ------------------------------------------------------------------------- nmsim side (project)
@@ -136,10 +138,23 @@ def keep_first_layers(model, layers: int | None) -> None:
         model.config.num_hidden_layers = layers
 
 
+def llmc_output(method: str, folder: Path, calib_file: Path, work: Path) -> Path:
+    """Where a worker's pruned linears go, keyed by what determines them (llm-compressor's
+    version, the method, the model folder's weights file and the calibration windows' file,
+    both named by content or layer count), so that a finished prune is not run again."""
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    key = hashlib.sha256(f"{LLMC_REQUIREMENT} {method} {folder.name} {stat.st_size} "
+                         f"{calib_file.name}".encode()).hexdigest()[:16]
+    return work / f"llmc-{method}-{key}.safetensors"
+
+
 def start_llmc(python: str, method: str, folder: Path, calib_file: Path, work: Path) -> dict:
-    """Start llm-compressor's prune in its venv (a background process)."""
-    out = work / f"llmc-{method}.safetensors"
-    out.unlink(missing_ok=True)
+    """Start llm-compressor's prune in its venv (a background process), unless its output for
+    these inputs is already there."""
+    out = llmc_output(method, folder, calib_file, work)
+    if out.is_file():
+        return {"process": None, "log": None, "out": out, "method": method}
     log = open(work / f"llmc-{method}.log", "w")  # noqa: SIM115 - closed in finish_llmc
     cmd = ["nice", "-n", "15", python, __file__, "--worker", method, "--model-dir", str(folder),
            "--calib", str(calib_file), "--worker-out", str(out)]
@@ -151,8 +166,9 @@ def finish_llmc(job: dict) -> dict:
     """Wait for a :func:`start_llmc` job; its pruned linears (fp32) and wall seconds."""
     from safetensors import safe_open
 
-    code = job["process"].wait()
-    job["log"].close()
+    code = job["process"].wait() if job["process"] is not None else 0
+    if job["log"] is not None:
+        job["log"].close()
     if code:
         sys.stderr.write(Path(job["log"].name).read_text()[-4000:])
         raise RuntimeError(f"llm-compressor {job['method']} failed (exit {code})")
@@ -317,6 +333,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seqlen", type=int, default=512)
     parser.add_argument("--eval-windows", type=int, default=32,
                         help="first W windows of the WikiText-2 test split")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="which modifiers to compare (default: both)")
     parser.add_argument("--layers", type=int,
                         help="only the first K decoder layers (a cheaper check; default: all)")
     parser.add_argument("--llmc-python", help="python of a venv with llmcompressor 0.14 "
@@ -359,11 +377,11 @@ def crosscheck(args) -> int:
     windows, split_windows = data.evaluation_and_split(loaded.tokenizer)
     calib_file = work / f"calib-{hashlib.sha256(calib.tobytes()).hexdigest()[:16]}.npy"
     np.save(calib_file, calib)
-    jobs = {m: start_llmc(python, m, folder, calib_file, work) for m in METHODS}
+    jobs = {m: start_llmc(python, m, folder, calib_file, work) for m in args.methods}
     dense = perplexity(loaded.model, windows, progress=False)
     dense_linears = decoder_linears(loaded.model)
     rows, measured = [], {}
-    for method in METHODS:
+    for method in args.methods:
         ours = run_nmsim(loaded.model, dense_linears, method, calib, windows)
         theirs = finish_llmc(jobs[method])
         theirs["ppl"] = llmc_perplexity(loaded.model, theirs["weights"], windows)
@@ -383,7 +401,13 @@ def crosscheck(args) -> int:
              f"SmolLM2 cut to its first {layers} of {total_layers} decoder layers (final norm "
              "and lm_head kept; both tools prune and evaluate this same truncated model, so its "
              "perplexities compare the tools, not SmolLM2)")
-    setup = {"scope": scope, "linears": len(rows) // len(METHODS), "samples": args.samples, "seqlen": args.seqlen, "eval_windows": len(windows),
+    names = {"sparsegpt": "SparseGPT", "wanda": "Wanda"}
+    skipped = [names[m] for m in METHODS if m not in args.methods]
+    setup = {"methods_title": " and ".join(names[m] for m in args.methods),
+             "methods_note": (f"\n- Not in this run: {', '.join(skipped)} (`--methods`)."
+                              if skipped else ""),
+             "dense_zeros": sum(int((w == 0).sum()) for w in dense_linears.values()),
+             "scope": scope, "linears": len(rows) // len(args.methods), "samples": args.samples, "seqlen": args.seqlen, "eval_windows": len(windows),
              "split_windows": split_windows, "dense_ppl": f"{dense['perplexity']:.3f}",
              "llmc_version": version[0], "llmc_transformers": version[1],
              "llmc_torch": version[2], "machine": f"{platform.machine()}, {os.cpu_count()} "
@@ -398,8 +422,9 @@ def crosscheck(args) -> int:
 
 def argv_text(args) -> list[str]:
     layers = [f"--layers {args.layers}"] if args.layers else []
+    methods = [] if list(args.methods) == list(METHODS) else ["--methods", *args.methods]
     return [f"--samples {args.samples}", f"--seqlen {args.seqlen}",
-            f"--eval-windows {args.eval_windows}", *layers]
+            f"--eval-windows {args.eval_windows}", *layers, *methods]
 
 
 if __name__ == "__main__":

@@ -34,9 +34,11 @@ def register(sub) -> None:
     p.add_argument("--salient-dtype", default="float32",
                    help="stored dtype of a structured side-car's values (float32, float16)")
     p.add_argument("--equalize", type=float, metavar="A", help="SmoothQuant-like alpha in [0, 1]")
-    p.add_argument("--propagate", choices=("pruned", "dense"), default="pruned",
+    p.add_argument("--propagate", choices=("pruned", "dense", "sequential"), default="pruned",
                    help="next layer calibrated on the pruned layer's outputs (pruned: two "
-                        "forwards per layer) or on the dense model's (dense: one forward)")
+                        "forwards per layer), on the dense model's (dense: one forward), or "
+                        "every group of linears on the outputs of the pruned groups before it, "
+                        "inside the layer too (sequential: one forward, LLaMa layers)")
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--finetune-data", metavar="FILE",
                    help="fine-tune text (default: the calibration windows); refused when it "

@@ -115,12 +115,15 @@ def test_export_bad_input_is_one_line_and_writes_nothing(tiny_folder, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "ok", "plain", "unstructured"]
 
 
-@pytest.mark.parametrize("case", ["other shape", "other pattern", "not a checkpoint"])
+@pytest.mark.parametrize("case", ["other model", "other shape", "other pattern",
+                                  "not a checkpoint"])
 def test_masks_from_a_mismatched_checkpoint_is_refused(tiny_folder, text_files, tmp_path, capsys,
                                                        case):
     pruned_in_memory(tiny_folder, RECIPES["2:4 wanda"], tmp_path / "masks")
     model, pattern, source = str(tiny_folder), "2:4", tmp_path / "masks"
-    if case == "other shape":  # same name, another shape
+    if case == "other model":  # same shapes, another model
+        model = str(save_random_llama(tmp_path / "other" / "another-llama", seed=1))
+    elif case == "other shape":  # same name, another shape
         model = str(save_random_llama(tmp_path / "other" / tiny_folder.name, hidden=32))
     elif case == "other pattern":
         pattern = "4:8"
@@ -131,6 +134,6 @@ def test_masks_from_a_mismatched_checkpoint_is_refused(tiny_folder, text_files, 
                             "magnitude", "--no-eval", "--masks-from", str(source), "--out",
                             str(tmp_path / "run")], capsys)
     assert message.startswith("nmsim prune: error:")
-    assert {"other shape": "the model's weight", "other pattern": "the recipe asks",
+    assert {"other model": "not another-llama", "other shape": "the model's weight", "other pattern": "the recipe asks",
             "not a checkpoint": "neither an nmsim export"}[case] in message
     assert sorted(p.name for p in tmp_path.iterdir()) == before

