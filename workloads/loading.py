@@ -133,8 +133,6 @@ def load_model(name_or_path: str | Path) -> LoadedModel:
     A folder keeps its stored dtype (fp16 for LLaMa-2); GGUF weights are dequantized to fp32.
     Missing paths and corrupt files raise a one-line ValueError.
     """
-    import torch
-
     if str(name_or_path) == SMOLLM2_NAME:
         gguf = fetch_smollm2()
         model, tok = _load_gguf(gguf)
