@@ -125,6 +125,10 @@ def runs() -> list[Run]:
         *_leave_one_out("8:16", finetune=True),
         Run(full.replace("8:16", "2:4"), "leave-one-out", recipe("2:4"), True, "2:4 full, no FT"),
         *_leave_one_out("2:4", finetune=False),
+        Run("8:16 Wanda, sequential propagation", "propagation",
+            PruneConfig(Target.parse("8:16"), "wanda", propagate="sequential")),
+        Run("8:16 SparseGPT, sequential propagation", "propagation",
+            plain("8:16", propagate="sequential")),
     ]
 
 

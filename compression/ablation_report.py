@@ -177,6 +177,17 @@ def iso_section(table: Table) -> list[str]:
     return lines + [compare(table, base, other, what) for base, other, what in rows]
 
 
+def propagation_section(table: Table) -> list[str]:
+    rows = [("8:16 Wanda", "8:16 Wanda, sequential propagation", "Wanda"),
+            ("8:16 SparseGPT", "8:16 SparseGPT, sequential propagation", "SparseGPT")]
+    lines = ["## Sequential propagation (`--propagate sequential`) against the default", "",
+             ("The default (`pruned`) observes a whole decoder layer dense, prunes it, and runs "
+              "it again for the next layer's inputs; `sequential` prunes q/k/v, o_proj, gate/up "
+              "and down in turn inside one forward, so o_proj, gate/up and down are observed on "
+              "the outputs of already-pruned groups (half the calibration matmuls)."), ""]
+    return lines + [compare(table, base, other, what) for base, other, what in rows]
+
+
 def vc_section(table: Table) -> list[str]:
     variants = [("8:16 full, no VC", FULL, "variance matched (the recipe's), against none"),
                 (FULL, "8:16 full, no FT, VC mean+var", "mean and variance matched"),
@@ -300,7 +311,7 @@ def write_report(out_dir: Path, protocol: Protocol | None = None) -> Path:
              "compression.ablation run`)."), "", *protocol_text(table, windows),
              "## Rows", "", markdown_table(table), "", "![ablation](ablation.png)", "",
              *leave_one_out_section(table), "", *finetune_section(table), "",
-             *iso_section(table), "", *vc_section(table), "",
+             *iso_section(table), "", *vc_section(table), "", *propagation_section(table), "",
              "## Rows not run", "",
              *([f"- {label}" for label in missing] or ["- none"]), ""]
     path = out_dir / "ablation.md"
