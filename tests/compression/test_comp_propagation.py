@@ -5,6 +5,7 @@ activations. Its masks must equal those computed from a single forward of the un
 import numpy as np
 import pytest
 import torch
+from nm_reference import brute_force_nm
 
 from compression.criteria import Target
 from compression.pipeline import PruneConfig, prune_model
@@ -25,15 +26,6 @@ def dense_inputs(model, calib):
     for handle in handles:
         handle.remove()
     return seen
-
-
-def brute_force_nm(scores, n, m):
-    keep = np.zeros(scores.shape, dtype=bool)
-    for row in range(scores.shape[0]):
-        for start in range(0, scores.shape[1], m):
-            block = scores[row, start : start + m]
-            keep[row, start + np.argsort(-block, kind="stable")[:n]] = True
-    return keep
 
 
 @pytest.mark.parametrize("pattern", ["2:4", "8:16"])

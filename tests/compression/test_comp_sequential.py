@@ -6,20 +6,12 @@ float64 Gram), and it must refuse a layer whose forward is not LLaMa's two resid
 import numpy as np
 import pytest
 import torch
+from nm_reference import brute_force_nm
 
 from compression.criteria import Target
 from compression.pipeline import PruneConfig, prune_model
 from compression.sparsegpt import sparsegpt_prune
 from workloads.models import LINEAR_GROUPS
-
-
-def brute_force_nm(scores, n, m):
-    keep = np.zeros(scores.shape, dtype=bool)
-    for row in range(scores.shape[0]):
-        for start in range(0, scores.shape[1], m):
-            block = scores[row, start : start + m]
-            keep[row, start + np.argsort(-block, kind="stable")[:n]] = True
-    return keep
 
 
 def group_inputs(model, calib, module_name):
