@@ -367,6 +367,10 @@ def markdown_table(records: list[dict]) -> str:
     return markdown.markdown_table(cells) + "\n"
 
 
+PLOT_SOFTWARE = "nmsim bench kernels"  # PNG tEXt tag: marks a chart this benchmark wrote
+TABLE_HEADER = "| shape | pattern | encoding |"  # how every table of markdown_table begins
+
+
 def plot_bandwidth(records: list[dict], path) -> None:
     """Bar chart per (dtype, batch): GB/s of every dense baseline and sparse kernel, with the
     read bandwidth measured in the same rounds as a line over each shape's bars (150 dpi).
@@ -413,6 +417,6 @@ def plot_bandwidth(records: list[dict], path) -> None:
         ax.legend(handles=handles, fontsize=7, loc="upper left")
     fig.tight_layout()
     tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=160)
+    fig.savefig(tmp, dpi=160, metadata={"Software": PLOT_SOFTWARE})
     plt.close(fig)
     os.replace(tmp, path)

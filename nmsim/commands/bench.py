@@ -64,13 +64,32 @@ def _parse_shape(text: str) -> tuple[int, int]:
 
 
 def _check_output_file(path: Path | None, flag: str) -> None:
-    """A file the benchmark will write: its folder must exist and it must not be a folder."""
+    """A file the benchmark will write: its folder must exist, and an existing file is replaced
+    only when an earlier run of this benchmark wrote it (its table header or PNG tag)."""
     if path is None:
         return
     if not path.parent.is_dir():
         raise ValueError(f"{flag} {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a folder")
+    if path.exists() and not _written_by_bench(path, flag):
+        raise ValueError(f"{flag} {path} exists and was not written by nmsim bench kernels; "
+                         "left untouched - choose another name")
+
+
+def _written_by_bench(path: Path, flag: str) -> bool:
+    from kernels.bench import PLOT_SOFTWARE, TABLE_HEADER
+
+    try:
+        if flag == "--plot":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                return getattr(image, "text", {}).get("Software") == PLOT_SOFTWARE
+        with path.open(encoding="utf-8") as handle:
+            return handle.readline().startswith(TABLE_HEADER)
+    except (OSError, ValueError):  # unreadable, not an image, not text: not ours
+        return False
 
 
 def _check_kernel_args(args) -> None:

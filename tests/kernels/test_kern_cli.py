@@ -83,13 +83,22 @@ def test_validate_outputs_agree_with_the_simulator(capsys):
     assert all(c["ok"] and c["max_relative_error"] <= c["tolerance"] for c in checks)
 
 
-def test_bench_kernels_plot_is_written(tmp_path):
-    chart = tmp_path / "gbs.png"
-    assert main(["bench", "kernels", "--shape", "16x32", "--pattern", "2:4", "--encoding",
-                 "index", "--batch", "1", "--dtype", "float32", "--repeats", "1", "--warmup",
-                 "0", "--plot", str(chart)]) == 0
+def test_bench_kernels_plot_is_written_and_replaced_only_when_ours(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+
+    chart, table = tmp_path / "gbs.png", tmp_path / "gbs.md"
+    args = ["bench", "kernels", "--shape", "16x32", "--pattern", "2:4", "--encoding", "index",
+            "--batch", "1", "--dtype", "float32", "--repeats", "1", "--warmup", "0"]
+    for _ in range(2):  # the second run replaces the first run's files
+        assert main([*args, "--plot", str(chart), "--markdown", str(table)]) == 0
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["gbs.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gbs.md", "gbs.png"]
+    foreign = tmp_path / "mine.png"  # a PNG that some other program wrote
+    plt.figure().savefig(foreign)
+    before = foreign.read_bytes()
+    assert main([*args, "--plot", str(foreign)]) == 2
+    assert "not written by" in capsys.readouterr().err
+    assert foreign.read_bytes() == before
 
 
 def test_stream_read_reads_every_word():
