@@ -68,6 +68,8 @@ def observed(x):
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.booleans())
+@example(9872212, False)  # a draw whose mask empties row 1 as well
+@example(9872212, True)
 def test_variance_correction_matches_dense_output_variance(seed, match_mean):
     rng = np.random.default_rng(seed)
     x = batches(seed, 16, [200])[0]
@@ -79,17 +81,18 @@ def test_variance_correction_matches_dense_output_variance(seed, match_mean):
                                           match_mean)
     x64 = x.astype(np.float32).astype(np.float64)
     y_dense, y_fixed = x64 @ w.T, x64 @ corrected.numpy().T
-    np.testing.assert_allclose(y_fixed[:, 1:].var(0), y_dense[:, 1:].var(0), rtol=1e-6)
-    assert (corrected.numpy()[0] == 0).all()
-    for row in range(1, len(w)):  # each row is only rescaled, mask and direction unchanged
+    live = (pruned != 0).any(axis=1)  # row 0, and any row the mask emptied (seed 9872212)
+    np.testing.assert_allclose(y_fixed[:, live].var(0), y_dense[:, live].var(0), rtol=1e-6)
+    assert (corrected.numpy()[~live] == 0).all()
+    for row in np.flatnonzero(live):  # each row is only rescaled, mask and direction unchanged
         kept = pruned[row] != 0
         factors = corrected.numpy()[row][kept] / pruned[row][kept]
         assert (corrected.numpy()[row][~kept] == 0).all()
         np.testing.assert_allclose(factors, factors[0], rtol=1e-9)
         assert factors[0] > 0
     if match_mean:
-        np.testing.assert_allclose((y_fixed + bias.numpy())[:, 1:].mean(0),
-                                   y_dense[:, 1:].mean(0), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose((y_fixed + bias.numpy())[:, live].mean(0),
+                                   y_dense[:, live].mean(0), rtol=1e-6, atol=1e-8)
     else:
         assert bias is None
 
