@@ -132,13 +132,24 @@ def runs() -> list[Run]:
     ]
 
 
+def data_identity(described: dict) -> dict:
+    """The data description with each text file named by its contents (SHA-256), not its path,
+    so a row measured in one clone is found in another and an edited file is a new row."""
+    identity = dict(described)
+    for field in ("calib_path", "eval_path", "finetune_path"):
+        if identity.get(field):
+            with open(identity[field], "rb") as handle:
+                identity[field] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return identity
+
+
 def row_key(config: PruneConfig | None, finetune_steps: int, protocol: Protocol) -> str:
     """A short hash of everything that decides a row's numbers."""
     content = {"recipe": None if config is None else config.describe(),
                "finetune_steps": finetune_steps,
                "protocol": {**protocol.__dict__, "finetune_steps": None, "calib_path": None,
                             "eval_path": None},
-               "data": protocol.data().describe()}
+               "data": data_identity(protocol.data().describe())}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -33,6 +33,35 @@ def test_row_key_follows_the_configuration_not_the_label():
     assert len({base, *others}) == len(others) + 1
 
 
+def test_row_key_names_data_files_by_content_not_path(tmp_path):
+    """A row measured in one clone is found in another; an edited data file is a new row."""
+    texts = {"calib": "calibration text\n" * 50, "eval": "test text\n" * 50}
+    paths = {}
+    for place in ("clone_a", "clone_b"):
+        for kind, text in texts.items():
+            (tmp_path / place).mkdir(exist_ok=True)
+            paths[place, kind] = tmp_path / place / f"{kind}.txt"
+            paths[place, kind].write_text(text)
+
+    def key(place):
+        return row_key(recipe("8:16"), 0, Protocol(calib_path=paths[place, "calib"],
+                                                   eval_path=paths[place, "eval"]))
+
+    assert key("clone_a") == key("clone_b")
+    paths["clone_b", "eval"].write_text(texts["eval"] + "one more line\n")
+    assert key("clone_a") != key("clone_b")
+
+
+def test_every_committed_row_is_found_from_this_clone():
+    """The committed rows' keys match the run list here (wherever this clone lives), so
+    ``python -m compression.ablation report`` rebuilds the committed report."""
+    from compression.ablation import OUT_DIR, run_rows, runs
+
+    committed = pd.read_csv(OUT_DIR / "ablation.csv", dtype={"key": str})
+    known = {key for run in runs() for _, key, _ in run_rows(run, Protocol())}
+    assert set(committed["key"]) <= known
+
+
 def test_every_run_label_is_unique_and_leave_one_out_removes_one_component():
     runs = ablation.runs()
     labels = [row for run in runs for row, _, _ in ablation.run_rows(run, Protocol())]
