@@ -24,6 +24,7 @@ import yaml
 
 from accel_sim.yaml_io import load_yaml_file
 from compression.formats import ENCODINGS, Pattern
+from workloads.files import staged_file
 
 from .decoders import DECODER_MODELS, decoder_model, decoders_for_encoding
 
@@ -385,10 +386,8 @@ def load_hardware(preset_or_path: str | Path | HardwareConfig) -> HardwareConfig
 
 def save_hardware(hw: HardwareConfig, path: str | Path) -> None:
     """Write ``hw`` as YAML (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(hw.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    with staged_file(path) as staged:
+        staged.write_text(yaml.safe_dump(hw.to_dict(), sort_keys=False))
 
 
 def host_cpu_preset(bandwidth_gb_s: float, peak_gflops: float, clock_ghz: float = 3.0,
@@ -408,7 +407,7 @@ def host_cpu_preset(bandwidth_gb_s: float, peak_gflops: float, clock_ghz: float 
 
     ``peak_gflops`` is the multiply-add rate of the code being modelled when DRAM does not bind
     (2 FLOPs per value). For a CPU's N:M kernel that is its rate per *kept* value with the
-    decode, gather and address instructions each one costs (``kernels.bench``'s cache-resident
+    decode, gather and address instructions each one costs (``nm_kernels.bench``'s cache-resident
     timing), which is how the preset carries the CPU's decode cost. A rate below one lane at
     ``clock_ghz`` per core is one lane at a lower sustained clock (cycles then count value
     slots; times in seconds are what compare).

@@ -24,7 +24,7 @@ circuit) times :attr:`DecoderModel.area_fit_um2` (the fit to the synthesis), whi
 :mod:`accel_sim.area` asks for.
 
 ``DECODER_MODELS`` is the registry: one name per decoder, the same in configs, sweeps, reports
-and the kernels (:data:`kernels.numba_nm.KERNEL_DECODERS`). A decoder is added by adding its
+and the kernels (:data:`nm_kernels.numba_nm.KERNEL_DECODERS`). A decoder is added by adding its
 class to it; configs, CLI choices and sweep axes derive their choices from it.
 """
 

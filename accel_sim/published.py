@@ -18,12 +18,14 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from compression.markdown import markdown_table
+from workloads.files import staged_file, written_by_us
 from workloads.models import ARCHITECTURES, GEMM, elementwise_ops, gemms
 
 from .config import HardwareConfig, load_hardware
@@ -280,6 +282,27 @@ def fit_fields(rows: list[Measurement], hw: HardwareConfig, grids: dict[str, lis
 
 REPORT_FIELDS = ("id", "gpu", "preset", "kind", "pattern", "dtype", "shape", "library", "metric",
                  "measured", "predicted", "error", "half", "scope", "source")
+REPORT_TITLE = "# Simulator vs published A100/H100 measurements"
+PLOT_SOFTWARE = "nmsim validate --published"  # PNG tEXt tag: marks a parity plot we wrote
+REPORT_FILES = ("published_gpu.csv", "published_gpu.md", "published_gpu.png")
+
+
+def check_report_folder(out_dir: str | Path) -> None:
+    """Refuse ``out_dir`` (``ValueError``, nothing touched) unless it is a folder or does not
+    exist, and each report file in it is either absent or written by an earlier run of this
+    command (the CSV's header, the Markdown title, the PNG's ``Software`` tag), so that a
+    re-run never replaces a user's file."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder; left untouched")
+    for name in REPORT_FILES:
+        path = out / name
+        ours = (written_by_us(path, png_software=PLOT_SOFTWARE) if path.suffix == ".png" else
+                written_by_us(path, first_line=(",".join(REPORT_FIELDS) if path.suffix == ".csv"
+                                                else REPORT_TITLE) + "\n"))
+        if (path.exists() or path.is_symlink()) and not ours:
+            raise ValueError(f"{path} exists and was not written by nmsim validate --published; "
+                             "left untouched - choose another --out")
 
 
 def _fmt(value) -> str:
@@ -293,7 +316,7 @@ def _pct(value) -> str:
 def report_markdown(records: list[dict], summary: list[dict], table: str, seconds: float
                     ) -> str:
     """The Markdown report: medians per pattern and half, then every row."""
-    lines = ["# Simulator vs published A100/H100 measurements", "",
+    lines = [REPORT_TITLE, "",
              f"Table: `{table}` ({len(records)} rows, "
              f"{sum(r['scope'] == 'scored' for r in records)} scored). Each row simulated on the "
              "preset of its GPU; error = predicted / measured - 1 in the row's metric. Fit half: "
@@ -366,31 +389,28 @@ def parity_plot(records: list[dict], path: Path) -> None:
     ax.legend(handles=handles, loc="upper left", fontsize=8)
     ax.grid(True, which="major", lw=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=160)
+    fig.savefig(path, dpi=160, format="png", metadata={"Software": PLOT_SOFTWARE})
     plt.close(fig)
 
 
 def write_report(records: list[dict], summary: list[dict], out_dir: str | Path, table: str,
                  seconds: float) -> list[Path]:
-    """``published_gpu.csv``, ``.md`` and ``.png`` in ``out_dir``, each written to a temporary
-    name first and renamed, so a failure leaves no half-written file."""
+    """``published_gpu.csv``, ``.md`` and ``.png`` in ``out_dir`` (see
+    :func:`check_report_folder`), each staged under a new hidden name and moved into place only
+    when all three are written (:func:`workloads.files.staged_file`), so a failure leaves no
+    half-written file and no other file is touched."""
+    check_report_folder(out_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "published_gpu.csv", out / "published_gpu.md", out / "published_gpu.png"]
-    tmp = [p.with_name(p.stem + ".tmp" + p.suffix) for p in paths]
-    try:
-        with tmp[0].open("w", newline="") as handle:
+    paths = [out / name for name in REPORT_FILES]
+    with ExitStack() as stack:
+        csv_path, md_path, png_path = (stack.enter_context(staged_file(p)) for p in paths)
+        with csv_path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=REPORT_FIELDS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(records)
-        tmp[1].write_text(report_markdown(records, summary, table, seconds))
-        parity_plot(records, tmp[2])
-    except BaseException:
-        for path in tmp:
-            path.unlink(missing_ok=True)
-        raise
-    for src, dst in zip(tmp, paths):
-        src.replace(dst)
+        md_path.write_text(report_markdown(records, summary, table, seconds))
+        parity_plot(records, png_path)
     return paths
 
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compression.formats import FormatError, Pattern
+from workloads.files import staged_file, written_by_us
 
 from .config import DATAFLOWS, FIELD_BOUNDS, HardwareConfig
 from .mapping import WeightInfo, mapper_for
@@ -325,22 +326,14 @@ def write_per_layer_csv(path: str | Path, rows: list[dict]) -> None:
     """Write the per-layer CSV atomically; an existing file is replaced only when it is one of
     ours (same header), never a file nmsim did not write."""
     path = Path(path)
-    header = ",".join(PER_LAYER_HEADER)
-    if path.exists():
-        with path.open() as handle:
-            first = handle.readline().strip()
-        if first != header:
-            raise ValueError(f"--per-layer-csv: {path} exists and was not written by nmsim; "
-                             "choose another name")
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=PER_LAYER_HEADER, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if (path.exists() or path.is_symlink()) and not written_by_us(
+            path, first_line=",".join(PER_LAYER_HEADER) + "\n"):
+        raise ValueError(f"--per-layer-csv: {path} exists and was not written by nmsim; "
+                         "choose another name")
+    with staged_file(path) as staged, staged.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=PER_LAYER_HEADER, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def scalesim_config_text(run_name: str, rows: int, cols: int, dataflow: str, *,

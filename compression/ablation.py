@@ -1,7 +1,8 @@
 """Ablation of the best N:M recipe on SmolLM2-135M, behind ``reports/compression/ablation/``.
 
     PYTHONPATH=. python -m compression.ablation run [--worker I/K] [--only TEXT ...]
-    PYTHONPATH=. python -m compression.ablation report
+        [--eval-windows N] [--out DIR]
+    PYTHONPATH=. python -m compression.ablation report [--eval-windows N] [--out DIR]
 
 The full recipe is SparseGPT + equalization (alpha 0.5) + variance correction + structured
 16:256 side-car + a 50-step fine-tune. Runs, in priority order: the full recipe (measured before
@@ -304,11 +305,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="TEXT",
                         help="only runs whose label contains one of these texts")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--eval-windows", type=int, default=Protocol.eval_windows,
+                        help="test windows per row, evenly spaced (595: the whole WikiText-2 "
+                             "test split at 512 tokens); part of every row's key")
     args = parser.parse_args(argv)
+    protocol = Protocol(eval_windows=args.eval_windows)
     if args.action == "report":
         from compression.ablation_report import write_report
 
-        print(write_report(args.out))
+        print(write_report(args.out, protocol))
         return 0
     import torch
 
@@ -316,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     index, count = (int(part) for part in args.worker.split("/"))
     if not 0 <= index < count:
         parser.error(f"--worker {args.worker}: I must be in [0, K)")
-    appended = run_all(args.out, Protocol(), (index, count), args.only)
+    appended = run_all(args.out, protocol, (index, count), args.only)
     print(f"{appended} rows appended to {args.out / CSV_NAME}", file=sys.stderr)
     return 0
 

@@ -275,22 +275,26 @@ def protocol_text(table: Table, windows: np.ndarray) -> list[str]:
         f"fine-tune ({p.finetune_steps} steps, AdamW lr 1e-5, batch 2) trains on the same "
         "windows. Both are refused in code when they come from the test text "
         "(`DataConfig.calibration`, `DataConfig.finetune`)."),
-        (f"- Evaluation: **{len(windows)} of the {split} test-split windows** of "
-        f"{p.eval_seqlen} tokens, evenly spaced (windows {', '.join(map(str, windows))}), the "
-        "same for every row. **Not the whole split**: on this machine (2 cores shared by "
-        "seven sessions, this job at nice 19 with one thread per process) a whole-split row "
-        "took 25-60 min, so the ~25 rows would have needed a day; the intervals below are "
-        "those of this subset, so they are wider than whole-split ones would be."),
+        (f"- Evaluation: **all {split} test-split windows** of {p.eval_seqlen} tokens, the "
+         "same for every row." if len(windows) == split else
+         f"- Evaluation: **{len(windows)} of the {split} test-split windows** of "
+         f"{p.eval_seqlen} tokens, evenly spaced (windows {', '.join(map(str, windows))}), the "
+         "same for every row. **Not the whole split**: on this machine (2 cores shared by "
+         "seven sessions, this job at nice 19 with one thread per process) a whole-split row "
+         "took 25-60 min, so the ~25 rows would have needed a day; the intervals below are "
+         "those of this subset, so they are wider than whole-split ones would be."),
         (f"- Intervals: percentile bootstrap over the evaluation windows, {RESAMPLES:,} "
         f"resamples, seed {SEED}; differences are paired (the same windows drawn for both "
         "rows) and a difference whose 95% interval includes zero is **not distinguishable**."),
         ("- Each row starts from the freshly loaded dense model; rows are keyed by the hash of "
         "their configuration (recipe, fine-tune steps, protocol) and the runner resumes."),
-        ("- Absolute perplexities are not those of `reports/compression/smollm2-135m.md` (128 "
-         "calibration windows, whole split): fewer calibration windows give SparseGPT a "
-         "noisier Hessian, and the subset is not the split. Compare rows within this table."),
-        ("- Timings (prune s, FT s, eval s) are wall seconds on that loaded machine: they say "
-        "little about the code's speed."), ""]
+        ("- Absolute perplexities of pruned rows are not those of "
+         "`reports/compression/smollm2-135m.md` (128 calibration windows, whole split): fewer "
+         "calibration windows give SparseGPT a noisier Hessian"
+         + (" (its dense row is measured on these same windows)." if len(windows) == split
+            else ", and the subset is not the split.") + " Compare rows within this table."),
+        ("- Timings (prune s, FT s, eval s) are wall seconds on a 2-core machine shared with "
+         "other jobs: they say little about the code's speed."), ""]
 
 
 def write_report(out_dir: Path, protocol: Protocol | None = None) -> Path:

@@ -15,6 +15,8 @@ import numpy as np
 from compression.formats import Pattern, nm_mask
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
+# Which activations calibrate each layer (compression.pipeline.PruneConfig.propagate).
+PROPAGATE = ("pruned", "dense", "sequential")
 _UNSTRUCTURED_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 

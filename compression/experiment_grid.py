@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from workloads.files import staged_file
+
 GRID_SUFFIX = ".grid.json"
 
 
@@ -85,9 +87,8 @@ class Grid:
         record = {"finetune_steps": self.finetune_steps,
                   "rows": [{"label": r.label, "group": r.group, **asdict(r.config)}
                            for r in self.rows]}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(path)
+        with staged_file(path) as staged:
+            staged.write_text(json.dumps(record, indent=1) + "\n")
         return path
 
     @classmethod

@@ -58,6 +58,8 @@ import ml_dtypes
 import numpy as np
 import xxhash
 
+from workloads.files import staged_file
+
 FORMAT_NAME = "nmsim-nm-compressed"
 # Version 2 adds an XXH3-64 checksum of every stored array and of the header; version 1 files
 # (no checksums) still load, unverified.
@@ -1080,12 +1082,8 @@ def save(path: str | Path, weights: dict[str, SparseWeight | NMTensor]) -> None:
             for key, array in arrays.items():
                 tensors[f"{name}/{part}/{key}"] = _to_torch(array)
     meta = header_metadata({"format": FORMAT_NAME, "version": FORMAT_VERSION, "tensors": header})
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with staged_file(path) as staged:
+        save_file(tensors, str(staged), metadata=meta)
 
 
 def _open(path: Path):

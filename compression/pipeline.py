@@ -31,6 +31,7 @@ from compression.corrections import (
 )
 from compression.criteria import (
     METHODS,
+    PROPAGATE,
     Salient,
     Target,
     bulk_mask,
@@ -45,7 +46,6 @@ from workloads.models import LINEAR_GROUPS
 # Which linears variance correction rescales: all, or only the two that write into the residual
 # stream (whose outputs every later layer reads; the others feed attention scores or the MLP gate).
 VC_SCOPES = {"all": None, "output-projections": ("self_attn.o_proj", "mlp.down_proj")}
-PROPAGATE = ("pruned", "dense", "sequential")
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def main() -> int:
     from triton.testing import do_bench
 
     from compression import formats as F
-    from kernels.triton_nm import TritonNMPlan
+    from nm_kernels.triton_nm import TritonNMPlan
 
     start = time.monotonic()
     device = torch.device("cuda")

@@ -104,14 +104,28 @@ def llmc_python(explicit: str | None) -> str:
     return str(python)
 
 
+def weights_digest(model) -> str:
+    """SHA-256 (16 hex digits) of a model's tensors: names, shapes, dtypes and bytes."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().contiguous()
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
 def dense_folder(work: Path, loaded) -> Path:
     """The loaded SmolLM2 (fp32, possibly cut to its first layers), saved once as a safetensors
-    folder for llm-compressor."""
+    folder for llm-compressor, named by its layer count and the digest of its tensors, so that a
+    folder is reused only for the very same weights."""
     import torch
     from transformers import AutoModelForCausalLM
 
     config = copy.deepcopy(loaded.model.config)
-    folder = work / f"smollm2-135m-fp32-{config.num_hidden_layers}layers"
+    folder = (work / f"smollm2-135m-fp32-{config.num_hidden_layers}layers-"
+                     f"{weights_digest(loaded.model)}")
     if (folder / "config.json").is_file():
         return folder
     if hasattr(config, "quantization_config"):  # the weights are dequantized fp32 now
@@ -140,11 +154,9 @@ def keep_first_layers(model, layers: int | None) -> None:
 
 def llmc_output(method: str, folder: Path, calib_file: Path, work: Path) -> Path:
     """Where a worker's pruned linears go, keyed by what determines them (llm-compressor's
-    version, the method, the model folder's weights file and the calibration windows' file,
-    both named by content or layer count), so that a finished prune is not run again."""
-    weights = folder / "model.safetensors"
-    stat = weights.stat()
-    key = hashlib.sha256(f"{LLMC_REQUIREMENT} {method} {folder.name} {stat.st_size} "
+    version, the method, the model folder and the calibration windows' file, both named by the
+    digest of their contents), so that a finished prune is not run again."""
+    key = hashlib.sha256(f"{LLMC_REQUIREMENT} {method} {folder.name} "
                          f"{calib_file.name}".encode()).hexdigest()[:16]
     return work / f"llmc-{method}-{key}.safetensors"
 

@@ -1,4 +1,4 @@
-"""Imports only go downward: nmsim over accel_sim and kernels (siblings) over compression over
+"""Imports only go downward: nmsim over accel_sim and nm_kernels (siblings) over compression over
 workloads. Every import statement counts, lazy ones inside functions included."""
 
 import ast
@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Higher number = higher layer; a package may import only packages of a lower number.
-LEVEL = {"workloads": 0, "compression": 1, "kernels": 2, "accel_sim": 2, "nmsim": 3}
+LEVEL = {"workloads": 0, "compression": 1, "nm_kernels": 2, "accel_sim": 2, "nmsim": 3}
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -37,8 +37,8 @@ def test_every_import_goes_down_a_layer():
 
 def test_the_checker_sees_imports_of_every_form(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("import accel_sim.config\nfrom kernels import cpu\nimport numpy\n"
+    module.write_text("import accel_sim.config\nfrom nm_kernels import cpu\nimport numpy\n"
                       "def f():\n    from workloads.models import gemms\n"
                       "from . import sibling\n")
-    assert imported_packages(module) == {"accel_sim", "kernels", "workloads"}
+    assert imported_packages(module) == {"accel_sim", "nm_kernels", "workloads"}
     assert ("accel_sim", "compression") in import_edges()  # the real graph is read

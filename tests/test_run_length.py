@@ -16,7 +16,7 @@ from accel_sim.rtl.synth import synthesize, yosys_path
 from accel_sim.simulate import simulate_gemm
 from compression import formats as F
 from compression.formats import FormatError, Pattern
-from kernels.cpu import prepare
+from nm_kernels.cpu import prepare
 from workloads.models import GEMM
 
 SETTINGS = settings(max_examples=25, deadline=None,

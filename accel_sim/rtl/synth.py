@@ -27,6 +27,7 @@ from amaranth.back import rtlil
 
 from accel_sim.decoders import DECODER_MODELS, MAX_LOGIC_ROM_WORDS, decoder_model
 from compression.formats import Pattern
+from workloads.files import staged_file
 
 # ---- NanGate FreePDK45 Open Cell Library (45 nm), X1 drive, um^2 per cell: the cell footprint
 # in the library's LEF (SIZE width x 1.4 um row height), e.g. DFF_X1 "SIZE 3.23 BY 1.4". Source:
@@ -286,11 +287,10 @@ def write_report(rows: list[dict], timing: dict, out: Path) -> None:
                       "model_um2": round(model, 1), "model_error_pct": round(error, 1),
                       **{cell: row["cells"].get(cell, 0) for cell in CELL_ORDER}})
     frame = pd.DataFrame(table)
-    frame.to_csv(out / "synthesis.csv.tmp", index=False)
-    (out / "synthesis.csv.tmp").replace(out / "synthesis.csv")
-    text = _markdown(frame, fit, timing)
-    (out / "synthesis.md.tmp").write_text(text)
-    (out / "synthesis.md.tmp").replace(out / "synthesis.md")
+    with staged_file(out / "synthesis.csv") as staged:
+        frame.to_csv(staged, index=False)
+    with staged_file(out / "synthesis.md") as staged:
+        staged.write_text(_markdown(frame, fit, timing))
 
 
 def _markdown(frame, fit: dict, timing: dict) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from compression.format_bench import bench_formats
 from compression.formats import ENCODINGS, VALUE_DTYPES, Pattern
+from workloads.files import staged_file, written_by_us
 
 
 def register(sub) -> None:
@@ -78,18 +78,11 @@ def _check_output_file(path: Path | None, flag: str) -> None:
 
 
 def _written_by_bench(path: Path, flag: str) -> bool:
-    from kernels.bench import PLOT_SOFTWARE, TABLE_HEADER
+    from nm_kernels.bench import PLOT_SOFTWARE, TABLE_HEADER
 
-    try:
-        if flag == "--plot":
-            from PIL import Image
-
-            with Image.open(path) as image:
-                return getattr(image, "text", {}).get("Software") == PLOT_SOFTWARE
-        with path.open(encoding="utf-8") as handle:
-            return handle.readline().startswith(TABLE_HEADER)
-    except (OSError, ValueError):  # unreadable, not an image, not text: not ours
-        return False
+    if flag == "--plot":
+        return written_by_us(path, png_software=PLOT_SOFTWARE)
+    return written_by_us(path, first_line=TABLE_HEADER)
 
 
 def _check_kernel_args(args) -> None:
@@ -131,7 +124,7 @@ def run_formats(args) -> int:
 
 def run_kernels(args) -> int:
     _check_kernel_args(args)
-    from kernels import bench
+    from nm_kernels import bench
 
     shapes = [_parse_shape(s) for s in args.shape] if args.shape else bench.LLAMA2_7B_SHAPES
     if args.threads is not None:
@@ -154,9 +147,8 @@ def run_kernels(args) -> int:
         simd=args.simd or ("auto",))
     table = bench.markdown_table(records)
     if args.markdown:
-        tmp = args.markdown.with_name(args.markdown.name + ".tmp")
-        tmp.write_text(table)
-        os.replace(tmp, args.markdown)
+        with staged_file(args.markdown) as staged:
+            staged.write_text(table)
     if args.plot:
         bench.plot_bandwidth(records, args.plot)
     if args.json:

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from compression.criteria import METHODS, Salient, Target
+from compression.criteria import METHODS, PROPAGATE, Salient, Target
 
 
 def register(sub) -> None:
@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--salient-dtype", default="float32",
                    help="stored dtype of a structured side-car's values (float32, float16)")
     p.add_argument("--equalize", type=float, metavar="A", help="SmoothQuant-like alpha in [0, 1]")
-    p.add_argument("--propagate", choices=("pruned", "dense", "sequential"), default="pruned",
+    p.add_argument("--propagate", choices=PROPAGATE, default="pruned",
                    help="next layer calibrated on the pruned layer's outputs (pruned: two "
                         "forwards per layer), on the dense model's (dense: one forward), or "
                         "every group of linears on the outputs of the pruned groups before it, "

@@ -4,9 +4,9 @@
 (``accel_sim.functional.functional_matmul``, metadata read by its decoder models) and through
 each kernel; outputs must agree within the float32-accumulation tolerance.
 (b) This CPU's read bandwidth (a streaming read timed in the same rounds as the kernels) and
-each kernel's multiply-add rate on a cache-resident slice of the weight (its decode cost) are
-measured, ``accel_sim.config.host_cpu_preset`` turns them into simulator presets, and the
-simulator's predicted speedup of each pattern over dense (batch-1 GEMV) is printed next to the
+each kernel's multiply-add rate on a cache-resident slice of the weight (its decode cost, with
+the fixed cost of each call fitted out against a slice 32 times smaller) are measured,
+``accel_sim.config.host_cpu_preset`` turns them into simulator presets, and the simulator's predicted speedup of each pattern over dense (batch-1 GEMV) is printed next to the
 Numba kernels' measured one (error = predicted / measured - 1).
 """
 
@@ -61,7 +61,7 @@ def run(args) -> int:
     if not torch.cuda.is_available():  # the Triton kernel then runs in its CPU interpreter
         os.environ.setdefault("TRITON_INTERPRET", "1")
     from accel_sim.functional import functional_matmul
-    from kernels.validate import compare_kernels
+    from nm_kernels.validate import compare_kernels
 
     patterns = args.pattern or PATTERNS
     encodings = args.encoding or ("rank", "index")
@@ -84,14 +84,17 @@ def run(args) -> int:
         host = speed[0]["host"]
         print(f"(b) host preset: {host['bandwidth_gb_s']:.1f} GB/s read, {host['cores']} "
               f"cores, multiply-add rate of each kernel on a {host['resident_rows']}-row "
-              f"cache-resident slice; GEMV {args.speed_shape} batch 1 float16 values, median of "
-              f"{args.repeats} round-robin rounds; 'no decode' = both at the "
+              f"cache-resident slice (per-call cost fitted out with a "
+              f"{host['resident_rows_small']}-row one); GEMV {args.speed_shape} batch 1 "
+              f"float16 values, median of {args.repeats} round-robin rounds; 'no decode' = both "
+              f"at the "
               f"{host['peak_gflops']:.0f} GFLOP/s fp32 matmul peak")
         print(f"  {'pattern':>7} {'encoding':>8} {'resident GFLOP/s':>16} {'predicted':>9} "
               f"{'measured':>8} {'error':>7} {'no decode':>9} {'error':>7}  baseline")
         for s in speed:
             print(f"  {s['pattern']:>7} {s['encoding']:>8} "
-                  f"{s['host']['sparse_gflops_resident']:>7.1f} / {s['host']['dense_gflops_resident']:<6.1f} "
+                  f"{s['host']['sparse_gflops_resident']:>7.1f} / "
+                  f"{s['host']['dense_gflops_resident']:<6.1f} "
                   f"{s['predicted_speedup']:>9.2f} {s['measured_speedup']:>8.2f} "
                   f"{s['relative_error']:>+7.0%} {s['predicted_without_decode']:>9.2f} "
                   f"{s['error_without_decode']:>+7.0%}  {s['dense_baseline']}")
@@ -111,12 +114,13 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
     All measured in the same round-robin rounds: the streaming read (the preset's DRAM
     bandwidth), the full-size GEMVs (what is predicted) and the same kernels on one thread on
     a cache-resident slice of the weight (their kept-value rate per core when DRAM does not
-    bind, x cores: the preset's multiply-add rate, the CPU's decode cost). Each prediction is the simulator's
-    dense time over its sparse time, dense and sparse each on the host preset of its own rate.
+    bind, with the per-call cost fitted out, x cores: the preset's multiply-add rate, the CPU's
+    decode cost). Each prediction is the simulator's dense time over its sparse time, dense
+    and sparse each on the host preset of its own rate.
     ``predicted_without_decode`` is the old preset (both at the torch.matmul peak)."""
-    from kernels import hostperf
-    from kernels.bench import PEAK_MATMUL_SIZE, bench_kernels
-    from kernels.numba_nm import threads
+    from nm_kernels import hostperf
+    from nm_kernels.bench import PEAK_MATMUL_SIZE, bench_kernels
+    from nm_kernels.numba_nm import threads
 
     measured = bench_kernels([shape], patterns, encodings, [1], ["float16"], repeats=repeats,
                              resident_bytes=RESIDENT_BYTES)
@@ -133,7 +137,10 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
                                      record["encoding"], peak, peak)
         host = {"bandwidth_gb_s": bandwidth, "peak_gflops": peak, "cores": cores,
                 "dense_gflops_resident": dense_gflops, "sparse_gflops_resident": sparse_gflops,
-                "resident_rows": record["resident_rows"]}
+                "resident_rows": record["resident_rows"],
+                "resident_rows_small": record["resident_rows_small"],
+                "sparse_call_overhead_s": record["resident_call_overhead_s"],
+                "dense_call_overhead_s": record["dense_resident_call_overhead_s"]}
         results.append({"pattern": record["pattern"], "encoding": record["encoding"],
                         "kernel": record["kernel"], "shape": list(shape),
                         "predicted_speedup": predicted, "measured_speedup": record["speedup"],
@@ -179,6 +186,9 @@ def _published(args) -> int:
             raise ValueError(f"--preset {item!r}: expected GPU=PRESET_OR_FILE with GPU one of "
                              f"{', '.join(gpus)}")
         designs[gpus[gpu]] = load_hardware(hw)
+    out = args.out or (None if args.preset or args.datasheet_only else "reports/validation")
+    if out:
+        P.check_report_folder(out)  # before any simulation
     rows = P.load_table(table)
     presets = {name: designs.get(name) or load_hardware(name) for name in gpus.values()}
     if args.datasheet_only:
@@ -198,7 +208,6 @@ def _published(args) -> int:
         for s in summary:
             print(f"median |error| {s['pattern']:>5} {s['half']:<8}: "
                   f"{P._pct(s['median_abs_error']).lstrip('+')} over {s['rows']} scored rows")
-    out = args.out or (None if args.preset or args.datasheet_only else "reports/validation")
     label = os.path.relpath(table) if not os.path.relpath(table).startswith("..") else table
     written = P.write_report(records, summary, out, str(label), seconds) if out else []
     if not args.json:

@@ -117,3 +117,60 @@ def test_held_out_error_from_the_committed_table():
         median = statistics.median(errors)
         assert summary[(pattern, "held-out")]["median_abs_error"] == pytest.approx(median)
         assert median <= target, f"{pattern} held-out median |error| {median:.1%}"
+
+
+@pytest.mark.parametrize("name", P.REPORT_FILES)
+def test_cli_leaves_a_users_file_of_a_report_name_alone(tmp_path, capsys, name):
+    # A folder holding a user's file under one of the report's names is refused before any
+    # simulation: one line, exit 2, the file's bytes unchanged, no temporary file left.
+    table = write_table(tmp_path / "t.csv", committed_rows()[:3])
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / name).write_bytes(b"my own notes\n")
+    assert main(["validate", "--published", "--table", str(table), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was not written by nmsim validate --published" in err[0]
+    assert [p.name for p in out.iterdir()] == [name]
+    assert (out / name).read_bytes() == b"my own notes\n"
+
+
+def test_cli_refreshes_its_own_report_and_keeps_other_files(tmp_path, capsys):
+    from PIL import Image
+
+    table = write_table(tmp_path / "t.csv", committed_rows()[:3])
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    for _ in range(2):  # the second run replaces what the first wrote
+        assert main(["validate", "--published", "--table", str(table), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == sorted([*P.REPORT_FILES, "notes.txt"])
+    assert (out / "notes.txt").read_text() == "keep me"
+    with Image.open(out / "published_gpu.png") as image:
+        assert image.text["Software"] == P.PLOT_SOFTWARE
+    with (out / "published_gpu.csv").open(newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 3
+
+
+def test_cli_refuses_a_file_as_out(tmp_path, capsys):
+    table = write_table(tmp_path / "t.csv", committed_rows()[:3])
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    assert main(["validate", "--published", "--table", str(table), "--out", str(target)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert target.read_text() == "x"
+
+
+def test_a_failed_report_leaves_the_earlier_one_and_no_staging_file(tmp_path, monkeypatch):
+    table = write_table(tmp_path / "t.csv", committed_rows()[:3])
+    out = tmp_path / "report"
+    assert main(["validate", "--published", "--table", str(table), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken_plot(records, path):
+        path.write_bytes(b"half a png")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(P, "parity_plot", broken_plot)
+    assert main(["validate", "--published", "--table", str(table), "--out", str(out)]) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

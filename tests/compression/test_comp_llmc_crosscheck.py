@@ -114,3 +114,19 @@ def test_comparison_counts_agreement_like_brute_force():
         same = sum(int((ours["masks"][n] == flips[n]).sum()) for n in names)
         expected = 100 * same / sum(flips[n].size for n in names)
         assert f"| {layer} | {expected:.3f}% |" in table
+
+
+def test_cached_folders_and_outputs_are_keyed_by_the_weights_not_a_name(tiny_model, tmp_path):
+    # The dense folder and llm-compressor's cached output are reused only for the very same
+    # tensors: changing one weight gives another folder name and another output key.
+    module = script()
+    model, same = tiny_model(), tiny_model()
+    assert module.weights_digest(model) == module.weights_digest(same)
+    with torch.no_grad():
+        same.model.layers[-1].mlp.down_proj.weight[0, 0] += 0.01
+    assert module.weights_digest(model) != module.weights_digest(same)
+    calib = tmp_path / "calib-0123.npy"
+    names = [tmp_path / f"smollm2-135m-fp32-2layers-{module.weights_digest(m)}"
+             for m in (model, same)]
+    keys = {module.llmc_output("wanda", folder, calib, tmp_path) for folder in names}
+    assert len(keys) == 2

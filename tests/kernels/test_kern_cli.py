@@ -6,8 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kernels import simd_nm
+from nm_kernels import simd_nm
 from nmsim.cli import main
 
 
@@ -102,7 +104,7 @@ def test_bench_kernels_plot_is_written_and_replaced_only_when_ours(tmp_path, cap
 
 
 def test_stream_read_reads_every_word():
-    from kernels.bench import read_buffer, stream_read
+    from nm_kernels.bench import read_buffer, stream_read
 
     buffer = read_buffer(3 * 2**18 + 5)  # several chunks and a partial one
     buffer[:] = np.arange(buffer.size, dtype=np.uint64)
@@ -129,24 +131,66 @@ def test_bench_kernels_times_a_cache_resident_slice():
     import numba
     import torch
 
-    from kernels.bench import bench_kernels
+    from nm_kernels.bench import bench_kernels
 
     threads = (numba.get_num_threads(), torch.get_num_threads())
-    # 8 KiB of float32 rows of 128 inputs is 16 rows; each timed call runs 64 / 16 = 4 of them
-    # on one thread, and the thread pools are restored after.
+    # 8 KiB of float32 rows of 128 inputs is 16 rows (and a small slice of 8); each timed call
+    # runs 64 / 16 = 4 products of either on one thread; the pools are restored after.
     records = bench_kernels([(64, 128)], ["2:4", "16:32"], ["index"], [1], ["float32"],
                             repeats=1, warmup=0, progress=False, resident_bytes=8192)
     for r in records:
-        assert r["resident_rows"] == 16 and r["resident_calls"] == 4
-        kept = 4 * 16 * 128 * 0.5
-        assert r["resident_values_per_s"] == pytest.approx(kept / r["resident_s"])
-        best = min(r["resident_dense_all_s"].values())
-        assert r["resident_dense_all_s"][r["resident_dense_baseline"]] == best
-        assert r["dense_resident_values_per_s"] == pytest.approx(2 * kept / best)
+        assert (r["resident_rows"], r["resident_rows_small"], r["resident_calls"]) == (16, 8, 4)
+        kept_a, kept_b = 16 * 128 * 0.5, 8 * 128 * 0.5  # kept values per product
+        rate, overhead = r["resident_values_per_s"], r["resident_call_overhead_s"]
+        assert rate > 0 and overhead >= 0
+        if overhead > 0:  # the fit passes through both measured slices
+            assert r["resident_s"] == pytest.approx(4 * (overhead + kept_a / rate))
+            assert r["resident_small_s"] == pytest.approx(4 * (overhead + kept_b / rate))
+        else:  # fallback: the large slice's plain rate
+            assert rate == pytest.approx(4 * kept_a / r["resident_s"])
+        best = r["resident_dense_baseline"]
+        assert r["dense_resident_values_per_s"] > 0 and best in r["resident_dense_all_s"]
     assert (numba.get_num_threads(), torch.get_num_threads()) == threads
     plain = bench_kernels([(64, 128)], ["2:4"], ["index"], [1], ["float32"], repeats=1,
                           warmup=0, progress=False)
     assert "resident_s" not in plain[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(overhead=st.floats(0, 1e-3), rate=st.floats(1e8, 1e11),
+       rows=st.sampled_from([16, 64, 512]), total=st.integers(16, 20000),
+       batch=st.sampled_from([1, 2, 8]))
+def test_resident_fit_recovers_a_known_overhead_and_rate(overhead, rate, rows, total, batch):
+    # Times generated from a known per-call overhead and rate (the model the fit assumes), with
+    # both slices running the same number of products per timed call, must give both back, for
+    # the kernel (kept values) and for the faster of two dense baselines; a pair whose overhead
+    # would come out negative falls back to the large slice's plain rate.
+    from nm_kernels.bench import _GroupFigures, _resident_slices
+
+    cols, shape = 4096, (max(total, rows), 4096)
+    slices = _resident_slices(shape, "float16", rows * cols * 2)
+    assert slices == (rows, max(8, rows // 32 // 8 * 8))
+    calls = -(-shape[0] // rows)  # products per timed call, both slices
+    rates = {"2:4 kernel": (rate, 0.5), "slow dense": (rate / 3, 1.0), "fast dense": (rate, 1.0)}
+    medians = {"read": 1.0, "slow dense": 1.0, "fast dense": 1.0}
+    for r in slices:
+        for name, (value_rate, density) in rates.items():
+            key = ("2:4", "index", "k") if name == "2:4 kernel" else (name,)
+            values = r * cols * batch * density
+            medians[("resident", r, *key)] = calls * (overhead + values / value_rate)
+    group = _GroupFigures(shape, "float16", batch, 0, medians,
+                          {"slow dense": None, "fast dense": None}, 1, slices)
+    record = group._resident("2:4", "index", "k")
+    assert record["resident_values_per_s"] == pytest.approx(rate, rel=1e-6)
+    assert record["resident_call_overhead_s"] == pytest.approx(overhead, rel=1e-6, abs=1e-12)
+    assert record["resident_dense_baseline"] == "fast dense"
+    assert record["dense_resident_values_per_s"] == pytest.approx(rate, rel=1e-6)
+    # a small slice faster than its share of the large one's time: negative overhead
+    large = medians[("resident", slices[0], "2:4", "index", "k")]
+    medians[("resident", slices[1], "2:4", "index", "k")] = 0.5 * large * slices[1] / slices[0]
+    fitted_rate, fitted_overhead, *_ = group._fit(("2:4", "index", "k"), 0.5)
+    assert fitted_overhead == 0.0
+    assert fitted_rate == pytest.approx(calls * slices[0] * cols * batch / 2 / large)
 
 
 def test_validate_predicts_from_the_roofline_of_the_measured_rates(capsys):

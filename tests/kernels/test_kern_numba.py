@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from kern_helpers import assert_close, compressed, nonzero, reference
 
 from compression import formats as F
-from kernels.cpu import DensePlan, check_activations, prepare
+from nm_kernels.cpu import DensePlan, check_activations, prepare
 
 # (pattern, encoding, decoder, dtype): each compiles its own kernels, so the set is chosen to
 # cover every decoder, dtype, field width class and an odd M instead of drawing all products.

@@ -1,4 +1,4 @@
-"""The AVX2 and AVX-512 group GEMVs (kernels.simd_nm) against a float64 reference and the
+"""The AVX2 and AVX-512 group GEMVs (nm_kernels.simd_nm) against a float64 reference and the
 scalar kernel."""
 
 import itertools
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from kern_helpers import assert_close, compressed, nonzero, reference
 
 from compression import formats as F
-from kernels import simd_nm
-from kernels.cpu import prepare
+from nm_kernels import simd_nm
+from nm_kernels.cpu import prepare
 
 # Window 16 (1:2 .. 8:16) and 32 (1:4, 4:16, 16:32) geometries; rank only where a group table
 # exists (G * bits <= 16).

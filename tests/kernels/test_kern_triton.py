@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from kern_helpers import assert_close, compressed, nonzero, reference
 
 from compression import formats as F
-from kernels.triton_nm import TritonNMPlan
+from nm_kernels.triton_nm import TritonNMPlan
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

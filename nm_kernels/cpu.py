@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from compression import formats as F
-from kernels import numba_nm as K
-from kernels import simd_nm
+from nm_kernels import numba_nm as K
+from nm_kernels import simd_nm
 
 _VALUE_KINDS = {"float32": K.F32, "float16": K.F16_BITS, "bfloat16": K.BF16_BITS}
 
 
 def usable_decoders(pattern: F.Pattern, encoding: str) -> tuple[str, ...]:
-    """The kernel decoders (:data:`kernels.numba_nm.KERNEL_DECODERS`) that read ``pattern``
+    """The kernel decoders (:data:`nm_kernels.numba_nm.KERNEL_DECODERS`) that read ``pattern``
     with ``encoding`` metadata: a rank-LUT decoder only where formats builds the table."""
     return tuple(name for name in K.kernel_decoders(encoding)
                  if not K.KERNEL_DECODERS[name].rank_lut or pattern.has_rank_lut)
@@ -58,10 +58,10 @@ def _validated(tensor: F.NMTensor) -> F.NMTensor:
 class _NMPart:
     """One N:M tensor's compiled kernels and their arguments (all but x, out and accumulate).
 
-    ``gemv_path`` says which batch-1 kernel runs (:func:`kernels.simd_nm.gemv_path`):
+    ``gemv_path`` says which batch-1 kernel runs (:func:`nm_kernels.simd_nm.gemv_path`):
     ``"avx512-pair"`` (sixteen kept values per vector step), ``"avx2-group"`` (eight) where the
     pattern, encoding and CPU allow it, else ``"scalar"``. ``gemm_path`` says the same of the
-    batch > 1 kernel: ``"avx2-group"`` (:func:`kernels.simd_nm.nm_group_gemm`) wherever a
+    batch > 1 kernel: ``"avx2-group"`` (:func:`nm_kernels.simd_nm.nm_group_gemm`) wherever a
     vector GEMV runs, else ``"scalar"``.
     """
 

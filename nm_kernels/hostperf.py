@@ -1,15 +1,15 @@
 """Measured figure of this CPU for a simulator preset: the dense matmul peak (the read bandwidth
-comes from :func:`kernels.bench.bench_kernels`, timed in the same rounds as the kernels)."""
+comes from :func:`nm_kernels.bench.bench_kernels`, timed in the same rounds as the kernels)."""
 
 from __future__ import annotations
 
 import torch
 
-from kernels.bench import time_round_robin
+from nm_kernels.bench import time_round_robin
 
 
 def _median_seconds(fn, repeats: int) -> float:
-    """The benchmark's protocol (:func:`kernels.bench.time_round_robin`) for one candidate."""
+    """The benchmark's protocol (:func:`nm_kernels.bench.time_round_robin`) for one candidate."""
     return time_round_robin({"fn": fn}, repeats, warmup=1)["fn"]
 
 

@@ -1,6 +1,6 @@
 """AVX2 and AVX-512 group kernels for the batch-1 N:M GEMV: kept values against an x window.
 
-The scalar GEMV (:mod:`kernels.numba_nm`) spends 3-4 cycles per kept element on a field read, an
+The scalar GEMV (:mod:`nm_kernels.numba_nm`) spends 3-4 cycles per kept element on a field read, an
 address and a scalar ``x[position]`` load; the memory-bound bytes bound needs about one. Here the
 row's kept values are taken eight at a time (one ``<8 x float>``): their positions form an
 ``<8 x i32>`` inside a *window* of 16 or 32 consecutive inputs held in two or four registers, and
@@ -51,7 +51,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from compression import formats as F
-from kernels import numba_nm as K
+from nm_kernels import numba_nm as K
 
 LANES = 8
 # The widest rank key a position table is built for: 2**16 keys x 8 bytes = 512 KiB, half of
@@ -382,7 +382,7 @@ def split_unrank_row(meta_row, blocks, n, bits, field_mask, tables, state, out):
 # Where a group's window positions come from: rank keys through a group table, index fields,
 # or POSITIONS: one byte per kept value, decoded beforehand (:func:`split_unrank_row`); the
 # group's "key" is then its eight position bytes as one 64-bit word.
-# Where a group's positions come from: the decoder codes of kernels.numba_nm (the rank table,
+# Where a group's positions come from: the decoder codes of nm_kernels.numba_nm (the rank table,
 # the index fields, or position bytes unranked row by row beforehand).
 RANK, INDEX, POSITIONS = K.RANK_LUT, K.INDEX, K.RANK_UNRANK
 F32, I8, I16, I32, I64 = (ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32),
@@ -422,7 +422,7 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool):
 
     # Numba keys its disk cache on the pickled closure of the GEMV, this intrinsic included;
     # the default per-process uuid would make every process miss the cache and compile again.
-    _group_dot._set_uuid(f"kernels.simd_nm.group_dot/{n}:{m}/{bits}/{source}/{kind}/{wide}")
+    _group_dot._set_uuid(f"nm_kernels.simd_nm.group_dot/{n}:{m}/{bits}/{source}/{kind}/{wide}")
     return _group_dot
 
 
@@ -818,7 +818,7 @@ def group_gemm_tile(n: int, m: int, bits: int, source: int, kind: int, tiles: in
 
         return sig, codegen
 
-    _tile._set_uuid(f"kernels.simd_nm.group_gemm_tile/{n}:{m}/{bits}/{source}/{kind}/{tiles}")
+    _tile._set_uuid(f"nm_kernels.simd_nm.group_gemm_tile/{n}:{m}/{bits}/{source}/{kind}/{tiles}")
     return _tile
 
 
@@ -1037,10 +1037,10 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     """The batch-1 GEMV through the group loop (rank-LUT or index metadata); ``wide``: its
     AVX-512 pair steps (:func:`gemv_path` says when).
 
-    Same arguments as :func:`kernels.numba_nm.nm_kernels`'s GEMV except ``table``, which is
+    Same arguments as :func:`nm_kernels.numba_nm.nm_kernels`'s GEMV except ``table``, which is
     :func:`group_position_table` for rank metadata. Whole groups of eight kept values go
     through the vector loop; leftover full blocks, a padded block and the dense tail take the
-    scalar code of :mod:`kernels.numba_nm`. Defined here, beside the IR it inlines, so Numba's
+    scalar code of :mod:`nm_kernels.numba_nm`. Defined here, beside the IR it inlines, so Numba's
     disk cache (stamped by this file's modification time) is invalidated when the loop changes.
     """
     geometry = group_geometry(F.Pattern(n, m))

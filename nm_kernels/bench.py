@@ -21,7 +21,13 @@ rows of the weight, as many as fit ``resident_bytes`` of dense values (a slice t
 cache between calls): the rate at which each kernel retires kept values when DRAM does not bind
 (its decode, gather and multiply-add instructions; one thread, the rate of one core), a
 measurement independent of the full-size speedup (``resident_s``, ``resident_values_per_s``,
-``dense_resident_values_per_s``).
+``dense_resident_values_per_s``). Each timed call repeats the slice product up to the work of
+one full-size call, so every product pays the kernel's fixed per-call cost (dispatch, waking the
+thread pool: under Numba's workqueue layer a third of a 4 MiB product on the 2-core host). The
+same number of products of a slice 32 times smaller, timed the same way, is mostly that cost:
+each candidate's time is fitted as ``calls * (overhead + values / rate)`` through both slices
+(``resident_call_overhead_s``), and the rate is what the full-size call, which pays the
+overhead once, runs at.
 """
 
 from __future__ import annotations
@@ -40,8 +46,9 @@ from tqdm import tqdm
 
 from compression import formats as F
 from compression import markdown
-from kernels.cpu import DensePlan, prepare
-from kernels.numba_nm import threads
+from nm_kernels.cpu import DensePlan, prepare
+from nm_kernels.numba_nm import threads
+from workloads.files import staged_file
 
 LLAMA2_7B_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))
 PATTERNS = ("2:4", "4:8", "8:16", "16:32")
@@ -153,7 +160,7 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                   progress: bool = True, simd: Iterable[str] = ("auto",),
                   resident_bytes: int = 0) -> list[dict]:
     """One record per (shape, pattern, encoding, batch, dtype) and per distinct kernel the
-    ``simd`` caps select at that batch (``kernels.cpu.prepare``: ``gemv_path`` at batch 1,
+    ``simd`` caps select at that batch (``nm_kernels.cpu.prepare``: ``gemv_path`` at batch 1,
     ``gemm_path`` above); see the module docstring (``resident_bytes``: the cache-resident
     slice timed beside each kernel; 0 times none)."""
     patterns = [F.Pattern.parse(p) for p in patterns]
@@ -174,9 +181,9 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
         for dtype in dtypes:
             plans = _plans(weight, masks, encodings, dtype, simd)
             dense_bytes = weight.size * F.value_dtype(dtype).itemsize
-            rows = _resident_rows(shape, dtype, resident_bytes)
-            resident_plans = _plans(weight[:rows], {p: m[:rows] for p, m in masks.items()},
-                                    encodings, dtype, simd) if rows else []
+            slices = _resident_slices(shape, dtype, resident_bytes)
+            resident_plans = {rows: _plans(weight[:rows], {p: m[:rows] for p, m in masks.items()},
+                                           encodings, dtype, simd) for rows in slices}
             buffer = read_buffer(dense_bytes)
             for batch in batches:
                 x = _activations(shape[1], batch, seed=1)
@@ -186,15 +193,17 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                     path = plan.gemv_path if batch == 1 else plan.gemm_path
                     timed.setdefault((pattern, encoding, path), plan)
                 sparse = {key: partial(plan, x) for key, plan in timed.items()}
-                resident = _resident_candidates(weight[:rows], resident_plans, dtype, batch, x,
-                                                -(-shape[0] // rows) if rows else 0)
+                resident = {key: fn for rows, plans_of_slice in resident_plans.items()
+                            for key, fn in _resident_candidates(
+                                weight[:rows], plans_of_slice, dtype, batch, x,
+                                -(-shape[0] // slices[0])).items()}
                 roofs = {"read": partial(stream_read, buffer)}
                 if batch > 1:
                     roofs["matmul"] = partial(torch.matmul, *_peak_operands())
                 medians = time_round_robin({**roofs, **dense, **sparse, **resident}, repeats,
                                            warmup)
                 group = _GroupFigures(shape, dtype, batch, dense_bytes, medians, dense,
-                                      buffer.nbytes, rows)
+                                      buffer.nbytes, slices)
                 records += [group.record(pattern, encoding, path, plan, repeats, warmup)
                             for (pattern, encoding, path), plan in timed.items()]
                 bar.update()
@@ -209,18 +218,23 @@ def _plans(weight, masks, encodings, dtype, simd) -> list[tuple]:
             for p, mask in masks.items() for e in encodings for cap in simd]
 
 
-def _resident_rows(shape, dtype: str, resident_bytes: int) -> int:
-    """Rows of the cache-resident slice: dense values within ``resident_bytes``, a multiple
-    of 16 (both threads get whole rows), at least 16 and at most the weight's rows."""
+def _resident_slices(shape, dtype: str, resident_bytes: int) -> tuple[int, ...]:
+    """Rows of the two cache-resident slices, largest first: as many rows of dense values as
+    fit ``resident_bytes`` (a multiple of 16, at least 16, at most the weight's rows) and
+    1/32 as many (a multiple of 8, at least 8; only the first when the weight is too short for
+    two); none when ``resident_bytes`` is 0."""
     if resident_bytes <= 0:
-        return 0
+        return ()
     per_row = shape[1] * F.value_dtype(dtype).itemsize
-    return min(shape[0], max(16, resident_bytes // per_row // 16 * 16))
+    rows = min(shape[0], max(16, resident_bytes // per_row // 16 * 16))
+    small = max(8, rows // 32 // 8 * 8)
+    return (rows, small) if small < rows else (rows,)
 
 
 def _resident_candidates(weight, plans, dtype: str, batch: int, x, calls: int) -> dict:
-    """The dense baselines and each plan's kernel on the cache-resident slice, keyed
-    ``("resident", name)`` and ``("resident", pattern, encoding, path)``, on one thread.
+    """The dense baselines and each plan's kernel on a cache-resident slice, keyed
+    ``("resident", rows, name)`` and ``("resident", rows, pattern, encoding, path)``, on one
+    thread.
 
     One thread gives the rate of one core without the cost of waking a second thread for each
     small call (on a loaded machine a parallel region waits until both threads get a core, and
@@ -230,9 +244,10 @@ def _resident_candidates(weight, plans, dtype: str, batch: int, x, calls: int) -
     """
     if not plans:
         return {}
-    dense = {("resident", name): partial(_one_thread, fn, calls)
+    dense = {("resident", len(weight), name): partial(_one_thread, fn, calls)
              for name, fn in _dense_baselines(weight, dtype, batch).items()}
-    kernels = {("resident", pattern, encoding, plan.gemv_path if batch == 1 else plan.gemm_path):
+    kernels = {("resident", len(weight), pattern, encoding,
+                plan.gemv_path if batch == 1 else plan.gemm_path):
                partial(_one_thread, partial(plan, x), calls) for pattern, encoding, plan in plans}
     return {**dense, **kernels}
 
@@ -261,7 +276,7 @@ class _GroupFigures:
     """The roofs and dense baselines of one (shape, dtype, batch) group, and its records."""
 
     def __init__(self, shape, dtype, batch, dense_bytes, medians, dense, read_bytes,
-                 resident_rows=0):
+                 resident_rows=()):
         self.shape, self.dtype, self.batch, self.dense_bytes = shape, dtype, batch, dense_bytes
         self.resident_rows = resident_rows
         self.medians = medians
@@ -282,22 +297,44 @@ class _GroupFigures:
         return {"roofline": "bytes" if bytes_s >= flops_s else "flops",
                 "roofline_s": max(bytes_s, flops_s), "peak_gflops": self.peak_gflops}
 
+    def _fit(self, key: tuple, density: float) -> tuple[float, float, float, float]:
+        """(values per second, seconds per product, seconds of the large and of the small
+        slice's timed call) of one candidate, fitted through both slices (the same number of
+        products each) as ``calls * (overhead + values / rate)``. One slice, or a noisy pair
+        that gives a negative overhead or rate, falls back to the large slice with no overhead
+        (the rate then includes it, erring slow)."""
+        rows_a, rows_b = (*self.resident_rows, self.resident_rows[0])[:2]
+        values_per_row = self.shape[1] * self.batch * density
+        calls = -(-self.shape[0] // rows_a)
+        t_a, t_b = (self.medians[("resident", r, *key)] for r in (rows_a, rows_b))
+        per_value = overhead = -1.0
+        if rows_b != rows_a:  # two products, two unknowns
+            per_value = (t_a - t_b) / (calls * values_per_row * (rows_a - rows_b))
+            overhead = t_b / calls - rows_b * values_per_row * per_value
+        if per_value <= 0 or overhead < 0:
+            per_value, overhead = t_a / (calls * rows_a * values_per_row), 0.0
+        return 1 / per_value, overhead, t_a, t_b
+
     def _resident(self, pattern, encoding, path) -> dict:
-        """Multiply-adds per second of one thread on the cache-resident slice: the kernel's
-        (kept values) and the fastest dense baseline's (all values); empty without a slice."""
+        """Multiply-adds per second of one thread on a cache-resident slice with the per-call
+        cost fitted out: the kernel's (kept values) and the fastest dense baseline's (all
+        values); empty without slices."""
         if not self.resident_rows:
             return {}
-        calls = -(-self.shape[0] // self.resident_rows)  # products per timed call
-        values = calls * self.resident_rows * self.shape[1] * self.batch
-        kept = values * F.Pattern.parse(pattern).density
-        resident_s = self.medians[("resident", pattern, encoding, path)]
-        dense_all = {name: self.medians[("resident", name)] for name in self.dense_names}
-        best = min(dense_all, key=dense_all.get)
-        return {"resident_rows": self.resident_rows, "resident_calls": calls,
-                "resident_s": resident_s,
-                "resident_values_per_s": kept / resident_s,
-                "resident_dense_all_s": dense_all, "resident_dense_baseline": best,
-                "dense_resident_values_per_s": values / dense_all[best]}
+        rate, overhead, resident_s, small_s = self._fit((pattern, encoding, path),
+                                                        F.Pattern.parse(pattern).density)
+        dense_fits = {name: self._fit((name,), 1.0) for name in self.dense_names}
+        best = max(dense_fits, key=lambda name: dense_fits[name][0])
+        return {"resident_rows": self.resident_rows[0],
+                "resident_rows_small": self.resident_rows[-1],
+                "resident_calls": -(-self.shape[0] // self.resident_rows[0]),
+                "resident_s": resident_s, "resident_small_s": small_s,
+                "resident_values_per_s": rate,
+                "resident_call_overhead_s": overhead,
+                "resident_dense_all_s": {name: fit[2] for name, fit in dense_fits.items()},
+                "resident_dense_baseline": best,
+                "dense_resident_values_per_s": dense_fits[best][0],
+                "dense_resident_call_overhead_s": dense_fits[best][1]}
 
     def record(self, pattern, encoding, path, plan, repeats, warmup) -> dict:
         sparse_s = self.medians[(pattern, encoding, path)]
@@ -416,7 +453,6 @@ def plot_bandwidth(records: list[dict], path) -> None:
         ax.set_title(f"{dtype} values, batch {batch}")
         ax.legend(handles=handles, fontsize=7, loc="upper left")
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=160, metadata={"Software": PLOT_SOFTWARE})
+    with staged_file(path) as staged:
+        fig.savefig(staged, dpi=160, format="png", metadata={"Software": PLOT_SOFTWARE})
     plt.close(fig)
-    os.replace(tmp, path)

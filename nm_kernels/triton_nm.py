@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from compression import formats as F
-from kernels import numba_nm as K
+from nm_kernels import numba_nm as K
 
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from compression import formats as F
-from kernels import numba_nm as K
-from kernels.cpu import prepare, usable_decoders
+from nm_kernels import numba_nm as K
+from nm_kernels.cpu import prepare, usable_decoders
 
 # Error budget per output, relative to sum_k |W[r, k] x[k]|: every kernel accumulates in
 # float32 over the same stored values (2**-24 per add, a few hundred adds with headroom).
@@ -48,7 +48,7 @@ def compare_kernels(reference: Callable[[F.SparseWeight, np.ndarray], np.ndarray
     if run_triton:
         import torch
 
-        from kernels.triton_nm import TritonNMPlan
+        from nm_kernels.triton_nm import TritonNMPlan
         device = "cuda" if torch.cuda.is_available() else "cpu"
     records = []
     for pattern in map(F.Pattern.parse, patterns):

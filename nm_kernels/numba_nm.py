@@ -42,7 +42,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 # The kernels' decoder codes: compile-time constants of the Numba kernels, and the SIMD group
-# kernels' position source (kernels.simd_nm) for the decoders it implements.
+# kernels' position source (nm_kernels.simd_nm) for the decoders it implements.
 RANK_LUT, RANK_UNRANK, INDEX, BITMASK, RUN_LENGTH = 0, 1, 2, 3, 4
 
 
@@ -50,7 +50,7 @@ RANK_LUT, RANK_UNRANK, INDEX, BITMASK, RUN_LENGTH = 0, 1, 2, 3, 4
 class KernelDecoder:
     """How the kernels read one decoder's metadata: the Numba code, whether it reads the rank
     LUT of :func:`compression.formats.rank_lut`, and whether the SIMD group kernels
-    (:mod:`kernels.simd_nm`, where the pattern allows) and the Triton kernel implement it."""
+    (:mod:`nm_kernels.simd_nm`, where the pattern allows) and the Triton kernel implement it."""
 
     encoding: str
     code: int
