@@ -61,8 +61,8 @@ class _NMPart:
     ``gemv_path`` says which batch-1 kernel runs (:func:`nm_kernels.simd_nm.gemv_path`):
     ``"avx512-pair"`` (sixteen kept values per vector step), ``"avx2-group"`` (eight) where the
     pattern, encoding and CPU allow it, else ``"scalar"``. ``gemm_path`` says the same of the
-    batch > 1 kernel: ``"avx2-group"`` (:func:`nm_kernels.simd_nm.nm_group_gemm`) wherever a
-    vector GEMV runs, else ``"scalar"``.
+    batch > 1 kernel (:func:`nm_kernels.simd_nm.gemm_path`): ``"avx512-group"`` (16 batch
+    columns per vector) or ``"avx2-group"`` (8) wherever a vector GEMV runs, else ``"scalar"``.
     """
 
     kernels: tuple
@@ -94,11 +94,13 @@ class _NMPart:
         code = entry.code
         gemv, gemm = K.nm_kernels(p.n, p.m, bits, code, kind)
         gemv_scalars = gemm_scalars = (geo.full_blocks, pad_block, lut, binom)
-        gemv_path = gemm_path = simd_nm.gemv_path(p, tensor.encoding, decoder, simd)
+        gemv_path = simd_nm.gemv_path(p, tensor.encoding, decoder, simd)
+        gemm_path = simd_nm.gemm_path(p, tensor.encoding, decoder, simd)
         if gemv_path != "scalar":
             gemv = simd_nm.nm_group_gemv(p.n, p.m, bits, code, kind,
                                          wide=gemv_path == "avx512-pair")
-            gemm, gemm_path = simd_nm.nm_group_gemm(p.n, p.m, bits, code, kind), "avx2-group"
+            gemm = simd_nm.nm_group_gemm(p.n, p.m, bits, code, kind,
+                                         wide=gemm_path == "avx512-group")
             if not entry.rank_lut:
                 gemv_table = gemm_table = np.zeros((1, simd_nm.LANES), np.uint8)
             else:
@@ -149,7 +151,7 @@ class NMPlan:
 
     @property
     def gemm_path(self) -> str:
-        """The bulk's batch > 1 kernel: ``"avx2-group"`` or ``"scalar"``."""
+        """The bulk's batch > 1 kernel: ``"avx512-group"``, ``"avx2-group"`` or ``"scalar"``."""
         return self.bulk.gemm_path
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -194,7 +196,7 @@ def check_activations(x, in_features: int) -> np.ndarray:
 def prepare(weight: F.SparseWeight | F.NMTensor, decoder: str | None = None,
             simd: str = "auto") -> NMPlan:
     """Validate ``weight`` and bind it to the kernels (see :class:`NMPlan`). ``simd`` caps the
-    batch-1 GEMV's vector path for comparisons: ``"auto"`` (the widest this CPU runs),
+    vector paths (GEMV and GEMM) for comparisons: ``"auto"`` (the widest this CPU runs),
     ``"avx2"`` or ``"scalar"``."""
     return NMPlan(weight, decoder, simd)
 

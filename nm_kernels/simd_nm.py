@@ -180,6 +180,15 @@ def gemv_path(pattern: F.Pattern, encoding: str, decoder: str, simd: str = "auto
     return "avx2-group"
 
 
+def gemm_path(pattern: F.Pattern, encoding: str, decoder: str, simd: str = "auto") -> str:
+    """The batch > 1 kernel: ``"scalar"`` where :func:`gemv_path` is, else the group passes of
+    :func:`nm_group_gemm`, ``"avx512-group"`` (16 batch columns per vector) when ``simd`` is
+    ``"auto"`` and the CPU has AVX-512F, ``"avx2-group"`` (8) otherwise."""
+    if gemv_path(pattern, encoding, decoder, simd) == "scalar":
+        return "scalar"
+    return "avx512-group" if simd == "auto" and wide_available() else "avx2-group"
+
+
 @cache
 def group_position_table(pattern: F.Pattern) -> np.ndarray:
     """``int8[2**(G*bits), 8]``: window positions of a group's kept values, keyed by its G ranks.
@@ -785,22 +794,27 @@ def _merge_accumulators(builder, nexts, zero, entry, main_exit):
     return combined
 
 
-# Batch columns per GEMM pass, in units of eight (one <8 x float> accumulator each); a batch is
-# covered by the widest passes first (32 columns, then 16, 8). No 64-column pass: its eight
-# accumulators left one FMA chain per tile, eight products long per group (the FMA latency
-# bound); two 32-column passes keep two chains per tile (11008x4096 float32, batch 64, 2
-# threads: 49-52 ms against 56-66 ms in back-to-back runs, 47-66 ms over four later runs, numpy
-# 47-57 ms in the same rounds; reports/kernels/cpu.md).
-GEMM_TILES = (4, 2, 1)
+# GEMM passes as (vector width, vectors per kept value), widest first; a batch is covered by
+# the widest passes first, and four passes always cover every multiple of eight columns.
+# AVX2: 32, 16 and 8 columns (the fourth pass is never reached). No 64-column AVX2 pass: its
+# eight accumulators left one FMA chain per tile, eight products long per group (the FMA
+# latency bound); two 32-column passes keep two chains per tile (11008x4096 float32, batch 64,
+# 2 threads: 49-52 ms against 56-66 ms in back-to-back runs, numpy 47-57 ms in the same
+# rounds; reports/kernels/cpu.md).
+GEMM_PASSES_AVX2 = ((8, 4), (8, 2), (8, 1), (8, 1))
+# AVX-512: 64, 32, 16 and 8 columns, one <16 x float> FMA per 16 columns, so each kept value's
+# broadcast, position decode and x address serve twice the columns of an AVX2 pass.
+GEMM_PASSES_AVX512 = ((16, 4), (16, 2), (16, 1), (8, 1))
 
 
 @cache
-def group_gemm_tile(n: int, m: int, bits: int, source: int, kind: int, tiles: int):
+def group_gemm_tile(n: int, m: int, bits: int, source: int, kind: int, tiles: int,
+                    width: int = LANES):
     """A Numba intrinsic ``(values_row, meta_row, x, table, g_first, g_end, col0, acc) -> int64``.
 
     Adds ``sum_{g_first <= g < g_end} sum_lane v[8g + lane] * x[start(g) + pos(g, lane), cols]``
-    into
-    ``acc[cols]`` for the ``8 * tiles`` batch columns ``cols`` from ``col0``, for one row
+    into ``acc[cols]`` for the ``width * tiles`` batch columns ``cols`` from ``col0``
+    (``width`` 8 or 16 floats per vector), for one row
     (``x`` is C-contiguous ``[in, batch]``). Each group's positions are decoded once (as in the
     GEMV, each kept value's in scalar registers: :meth:`_RowIR.lane_position`) and each kept
     value then multiplies a contiguous slice of an ``x`` row: one broadcast and ``tiles`` FMAs. ``table`` is :func:`group_position_table` for rank metadata.
@@ -814,21 +828,22 @@ def group_gemm_tile(n: int, m: int, bits: int, source: int, kind: int, tiles: in
 
         def codegen(context, builder, signature, args):
             return _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
-                                   source, kind, tiles)
+                                   source, kind, tiles, width)
 
         return sig, codegen
 
-    _tile._set_uuid(f"nm_kernels.simd_nm.group_gemm_tile/{n}:{m}/{bits}/{source}/{kind}/{tiles}")
+    _tile._set_uuid(
+        f"nm_kernels.simd_nm.group_gemm_tile/{n}:{m}/{bits}/{source}/{kind}/{tiles}/{width}")
     return _tile
 
 
 def _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits, source, kind,
-                    tiles):
-    """The IR of one row's GEMM pass over ``8 * tiles`` batch columns (see
+                    tiles, width):
+    """The IR of one row's GEMM pass over ``width * tiles`` batch columns (see
     :func:`group_gemm_tile`). Lanes are spread over ``8 // tiles`` accumulator sets so that
     eight FMA chains are always in flight."""
-    v8f = ir.VectorType(F32, LANES)
-    fma = _fma(builder.module, LANES)
+    vxf = ir.VectorType(F32, width)
+    fma = _fma(builder.module, width)
     arrays = [context.make_array(t)(context, builder, a)
               for t, a in zip(signature.args[:4], args[:4], strict=True)]
     values, meta, x, table = (a.data for a in arrays)
@@ -844,12 +859,12 @@ def _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
     entry = builder.basic_block
     loop = builder.append_basic_block("nm_gemm.loop")
     done = builder.append_basic_block("nm_gemm.done")
-    zero = ir.Constant(v8f, [0.0] * LANES)
+    zero = ir.Constant(vxf, [0.0] * width)
     builder.cbranch(builder.icmp_signed(">", groups, g_first), loop, done)
 
     builder.position_at_end(loop)
     g = builder.phi(I64)
-    accs = [[builder.phi(v8f) for _ in range(tiles)] for _ in range(sets)]
+    accs = [[builder.phi(vxf) for _ in range(tiles)] for _ in range(sets)]
     g.add_incoming(g_first, entry)
     ahead = builder.add(g, const(PREFETCH_BYTES // (LANES * (4 if kind == K.F32 else 2))))
     row.prefetch(builder.gep(values, [builder.mul(ahead, const(LANES))]))
@@ -859,10 +874,10 @@ def _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
     new = [list(tile_accs) for tile_accs in accs]
     for lane in range(LANES):
         base = builder.mul(row.lane_position(key, lane), batch)
-        w = builder.shuffle_vector(weights, weights, _const_vec([lane] * LANES))
+        w = builder.shuffle_vector(weights, weights, _const_vec([lane] * width))
         chain = new[lane % sets]
         for t in range(tiles):
-            x_cols = row.vec_load(x_window, builder.add(base, const(t * LANES)), v8f)
+            x_cols = row.vec_load(x_window, builder.add(base, const(t * width)), vxf)
             chain[t] = builder.call(fma, [w, x_cols, chain[t]])
     g_next = builder.add(g, const(1))
     loop_exit = builder.basic_block
@@ -874,7 +889,7 @@ def _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
     builder.cbranch(builder.icmp_signed("<", g_next, groups), loop, done)
 
     builder.position_at_end(done)
-    merged = [[builder.phi(v8f) for _ in range(tiles)] for _ in range(sets)]
+    merged = [[builder.phi(vxf) for _ in range(tiles)] for _ in range(sets)]
     for set_merged, set_new in zip(merged, new, strict=True):
         for phi, acc_next in zip(set_merged, set_new, strict=True):
             phi.add_incoming(zero, entry)
@@ -883,9 +898,9 @@ def _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
         total = merged[0][t]
         for set_merged in merged[1:]:
             total = builder.fadd(total, set_merged[t])
-        address = builder.add(col0, const(t * LANES))
-        builder.store(builder.fadd(row.vec_load(acc_data, address, v8f), total),
-                      builder.bitcast(builder.gep(acc_data, [address]), v8f.as_pointer()),
+        address = builder.add(col0, const(t * width))
+        builder.store(builder.fadd(row.vec_load(acc_data, address, vxf), total),
+                      builder.bitcast(builder.gep(acc_data, [address]), vxf.as_pointer()),
                       align=1)
     return const(0)
 
@@ -944,8 +959,9 @@ def _slice_groups(batch, inputs_per_group, trip):
 
 
 @cache
-def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
-    """The GEMM (``x`` ``[in, batch]``) through :func:`group_gemm_tile` passes.
+def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool = False):
+    """The GEMM (``x`` ``[in, batch]``) through :func:`group_gemm_tile` passes
+    (:data:`GEMM_PASSES_AVX512` when ``wide``, else :data:`GEMM_PASSES_AVX2`).
 
     Same arguments as :func:`nm_group_gemv` with ``table`` :func:`group_position_table` for
     rank metadata. Rows go in chunks of ``ROW_CHUNK``; each chunk walks the inputs in K-slices
@@ -956,7 +972,10 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
     """
     geometry = group_geometry(F.Pattern(n, m))
     source = decoder  # the decoder code is the group kernels' position source
-    tile4, tile2, tile1 = (group_gemm_tile(n, m, bits, source, kind, t) for t in GEMM_TILES)
+    passes = GEMM_PASSES_AVX512 if wide else GEMM_PASSES_AVX2
+    pass_a, pass_b, pass_c, pass_d = (group_gemm_tile(n, m, bits, source, kind, tiles, width)
+                                      for width, tiles in passes)
+    cols_a, cols_b, cols_c, cols_d = (width * tiles for width, tiles in passes)
     field_mask = np.uint64((1 << bits) - 1)
     per_group = geometry.blocks_per_group
     groups_per_block = geometry.groups_per_block
@@ -990,18 +1009,21 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int):
             if vector_cols:
                 for g0 in range(0, groups, step):
                     g1 = min(groups, g0 + step)
-                    for r in range(r0, r1):  # passes widest first (GEMM_TILES)
+                    for r in range(r0, r1):  # passes widest first
                         vrow, row_acc = values[r], acc[r - r0]
                         meta_row = decoded[r - r0] if split else metadata[r]
                         c0 = 0
-                        while c0 + 32 <= vector_cols:
-                            tile4(vrow, meta_row, x, table, g0, g1, c0, row_acc)
-                            c0 += 32
-                        if c0 + 16 <= vector_cols:
-                            tile2(vrow, meta_row, x, table, g0, g1, c0, row_acc)
-                            c0 += 16
-                        if c0 + 8 <= vector_cols:
-                            tile1(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+                        while c0 + cols_a <= vector_cols:
+                            pass_a(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+                            c0 += cols_a
+                        if c0 + cols_b <= vector_cols:
+                            pass_b(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+                            c0 += cols_b
+                        if c0 + cols_c <= vector_cols:
+                            pass_c(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+                            c0 += cols_c
+                        if c0 + cols_d <= vector_cols:
+                            pass_d(vrow, meta_row, x, table, g0, g1, c0, row_acc)
             for r in range(r0, r1):
                 meta_row = metadata[r]
                 vrow = values[r]

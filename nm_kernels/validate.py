@@ -63,7 +63,7 @@ def compare_kernels(reference: Callable[[F.SparseWeight, np.ndarray], np.ndarray
                 outputs = {}
                 for decoder in usable_decoders(pattern, encoding):
                     # Every kernel this CPU runs: batch-1 GEMVs (AVX-512 pairs, AVX2 groups,
-                    # scalar) and GEMMs (AVX2 group passes, scalar).
+                    # scalar) and GEMMs (AVX-512 and AVX2 group passes, scalar).
                     for simd in ("auto", "avx2", "scalar"):
                         plan = prepare(weight, decoder, simd)
                         outputs[f"numba/{decoder} gemm/{plan.gemm_path}"] = (plan(x), np.s_[:])

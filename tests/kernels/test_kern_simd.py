@@ -96,14 +96,16 @@ def test_group_gemm_matches_float64_and_scalar(pattern, encoding, dtype, rows, g
                              tail)
     cols = weight.shape[1]
     x = nonzero(rng, (cols, batch))
-    plan = prepare(weight)
-    assert plan.gemm_path == "avx2-group"
-    y = plan(x, out=np.full((rows, batch), np.nan, np.float32))
-    assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
     scalar = prepare(weight, simd="scalar")
     assert scalar.gemm_path == "scalar"
     y_scalar = scalar(x, out=np.full((rows, batch), np.nan, np.float32))
-    assert_close(y, y_scalar.astype(np.float64), weight, x, rtol=2e-5)
+    widest = "avx512-group" if simd_nm.wide_available() else "avx2-group"
+    for simd, path in [("avx2", "avx2-group"), ("auto", widest)]:
+        plan = prepare(weight, simd=simd)
+        assert plan.gemm_path == path
+        y = plan(x, out=np.full((rows, batch), np.nan, np.float32))
+        assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
+        assert_close(y, y_scalar.astype(np.float64), weight, x, rtol=2e-5)
 
 
 @pytest.mark.parametrize("pattern", ["1:2", "2:4", "4:8", "8:16"])
@@ -219,7 +221,8 @@ def test_rank_without_a_table_takes_the_group_loop(pattern):
     weight = compressed(np.random.default_rng(6), 3, 96, pattern, "rank", "dense", "float32")
     plan = prepare(weight)
     assert (plan.decoder, plan.gemv_path, plan.gemm_path) == (
-        "rank_pipeline", "avx2-group", "avx2-group")
+        "rank_pipeline", "avx2-group",
+        "avx512-group" if simd_nm.wide_available() else "avx2-group")
     assert prepare(weight, simd="scalar").gemv_path == "scalar"
 
 
