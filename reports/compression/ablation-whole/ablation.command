@@ -1,3 +1,9 @@
 PYTHONPATH=. python -m compression.ablation run --out reports/compression/ablation-whole --eval-windows 595 --threads 2 --only "8:16 full (SparseGPT" dense   # 2026-12-03 17:11-18:10 UTC: the dense model and its fine-tune control
 PYTHONPATH=. python -m compression.ablation run --out reports/compression/ablation-whole --eval-windows 595 --threads 2 --only "8:16 full, no FT"   # 18:11 UTC on
 PYTHONPATH=. python -m compression.ablation report --out reports/compression/ablation-whole --eval-windows 595
+# 2026-12-03 19:37 UTC on (session 5): rows run in this order, one at a time, exact labels
+# (a driver calling compression.ablation.main with runs() filtered to the list; --only matches
+# substrings, so "8:16 full, no EQ" would also start its fine-tuned run):
+#   8:16 SparseGPT | 8:16 full, no EQ | 8:16 full, no VC | 8:16 full, no side-car |
+#   8:16 full, Wanda for SparseGPT | 8:16 Wanda | 9:16 SparseGPT (iso-count) | 8:16 SparseGPT +side-car 16:256
+# equivalent per row: PYTHONPATH=. python -m compression.ablation run --out reports/compression/ablation-whole --eval-windows 595 --threads 2 --only "<label>"
