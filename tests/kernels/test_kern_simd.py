@@ -22,7 +22,10 @@ CASES = [
     ("8:16", "rank", "bfloat16"),
     ("1:2", "rank", "float32"),
     ("1:4", "rank", "float16"),
+    # Index keys read as raw words: one per pair (1:2, 2:4), two joined (4:8, 8:16).
+    ("1:2", "index", "float16"),
     ("2:4", "index", "bfloat16"),
+    ("4:8", "index", "float16"),
     ("8:16", "index", "float32"),
     ("4:16", "index", "float32"),
     ("16:32", "index", "float16"),
