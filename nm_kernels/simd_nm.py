@@ -670,8 +670,9 @@ class _GroupSteps:
         (:meth:`_RowIR.key_word`; ``word_high`` None when both keys lie in the first): the
         words broadcast into one ``<16 x i32>``, then one variable shift and a mask. Joining
         two eight-lane position vectors instead took three shuffles per pair (vinserti32x4,
-        vpshufd, vpermq); without them a 256-row resident 2:4 float16 GEMV on one Zen 4 core
-        ran at 11.5 G kept values/s against 7.6, and 4:8 and 8:16 4-16% faster."""
+        vpshufd, vpermq); without them a cache-resident float16 GEMV on one Zen 4 core runs
+        2:4 at 12.8 G kept values/s against 9.1, 4:8 at 10.0 against 8.0
+        (``reports/kernels/cpu.md``)."""
         b, row = self.builder, self.row
         v16i = ir.VectorType(I32, 2 * LANES)
         undef = ir.Constant(v16i, ir.Undefined)
