@@ -24,6 +24,7 @@ import argparse
 import copy
 import csv
 import hashlib
+import io
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ LLMC_REQUIREMENT = "llmcompressor==0.14.0.1"
 TORCH_REQUIREMENT = "torch==2.13.0"
 PATTERN = "2:4"
 METHODS = ("sparsegpt", "wanda")
+TEMPLATE = Path(__file__).parent / "llmcompressor_crosscheck.md.in"
 COLUMNS = ("method", "layer", "module", "out", "in", "nmsim_kept", "llmc_kept", "llmc_is_2of4",
            "mask_agreement_pct", "weight_rel_diff")
 
@@ -308,19 +310,41 @@ def layer_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _report_title() -> str:
+    """The first line of every crosscheck.md this script writes (its template's)."""
+    return TEMPLATE.read_text().split("{", 1)[0]
+
+
+def check_report_folder(out: Path) -> None:
+    """Refuse ``out`` (``ValueError``, nothing touched) when it is not a folder, or when its
+    crosscheck.csv or crosscheck.md was not written by this script (their header line): a
+    re-run replaces only its own files. Called before any pruning starts."""
+    from workloads.files import written_by_us
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder; left untouched")
+    for name, first_line in (("crosscheck.csv", ",".join(COLUMNS)),
+                             ("crosscheck.md", _report_title())):
+        path = out / name
+        if (path.exists() or path.is_symlink()) and not written_by_us(path, first_line):
+            raise ValueError(f"{path} exists and was not written by this cross-check; left "
+                             "untouched - choose another --out")
+
+
 def write_report(out: Path, results: dict) -> None:
-    """crosscheck.csv (per linear) and crosscheck.md (summary, setup, differences explained)."""
+    """crosscheck.csv (per linear) and crosscheck.md (summary, setup, differences explained),
+    both composed before either is written, then each staged and moved into place."""
     from compression.uncertainty import difference_verdict
+    from workloads.files import staged_file
 
     rows, setup = results["rows"], results["setup"]
     summaries = [method_summary(m, rows, results["methods"][m]) for m in results["methods"]]
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "crosscheck.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                             for k, v in row.items()})
+    table_csv = io.StringIO(newline="")
+    writer = csv.DictWriter(table_csv, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                         for k, v in row.items()})
     header = ("| method | mask agreement (all weights) | lowest linear | llm-compressor masks "
               "2:4 | ppl nmsim [95% CI] | ppl llm-compressor [95% CI] | llm-compressor vs nmsim "
               "[95% CI] | prune wall s nmsim / llmc |")
@@ -333,10 +357,12 @@ def write_report(out: Path, results: dict) -> None:
             f"| {interval_text(s['ppl_nmsim'])} | {interval_text(s['ppl_llmc'])} | "
             f"{interval_text(s['ppl_diff'], True)} ({difference_verdict(s['ppl_diff'])}) | "
             f"{s['nmsim_s']:.0f} / {s['llmc_s']:.0f} |")
-    template = (Path(__file__).parent / "llmcompressor_crosscheck.md.in").read_text()
-    text = template.format(table="\n".join(table), by_layer="\n".join(layer_table(rows)),
-                           **setup)
-    (out / "crosscheck.md").write_text(text)
+    text = TEMPLATE.read_text().format(table="\n".join(table),
+                                       by_layer="\n".join(layer_table(rows)), **setup)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in (("crosscheck.csv", table_csv.getvalue()), ("crosscheck.md", text)):
+        with staged_file(out / name) as staged:
+            staged.write_text(content, newline="" if name.endswith(".csv") else None)
 
 
 def main(argv=None) -> int:
@@ -363,9 +389,18 @@ def main(argv=None) -> int:
         args.out = args.out_file
         worker(args)
         return 0
-    if args.render:
-        write_report(args.out, json.loads(args.render.read_text()))
-        return 0
+    try:
+        check_report_folder(args.out)
+        if args.render:
+            results = json.loads(args.render.read_text())
+            try:
+                write_report(args.out, results)
+            except (KeyError, TypeError) as missing:
+                raise ValueError(f"--render {args.render}: no {missing} in it (written by "
+                                 "another version of this script?); nothing written") from None
+            return 0
+    except (OSError, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     return crosscheck(args)
 
 
@@ -419,7 +454,8 @@ def crosscheck(args) -> int:
              "methods_note": (f"\n- Not in this run: {', '.join(skipped)} (`--methods`)."
                               if skipped else ""),
              "dense_zeros": sum(int((w == 0).sum()) for w in dense_linears.values()),
-             "scope": scope, "linears": len(rows) // len(args.methods), "samples": args.samples, "seqlen": args.seqlen, "eval_windows": len(windows),
+             "scope": scope, "linears": len(rows) // len(args.methods), "samples": args.samples,
+             "seqlen": args.seqlen, "eval_windows": len(windows),
              "split_windows": split_windows, "dense_ppl": f"{dense['perplexity']:.3f}",
              "llmc_version": version[0], "llmc_transformers": version[1],
              "llmc_torch": version[2], "machine": f"{platform.machine()}, {os.cpu_count()} "

@@ -9,6 +9,7 @@
   package index that CI may not reach), too much to do inside a test."""
 
 import importlib.util
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -130,3 +131,57 @@ def test_cached_folders_and_outputs_are_keyed_by_the_weights_not_a_name(tiny_mod
              for m in (model, same)]
     keys = {module.llmc_output("wanda", folder, calib, tmp_path) for folder in names}
     assert len(keys) == 2
+
+
+def _results(module) -> dict:
+    """A results.json as a run writes it: one method, two linears, every template field set."""
+    import string
+
+    rows = [{"method": "wanda", "layer": 0, "module": name, "out": 8, "in": 16,
+             "nmsim_kept": 64, "llmc_kept": 64, "llmc_is_2of4": True,
+             "mask_agreement_pct": pct, "weight_rel_diff": 0.01}
+            for name, pct in (("self_attn.q_proj", 99.0), ("mlp.down_proj", 97.5))]
+    fields = {name: spec for _, name, spec, _ in
+              string.Formatter().parse(module.TEMPLATE.read_text()) if name}
+    setup = {name: 1 if spec else "x" for name, spec in fields.items()
+             if name not in ("table", "by_layer")}
+    nll = list(np.linspace(100.0, 300.0, 6))
+    return {"rows": rows, "setup": setup,
+            "methods": {"wanda": {"nll_nmsim": nll, "nll_llmc": nll[::-1], "tokens": [100] * 6,
+                                  "nmsim_s": 1.0, "llmc_s": 2.0}}}
+
+
+def _render(module, results_path, out):
+    try:
+        return module.main(["--render", str(results_path), "--out", str(out)])
+    except SystemExit as stop:
+        return stop.code
+
+
+def test_render_replaces_only_its_own_report_and_never_half_of_it(tmp_path, capsys):
+    module = script()
+    good, old = tmp_path / "results.json", tmp_path / "old.json"
+    results = _results(module)
+    good.write_text(json.dumps(results))
+    del results["setup"]["scope"]  # a results.json from a version without this field
+    old.write_text(json.dumps(results))
+
+    out = tmp_path / "out"
+    assert _render(module, good, out) == 0
+    csv_text = (out / "crosscheck.csv").read_text()
+    assert csv_text.startswith(",".join(module.COLUMNS)) and "mlp.down_proj" in csv_text
+    assert "97.50%" in (out / "crosscheck.md").read_text()  # the lowest linear, per layer
+    assert _render(module, good, out) == 0  # its own files: replaced
+
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert _render(module, old, out) == 2
+    assert "no 'scope'" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging file either
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "crosscheck.md").write_text("my notes\n")
+    assert _render(module, good, foreign) == 2
+    assert "not written by this cross-check" in capsys.readouterr().err
+    assert [p.name for p in foreign.iterdir()] == ["crosscheck.md"]
+    assert (foreign / "crosscheck.md").read_text() == "my notes\n"
