@@ -531,9 +531,12 @@ class _RowIR:
         (``vpextrd``) cost two vector-port operations per kept value."""
         b = self.builder
         if self.source == RANK:  # drop the select bit carried as the sign (windows <= 32)
-            entry = b.gep(self.table, [b.add(b.mul(key, ir.Constant(I64, LANES)),
-                                             ir.Constant(I64, lane))])
-            return b.and_(b.zext(b.load(entry), I64), ir.Constant(I64, 31))
+            # The key's whole table row as one i64 (the same load for every lane, merged by
+            # LLVM), its lane's byte shifted out: a byte load per kept value competed with the
+            # x loads that bind the GEMM passes.
+            entry = b.gep(self.table, [b.mul(key, ir.Constant(I64, LANES))])
+            row = b.load(b.bitcast(entry, I64.as_pointer()), align=1)
+            return b.and_(b.lshr(row, ir.Constant(I64, 8 * lane)), ir.Constant(I64, 31))
         if self.source == POSITIONS:
             return b.and_(b.lshr(key, ir.Constant(I64, 8 * lane)), ir.Constant(I64, 255))
         field = b.and_(b.lshr(key, ir.Constant(I64, lane * self.bits)),
@@ -986,10 +989,14 @@ def _vector_groups(full_blocks, per_group, groups_per_block):
 
 
 # Bytes of x one K-slice of the GEMM keeps hot: the slice's x rows are reused by every row of a
-# row chunk, so they should stay in the 32-48 KiB L1 next to the streamed values. Without
-# slicing, every weight row walked all of x (1 MiB at batch 64, 128 KiB at batch 8) out of L2
-# or L3, which bound the pass (see docs/kernels.md).
-GEMM_SLICE_X_BYTES = 16384
+# row chunk, so they should stay in L1/L2 next to the streamed values. Without slicing, every
+# weight row walked all of x (1 MiB at batch 64, 128 KiB at batch 8) out of L2 or L3, which
+# bound the pass (see docs/kernels.md). Each pass call pays a fixed cost (its accumulators
+# read and written back, the loop set up), so a slice should not be smaller than it must: on
+# a Zen 4 host (32 KiB L1), old and new compiled in one process, 11008x4096 float32, batch
+# 64, 2 threads, 32 KiB took 29.5-35.0 ms against 41.8-42.5 ms for 16 KiB (index) and 42.5
+# against 47.2 (rank); batch 8 and 16 equal or faster (reports/kernels/cpu.md).
+GEMM_SLICE_X_BYTES = 32768
 
 
 @njit(inline="always")

@@ -89,16 +89,21 @@ def test_group_gemv_matches_float64_and_scalar(pattern, encoding, dtype, rows, g
 @SETTINGS
 @given(rows=st.integers(1, 40), groups=st.integers(0, 12), extra=st.integers(0, 15),
        tail_width=st.integers(0, 40), tail=st.sampled_from(["dense", "pad"]),
-       batch=st.integers(2, 140), seed=st.integers(0, 2**32 - 1))
+       batch=st.integers(2, 140), shift=st.integers(0, 15), seed=st.integers(0, 2**32 - 1))
 def test_group_gemm_matches_float64_and_scalar(pattern, encoding, dtype, rows, groups, extra,
-                                               tail_width, tail, batch, seed):
+                                               tail_width, tail, batch, shift, seed):
     """Batches from 2 to 140: passes of 64, 32, 16 and 8 columns and a scalar remainder of
-    batch % 8 columns; leftover blocks, padded and dense tails as in the GEMV test."""
+    batch % 8 columns; leftover blocks, padded and dense tails as in the GEMV test; x starting
+    ``shift`` floats past a cache line (the plan copies it onto one unless shift is 0)."""
     rng = np.random.default_rng(seed)
     weight = _grouped_weight(rng, pattern, encoding, dtype, rows, groups, extra, tail_width,
                              tail)
     cols = weight.shape[1]
-    x = nonzero(rng, (cols, batch))
+    buffer = np.empty(cols * batch + 32, np.float32)
+    first = -buffer.ctypes.data % 64 // 4 + shift
+    x = buffer[first:first + cols * batch].reshape(cols, batch)
+    x[...] = nonzero(rng, (cols, batch))
+    assert x.ctypes.data % 64 == 4 * shift
     scalar = prepare(weight, simd="scalar")
     assert scalar.gemm_path == "scalar"
     y_scalar = scalar(x, out=np.full((rows, batch), np.nan, np.float32))
@@ -265,8 +270,8 @@ def test_group_gemm_crosses_k_slices(pattern, encoding, batch):
     """Inputs wide enough that every batch walks several K-slices of x
     (simd_nm.GEMM_SLICE_X_BYTES) and a row count that leaves a partial row chunk."""
     rng = np.random.default_rng(batch)
-    weight = compressed(rng, 70, 1600, pattern, encoding, "dense", "float32")
-    x = nonzero(rng, (1600, batch))
-    assert 4 * batch * 1600 > 2 * simd_nm.GEMM_SLICE_X_BYTES
+    weight = compressed(rng, 70, 4096, pattern, encoding, "dense", "float32")
+    x = nonzero(rng, (4096, batch))
+    assert 4 * batch * 4096 > 2 * simd_nm.GEMM_SLICE_X_BYTES
     y = prepare(weight)(x, out=np.full((70, batch), np.nan, np.float32))
     assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
