@@ -7,3 +7,7 @@ PYTHONPATH=. python -m compression.ablation report --out reports/compression/abl
 #   8:16 SparseGPT | 8:16 full, no EQ | 8:16 full, no VC | 8:16 full, no side-car |
 #   8:16 full, Wanda for SparseGPT | 8:16 Wanda | 9:16 SparseGPT (iso-count) | 8:16 SparseGPT +side-car 16:256
 # equivalent per row: PYTHONPATH=. python -m compression.ablation run --out reports/compression/ablation-whole --eval-windows 595 --threads 2 --only "<label>"
+# 2026-12-03 22:13 UTC on (session 6): same driver, in this order:
+#   8:16 full (SparseGPT +EQ +VC +side-car 16:256 +FT50) | 2:4 full (SparseGPT +EQ +VC +side-car 16:256 +FT50) |
+#   2:4 full, no side-car | 2:4 full, no EQ | 2:4 full, no VC | 2:4 full, Wanda for SparseGPT |
+#   8:16 Wanda | 8:16 Wanda, sequential propagation | 9:16 SparseGPT (iso-count) | 8:16 SparseGPT +side-car 16:256
