@@ -119,15 +119,14 @@ class _NMPart:
         if x.ndim == 1:
             gemv(*self.arrays, x, out, *self.gemv_scalars, int(accumulate))
         else:
-            gemm(*self.arrays, _cache_line_aligned(x), out, *self.gemm_scalars,
-                 int(accumulate))
+            gemm(*self.arrays, x, out, *self.gemm_scalars, int(accumulate))
 
 
 def _cache_line_aligned(x: np.ndarray) -> np.ndarray:
-    """``x``, or a copy of it starting on a 64-byte cache line: the GEMM passes load each kept
-    value's x row in 64-byte vectors, and numpy's 16-byte-aligned buffers split every one of
-    them across two lines (10% more time measured at batch 64 on Zen 4, reports/kernels/cpu.md).
-    The copy costs one pass over x, which the GEMM reads once per weight row."""
+    """``x``, or a copy of it starting on a 64-byte cache line: the AVX-512 GEMM passes load an
+    x row 64 bytes at a time, which a buffer off the line (numpy promises 16 bytes) splits
+    across two lines (4-10% more time at batch 64 on Zen 4, reports/kernels/cpu.md). The copy
+    is one pass over x, which the GEMM reads once per weight row."""
     if x.ctypes.data % 64 == 0:
         return x
     buffer = np.empty(x.nbytes + 64, dtype=np.uint8)
@@ -178,6 +177,8 @@ class NMPlan:
         elif out.shape != want or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous float32 array of shape {want}, got "
                              f"{out.dtype} {out.shape}")
+        if x.ndim == 2 and self.gemm_path != "scalar":
+            x = _cache_line_aligned(x)  # once, for the bulk and an N:M side-car alike
         self.bulk.run(x, out, accumulate=False)
         if self.salient_nm is not None:
             self.salient_nm.run(x, out, accumulate=True)

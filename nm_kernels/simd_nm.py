@@ -995,7 +995,7 @@ def _vector_groups(full_blocks, per_group, groups_per_block):
 # read and written back, the loop set up), so a slice should not be smaller than it must: on
 # a Zen 4 host (32 KiB L1), old and new compiled in one process, 11008x4096 float32, batch
 # 64, 2 threads, 32 KiB took 29.5-35.0 ms against 41.8-42.5 ms for 16 KiB (index) and 42.5
-# against 47.2 (rank); batch 8 and 16 equal or faster (reports/kernels/cpu.md).
+# against 47.2 (rank); at batch 8 and 16, 0.83-1.06x the time (reports/kernels/cpu.md).
 GEMM_SLICE_X_BYTES = 32768
 
 

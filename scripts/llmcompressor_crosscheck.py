@@ -311,8 +311,12 @@ def layer_table(rows: list[dict]) -> list[str]:
 
 
 def _report_title() -> str:
-    """The first line of every crosscheck.md this script writes (its template's)."""
-    return TEMPLATE.read_text().split("{", 1)[0]
+    """The start of every crosscheck.md this script writes: its template's text up to the
+    first field, which must not be empty (an empty start would match any file)."""
+    title = TEMPLATE.read_text().split("{", 1)[0]
+    if not title.strip():
+        raise RuntimeError(f"{TEMPLATE} must start with fixed text, not a field")
+    return title
 
 
 def check_report_folder(out: Path) -> None:
@@ -359,10 +363,13 @@ def write_report(out: Path, results: dict) -> None:
             f"{s['nmsim_s']:.0f} / {s['llmc_s']:.0f} |")
     text = TEMPLATE.read_text().format(table="\n".join(table),
                                        by_layer="\n".join(layer_table(rows)), **setup)
+    check_report_folder(out)  # again: a run takes hours, and the folder may have changed
     out.mkdir(parents=True, exist_ok=True)
-    for name, content in (("crosscheck.csv", table_csv.getvalue()), ("crosscheck.md", text)):
-        with staged_file(out / name) as staged:
-            staged.write_text(content, newline="" if name.endswith(".csv") else None)
+    # Both staged before either replaces its target: a failed write leaves the old pair.
+    with staged_file(out / "crosscheck.csv") as csv_file, \
+            staged_file(out / "crosscheck.md") as md_file:
+        csv_file.write_text(table_csv.getvalue(), newline="")
+        md_file.write_text(text)
 
 
 def main(argv=None) -> int:
@@ -395,9 +402,12 @@ def main(argv=None) -> int:
             results = json.loads(args.render.read_text())
             try:
                 write_report(args.out, results)
-            except (KeyError, TypeError) as missing:
+            except KeyError as missing:
                 raise ValueError(f"--render {args.render}: no {missing} in it (written by "
                                  "another version of this script?); nothing written") from None
+            except (TypeError, AttributeError, IndexError) as wrong:
+                raise ValueError(f"--render {args.render}: not a results.json of this script "
+                                 f"({wrong}); nothing written") from None
             return 0
     except (OSError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

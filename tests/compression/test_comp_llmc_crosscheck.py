@@ -171,12 +171,23 @@ def test_render_replaces_only_its_own_report_and_never_half_of_it(tmp_path, caps
     csv_text = (out / "crosscheck.csv").read_text()
     assert csv_text.startswith(",".join(module.COLUMNS)) and "mlp.down_proj" in csv_text
     assert "97.50%" in (out / "crosscheck.md").read_text()  # the lowest linear, per layer
+    results["setup"]["scope"] = "x"
+    results["rows"][1]["mask_agreement_pct"] = 96.25
+    good.write_text(json.dumps(results))
     assert _render(module, good, out) == 0  # its own files: replaced
+    assert "96.25%" in (out / "crosscheck.md").read_text()
+    assert "96.25" in (out / "crosscheck.csv").read_text()
+    del results["setup"]["scope"]
 
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert _render(module, old, out) == 2
     assert "no 'scope'" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging file either
+
+    old.write_text(json.dumps({"rows": 3, "setup": {}, "methods": {}}))  # wrong shapes
+    assert _render(module, old, out) == 2
+    assert "not a results.json of this script" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -27,6 +27,8 @@ CASES = [
     ("2:4", "index", "bfloat16"),
     ("4:8", "index", "float16"),
     ("8:16", "index", "float32"),
+    ("1:4", "index", "float32"),  # raw words on the eight-lane step: window 32
+    ("2:8", "index", "float16"),
     ("4:16", "index", "float32"),
     ("16:32", "index", "float16"),
     # No group table (C(32, N) too large): the split-unrank pre-pass into position bytes.
@@ -275,3 +277,20 @@ def test_group_gemm_crosses_k_slices(pattern, encoding, batch):
     assert 4 * batch * 4096 > 2 * simd_nm.GEMM_SLICE_X_BYTES
     y = prepare(weight)(x, out=np.full((70, batch), np.nan, np.float32))
     assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shift", [0, 1, 4, 8, 15])
+def test_gemm_input_is_moved_onto_a_cache_line(shift):
+    """The GEMM passes receive x on a 64-byte boundary: an aligned x is passed as it is, any
+    other is copied (same values) onto one."""
+    from nm_kernels.cpu import _cache_line_aligned
+
+    buffer = np.empty(64 * 24 + 32, np.float32)
+    first = -buffer.ctypes.data % 64 // 4 + shift
+    x = buffer[first:first + 64 * 24].reshape(64, 24)
+    x[...] = np.arange(x.size, dtype=np.float32).reshape(x.shape)
+    moved = _cache_line_aligned(x)
+    assert moved.ctypes.data % 64 == 0
+    assert (moved is x) == (shift == 0)
+    np.testing.assert_array_equal(moved, x)
+    assert moved.flags.c_contiguous and moved.dtype == np.float32
