@@ -388,11 +388,10 @@ def split_unrank_row(meta_row, blocks, n, bits, field_mask, tables, state, out):
                 o += byte_counts[byte]
 
 
-# Where a group's window positions come from: rank keys through a group table, index fields,
-# or POSITIONS: one byte per kept value, decoded beforehand (:func:`split_unrank_row`); the
-# group's "key" is then its eight position bytes as one 64-bit word.
-# Where a group's positions come from: the decoder codes of nm_kernels.numba_nm (the rank table,
-# the index fields, or position bytes unranked row by row beforehand).
+# Where a group's window positions come from (the decoder codes of nm_kernels.numba_nm): rank
+# keys through a group table, index fields, or POSITIONS: one byte per kept value, decoded
+# beforehand (:func:`split_unrank_row`); the group's "key" is then its eight position bytes as
+# one 64-bit word.
 RANK, INDEX, POSITIONS = K.RANK_LUT, K.INDEX, K.RANK_UNRANK
 F32, I8, I16, I32, I64 = (ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32),
                           ir.IntType(64))
