@@ -11,3 +11,9 @@ PYTHONPATH=. python -m compression.ablation report --out reports/compression/abl
 #   8:16 full (SparseGPT +EQ +VC +side-car 16:256 +FT50) | 2:4 full (SparseGPT +EQ +VC +side-car 16:256 +FT50) |
 #   2:4 full, no side-car | 2:4 full, no EQ | 2:4 full, no VC | 2:4 full, Wanda for SparseGPT |
 #   8:16 Wanda | 8:16 Wanda, sequential propagation | 9:16 SparseGPT (iso-count) | 8:16 SparseGPT +side-car 16:256
+# 2026-12-04 03:24 UTC on (session 7): same driver, in this order:
+#   11:16 SparseGPT (iso-bits, fp32 side-car) | 10:16 SparseGPT (iso-bits, fp16 side-car) |
+#   8:16 SparseGPT +side-car 16:256 fp16 | 8:16 full, no FT, side-car fp16 | 8:16 full, no FT, VC least-squares |
+#   8:16 full, no FT, VC mean+var | 8:16 full, no FT, VC output projections only | 8:16 Wanda +VC |
+#   8:16 Wanda +VC least-squares | 8:16 SparseGPT, sequential propagation | 8:16 full, no EQ +FT50 |
+#   8:16 full, no VC +FT50 | 8:16 full, no side-car +FT50 | 8:16 full, Wanda for SparseGPT +FT50
