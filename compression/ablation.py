@@ -1,6 +1,6 @@
 """Ablation of the best N:M recipe on SmolLM2-135M, behind ``reports/compression/ablation/``.
 
-    PYTHONPATH=. python -m compression.ablation run [--worker I/K] [--only TEXT ...]
+    PYTHONPATH=. python -m compression.ablation run [--worker I/K] [--only TEXT ... | --label LABEL ...]
         [--eval-windows N] [--out DIR]
     PYTHONPATH=. python -m compression.ablation report [--eval-windows N] [--out DIR]
 
@@ -126,6 +126,7 @@ def runs() -> list[Run]:
         *_leave_one_out("8:16", finetune=True),
         Run(full.replace("8:16", "2:4"), "leave-one-out", recipe("2:4"), True, "2:4 full, no FT"),
         *_leave_one_out("2:4", finetune=False),
+        Run("2:4 SparseGPT", "iso", plain("2:4")),
         Run("8:16 Wanda, sequential propagation", "propagation",
             PruneConfig(Target.parse("8:16"), "wanda", propagate="sequential")),
         Run("8:16 SparseGPT, sequential propagation", "propagation",
@@ -254,17 +255,32 @@ def _measure(run: Run, loaded, calib: np.ndarray, tune: np.ndarray, windows: np.
     return [first, metrics]
 
 
+def select_runs(worker: tuple[int, int] = (0, 1), only: list[str] | None = None,
+                labels: list[str] | None = None) -> list[Run]:
+    """This worker's share of the runs: those whose label contains one of ``only``, or exactly
+    the ``labels`` in the order given (``only`` matches substrings, so "8:16 full, no EQ" also
+    selects its fine-tuned run)."""
+    share = [r for i, r in enumerate(runs()) if i % worker[1] == worker[0]]
+    if labels:
+        by_label = {r.label: r for r in share}
+        unknown = [label for label in labels if label not in {r.label for r in runs()}]
+        if unknown:
+            raise ValueError(f"unknown ablation run {unknown[0]!r} (see `ablation.runs()`)")
+        return [by_label[label] for label in labels if label in by_label]
+    return [r for r in share if not only or any(part in r.label for part in only)]
+
+
 def run_all(out_dir: Path, protocol: Protocol, worker: tuple[int, int] = (0, 1),
-            only: list[str] | None = None, model: str | None = None) -> int:
+            only: list[str] | None = None, model: str | None = None,
+            labels: list[str] | None = None) -> int:
     """Measure every pending run of this worker's share; returns how many rows it appended."""
     import torch
 
     from workloads import text
     from workloads.loading import SMOLLM2_NAME, load_model
 
+    pending = select_runs(worker, only, labels)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pending = [r for i, r in enumerate(runs()) if i % worker[1] == worker[0]
-               and (not only or any(part in r.label for part in only))]
     done = finished_keys(out_dir)
     pending = [r for r in pending if any(k not in done for _, k, _ in run_rows(r, protocol))]
     if not pending:
@@ -302,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("run", "report"))
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--worker", default="0/1", help="I/K: run every K-th run from I")
-    parser.add_argument("--only", nargs="+", metavar="TEXT",
+    choose = parser.add_mutually_exclusive_group()
+    choose.add_argument("--only", nargs="+", metavar="TEXT",
                         help="only runs whose label contains one of these texts")
+    choose.add_argument("--label", nargs="+", metavar="LABEL",
+                        help="exactly these runs, in this order")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--eval-windows", type=int, default=Protocol.eval_windows,
                         help="test windows per row, evenly spaced (595: the whole WikiText-2 "
@@ -321,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     index, count = (int(part) for part in args.worker.split("/"))
     if not 0 <= index < count:
         parser.error(f"--worker {args.worker}: I must be in [0, K)")
-    appended = run_all(args.out, protocol, (index, count), args.only)
+    try:
+        select_runs((index, count), args.only, args.label)
+    except ValueError as error:
+        parser.error(str(error))
+    appended = run_all(args.out, protocol, (index, count), args.only, labels=args.label)
     print(f"{appended} rows appended to {args.out / CSV_NAME}", file=sys.stderr)
     return 0
 

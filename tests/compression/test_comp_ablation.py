@@ -80,6 +80,24 @@ def tiny_protocol(text_files):
                     eval_path=str(text_files / "eval.txt"))
 
 
+def test_select_runs_by_exact_label_keeps_the_given_order():
+    labels = ["8:16 full, no EQ +FT50", "dense +FT50 (control)", "8:16 full, no EQ"]
+    assert [r.label for r in ablation.select_runs(labels=labels)] == labels
+    # A substring selects every run containing it: the plain row and its fine-tuned twin.
+    assert {r.label for r in ablation.select_runs(only=["8:16 full, no EQ"])} == set(labels) - {
+        "dense +FT50 (control)"}
+    # Worker shares of an exact list partition it.
+    shares = [ablation.select_runs((i, 3), labels=labels) for i in range(3)]
+    assert sorted(r.label for share in shares for r in share) == sorted(labels)
+
+
+def test_unknown_label_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        ablation.main(["run", "--out", str(tmp_path / "out"), "--label", "8:16 nonsense"])
+    assert stop.value.code == 2 and "unknown ablation run '8:16 nonsense'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def measured(tiny_folder, text_files, tmp_path_factory):
     """Four rows of the tiny model: dense and its fine-tune, no-EQ and its fine-tune."""

@@ -17,3 +17,5 @@ PYTHONPATH=. python -m compression.ablation report --out reports/compression/abl
 #   8:16 full, no FT, VC mean+var | 8:16 full, no FT, VC output projections only | 8:16 Wanda +VC |
 #   8:16 Wanda +VC least-squares | 8:16 SparseGPT, sequential propagation | 8:16 full, no EQ +FT50 |
 #   8:16 full, no VC +FT50 | 8:16 full, no side-car +FT50 | 8:16 full, Wanda for SparseGPT +FT50
+# the driver above is now `run --label LABEL ...` (exact labels, run in the order given), e.g.
+# PYTHONPATH=. python -m compression.ablation run --out reports/compression/ablation-whole --eval-windows 595 --threads 2 --label "2:4 SparseGPT" "10:16 SparseGPT (iso-bits, fp16 side-car)"
