@@ -250,14 +250,19 @@ def group_mask_table(pattern: F.Pattern) -> np.ndarray:
 # halves of the 32-position block: greedy colex steps over the upper SPLIT_HALF positions, then
 # one lookup of the lower half's mask in a table of every subset of SPLIT_HALF positions.
 SPLIT_HALF = 16
+# Blocks the split-unrank pre-pass decodes per vector call: SPLIT_SETS independent sets of
+# eight lanes, so that their greedy chains (about ten cycles of latency per step) overlap.
+SPLIT_SETS = 4
+SPLIT_BLOCKS = SPLIT_SETS * LANES
 
 
 def split_unrank_supported(pattern: F.Pattern) -> bool:
     """Whether rank metadata of ``pattern`` takes the split-unrank pre-pass (no group table,
-    M = 32, eight kept values fill a group) on this CPU."""
+    M = 32, eight kept values fill a group, at most 16 kept: the upper-half costs are two
+    vectors of eight) on this CPU."""
     geometry = group_geometry(pattern)
     return (available() and geometry is not None and pattern.m == 2 * SPLIT_HALF
-            and not pattern.has_rank_lut)
+            and pattern.n <= SPLIT_HALF and not pattern.has_rank_lut)
 
 
 @cache
@@ -266,7 +271,8 @@ def split_unrank_tables(pattern: F.Pattern) -> tuple:
     :func:`split_unrank_row`.
 
     ``low_masks[low_offsets[k] + r]`` is the 16-bit mask of the k-subset of the lower half
-    whose colex rank is r (from :func:`compression.formats.rank_lut` of k:16; 128 KiB in all);
+    whose colex rank is r (from :func:`compression.formats.rank_lut` of k:16; 128 KiB in all,
+    and one spare entry);
     ``byte_positions[j, v]`` packs, one byte each, the block positions ``8 j + bit`` of the set
     bits of byte value v (8 KiB); ``byte_counts[v]`` is the popcount of v;
     ``high_costs[c - 16, s - 1]`` is C(c, s) as int32 (every rank of M = 32 fits 30 bits).
@@ -292,7 +298,8 @@ def split_unrank_tables(pattern: F.Pattern) -> tuple:
     binom = F.binomial_table(pattern).astype(np.int64)
     high_costs = np.zeros((pattern.m - SPLIT_HALF, SPLIT_HALF), dtype=np.int32)
     high_costs[:, :pattern.n] = binom[SPLIT_HALF:, 1:]
-    tables = (np.concatenate(masks).astype(np.uint16), np.array(offsets, dtype=np.int64),
+    masks.append(np.zeros(1, dtype=np.int64))  # spare: the gather reads 4 bytes per entry
+    tables = (np.concatenate(masks).astype(np.uint16), np.array(offsets, dtype=np.int32),
               positions.view(np.uint64).reshape(4, 256), bit_set.sum(axis=1).astype(np.int64),
               high_costs)
     for table in tables:
@@ -316,11 +323,13 @@ def _store_u64(typingctx, row, byte_index, value):
 
 @intrinsic
 def _greedy_upper_half(typingctx, state, high_costs):
-    """Greedy colex steps over positions M-1 .. 16 for eight blocks at once (``<8 x i32>``).
+    """Greedy colex steps over positions M-1 .. 16 for :data:`SPLIT_BLOCKS` blocks at once
+    (:data:`SPLIT_SETS` vectors of ``<8 x i32>``, interleaved step by step).
 
-    ``state`` is int32 ``[3, 8]``: rank, slot (kept elements still to place) and mask of eight
-    blocks, updated in place. At position c a lane takes c when slot > 0 and C(c, slot) <= its
-    rank left; C(c, slot) comes from ``high_costs[c - 16]`` by ``vpermd`` on slot - 1."""
+    ``state`` is int32 ``[3, SPLIT_BLOCKS]``: rank, slot (kept elements still to place) and
+    mask of each block, updated in place. At position c a lane takes c when slot > 0 and
+    C(c, slot) <= its rank left; C(c, slot) comes from ``high_costs[c - 16]`` by ``vpermd``
+    on slot - 1."""
     sig = types.none(state, high_costs)
 
     def codegen(context, builder, signature, args):
@@ -330,48 +339,119 @@ def _greedy_upper_half(typingctx, state, high_costs):
         state_ptr, costs_ptr = (context.make_array(t)(context, builder, a).data
                                 for t, a in zip(signature.args, args, strict=True))
 
-        def row(pointer, index):
-            address = builder.gep(pointer, [ir.Constant(I64, index * LANES)])
-            return address, builder.load(builder.bitcast(address, v8i.as_pointer()), align=4)
+        def at(pointer, index):
+            return builder.bitcast(builder.gep(pointer, [ir.Constant(I64, index)]),
+                                   v8i.as_pointer())
 
         def splat(value):
             return _const_vec([value] * LANES)
 
-        (rank_at, rank), (slot_at, slot), (mask_at, mask) = (row(state_ptr, i) for i in range(3))
+        addresses = [[at(state_ptr, field * SPLIT_BLOCKS + lanes * LANES) for field in range(3)]
+                     for lanes in range(SPLIT_SETS)]
+        sets = [[builder.load(a, align=4) for a in fields] for fields in addresses]
         zero = splat(0)
         for c in range(2 * SPLIT_HALF - 1, SPLIT_HALF - 1, -1):  # unrolled, 16 steps
-            index = builder.sub(slot, splat(1))
-            _, low = row(costs_ptr, 2 * (c - SPLIT_HALF))
-            _, high = row(costs_ptr, 2 * (c - SPLIT_HALF) + 1)
-            cost = builder.select(builder.icmp_signed(">", index, splat(7)),
-                                  builder.call(permd, [high, index]),
-                                  builder.call(permd, [low, index]))
-            take = builder.and_(builder.icmp_signed(">", slot, zero),
-                                builder.icmp_signed("<=", cost, rank))
-            rank = builder.sub(rank, builder.select(take, cost, zero))
-            slot = builder.sub(slot, builder.zext(take, v8i))
-            mask = builder.or_(mask, builder.select(take, splat(1 << c), zero))
-        for address, value in zip((rank_at, slot_at, mask_at), (rank, slot, mask),
-                                  strict=True):
-            builder.store(value, builder.bitcast(address, v8i.as_pointer()), align=4)
+            low = builder.load(at(costs_ptr, 2 * (c - SPLIT_HALF) * LANES), align=4)
+            high = builder.load(at(costs_ptr, (2 * (c - SPLIT_HALF) + 1) * LANES), align=4)
+            for lanes, (rank, slot, mask) in enumerate(sets):
+                index = builder.sub(slot, splat(1))
+                cost = builder.select(builder.icmp_signed(">", index, splat(7)),
+                                      builder.call(permd, [high, index]),
+                                      builder.call(permd, [low, index]))
+                take = builder.and_(builder.icmp_signed(">", slot, zero),
+                                    builder.icmp_signed("<=", cost, rank))
+                sets[lanes] = [builder.sub(rank, builder.select(take, cost, zero)),
+                               builder.sub(slot, builder.zext(take, v8i)),
+                               builder.or_(mask, builder.select(take, splat(1 << c), zero))]
+        for fields, values in zip(addresses, sets, strict=True):
+            for address, value in zip(fields, values, strict=True):
+                builder.store(value, address, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _compress_positions(typingctx, state, low_masks, low_offsets, out, first_byte, n):
+    """Write the kept positions of the :data:`SPLIT_BLOCKS` blocks in ``state`` (after
+    :func:`_greedy_upper_half`) to ``out`` from byte ``first_byte``, ``n`` per block.
+
+    Per eight lanes: the lower half's subset offset and 16-bit mask by two AVX2 gathers
+    (``low_masks`` read as 32-bit words at a 2-byte stride: the table carries one spare entry),
+    joined to the upper half's mask; then two blocks at a time, their 64-bit mask compresses
+    the bytes 0..31, 0..31 (``vpcompressb``, AVX-512 VBMI2) into their 2n positions, stored as
+    one 64-byte vector (``out`` needs 64 spare bytes)."""
+    sig = types.none(state, low_masks, low_offsets, out, first_byte, n)
+
+    def codegen(context, builder, signature, args):
+        v8i, v64b = ir.VectorType(I32, LANES), ir.VectorType(I8, 64)
+        i8p = I8.as_pointer()
+        gather = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v8i, [v8i, i8p, v8i, v8i, I8]),
+            "llvm.x86.avx2.gather.d.d.256")
+        compress = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(v64b, [v64b, v64b, ir.VectorType(ir.IntType(1), 64)]),
+            "llvm.x86.avx512.mask.compress.v64i8")
+        state_ptr, masks_ptr, offsets_ptr, out_ptr = (
+            context.make_array(t)(context, builder, a).data
+            for t, a in zip(signature.args[:4], args[:4], strict=True))
+        first_byte, n = args[4], args[5]
+
+        def load_row(field, lanes):
+            address = builder.gep(state_ptr, [ir.Constant(I64, field * SPLIT_BLOCKS
+                                                          + lanes * LANES)])
+            return builder.load(builder.bitcast(address, v8i.as_pointer()), align=4)
+
+        every = _const_vec([-1] * LANES)
+        iota = ir.Constant(v64b, [i % 32 for i in range(64)])
+        zero = ir.Constant(v64b, [0] * 64)
+        pair_bytes = builder.mul(n, ir.Constant(I64, 2))
+        o = first_byte
+        for lanes in range(SPLIT_SETS):
+            rank, slot, upper = (load_row(field, lanes) for field in range(3))
+            offset = builder.call(gather, [_const_vec([0] * LANES),
+                                           builder.bitcast(offsets_ptr, i8p), slot, every,
+                                           ir.Constant(I8, 4)])
+            low = builder.call(gather, [_const_vec([0] * LANES),
+                                        builder.bitcast(masks_ptr, i8p),
+                                        builder.add(offset, rank), every, ir.Constant(I8, 2)])
+            masks = builder.or_(upper, builder.and_(low, _const_vec([0xFFFF] * LANES)))
+            words = builder.bitcast(masks, ir.VectorType(I64, LANES // 2))
+            for pair in range(LANES // 2):
+                bits = builder.bitcast(builder.extract_element(words, ir.Constant(I32, pair)),
+                                       ir.VectorType(ir.IntType(1), 64))
+                packed = builder.call(compress, [iota, zero, bits])
+                address = builder.bitcast(builder.gep(out_ptr, [o]), v64b.as_pointer())
+                builder.store(packed, address, align=1)
+                o = builder.add(o, pair_bytes)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @njit(inline="always")
-def split_unrank_row(meta_row, blocks, n, bits, field_mask, tables, state, out):
-    """The kept positions (0..31, ascending, one byte each) of a row's first ``blocks`` rank
-    fields, written to ``out[b * n:(b + 1) * n]`` (``out`` needs 8 spare bytes).
-
-    Eight blocks at a time: vector greedy colex steps over the upper 16 positions
-    (:func:`_greedy_upper_half`), then per block the lower half's mask from the subset table
-    and four byte lookups that turn the 32-bit mask into positions
-    (:func:`split_unrank_tables`). ``state`` is int32 ``[3, 8]`` scratch."""
+def _split_unrank_row_vbmi2(meta_row, blocks, n, bits, field_mask, tables, state, out):
+    """:func:`split_unrank_row` with the positions written by :func:`_compress_positions`."""
     low_masks, low_offsets, byte_positions, byte_counts, high_costs = tables
-    for b0 in range(0, blocks, LANES):
-        lanes = min(LANES, blocks - b0)
-        for lane in range(LANES):
+    for b0 in range(0, blocks, SPLIT_BLOCKS):
+        lanes = min(SPLIT_BLOCKS, blocks - b0)
+        for lane in range(SPLIT_BLOCKS):
+            field = K._field(meta_row, b0 + lane, bits, field_mask) if lane < lanes else 0
+            state[0, lane] = np.int32(field)
+            state[1, lane] = n
+            state[2, lane] = 0
+        _greedy_upper_half(state, high_costs)
+        _compress_positions(state, low_masks, low_offsets, out, b0 * n, n)
+
+
+@njit(inline="always")
+def _split_unrank_row_bytes(meta_row, blocks, n, bits, field_mask, tables, state, out):
+    """:func:`split_unrank_row` with the positions written by byte-table lookups."""
+    low_masks, low_offsets, byte_positions, byte_counts, high_costs = tables
+    for b0 in range(0, blocks, SPLIT_BLOCKS):
+        lanes = min(SPLIT_BLOCKS, blocks - b0)
+        for lane in range(SPLIT_BLOCKS):
             field = K._field(meta_row, b0 + lane, bits, field_mask) if lane < lanes else 0
             state[0, lane] = np.int32(field)
             state[1, lane] = n
@@ -386,6 +466,24 @@ def split_unrank_row(meta_row, blocks, n, bits, field_mask, tables, state, out):
                 byte = (mask >> np.uint32(8 * j)) & np.uint32(255)
                 _store_u64(out, o, byte_positions[j, byte])
                 o += byte_counts[byte]
+
+
+@njit(inline="always")
+def split_unrank_buffer_bytes(blocks, n):
+    """Bytes of the positions buffer :func:`split_unrank_row` fills for ``blocks`` blocks:
+    whole :data:`SPLIT_BLOCKS` batches of ``n`` positions, and 64 spare bytes."""
+    return -(-blocks // SPLIT_BLOCKS) * SPLIT_BLOCKS * n + 64
+
+
+# The kept positions (0..31, ascending, one byte each) of a row's first ``blocks`` rank fields,
+# written to ``out[b * n:(b + 1) * n]`` (``out``: :func:`split_unrank_buffer_bytes`), after
+# :data:`SPLIT_BLOCKS` blocks at a time took vector greedy colex steps over the upper 16
+# positions (:func:`_greedy_upper_half`); the lower half's mask comes from the subset table
+# (:func:`split_unrank_tables`). Positions from masks by ``vpcompressb`` where the host has
+# AVX-512 VBMI2, else by four byte-table lookups per block. ``state``: int32
+# ``[3, SPLIT_BLOCKS]`` scratch.
+split_unrank_row = (_split_unrank_row_vbmi2 if {"avx512f", "avx512bw", "avx512vbmi2"}
+                    <= _host_features() and available() else _split_unrank_row_bytes)
 
 
 # Where a group's window positions come from (the decoder codes of nm_kernels.numba_nm): rank
@@ -1040,6 +1138,7 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
         cols, batch = x.shape
         tail = tail_values.shape[1]
         groups, first_scalar = _vector_groups(full_blocks, per_group, groups_per_block)
+        buffer_bytes = split_unrank_buffer_bytes(first_scalar, n)
         vector_cols = batch - batch % 8
         step = _slice_groups(batch, inputs_per_group, trip)
         chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
@@ -1047,9 +1146,9 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
             pos = np.zeros(n + 1, dtype=np.int64)
             r0, r1 = chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)
             acc = np.zeros((r1 - r0, batch), dtype=np.float32)
-            decoded = np.empty((r1 - r0 if split and vector_cols else 0, first_scalar * n + 8),
+            decoded = np.empty((r1 - r0 if split and vector_cols else 0, buffer_bytes),
                                dtype=np.uint8)
-            state = np.empty((3, LANES), dtype=np.int32)
+            state = np.empty((3, SPLIT_BLOCKS), dtype=np.int32)
             for r in range(r0, r0 + decoded.shape[0]):  # the chunk's positions, once
                 split_unrank_row(metadata[r], first_scalar, n, bits, field_mask, split_tables,
                                  state, decoded[r - r0])
@@ -1132,11 +1231,12 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
         cols = x.shape[0]
         tail = tail_values.shape[1]
         groups, first_scalar = _vector_groups(full_blocks, per_group, groups_per_block)
+        buffer_bytes = split_unrank_buffer_bytes(first_scalar, n)
         chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
         for chunk in prange(chunks):
             pos = np.zeros(n + 1, dtype=np.int64)
-            decoded = np.empty(first_scalar * n + 8 if split else 0, dtype=np.uint8)
-            state = np.empty((3, LANES), dtype=np.int32)
+            decoded = np.empty(buffer_bytes if split else 0, dtype=np.uint8)
+            state = np.empty((3, SPLIT_BLOCKS), dtype=np.int32)
             for r in range(chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)):
                 meta_row = metadata[r]
                 vrow = values[r]

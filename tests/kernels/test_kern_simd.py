@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kern_helpers import assert_close, compressed, nonzero, reference
+from numba import njit
 
 from compression import formats as F
 from nm_kernels import simd_nm
@@ -256,12 +257,58 @@ def test_split_unrank_tables_match_the_format(pattern):
         expected = np.left_shift(1, subsets).sum(axis=1)
         np.testing.assert_array_equal(low_masks[low_offsets[k] + ranks], expected)
     assert low_masks[low_offsets[0]] == 0 and low_masks[low_offsets[half]] == 0xFFFF
-    assert low_masks.size == 2**half
+    assert low_masks.size == 2**half + 1 and low_masks[-1] == 0  # one spare entry
     for j, value in [(0, 0b10110001), (3, 0xFF), (2, 0)]:
         kept = [8 * j + bit for bit in range(8) if value >> bit & 1]
         packed = byte_positions[j, value].tobytes()
         assert list(packed[:len(kept)]) == kept
         assert byte_counts[value] == len(kept)
+
+
+def test_rank_24_of_32_takes_a_working_path():
+    """24:32 has no rank LUT and more kept values than the split-unrank tables hold: it must
+    not be sent down that path (it once was, and failed building the tables)."""
+    assert not simd_nm.split_unrank_supported(F.Pattern(24, 32))
+    weight = compressed(np.random.default_rng(3), 5, 96, "24:32", "rank", "dense", "float32")
+    x = np.random.default_rng(4).standard_normal(96).astype(np.float32)
+    assert_close(prepare(weight)(x), reference(weight, x), weight, x, 1e-5)
+
+
+def _unrank_rows(row_decoder):
+    @njit
+    def decode(metadata, blocks, n, bits, field_mask, tables):
+        out = np.zeros((metadata.shape[0], simd_nm.split_unrank_buffer_bytes(blocks, n)),
+                       dtype=np.uint8)
+        state = np.empty((3, simd_nm.SPLIT_BLOCKS), dtype=np.int32)
+        for r in range(metadata.shape[0]):
+            row_decoder(metadata[r], blocks, n, bits, field_mask, tables, state, out[r])
+        return out
+    return decode
+
+
+@needs_avx2
+@pytest.mark.parametrize("pattern", ["16:32", "8:32"])
+@pytest.mark.parametrize("blocks", [1, 31, 33, 70])
+def test_split_unrank_rows_equal_the_format(pattern, blocks):
+    """Both position writers (byte tables; vpcompressb where the host has AVX-512 VBMI2) give
+    the format's own decoding of random ranks, extremes included, for row lengths that leave
+    partial batches of :data:`simd_nm.SPLIT_BLOCKS` blocks."""
+    p = F.Pattern.parse(pattern)
+    rng = np.random.default_rng(blocks)
+    ranks = rng.integers(0, math.comb(p.m, p.n), size=(5, blocks))
+    ranks[0, :2] = [0, math.comb(p.m, p.n) - 1][:blocks]
+    bits = p.field_bits("rank")
+    metadata = F.pack_fields(ranks.astype(np.uint64), bits)
+    expected = F.decode_metadata(metadata, p, "rank", 5, blocks).reshape(5, -1)
+    padded = np.pad(metadata, ((0, 0), (0, 8)))  # the kernels read fields as unaligned u64
+    args = (padded, blocks, p.n, bits, np.uint64((1 << bits) - 1),
+            simd_nm.split_unrank_tables(p))
+    decoders = [simd_nm._split_unrank_row_bytes]
+    if simd_nm.split_unrank_row is simd_nm._split_unrank_row_vbmi2:
+        decoders.append(simd_nm._split_unrank_row_vbmi2)
+    for decoder in decoders:
+        decoded = _unrank_rows(decoder)(*args)
+        np.testing.assert_array_equal(decoded[:, : blocks * p.n], expected, decoder.__name__)
 
 
 @needs_avx2
