@@ -17,6 +17,8 @@ from compression.formats import Pattern, nm_mask
 METHODS = ("magnitude", "wanda", "sparsegpt")
 # Which activations calibrate each layer (compression.pipeline.PruneConfig.propagate).
 PROPAGATE = ("pruned", "dense", "sequential")
+# Precision of the observing forward (PruneConfig.observe_dtype).
+OBSERVE_DTYPES = ("float32", "bfloat16")
 _UNSTRUCTURED_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 

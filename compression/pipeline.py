@@ -15,6 +15,7 @@ and writes W = B + S back into the model.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ from compression.corrections import (
     variance_correction,
 )
 from compression.criteria import (
+    OBSERVE_DTYPES,
     METHODS,
     PROPAGATE,
     Salient,
@@ -72,6 +74,12 @@ class PruneConfig:
     # the layer too: each group of linears observed on the outputs of the already pruned groups
     # before it, every linear computed once: one forward per layer, GPTQ's true-sequential).
     propagate: str = "pruned"
+    # Precision of the observing forward (the one that collects the input statistics):
+    # "bfloat16" runs its matmuls under CPU autocast (about 2x fp32's rate with AVX-512 BF16,
+    # more with AMX, far slower without either). The propagating forward stays fp32: run in
+    # bf16 too, its rounding compounds over the layers (99.34% mask agreement with fp32 on
+    # SmolLM2 Wanda 8:16, under the 99.9% bar; docs/compression.md).
+    observe_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -99,6 +107,12 @@ class PruneConfig:
         if self.propagate not in PROPAGATE:
             raise ValueError(f"unknown propagation '{self.propagate}': choose one of "
                              f"{', '.join(PROPAGATE)}")
+        if self.observe_dtype not in OBSERVE_DTYPES:
+            raise ValueError(f"unknown observe dtype '{self.observe_dtype}': choose one of "
+                             f"{', '.join(OBSERVE_DTYPES)}")
+        if self.observe_dtype != "float32" and self.propagate != "pruned":
+            raise ValueError(f"a {self.observe_dtype} observing forward needs --propagate pruned"
+                             f" ('{self.propagate}' would propagate its rounded outputs)")
         check_encoding(self.encoding)
         value_dtype(self.value_dtype)
 
@@ -122,7 +136,16 @@ class PruneConfig:
                 "variance_correction_scope": self.vc_scope,
                 "equalize_alpha": self.equalize_alpha, "encoding": self.encoding,
                 "value_dtype": self.value_dtype, "salient_dtype": self.salient_dtype,
-                "propagate": self.propagate}
+                "propagate": self.propagate,
+                # only when not fp32, so the keys of rows measured before the field stay valid
+                **({"observe_dtype": self.observe_dtype}
+                   if self.observe_dtype != "float32" else {})}
+
+    def observe_precision(self) -> contextlib.AbstractContextManager:
+        """The context the observing forward runs in."""
+        if self.observe_dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=getattr(torch, self.observe_dtype))
 
     def corrects(self, name: str) -> bool:
         """Whether variance correction rescales the linear ``name`` (e.g. ``mlp.down_proj``)."""
@@ -339,8 +362,9 @@ def prune_model(model, calib: np.ndarray | None, cfg: PruneConfig, batch_size: i
                                                 check=index == 0)
         else:
             dense_outputs = [] if cfg.propagate == "dense" else None
-            stats = (_observe(layer, batches, kwargs, cfg.needs_gram, dense_outputs)
-                     if cfg.needs_calibration else {})
+            with cfg.observe_precision():
+                stats = (_observe(layer, batches, kwargs, cfg.needs_gram, dense_outputs)
+                         if cfg.needs_calibration else {})
             for norm_name, names in LINEAR_GROUPS:
                 prune_group(norm_name, names, stats.get(names[0]))
             if cfg.needs_calibration:

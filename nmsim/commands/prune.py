@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from compression.criteria import METHODS, PROPAGATE, Salient, Target
+from compression.criteria import OBSERVE_DTYPES, METHODS, PROPAGATE, Salient, Target
 
 
 def register(sub) -> None:
@@ -39,6 +39,11 @@ def register(sub) -> None:
                         "forwards per layer), on the dense model's (dense: one forward), or "
                         "every group of linears on the outputs of the pruned groups before it, "
                         "inside the layer too (sequential: one forward, LLaMa layers)")
+    p.add_argument("--observe-dtype", choices=OBSERVE_DTYPES, default="float32",
+                   help="precision of the forward that observes each layer's input statistics "
+                        "(--propagate pruned): bfloat16 runs its matmuls under autocast (faster "
+                        "on CPUs with AVX-512 BF16 or AMX, much slower without); the propagating "
+                        "forward, masks and weights stay fp32")
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--finetune-data", metavar="FILE",
                    help="fine-tune text (default: the calibration windows); refused when it "
@@ -97,7 +102,8 @@ def run(args) -> int:
                       vc_gain=args.vc_gain, vc_scope=args.vc_scope,
                       salient_dtype=args.salient_dtype,
                       equalize_alpha=args.equalize, encoding=args.encoding,
-                      value_dtype=args.value_dtype, propagate=args.propagate)
+                      value_dtype=args.value_dtype, propagate=args.propagate,
+                      observe_dtype=args.observe_dtype)
     data = DataConfig(args.calib, args.eval, args.calib_samples, args.seqlen, args.seqlen,
                       args.eval_windows, finetune_path=args.finetune_data)
     needs_calib = cfg.needs_calibration or args.finetune_steps

@@ -1,6 +1,7 @@
 """Brute-force references shared by the pruning tests."""
 
 import numpy as np
+import torch
 
 
 def brute_force_nm(scores, n, m):
@@ -11,3 +12,19 @@ def brute_force_nm(scores, n, m):
             block = scores[row, start : start + m]
             keep[row, start + np.argsort(-block, kind="stable")[:n]] = True
     return keep
+
+
+def dense_inputs(model, calib):
+    """Each decoder linear's inputs ``[tokens, in]`` (float64) in one unpruned forward."""
+    seen, handles = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".layers." in name:
+            def hook(mod, args, name=name):
+                x = args[0].detach().reshape(-1, mod.in_features).double().numpy()
+                seen[name] = np.concatenate([seen[name], x]) if name in seen else x
+            handles.append(module.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        model(torch.from_numpy(calib), use_cache=False)
+    for handle in handles:
+        handle.remove()
+    return seen

@@ -66,6 +66,8 @@ def test_magnitude_without_eval_needs_no_text(tiny_folder, tmp_path):
     ({"--vc-scope": "output-projections"}, "needs variance correction"),
     ({"--salient-dtype": "float16"}, "side-car value dtype"),
     ({"--salient-unstructured": "16:256", "--salient-dtype": "float16"}, "side-car value dtype"),
+    ({"--observe-dtype": "bfloat16", "--propagate": "dense"},
+     "a bfloat16 observing forward needs --propagate pruned"),
     ({"--finetune-steps": "1", "--finetune-data": "eval.txt"},
      "fine-tune window 0 of 4 comes from the evaluation (test) text"),
 ])

@@ -5,27 +5,11 @@ activations. Its masks must equal those computed from a single forward of the un
 import numpy as np
 import pytest
 import torch
-from nm_reference import brute_force_nm
+from nm_reference import brute_force_nm, dense_inputs
 
 from compression.criteria import Target
 from compression.pipeline import PruneConfig, prune_model
 from compression.sparsegpt import sparsegpt_prune
-
-
-def dense_inputs(model, calib):
-    """Each decoder linear's inputs ``[tokens, in]`` (float64) in one unpruned forward."""
-    seen, handles = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and ".layers." in name:
-            def hook(mod, args, name=name):
-                x = args[0].detach().reshape(-1, mod.in_features).double().numpy()
-                seen[name] = np.concatenate([seen[name], x]) if name in seen else x
-            handles.append(module.register_forward_pre_hook(hook))
-    with torch.no_grad():
-        model(torch.from_numpy(calib), use_cache=False)
-    for handle in handles:
-        handle.remove()
-    return seen
 
 
 @pytest.mark.parametrize("pattern", ["2:4", "8:16"])
