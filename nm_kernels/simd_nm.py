@@ -431,17 +431,26 @@ def _compress_positions(typingctx, state, low_masks, low_offsets, out, first_byt
 
 
 @njit(inline="always")
+def _upper_halves(meta_row, b0, blocks, n, bits, field_mask, high_costs, state):
+    """Load the rank fields of blocks ``b0 ..`` (up to :data:`SPLIT_BLOCKS`; past ``blocks``,
+    rank 0) into ``state`` and take the greedy steps of their upper halves; returns how many
+    blocks are real."""
+    lanes = min(SPLIT_BLOCKS, blocks - b0)
+    for lane in range(SPLIT_BLOCKS):
+        field = K._field(meta_row, b0 + lane, bits, field_mask) if lane < lanes else 0
+        state[0, lane] = np.int32(field)
+        state[1, lane] = n
+        state[2, lane] = 0
+    _greedy_upper_half(state, high_costs)
+    return lanes
+
+
+@njit(inline="always")
 def _split_unrank_row_vbmi2(meta_row, blocks, n, bits, field_mask, tables, state, out):
     """:func:`split_unrank_row` with the positions written by :func:`_compress_positions`."""
-    low_masks, low_offsets, byte_positions, byte_counts, high_costs = tables
+    low_masks, low_offsets, _, _, high_costs = tables
     for b0 in range(0, blocks, SPLIT_BLOCKS):
-        lanes = min(SPLIT_BLOCKS, blocks - b0)
-        for lane in range(SPLIT_BLOCKS):
-            field = K._field(meta_row, b0 + lane, bits, field_mask) if lane < lanes else 0
-            state[0, lane] = np.int32(field)
-            state[1, lane] = n
-            state[2, lane] = 0
-        _greedy_upper_half(state, high_costs)
+        _upper_halves(meta_row, b0, blocks, n, bits, field_mask, high_costs, state)
         _compress_positions(state, low_masks, low_offsets, out, b0 * n, n)
 
 
@@ -450,13 +459,7 @@ def _split_unrank_row_bytes(meta_row, blocks, n, bits, field_mask, tables, state
     """:func:`split_unrank_row` with the positions written by byte-table lookups."""
     low_masks, low_offsets, byte_positions, byte_counts, high_costs = tables
     for b0 in range(0, blocks, SPLIT_BLOCKS):
-        lanes = min(SPLIT_BLOCKS, blocks - b0)
-        for lane in range(SPLIT_BLOCKS):
-            field = K._field(meta_row, b0 + lane, bits, field_mask) if lane < lanes else 0
-            state[0, lane] = np.int32(field)
-            state[1, lane] = n
-            state[2, lane] = 0
-        _greedy_upper_half(state, high_costs)
+        lanes = _upper_halves(meta_row, b0, blocks, n, bits, field_mask, high_costs, state)
         for lane in range(lanes):
             slot = state[1, lane]
             mask = np.uint32(state[2, lane]) | np.uint32(
