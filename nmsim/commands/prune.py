@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from compression.criteria import OBSERVE_DTYPES, METHODS, PROPAGATE, Salient, Target
+from compression.criteria import METHODS, OBSERVE_DTYPES, PROPAGATE, Salient, Target
 
 
 def register(sub) -> None:
