@@ -321,6 +321,13 @@ def _store_u64(typingctx, row, byte_index, value):
     return sig, codegen
 
 
+def _split_state_row(builder, pointer, field, lanes):
+    """A ``<8 x i32>*`` to the eight int32 from element ``field * SPLIT_BLOCKS + 8 lanes`` of
+    ``pointer``: lane set ``lanes`` of row ``field`` of the split-unrank state."""
+    address = builder.gep(pointer, [ir.Constant(I64, field * SPLIT_BLOCKS + lanes * LANES)])
+    return builder.bitcast(address, ir.VectorType(I32, LANES).as_pointer())
+
+
 @intrinsic
 def _greedy_upper_half(typingctx, state, high_costs):
     """Greedy colex steps over positions M-1 .. 16 for :data:`SPLIT_BLOCKS` blocks at once
@@ -339,20 +346,17 @@ def _greedy_upper_half(typingctx, state, high_costs):
         state_ptr, costs_ptr = (context.make_array(t)(context, builder, a).data
                                 for t, a in zip(signature.args, args, strict=True))
 
-        def at(pointer, index):
-            return builder.bitcast(builder.gep(pointer, [ir.Constant(I64, index)]),
-                                   v8i.as_pointer())
-
         def splat(value):
             return _const_vec([value] * LANES)
 
-        addresses = [[at(state_ptr, field * SPLIT_BLOCKS + lanes * LANES) for field in range(3)]
+        addresses = [[_split_state_row(builder, state_ptr, field, lanes) for field in range(3)]
                      for lanes in range(SPLIT_SETS)]
         sets = [[builder.load(a, align=4) for a in fields] for fields in addresses]
         zero = splat(0)
         for c in range(2 * SPLIT_HALF - 1, SPLIT_HALF - 1, -1):  # unrolled, 16 steps
-            low = builder.load(at(costs_ptr, 2 * (c - SPLIT_HALF) * LANES), align=4)
-            high = builder.load(at(costs_ptr, (2 * (c - SPLIT_HALF) + 1) * LANES), align=4)
+            # high_costs[c - 16]: sixteen int32, two vectors of eight
+            low, high = (builder.load(_split_state_row(builder, costs_ptr, 0, half), align=4)
+                         for half in (2 * (c - SPLIT_HALF), 2 * (c - SPLIT_HALF) + 1))
             for lanes, (rank, slot, mask) in enumerate(sets):
                 index = builder.sub(slot, splat(1))
                 cost = builder.select(builder.icmp_signed(">", index, splat(7)),
@@ -398,18 +402,14 @@ def _compress_positions(typingctx, state, low_masks, low_offsets, out, first_byt
             for t, a in zip(signature.args[:4], args[:4], strict=True))
         first_byte, n = args[4], args[5]
 
-        def load_row(field, lanes):
-            address = builder.gep(state_ptr, [ir.Constant(I64, field * SPLIT_BLOCKS
-                                                          + lanes * LANES)])
-            return builder.load(builder.bitcast(address, v8i.as_pointer()), align=4)
-
         every = _const_vec([-1] * LANES)
         iota = ir.Constant(v64b, [i % 32 for i in range(64)])
         zero = ir.Constant(v64b, [0] * 64)
         pair_bytes = builder.mul(n, ir.Constant(I64, 2))
         o = first_byte
         for lanes in range(SPLIT_SETS):
-            rank, slot, upper = (load_row(field, lanes) for field in range(3))
+            rank, slot, upper = (builder.load(_split_state_row(builder, state_ptr, field, lanes),
+                                              align=4) for field in range(3))
             offset = builder.call(gather, [_const_vec([0] * LANES),
                                            builder.bitcast(offsets_ptr, i8p), slot, every,
                                            ir.Constant(I8, 4)])

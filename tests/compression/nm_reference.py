@@ -14,17 +14,26 @@ def brute_force_nm(scores, n, m):
     return keep
 
 
-def dense_inputs(model, calib):
-    """Each decoder linear's inputs ``[tokens, in]`` (float64) in one unpruned forward."""
+def linear_inputs(module, call, names=lambda name: True):
+    """Each ``torch.nn.Linear`` in ``module`` whose name passes ``names``: its inputs
+    ``[tokens, in]`` (float64, concatenated over calls) while ``call()`` runs."""
     seen, handles = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and ".layers." in name:
+    for name, linear in module.named_modules():
+        if isinstance(linear, torch.nn.Linear) and names(name):
             def hook(mod, args, name=name):
                 x = args[0].detach().reshape(-1, mod.in_features).double().numpy()
                 seen[name] = np.concatenate([seen[name], x]) if name in seen else x
-            handles.append(module.register_forward_pre_hook(hook))
-    with torch.no_grad():
-        model(torch.from_numpy(calib), use_cache=False)
-    for handle in handles:
-        handle.remove()
+            handles.append(linear.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            call()
+    finally:
+        for handle in handles:
+            handle.remove()
     return seen
+
+
+def dense_inputs(model, calib):
+    """Each decoder linear's inputs ``[tokens, in]`` (float64) in one unpruned forward."""
+    return linear_inputs(model, lambda: model(torch.from_numpy(calib), use_cache=False),
+                         lambda name: ".layers." in name)

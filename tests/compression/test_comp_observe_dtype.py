@@ -7,7 +7,7 @@ linears receive, brute-force N:M selection."""
 import numpy as np
 import pytest
 import torch
-from nm_reference import brute_force_nm
+from nm_reference import brute_force_nm, linear_inputs
 
 from compression.criteria import Target
 from compression.pipeline import PruneConfig, prune_model
@@ -38,17 +38,8 @@ def layer_input(model, index, calib):
 
 def autocast_inputs(layer, hidden, kwargs):
     """Each linear's inputs ``[tokens, in]`` (float64) when ``layer`` runs under bf16 autocast."""
-    seen, handles = {}, []
-    for name, module in layer.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            handles.append(module.register_forward_pre_hook(
-                lambda mod, args, name=name: seen.__setitem__(
-                    name, args[0].detach().reshape(-1, mod.in_features).double().numpy())))
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        layer(hidden, **kwargs)
-    for handle in handles:
-        handle.remove()
-    return seen
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return linear_inputs(layer, lambda: layer(hidden, **kwargs))
 
 
 @pytest.mark.parametrize("pattern", ["2:4", "8:16"])
