@@ -319,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--worker", default="0/1", help="I/K: run every K-th run from I")
     choose = parser.add_mutually_exclusive_group()
-    choose.add_argument("--only", nargs="+", metavar="TEXT",
+    choose.add_argument("--only", nargs="+", action="extend", metavar="TEXT",
                         help="only runs whose label contains one of these texts")
-    choose.add_argument("--label", nargs="+", metavar="LABEL",
+    choose.add_argument("--label", nargs="+", action="extend", metavar="LABEL",
                         help="exactly these runs, in this order")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--eval-windows", type=int, default=Protocol.eval_windows,

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-steps", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is fastest on a crowded machine)")
-    parser.add_argument("--only", nargs="+", metavar="TEXT",
+    parser.add_argument("--only", nargs="+", action="extend", metavar="TEXT",
                         help="run only rows whose label contains one of these texts")
     parser.add_argument("--report-only", action="store_true", help="rebuild md/png from the CSV")
     args = parser.parse_args(argv)

@@ -91,9 +91,13 @@ def test_select_runs_by_exact_label_keeps_the_given_order():
     assert sorted(r.label for share in shares for r in share) == sorted(labels)
 
 
-def test_unknown_label_is_refused_before_any_work(tmp_path, capsys):
+@pytest.mark.parametrize("flags", [["--label", "8:16 nonsense"],
+                                   ["--label", "8:16 nonsense", "--label", "dense"]])
+def test_unknown_label_is_refused_before_any_work(flags, tmp_path, capsys, monkeypatch):
+    """A repeated ``--label`` adds to the list (it once kept only the last one)."""
+    monkeypatch.setattr(ablation, "run_all", lambda *args, **kwargs: pytest.fail("it ran"))
     with pytest.raises(SystemExit) as stop:
-        ablation.main(["run", "--out", str(tmp_path / "out"), "--label", "8:16 nonsense"])
+        ablation.main(["run", "--out", str(tmp_path / "out"), *flags])
     assert stop.value.code == 2 and "unknown ablation run '8:16 nonsense'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
