@@ -7,7 +7,7 @@ row's kept values are taken eight at a time (one ``<8 x float>``): their positio
 ``vpermps`` (``llvm.x86.avx2.permps``) gathers ``x`` at those positions from registers, with
 blends choosing the register by bits 3 and 4 of the position (2:4, 4:8 and 1:2 use two in-lane
 ``vpermilps`` instead). One FMA per eight values follows; the loop runs four groups per trip into
-four accumulators and prefetches values and metadata :data:`PREFETCH_BYTES` ahead. Zen 3's
+four accumulators and prefetches values and metadata :data:`GEMV_PREFETCH_BYTES` ahead. Zen 3's
 memory ``vgatherdps`` is microcoded and measured slower than scalar code, so the gather stays in
 registers.
 
@@ -63,11 +63,19 @@ UNROLL = 4
 # AVX-512 pairs (two groups, 16 kept values) per main-loop trip, each with its own accumulator;
 # measured 3-5% faster than 2 for rank metadata on Zen 5, equal for index.
 PAIR_UNROLL = 4
-# Software prefetch distance in bytes of values (about one 11008x4096 float32 row: 256 float32
-# groups, 512 half-precision ones). Measured on 11008x4096, one thread: Zen 3 float32, +10-20%
-# over none, flat between 1 and 8 KiB; Zen 5, 8 KiB took 30-40% less time than 2 KiB and 16 KiB
-# no less, for float32 and float16 alike.
+# Software prefetch distance in bytes of values for the GEMM passes (all cache levels). Measured
+# on 11008x4096, one thread: Zen 3 float32, +10-20% over none, flat between 1 and 8 KiB; Zen 5,
+# 8 KiB took 30-40% less time than 2 KiB and 16 KiB no less, for float32 and float16 alike.
 PREFETCH_BYTES = 8192
+# The batch-1 GEMV's prefetch: GEMV_PREFETCH_BYTES of values (and the metadata) ahead, into L2
+# only (``prefetcht1``, LLVM locality 2). Into L1 as well (``prefetcht0``), the streamed lines
+# evicted what the loop looks up at random, the rank mask table (8-32 KiB) and ``x`` (16-44
+# KiB), from Zen 4's 32 KiB L1. Measured on a 2-core Zen 4 guest (11008x4096 and 4096x11008,
+# 2 threads, both kernels in one process, 9 interleaved rounds, reports/kernels/cpu.md):
+# 22-39% less time for rank metadata and 3-30% for index; 16 KiB 0-10% less than 8 KiB, 64
+# KiB no better. The GEMM passes keep PREFETCH_BYTES into L1 (L2 was 3-16% slower for index).
+GEMV_PREFETCH_BYTES = 16384
+GEMV_PREFETCH_LOCALITY = 2
 
 
 # What ``simd=`` may ask of :func:`gemv_path`: the widest path available, AVX2 at most, or none.
@@ -564,11 +572,12 @@ class _RowIR:
         """Two vectors of one type joined into one twice as wide."""
         return self.builder.shuffle_vector(low, high, _const_vec(range(2 * low.type.count)))
 
-    def prefetch(self, pointer):
-        """Read prefetch into all cache levels (rw 0, locality 3, data cache)."""
+    def prefetch(self, pointer, locality: int = 3):
+        """Read prefetch of a data line; LLVM ``locality`` 3 fills every cache level
+        (``prefetcht0``), 2 stops at L2 (``prefetcht1``)."""
         b = self.builder
         b.call(self.prefetch_fn, [b.bitcast(pointer, I8.as_pointer()), ir.Constant(I32, 0),
-                                  ir.Constant(I32, 3), ir.Constant(I32, 1)])
+                                  ir.Constant(I32, locality), ir.Constant(I32, 1)])
 
     def key_at(self, g):
         """Group g's key: key_bits bits at bit g * key_bits of the row (one unaligned load)."""
@@ -887,17 +896,19 @@ def _emit_trip(row: _RowIR, steps: _GroupSteps, g, accs, trip: int, wide: bool) 
     """One main-loop trip from group ``g``: prefetches, the trip's keys, its steps; returns
     the next accumulators.
 
-    Software prefetch PREFETCH_BYTES of values ahead: every value cache line of the trip, and
-    the metadata once (a trip reads at most 8 x 40 bits of it). A trip's keys are read at
-    constant offsets from one byte when its keys fill whole bytes."""
+    Software prefetch into L2, GEMV_PREFETCH_BYTES of values ahead: every value cache line of
+    the trip, and the metadata once (a trip reads at most 8 x 40 bits of it). A trip's keys are
+    read at constant offsets from one byte when its keys fill whole bytes."""
     b, key_bits = row.builder, row.key_bits
     const = partial(ir.Constant, I64)
     value_bytes = 4 if row.kind == K.F32 else 2
-    ahead = b.add(g, const(PREFETCH_BYTES // (LANES * value_bytes)))
+    ahead = b.add(g, const(GEMV_PREFETCH_BYTES // (LANES * value_bytes)))
     for line in range(0, trip * LANES * value_bytes, 64):
         row.prefetch(b.gep(row.values, [b.add(b.mul(ahead, const(LANES)),
-                                               const(line // value_bytes))]))
-    row.prefetch(b.gep(row.meta, [b.lshr(b.mul(ahead, const(key_bits)), const(3))]))
+                                               const(line // value_bytes))]),
+                     GEMV_PREFETCH_LOCALITY)
+    row.prefetch(b.gep(row.meta, [b.lshr(b.mul(ahead, const(key_bits)), const(3))]),
+                 GEMV_PREFETCH_LOCALITY)
     # Byte-aligned index keys of <= 32 bits (1:2, 2:4, 4:8, 8:16) are read as raw words, whose
     # vector splat is one broadcast load; the others are shifted and masked out of 64 bits.
     raw_words = row.source == INDEX and key_bits % 8 == 0 and key_bits <= 32
