@@ -90,14 +90,16 @@ def run(args) -> int:
               f"at the "
               f"{host['peak_gflops']:.0f} GFLOP/s fp32 matmul peak")
         print(f"  {'pattern':>7} {'encoding':>8} {'resident GFLOP/s':>16} {'predicted':>9} "
-              f"{'measured':>8} {'error':>7} {'no decode':>9} {'error':>7}  baseline")
+              f"{'measured':>8} {'error':>7} {'no decode':>9} {'error':>7} "
+              f"{'time error: sparse':>18} {'dense':>6}  baseline")
         for s in speed:
             print(f"  {s['pattern']:>7} {s['encoding']:>8} "
                   f"{s['host']['sparse_gflops_resident']:>7.1f} / "
                   f"{s['host']['dense_gflops_resident']:<6.1f} "
                   f"{s['predicted_speedup']:>9.2f} {s['measured_speedup']:>8.2f} "
                   f"{s['relative_error']:>+7.0%} {s['predicted_without_decode']:>9.2f} "
-                  f"{s['error_without_decode']:>+7.0%}  {s['dense_baseline']}")
+                  f"{s['error_without_decode']:>+7.0%} {s['sparse_time_error']:>+18.0%} "
+                  f"{s['dense_time_error']:>+6.0%}  {s['dense_baseline']}")
     if failed:
         print(f"{len(failed)} output check(s) failed")
     return 1 if failed else 0
@@ -131,10 +133,12 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
         # One thread's rate on the slice, times the cores the GEMV's threads run on.
         dense_gflops = 2 * cores * record["dense_resident_values_per_s"] / 1e9
         sparse_gflops = 2 * cores * record["resident_values_per_s"] / 1e9
-        predicted = _simulated_speedup(shape, bandwidth, cores, record["pattern"],
-                                       record["encoding"], dense_gflops, sparse_gflops)
-        without = _simulated_speedup(shape, bandwidth, cores, record["pattern"],
-                                     record["encoding"], peak, peak)
+        dense_s, sparse_s = _simulated_seconds(shape, bandwidth, cores, record["pattern"],
+                                               record["encoding"], dense_gflops, sparse_gflops)
+        predicted = dense_s / sparse_s
+        peak_dense_s, peak_sparse_s = _simulated_seconds(
+            shape, bandwidth, cores, record["pattern"], record["encoding"], peak, peak)
+        without = peak_dense_s / peak_sparse_s
         host = {"bandwidth_gb_s": bandwidth, "peak_gflops": peak, "cores": cores,
                 "dense_gflops_resident": dense_gflops, "sparse_gflops_resident": sparse_gflops,
                 "resident_rows": record["resident_rows"],
@@ -145,15 +149,20 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
                         "kernel": record["kernel"], "shape": list(shape),
                         "predicted_speedup": predicted, "measured_speedup": record["speedup"],
                         "relative_error": predicted / record["speedup"] - 1,
+                        # each side's time, so that an error can be traced to dense or sparse
+                        "predicted_dense_s": dense_s, "measured_dense_s": record["dense_s"],
+                        "dense_time_error": dense_s / record["dense_s"] - 1,
+                        "predicted_sparse_s": sparse_s, "measured_sparse_s": record["sparse_s"],
+                        "sparse_time_error": sparse_s / record["sparse_s"] - 1,
                         "predicted_without_decode": without,
                         "error_without_decode": without / record["speedup"] - 1,
                         "dense_baseline": record["dense_baseline"], "host": host})
     return results
 
 
-def _simulated_speedup(shape, bandwidth_gb_s, cores, pattern, encoding, dense_gflops,
-                       sparse_gflops) -> float:
-    """Dense over sparse batch-1 GEMV seconds on host presets of the given multiply-add rates."""
+def _simulated_seconds(shape, bandwidth_gb_s, cores, pattern, encoding, dense_gflops,
+                       sparse_gflops) -> tuple[float, float]:
+    """Dense and sparse batch-1 GEMV seconds on host presets of the given multiply-add rates."""
     from accel_sim.config import host_cpu_preset
     from accel_sim.simulate import simulate_gemm
     from workloads.models import GEMM
@@ -162,12 +171,12 @@ def _simulated_speedup(shape, bandwidth_gb_s, cores, pattern, encoding, dense_gf
 
     def seconds(hw):
         result = simulate_gemm(hw, gemm)
-        return result.total_cycles / result.clock_ghz
+        return result.total_cycles / (result.clock_ghz * 1e9)
 
     dense = host_cpu_preset(bandwidth_gb_s, dense_gflops, cores=cores, dtype="fp16")
     sparse = host_cpu_preset(bandwidth_gb_s, sparse_gflops, cores=cores, dtype="fp16").replace(
         pattern=pattern, supported_patterns=(pattern,), encoding=encoding)
-    return seconds(dense) / seconds(sparse)
+    return seconds(dense), seconds(sparse)
 
 
 def _published(args) -> int:
