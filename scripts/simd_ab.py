@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args(argv)
-    rows, cols = (int(v) for v in args.shape.split("x"))
+    try:
+        rows, cols = (int(v) for v in args.shape.split("x"))
+        cases = [(F.Pattern.parse(p), e, d) for p, e, d in (c.split("/") for c in args.case)]
+    except ValueError as error:
+        parser.error(f"--shape OUTxIN and --case PATTERN/ENCODING/DTYPE: {error}")
     from nm_kernels import simd_nm as new
 
     rng = np.random.default_rng(0)
@@ -70,11 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.stream_read(buffer)
     with tempfile.TemporaryDirectory() as folder:
         versions = {"old": load_version(args.base, Path(folder)), "new": new}
-        for case in args.case:
-            pattern, encoding, dtype = case.split("/")
-            mask = F.nm_mask(rng.random((rows, cols)), F.Pattern.parse(pattern), "dense")
-            weight = F.NMTensor.from_dense(rng.uniform(0.5, 1.5, (rows, cols)), mask,
-                                           F.Pattern.parse(pattern), encoding, "dense", dtype)
+        for case, (pattern, encoding, dtype) in zip(args.case, cases, strict=True):
+            mask = F.nm_mask(rng.random((rows, cols)), pattern, "dense")
+            weight = F.NMTensor.from_dense(rng.uniform(0.5, 1.5, (rows, cols)), mask, pattern,
+                                           encoding, "dense", dtype)
             shape = (cols,) if args.batch == 1 else (cols, args.batch)
             x = rng.standard_normal(shape).astype(np.float32)
             plans = {}
