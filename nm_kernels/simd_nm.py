@@ -71,9 +71,10 @@ PREFETCH_BYTES = 8192
 # only (``prefetcht1``, LLVM locality 2). Into L1 as well (``prefetcht0``), the streamed lines
 # evicted what the loop looks up at random, the rank mask table (8-32 KiB) and ``x`` (16-44
 # KiB), from Zen 4's 32 KiB L1. Measured on a 2-core Zen 4 guest (11008x4096 and 4096x11008,
-# 2 threads, both kernels in one process, 9 interleaved rounds, reports/kernels/cpu.md):
-# 22-39% less time for rank metadata and 3-30% for index; 16 KiB 0-10% less than 8 KiB, 64
-# KiB no better. The GEMM passes keep PREFETCH_BYTES into L1 (L2 was 3-16% slower for index).
+# 2 threads, both kernels in one process, interleaved rounds, reports/kernels/cpu.md): new/old
+# time 0.52-1.05, median 0.73, over 47 pattern/encoding/dtype/shape cases in four runs; 16 KiB
+# 0-10% less than 8 KiB, 64 KiB no better. The GEMM passes keep PREFETCH_BYTES into L1 (L2
+# was 3-16% slower for index at batch 8 and 64).
 GEMV_PREFETCH_BYTES = 16384
 GEMV_PREFETCH_LOCALITY = 2
 
