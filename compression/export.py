@@ -128,8 +128,12 @@ def _add_biases(model, biases: dict[str, np.ndarray], dtype) -> None:
 def sparsity_description(metrics: dict, masks: dict[str, np.ndarray]) -> dict:
     """config.json's ``quantization_config``: compressed-tensors' dense sparsity description."""
     import compressed_tensors
-    from compressed_tensors.base import (COMPRESSION_VERSION_NAME, QUANTIZATION_METHOD,
-                                         QUANTIZATION_METHOD_NAME, SPARSITY_CONFIG_NAME)
+    from compressed_tensors.base import (
+        COMPRESSION_VERSION_NAME,
+        QUANTIZATION_METHOD,
+        QUANTIZATION_METHOD_NAME,
+        SPARSITY_CONFIG_NAME,
+    )
     from compressed_tensors.config import CompressionFormat, DenseSparsityConfig
 
     kept = sum(int(m.sum()) for m in masks.values())
@@ -224,7 +228,7 @@ def check_masks(masks: dict[str, LayerMask], metrics: dict, model, model_name: s
     shapes = prunable_shapes(model)
     if set(masks) != set(shapes):
         raise ValueError(f"masks in {folder} name {len(masks)} linears, the model has "
-                         f"{len(shapes)} (e.g. {sorted(set(masks) ^ set(shapes))[0]})")
+                         f"{len(shapes)} (e.g. {min(set(masks) ^ set(shapes))})")
     for name, mask in masks.items():
         if mask.bulk.shape != shapes[name]:
             raise ValueError(f"mask {name} in {folder} is {mask.bulk.shape}, the model's weight "
