@@ -240,8 +240,9 @@ def group_mask_table(pattern: F.Pattern) -> np.ndarray:
     (measured on Zen 5, 11008x4096, one thread): the rank pair step ran 25-50% slower than
     with index metadata, and as fast once every lookup was confined to 64 keys; the smaller
     table alone did not close that gap (random lookups still miss the 48 KiB L1 that the
-    streamed values and ``x`` share); prefetching values further ahead (:data:`PREFETCH_BYTES`)
-    narrowed it to 10-20%.
+    streamed values and ``x`` share); prefetching values further ahead (then 8 KiB into L1)
+    narrowed it to 10-20%, and prefetching into L2 only (:data:`GEMV_PREFETCH_LOCALITY`) keeps
+    the streamed lines from evicting the table.
     """
     geometry = group_geometry(pattern)
     if geometry is None or geometry.window != 16 or not geometry.blocks_per_group:

@@ -41,8 +41,12 @@ KERNEL_FILE = "nm_kernels/simd_nm.py"
 
 def load_version(revision: str, folder: Path):
     """``simd_nm`` as it is at ``revision``, imported under its own module name."""
-    source = subprocess.run(["git", "show", f"{revision}:{KERNEL_FILE}"], check=True,
-                            capture_output=True, text=True).stdout
+    shown = subprocess.run(["git", "show", f"{revision}:{KERNEL_FILE}"], check=False,
+                           capture_output=True, text=True)
+    if shown.returncode:
+        raise SystemExit(f"simd_ab.py: error: --base {revision}: no {KERNEL_FILE} there "
+                         f"({shown.stderr.strip().splitlines()[-1] if shown.stderr else 'git'})")
+    source = shown.stdout
     name = "simd_nm_" + "".join(c if c.isalnum() else "_" for c in revision)
     path = folder / f"{name}.py"
     path.write_text(source)
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = [(F.Pattern.parse(p), e, d) for p, e, d in (c.split("/") for c in args.case)]
     except ValueError as error:
         parser.error(f"--shape OUTxIN and --case PATTERN/ENCODING/DTYPE: {error}")
+    if min(rows, cols, args.batch, args.rounds) < 1:
+        parser.error("--shape sides, --batch and --rounds must be at least 1")
     from nm_kernels import simd_nm as new
 
     rng = np.random.default_rng(0)
