@@ -229,6 +229,23 @@ def group_position_table(pattern: F.Pattern) -> np.ndarray:
 
 
 @cache
+def group_index_table(pattern: F.Pattern) -> np.ndarray:
+    """``uint32[2**(G*bits)]``: a group's eight index fields (``field_bits("index")`` each,
+    lane 0 lowest: the group's bits in index metadata), keyed like
+    :func:`group_position_table`. The GEMM turns rank keys into index keys with it once per
+    row chunk."""
+    geometry = group_geometry(pattern)
+    bits = pattern.field_bits("index")
+    if geometry is None or not geometry.blocks_per_group or LANES * bits > 32:
+        raise ValueError(f"{pattern}: a group's index fields do not fit 32 bits")
+    # Window position modulo M (a power of two here) is the position in the block.
+    fields = group_position_table(pattern).astype(np.int64) & ((1 << bits) - 1)
+    table = np.bitwise_or.reduce(fields << (bits * np.arange(LANES)), axis=1).astype(np.uint32)
+    table.setflags(write=False)
+    return table
+
+
+@cache
 def group_mask_table(pattern: F.Pattern) -> np.ndarray:
     """``uint16[2**(G*bits)]``: the 16-input window bit mask of a group's kept positions, keyed
     like :func:`group_position_table` (invalid keys map to 0).
@@ -482,6 +499,17 @@ def _split_unrank_row_bytes(meta_row, blocks, n, bits, field_mask, tables, state
 
 
 @njit(inline="always")
+def rank_index_row(meta_row, groups, key_bits, key_mask, table, index_key_bytes, out):
+    """A row's first ``groups`` rank keys as index keys (:func:`group_index_table` ``table``),
+    ``index_key_bytes`` each from ``out[0]`` (``out`` holds 8 spare bytes: each key is stored
+    as 8 bytes, the next one overwriting the zeros above it)."""
+    for g in range(groups):
+        bit = g * key_bits
+        key = (K._load_u64(meta_row, bit >> 3) >> np.uint64(bit & 7)) & key_mask
+        _store_u64(out, g * index_key_bytes, np.uint64(table[np.int64(key)]))
+
+
+@njit(inline="always")
 def split_unrank_buffer_bytes(blocks, n):
     """Bytes of the positions buffer :func:`split_unrank_row` fills for ``blocks`` blocks:
     whole :data:`SPLIT_BLOCKS` batches of ``n`` positions, and 64 spare bytes."""
@@ -637,17 +665,11 @@ class _RowIR:
 
     def lane_position(self, key, lane: int):
         """Window position (i64) of a group's kept value ``lane`` in scalar registers: a byte
-        of the rank table row or of the decoded positions, or the lane's index field. The
-        GEMM addresses an ``x`` row with it; taking it out of a position vector
-        (``vpextrd``) cost two vector-port operations per kept value."""
+        of the decoded positions or the lane's index field (the GEMM passes, which never read
+        rank keys: :func:`nm_group_gemm` transcodes them). The GEMM addresses an ``x`` row
+        with it; taking it out of a position vector (``vpextrd``) cost two vector-port
+        operations per kept value."""
         b = self.builder
-        if self.source == RANK:  # drop the select bit carried as the sign (windows <= 32)
-            # The key's whole table row as one i64 (the same load for every lane, merged by
-            # LLVM), its lane's byte shifted out: a byte load per kept value competed with the
-            # x loads that bind the GEMM passes.
-            entry = b.gep(self.table, [b.mul(key, ir.Constant(I64, LANES))])
-            row = b.load(b.bitcast(entry, I64.as_pointer()), align=1)
-            return b.and_(b.lshr(row, ir.Constant(I64, 8 * lane)), ir.Constant(I64, 31))
         if self.source == POSITIONS:
             return b.and_(b.lshr(key, ir.Constant(I64, 8 * lane)), ir.Constant(I64, 255))
         field = b.and_(b.lshr(key, ir.Constant(I64, lane * self.bits)),
@@ -967,21 +989,23 @@ GEMM_PASSES_AVX512 = ((16, 4), (16, 2), (16, 1), (8, 1))
 @cache
 def group_gemm_tile(n: int, m: int, bits: int, source: int, kind: int, tiles: int,
                     width: int = LANES):
-    """A Numba intrinsic ``(values_row, meta_row, x, table, g_first, g_end, col0, acc) -> int64``.
+    """A Numba intrinsic ``(values_row, meta_row, x, g_first, g_end, col0, acc) -> int64``.
 
     Adds ``sum_{g_first <= g < g_end} sum_lane v[8g + lane] * x[start(g) + pos(g, lane), cols]``
     into ``acc[cols]`` for the ``width * tiles`` batch columns ``cols`` from ``col0``
     (``width`` 8 or 16 floats per vector), for one row
     (``x`` is C-contiguous ``[in, batch]``). Each group's positions are decoded once (as in the
     GEMV, each kept value's in scalar registers: :meth:`_RowIR.lane_position`) and each kept
-    value then multiplies a contiguous slice of an ``x`` row: one broadcast and ``tiles`` FMAs. ``table`` is :func:`group_position_table` for rank metadata.
+    value then multiplies a contiguous slice of an ``x`` row: one broadcast and ``tiles`` FMAs.
+    ``source`` is index fields or decoded positions: :func:`nm_group_gemm` transcodes rank keys
+    before the passes run.
     """
     geometry = group_geometry(F.Pattern(n, m))
     key_bits = _key_bits(geometry, bits, source)
 
     @intrinsic
-    def _tile(typingctx, values_row, meta_row, x, table, g_first, g_end, col0, acc):
-        sig = types.int64(values_row, meta_row, x, table, g_first, g_end, col0, acc)
+    def _tile(typingctx, values_row, meta_row, x, g_first, g_end, col0, acc):
+        sig = types.int64(values_row, meta_row, x, g_first, g_end, col0, acc)
 
         def codegen(context, builder, signature, args):
             return _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
@@ -1002,12 +1026,12 @@ def _emit_gemm_tile(context, builder, signature, args, geometry, bits, key_bits,
     vxf = ir.VectorType(F32, width)
     fma = _fma(builder.module, width)
     arrays = [context.make_array(t)(context, builder, a)
-              for t, a in zip(signature.args[:4], args[:4], strict=True)]
-    values, meta, x, table = (a.data for a in arrays)
+              for t, a in zip(signature.args[:3], args[:3], strict=True)]
+    values, meta, x = (a.data for a in arrays)
     batch = cgutils.unpack_tuple(builder, arrays[2].shape, 2)[1]
-    acc_data = context.make_array(signature.args[7])(context, builder, args[7]).data
-    g_first, groups, col0 = args[4], args[5], args[6]
-    row = _RowIR(builder, values, meta, table, geometry, bits, key_bits, source, kind)
+    acc_data = context.make_array(signature.args[6])(context, builder, args[6]).data
+    g_first, groups, col0 = args[3], args[4], args[5]
+    row = _RowIR(builder, values, meta, None, geometry, bits, key_bits, source, kind)
     sets = LANES // tiles
 
     def const(value):
@@ -1124,8 +1148,9 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     """The GEMM (``x`` ``[in, batch]``) through :func:`group_gemm_tile` passes
     (:data:`GEMM_PASSES_AVX512` when ``wide``, else :data:`GEMM_PASSES_AVX2`).
 
-    Same arguments as :func:`nm_group_gemv` with ``table`` :func:`group_position_table` for
-    rank metadata. Rows go in chunks of ``ROW_CHUNK``; each chunk walks the inputs in K-slices
+    Same arguments as :func:`nm_group_gemv` with ``table`` :func:`group_index_table` for rank
+    metadata: each chunk's rank keys are transcoded into index keys once, before its passes.
+    Rows go in chunks of ``ROW_CHUNK``; each chunk walks the inputs in K-slices
     whose x rows fit :data:`GEMM_SLICE_X_BYTES`, every row of the chunk adding its products
     for the slice into its accumulator row. Whole groups go through the vector passes for the
     first ``batch - batch % 8`` columns; the last ``batch % 8`` columns, leftover blocks, a
@@ -1133,8 +1158,18 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     """
     geometry = group_geometry(F.Pattern(n, m))
     source = decoder  # the decoder code is the group kernels' position source
+    # Rank keys are looked up once per row chunk into index keys (the passes then read them
+    # as index metadata): the lookup table no longer competes with the K-slice of x for L1
+    # in every pass.
+    predecode = source == RANK
+    index_bits = F.Pattern(n, m).field_bits("index")
+    pass_source, pass_bits = (INDEX, index_bits) if predecode else (source, bits)
+    key_bits = _key_bits(geometry, bits, source)
+    key_mask = np.uint64((1 << key_bits) - 1)
+    index_key_bytes = LANES * index_bits // 8
     passes = GEMM_PASSES_AVX512 if wide else GEMM_PASSES_AVX2
-    pass_a, pass_b, pass_c, pass_d = (group_gemm_tile(n, m, bits, source, kind, tiles, width)
+    pass_a, pass_b, pass_c, pass_d = (group_gemm_tile(n, m, pass_bits, pass_source, kind,
+                                                      tiles, width)
                                       for width, tiles in passes)
     cols_a, cols_b, cols_c, cols_d = (width * tiles for width, tiles in passes)
     field_mask = np.uint64((1 << bits) - 1)
@@ -1162,30 +1197,35 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
             pos = np.zeros(n + 1, dtype=np.int64)
             r0, r1 = chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)
             acc = np.zeros((r1 - r0, batch), dtype=np.float32)
-            decoded = np.empty((r1 - r0 if split and vector_cols else 0, buffer_bytes),
+            decoded = np.empty((r1 - r0 if (split or predecode) and vector_cols else 0,
+                                buffer_bytes if split else index_key_bytes * groups + 8),
                                dtype=np.uint8)
             state = np.empty((3, SPLIT_BLOCKS), dtype=np.int32)
             for r in range(r0, r0 + decoded.shape[0]):  # the chunk's positions, once
-                split_unrank_row(metadata[r], first_scalar, n, bits, field_mask, split_tables,
-                                 state, decoded[r - r0])
+                if predecode:
+                    rank_index_row(metadata[r], groups, key_bits, key_mask, table,
+                                   index_key_bytes, decoded[r - r0])
+                else:
+                    split_unrank_row(metadata[r], first_scalar, n, bits, field_mask,
+                                     split_tables, state, decoded[r - r0])
             if vector_cols:
                 for g0 in range(0, groups, step):
                     g1 = min(groups, g0 + step)
                     for r in range(r0, r1):  # passes widest first
                         vrow, row_acc = values[r], acc[r - r0]
-                        meta_row = decoded[r - r0] if split else metadata[r]
+                        meta_row = decoded[r - r0] if split or predecode else metadata[r]
                         c0 = 0
                         while c0 + cols_a <= vector_cols:
-                            pass_a(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+                            pass_a(vrow, meta_row, x, g0, g1, c0, row_acc)
                             c0 += cols_a
                         if c0 + cols_b <= vector_cols:
-                            pass_b(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+                            pass_b(vrow, meta_row, x, g0, g1, c0, row_acc)
                             c0 += cols_b
                         if c0 + cols_c <= vector_cols:
-                            pass_c(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+                            pass_c(vrow, meta_row, x, g0, g1, c0, row_acc)
                             c0 += cols_c
                         if c0 + cols_d <= vector_cols:
-                            pass_d(vrow, meta_row, x, table, g0, g1, c0, row_acc)
+                            pass_d(vrow, meta_row, x, g0, g1, c0, row_acc)
             for r in range(r0, r1):
                 meta_row = metadata[r]
                 vrow = values[r]

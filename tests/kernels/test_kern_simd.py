@@ -187,6 +187,12 @@ def test_group_table_matches_decoded_ranks(pattern):
     np.testing.assert_array_equal(entries & 0x7F, expected)
     # Bit 7 (the sign) repeats the register-select bit of each position (the blend reads it as a sign).
     np.testing.assert_array_equal(entries < 0, (expected & geometry.select_bit) != 0)
+    # The GEMM's transcoding table: the same group's bits as the format writes index metadata.
+    index_bits = p.field_bits("index")
+    index_rows = F.encode_metadata(positions, p, "index")
+    index_keys = [int.from_bytes(row.tobytes(), "little") & ((1 << 8 * index_bits) - 1)
+                  for row in index_rows]
+    np.testing.assert_array_equal(simd_nm.group_index_table(p)[keys], index_keys)
 
 
 def test_geometry_covers_exactly_the_16_and_32_windows():
