@@ -105,8 +105,7 @@ class _NMPart:
                 gemv_table = gemm_table = np.zeros((1, simd_nm.LANES), np.uint8)
             else:
                 gemm_table = simd_nm.group_index_table(p)
-                gemv_table = (simd_nm.group_mask_table(p) if gemv_path == "avx512-pair"
-                              else simd_nm.group_position_table(p))
+                gemv_table = simd_nm.gemv_table(p, gemv_path, kind)
             gemv_scalars = (geo.full_blocks, pad_block, gemv_table, binom)
             gemm_scalars = (geo.full_blocks, pad_block, gemm_table, binom)
         args = (_kernel_values(tensor.values, tensor.dtype), K.kernel_metadata(tensor.metadata),

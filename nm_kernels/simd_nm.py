@@ -29,7 +29,9 @@ AVX-512 (:func:`wide_available`) widens the 50% patterns (1:2, 2:4, 4:8, 8:16, 1
 consecutive groups index one 32-input window, to *pairs*: sixteen kept values per step in one
 ``<16 x float>``. Index positions of both groups are joined and one ``vpermt2ps`` gathers ``x``
 from the window's two registers; rank keys read a 16-bit window mask per group
-(:func:`group_mask_table`) and ``vcompressps`` packs each group's ``x``. Measured on Zen 5
+(:func:`group_mask_table`) and ``vcompressps`` packs each group's ``x``, or, for 1:2 and 2:4
+(:func:`rank_transcodes`), read their index key (:func:`group_index_table`) and take the index
+step. Measured on Zen 5
 (11008x4096 float32, one thread): 8-13% less time than the AVX2 step.
 
 The loop over a row's groups is written in LLVM IR (a Numba ``@intrinsic``) because Numba has no
@@ -39,6 +41,7 @@ Only x86 CPUs with AVX2 take this path (:func:`available`); :func:`gemv_path` pi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache, partial
 
@@ -189,6 +192,39 @@ def gemv_path(pattern: F.Pattern, encoding: str, decoder: str, simd: str = "auto
     return "avx2-group"
 
 
+def rank_transcodes(pattern: F.Pattern) -> bool:
+    """True when the AVX-512 GEMV reads rank keys through :func:`group_index_table` and the
+    index pair step (one ``vpermt2ps`` per pair) rather than :func:`group_mask_table` and two
+    ``vcompressps``: where a group's index key is at most 16 bits (1:2, 2:4), so that table
+    is no larger than the mask table."""
+    geometry = group_geometry(pattern)
+    return (geometry is not None and geometry.pairs_fill_32 and geometry.blocks_per_group > 0
+            and LANES * pattern.field_bits("index") <= 16)
+
+
+def rank_folds(pattern: F.Pattern, kind: int) -> bool:
+    """True when the AVX-512 GEMV reads a half-size :func:`group_mask_table` (``folded``):
+    float32 values of one-block groups at N = M/2 (8:16). The complement of the subset of
+    colex rank r has rank C(M, N) - 1 - r and the complement mask, so the table keeps the
+    lower half of the ranks (12.6 KiB instead of 25 for 8:16) and a key in the upper half
+    reads its complement's entry inverted. Old and new in one process (Zen 4 guest, 2
+    threads, 11008x4096 and 4096x11008, ``scripts/simd_ab.py``, 2026-12-04): float32
+    0.66-0.91x the time in five of six runs (1.14x in one); float16, whose step is bound by
+    its instructions rather than L1 misses, 1.07-1.28x, so it keeps the whole table."""
+    geometry = group_geometry(pattern)
+    return (kind == K.F32 and geometry is not None and geometry.blocks_per_group == 1
+            and pattern.m == 2 * pattern.n and geometry.window == 16)
+
+
+def gemv_table(pattern: F.Pattern, path: str, kind: int) -> np.ndarray:
+    """The rank table the GEMV on ``path`` (:func:`gemv_path`) reads for values of ``kind``."""
+    if path == "avx512-pair":
+        if rank_transcodes(pattern):
+            return group_index_table(pattern)
+        return group_mask_table(pattern, folded=rank_folds(pattern, kind))
+    return group_position_table(pattern)
+
+
 def gemm_path(pattern: F.Pattern, encoding: str, decoder: str, simd: str = "auto") -> str:
     """The batch > 1 kernel: ``"scalar"`` where :func:`gemv_path` is, else the group passes of
     :func:`nm_group_gemm`, ``"avx512-group"`` (16 batch columns per vector) when ``simd`` is
@@ -230,23 +266,24 @@ def group_position_table(pattern: F.Pattern) -> np.ndarray:
 
 @cache
 def group_index_table(pattern: F.Pattern) -> np.ndarray:
-    """``uint32[2**(G*bits)]``: a group's eight index fields (``field_bits("index")`` each,
-    lane 0 lowest: the group's bits in index metadata), keyed like
-    :func:`group_position_table`. The GEMM turns rank keys into index keys with it once per
-    row chunk."""
+    """``uint8/16/32[2**(G*bits)]`` (the narrowest that holds them): a group's eight index
+    fields (``field_bits("index")`` each, lane 0 lowest: the group's bits in index metadata),
+    keyed like :func:`group_position_table`. The GEMM turns rank keys into index keys with it
+    once per row chunk; the AVX-512 GEMV does so per pair where :func:`rank_transcodes`."""
     geometry = group_geometry(pattern)
     bits = pattern.field_bits("index")
     if geometry is None or not geometry.blocks_per_group or LANES * bits > 32:
         raise ValueError(f"{pattern}: a group's index fields do not fit 32 bits")
     # Window position modulo M (a power of two here) is the position in the block.
     fields = group_position_table(pattern).astype(np.int64) & ((1 << bits) - 1)
-    table = np.bitwise_or.reduce(fields << (bits * np.arange(LANES)), axis=1).astype(np.uint32)
+    dtype = np.uint8 if LANES * bits <= 8 else np.uint16 if LANES * bits <= 16 else np.uint32
+    table = np.bitwise_or.reduce(fields << (bits * np.arange(LANES)), axis=1).astype(dtype)
     table.setflags(write=False)
     return table
 
 
 @cache
-def group_mask_table(pattern: F.Pattern) -> np.ndarray:
+def group_mask_table(pattern: F.Pattern, folded: bool = False) -> np.ndarray:
     """``uint16[2**(G*bits)]``: the 16-input window bit mask of a group's kept positions, keyed
     like :func:`group_position_table` (invalid keys map to 0).
 
@@ -269,6 +306,8 @@ def group_mask_table(pattern: F.Pattern) -> np.ndarray:
     # group_position_table maps invalid keys to all-zero positions: mask 1, reset to 0.
     masks[np.any(positions[:, 1:] <= positions[:, :-1], axis=1)] = 0
     masks = masks.astype(np.uint16)
+    if folded:
+        masks = masks[:math.comb(pattern.m, pattern.n) // 2].copy()
     masks.setflags(write=False)
     return masks
 
@@ -553,9 +592,15 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool):
     (AVX-512, :attr:`GroupGeometry.pairs_fill_32` patterns): the main loop takes two groups per
     step into ``<16 x float>`` accumulators; a leftover odd group takes the eight-lane step.
     """
-    geometry = group_geometry(F.Pattern(n, m))
+    pattern = F.Pattern(n, m)
+    geometry = group_geometry(pattern)
     key_bits = _key_bits(geometry, bits, source)
     registers = geometry.window // LANES
+    index_bits = (pattern.field_bits("index")
+                  if wide and source == RANK and rank_transcodes(pattern) else None)
+    # Ranks of a folded mask table (:func:`rank_folds`): C(M, N), else 0
+    fold_total = (math.comb(m, n) if wide and source == RANK and rank_folds(pattern, kind)
+                  else 0)
 
     @intrinsic
     def _group_dot(typingctx, values_row, meta_row, x, table, groups):
@@ -563,7 +608,7 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool):
 
         def codegen(context, builder, signature, args):
             return _emit(context, builder, signature, args, geometry, bits, key_bits, registers,
-                         source, kind, wide)
+                         source, kind, wide, index_bits, fold_total)
 
         return sig, codegen
 
@@ -584,9 +629,12 @@ class _RowIR:
     """IR building blocks shared by the GEMV and GEMM row loops: metadata keys, positions of a
     group's kept values in its window, widened values, prefetches."""
 
-    def __init__(self, builder, values, meta, table, geometry, bits, key_bits, source, kind):
+    def __init__(self, builder, values, meta, table, geometry, bits, key_bits, source, kind,
+                 index_bits=None, table_bits=8):
         self.builder, self.values, self.meta, self.table = builder, values, meta, table
         self.geometry, self.bits, self.key_bits = geometry, bits, key_bits
+        # Rank keys read through group_index_table (entries of table_bits): index_bits each
+        self.index_bits, self.table_bits = index_bits, table_bits
         self.source, self.kind = source, kind
         self.key_mask = ir.Constant(I64, -1 if key_bits == 64 else (1 << key_bits) - 1)
         self.prefetch_fn = cgutils.get_or_insert_function(
@@ -639,12 +687,20 @@ class _RowIR:
         row = b.gep(self.table, [b.mul(key, ir.Constant(I64, LANES))])
         return b.load(b.bitcast(row, ir.VectorType(I8, LANES).as_pointer()), align=1)
 
-    def index_positions(self, key):
-        """A group's eight window positions from its index fields (``<8 x i32>``)."""
-        b, bits = self.builder, self.bits
+    def index_word(self, key):
+        """A rank key's index key from :func:`group_index_table` (i32)."""
+        b = self.builder
+        entry_type = ir.IntType(self.table_bits)
+        entry = b.gep(b.bitcast(self.table, entry_type.as_pointer()), [key])
+        return b.zext(b.load(entry), I32)
+
+    def index_positions(self, key, bits=None):
+        """A group's eight window positions from its index fields (``<8 x i32>``; ``bits``
+        per field, the row's unless given)."""
+        b, bits = self.builder, bits or self.bits
         v8i = ir.VectorType(I32, LANES)
         field_mask = (1 << bits) - 1
-        if self.key_bits <= 32:  # a raw key word (:meth:`key_word`) is already 32 bits
+        if key.type == I32 or self.key_bits <= 32:  # a raw key word is already 32 bits
             lanes = _splat(b, key if key.type == I32 else b.trunc(key, I32), v8i)
             fields = b.lshr(lanes, _const_vec(lane * bits for lane in range(LANES)))
         else:
@@ -656,6 +712,8 @@ class _RowIR:
 
     def positions(self, key):
         """Window positions (``<8 x i32>``); rank entries keep their select bit as the sign."""
+        if self.source == RANK and self.index_bits:
+            return self.index_positions(self.index_word(key), self.index_bits)
         if self.source == RANK:
             return self.builder.sext(self.table_row(key), ir.VectorType(I32, LANES))
         if self.source == POSITIONS:
@@ -708,9 +766,10 @@ class _GroupSteps:
     an ``<16 x float>``); each gathers ``x`` at the kept positions from registers and adds the
     products to an accumulator."""
 
-    def __init__(self, row: _RowIR, x, registers: int):
+    def __init__(self, row: _RowIR, x, registers: int, fold_total: int = 0):
         b, geometry = row.builder, row.geometry
         self.row, self.builder, self.x, self.registers = row, b, x, registers
+        self.fold_total = fold_total
         v8f, v8i = ir.VectorType(F32, LANES), ir.VectorType(I32, LANES)
         v16f, v16i = ir.VectorType(F32, 2 * LANES), ir.VectorType(I32, 2 * LANES)
         module = b.module
@@ -748,7 +807,7 @@ class _GroupSteps:
         """Lanes whose position lies in the window's second register (or odd lane pair)."""
         if self.constant_select:
             return self.odd_lanes
-        if self.row.source == RANK:
+        if self.row.source == RANK and not self.row.index_bits:
             return self.builder.icmp_signed("<", positions, _const_vec([0] * LANES))
         return self._bit_set(positions, self.row.geometry.select_bit)
 
@@ -783,11 +842,22 @@ class _GroupSteps:
         return b.call(self.fma[LANES], [weights, gathered, acc])
 
     def _window_mask(self, key):
-        """A group's 16-bit window mask from :func:`group_mask_table` (``<16 x i1>``)."""
+        """A group's 16-bit window mask from :func:`group_mask_table` (``<16 x i1>``); from
+        its folded half (:func:`rank_folds`) when ``fold_total``: a key r in the upper half
+        reads entry ``fold_total - 1 - r`` inverted, and a key that is no rank reads entry 0."""
         b = self.builder
+        flip = None
+        if self.fold_total:
+            key = b.zext(key, I64) if key.type != I64 else key
+            half = ir.Constant(I64, self.fold_total // 2)
+            flip = b.icmp_unsigned(">=", key, half)
+            key = b.select(flip, b.sub(ir.Constant(I64, self.fold_total - 1), key), key)
+            key = b.select(b.icmp_unsigned("<", key, half), key, ir.Constant(I64, 0))
         entry = b.gep(self.row.table, [key])
-        return b.bitcast(b.load(b.bitcast(entry, I16.as_pointer()), align=2),
-                         ir.VectorType(ir.IntType(1), 2 * LANES))
+        mask = b.load(b.bitcast(entry, I16.as_pointer()), align=2)
+        if flip is not None:
+            mask = b.xor(mask, b.select(flip, ir.Constant(I16, 0xFFFF), ir.Constant(I16, 0)))
+        return b.bitcast(mask, ir.VectorType(ir.IntType(1), 2 * LANES))
 
     def masked_group(self, g, acc, key):
         """acc + the eight products of group g through its window mask (the wide rank path's
@@ -801,7 +871,7 @@ class _GroupSteps:
         weights = row.weights_at(b.mul(g, ir.Constant(I64, LANES)), LANES)
         return b.call(self.fma[LANES], [weights, gathered, acc])
 
-    def pair_index_positions(self, word_low, word_high):
+    def pair_index_positions(self, word_low, word_high, bits=None):
         """A pair's sixteen window positions from its groups' raw key words
         (:meth:`_RowIR.key_word`; ``word_high`` None when both keys lie in the first): the
         words broadcast into one ``<16 x i32>``, then one variable shift and a mask. Joining
@@ -810,6 +880,7 @@ class _GroupSteps:
         2:4 at 12.8 G kept values/s against 9.1, 4:8 at 10.0 against 8.0
         (``reports/kernels/cpu.md``)."""
         b, row = self.builder, self.row
+        bits = bits or row.bits
         v16i = ir.VectorType(I32, 2 * LANES)
         undef = ir.Constant(v16i, ir.Undefined)
         zero_index = ir.Constant(I32, 0)
@@ -817,13 +888,13 @@ class _GroupSteps:
                                    _const_vec([0] * 2 * LANES))
                   for word in (word_low, word_high) if word is not None]
         if word_high is None:  # both groups' fields lie in the first word
-            joined, shifts = splats[0], _const_vec(lane * row.bits for lane in range(2 * LANES))
+            joined, shifts = splats[0], _const_vec(lane * bits for lane in range(2 * LANES))
         else:
             upper = ir.Constant(ir.VectorType(ir.IntType(1), 2 * LANES),
                                 [0] * LANES + [1] * LANES)
             joined = b.select(upper, splats[1], splats[0])
-            shifts = _const_vec(lane % LANES * row.bits for lane in range(2 * LANES))
-        fields = b.and_(b.lshr(joined, shifts), _const_vec([(1 << row.bits) - 1] * 2 * LANES))
+            shifts = _const_vec(lane % LANES * bits for lane in range(2 * LANES))
+        fields = b.and_(b.lshr(joined, shifts), _const_vec([(1 << bits) - 1] * 2 * LANES))
         offsets = [row.geometry.lane_offset(lane % LANES) for lane in range(2 * LANES)]
         return b.add(b.add(fields, _const_vec(offsets)), self.pair_offsets)
 
@@ -837,7 +908,11 @@ class _GroupSteps:
         start = b.mul(g, ir.Constant(I64, 16))  # 32 inputs per pair of groups
         low = row.vec_load(self.x, start, v16f)
         high = row.vec_load(self.x, b.add(start, ir.Constant(I64, 16)), v16f)
-        if row.source == RANK:
+        if row.source == RANK and row.index_bits:  # rank keys looked up as index keys
+            positions = self.pair_index_positions(row.index_word(key_low),
+                                                  row.index_word(key_high), row.index_bits)
+            gathered = b.call(self.permt2ps, [low, positions, high])
+        elif row.source == RANK:
             zeros = ir.Constant(v16f, [0.0] * 2 * LANES)
             packed_low = b.call(self.compressps, [low, zeros, self._window_mask(key_low)])
             packed_high = b.call(self.compressps, [high, zeros, self._window_mask(key_high)])
@@ -853,7 +928,7 @@ class _GroupSteps:
 
 
 def _emit(context, builder, signature, args, geometry, bits, key_bits, registers, source, kind,
-          wide):
+          wide, index_bits=None, fold_total=0):
     """The IR of one row's group loop (see :func:`group_dot`).
 
     Main loop: a trip of ``steps`` steps (a group, or a pair of groups when wide), each into
@@ -863,8 +938,9 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
               for t, a in zip(signature.args[:4], args[:4], strict=True)]
     values, meta, x, table = (a.data for a in arrays)
     groups = args[4]
-    row = _RowIR(builder, values, meta, table, geometry, bits, key_bits, source, kind)
-    steps = _GroupSteps(row, x, registers)
+    row = _RowIR(builder, values, meta, table, geometry, bits, key_bits, source, kind,
+                 index_bits, signature.args[3].dtype.bitwidth)
+    steps = _GroupSteps(row, x, registers, fold_total)
     v8f = ir.VectorType(F32, LANES)
     const = partial(ir.Constant, I64)
     step_groups, step_count = (2, PAIR_UNROLL) if wide else (1, UNROLL)
@@ -901,7 +977,8 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     acc_rest = builder.phi(v8f)
     g_rest.add_incoming(main_end, middle)
     acc_rest.add_incoming(combined, middle)
-    single = steps.masked_group if wide and source == RANK else steps.group
+    single = (steps.masked_group if wide and source == RANK and index_bits is None
+              else steps.group)
     acc_rest_next = single(g_rest, acc_rest, row.key_at(g_rest))
     g_rest_next = builder.add(g_rest, const(1))
     rest_exit = builder.basic_block

@@ -18,9 +18,10 @@ from nm_kernels.cpu import prepare
 # Window 16 (1:2 .. 8:16) and 32 (1:4, 4:16, 16:32) geometries; rank only where a group table
 # exists (G * bits <= 16).
 CASES = [
-    ("2:4", "rank", "float32"),
+    ("2:4", "rank", "float32"),  # AVX-512: rank keys read as index keys (rank_transcodes)
     ("4:8", "rank", "float16"),
     ("8:16", "rank", "bfloat16"),
+    ("8:16", "rank", "float32"),  # AVX-512: the folded half mask table (rank_folds)
     ("1:2", "rank", "float32"),
     ("1:4", "rank", "float16"),
     # Index keys read as raw words: one per pair (1:2, 2:4), two joined (4:8, 8:16).
