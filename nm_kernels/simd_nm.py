@@ -31,7 +31,7 @@ consecutive groups index one 32-input window, to *pairs*: sixteen kept values pe
 from the window's two registers; rank keys read a 16-bit window mask per group
 (:func:`group_mask_table`) and ``vcompressps`` packs each group's ``x``, or, for 1:2 and 2:4
 (:func:`rank_transcodes`), read their index key (:func:`group_index_table`) and take the index
-step. Measured on Zen 5
+step. Half-precision values run two rows per loop, sharing its ``x`` loads. Measured on Zen 5
 (11008x4096 float32, one thread): 8-13% less time than the AVX2 step.
 
 The loop over a row's groups is written in LLVM IR (a Numba ``@intrinsic``) because Numba has no
@@ -583,7 +583,7 @@ def _fma(module, width: int):
 
 
 @cache
-def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool):
+def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool, rows: int = 1):
     """A Numba intrinsic ``(values_row, meta_row, x, table, groups) -> float32``.
 
     Returns ``sum_{g < groups} sum_lane v[8g + lane] * x[start(g) + pos(g, lane)]`` for one row.
@@ -602,19 +602,24 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool):
     fold_total = (math.comb(m, n) if wide and source == RANK and rank_folds(pattern, kind)
                   else 0)
 
-    @intrinsic
-    def _group_dot(typingctx, values_row, meta_row, x, table, groups):
-        sig = types.float32(values_row, meta_row, x, table, groups)
+    def codegen(context, builder, signature, args):
+        return _emit(context, builder, signature, args, geometry, bits, key_bits, registers,
+                     source, kind, wide, index_bits, fold_total, rows)
 
-        def codegen(context, builder, signature, args):
-            return _emit(context, builder, signature, args, geometry, bits, key_bits, registers,
-                         source, kind, wide, index_bits, fold_total)
-
-        return sig, codegen
+    if rows == 1:
+        @intrinsic
+        def _group_dot(typingctx, values_row, meta_row, x, table, groups):
+            return types.float32(values_row, meta_row, x, table, groups), codegen
+    else:
+        @intrinsic
+        def _group_dot(typingctx, values_a, meta_a, values_b, meta_b, x, table, groups):
+            return (types.UniTuple(types.float32, 2)(values_a, meta_a, values_b, meta_b, x,
+                                                      table, groups), codegen)
 
     # Numba keys its disk cache on the pickled closure of the GEMV, this intrinsic included;
     # the default per-process uuid would make every process miss the cache and compile again.
-    _group_dot._set_uuid(f"nm_kernels.simd_nm.group_dot/{n}:{m}/{bits}/{source}/{kind}/{wide}")
+    _group_dot._set_uuid(
+        f"nm_kernels.simd_nm.group_dot/{n}:{m}/{bits}/{source}/{kind}/{wide}/{rows}")
     return _group_dot
 
 
@@ -928,19 +933,22 @@ class _GroupSteps:
 
 
 def _emit(context, builder, signature, args, geometry, bits, key_bits, registers, source, kind,
-          wide, index_bits=None, fold_total=0):
-    """The IR of one row's group loop (see :func:`group_dot`).
+          wide, index_bits=None, fold_total=0, rows=1):
+    """The IR of the group loop of ``rows`` rows (see :func:`group_dot`), which share each
+    trip's ``x`` loads.
 
-    Main loop: a trip of ``steps`` steps (a group, or a pair of groups when wide), each into
-    its own accumulator (the FMA latency is not the bound then); a remainder loop finishes the
-    leftover groups one at a time with one eight-lane accumulator."""
+    Main loop: a trip of ``steps`` steps (a group, or a pair of groups when wide) per row, each
+    into its own accumulator (the FMA latency is not the bound then); a remainder loop
+    finishes the leftover groups one at a time with one eight-lane accumulator per row."""
     arrays = [context.make_array(t)(context, builder, a)
-              for t, a in zip(signature.args[:4], args[:4], strict=True)]
-    values, meta, x, table = (a.data for a in arrays)
-    groups = args[4]
-    row = _RowIR(builder, values, meta, table, geometry, bits, key_bits, source, kind,
-                 index_bits, signature.args[3].dtype.bitwidth)
-    steps = _GroupSteps(row, x, registers, fold_total)
+              for t, a in zip(signature.args[:-1], args[:-1], strict=True)]
+    x, table = arrays[-2].data, arrays[-1].data
+    groups = args[-1]
+    table_bits = signature.args[-2].dtype.bitwidth
+    row_irs = [_RowIR(builder, arrays[2 * r].data, arrays[2 * r + 1].data, table, geometry,
+                      bits, key_bits, source, kind, index_bits, table_bits)
+               for r in range(rows)]
+    steps = [_GroupSteps(row, x, registers, fold_total) for row in row_irs]
     v8f = ir.VectorType(F32, LANES)
     const = partial(ir.Constant, I64)
     step_groups, step_count = (2, PAIR_UNROLL) if wide else (1, UNROLL)
@@ -957,15 +965,17 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
 
     builder.position_at_end(main)
     g = builder.phi(I64)
-    accs = [builder.phi(acc_type) for _ in range(step_count)]
     g.add_incoming(const(0), entry)
-    nexts = _emit_trip(row, steps, g, accs, trip, wide)
+    accs = [[builder.phi(acc_type) for _ in range(step_count)] for _ in range(rows)]
+    nexts = [_emit_trip(row, step, g, row_accs, trip, wide)
+             for row, step, row_accs in zip(row_irs, steps, accs, strict=True)]
     g_next = builder.add(g, const(trip))
     main_exit = builder.basic_block
     g.add_incoming(g_next, main_exit)
-    for acc, acc_next in zip(accs, nexts, strict=True):
-        acc.add_incoming(zero, entry)
-        acc.add_incoming(acc_next, main_exit)
+    for row_accs, row_nexts in zip(accs, nexts, strict=True):
+        for acc, acc_next in zip(row_accs, row_nexts, strict=True):
+            acc.add_incoming(zero, entry)
+            acc.add_incoming(acc_next, main_exit)
     builder.cbranch(builder.icmp_signed("<", g_next, main_end), main, middle)
 
     builder.position_at_end(middle)
@@ -974,23 +984,30 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
 
     builder.position_at_end(rest)
     g_rest = builder.phi(I64)
-    acc_rest = builder.phi(v8f)
     g_rest.add_incoming(main_end, middle)
-    acc_rest.add_incoming(combined, middle)
-    single = (steps.masked_group if wide and source == RANK and index_bits is None
-              else steps.group)
-    acc_rest_next = single(g_rest, acc_rest, row.key_at(g_rest))
+    acc_rests = [builder.phi(v8f) for _ in range(rows)]  # phis first in their block
+    single_steps = []
+    for step, total, acc_rest in zip(steps, combined, acc_rests, strict=True):
+        acc_rest.add_incoming(total, middle)
+        single = (step.masked_group if wide and source == RANK and index_bits is None
+                  else step.group)
+        single_steps.append((acc_rest, single(g_rest, acc_rest, step.row.key_at(g_rest))))
     g_rest_next = builder.add(g_rest, const(1))
     rest_exit = builder.basic_block
     g_rest.add_incoming(g_rest_next, rest_exit)
-    acc_rest.add_incoming(acc_rest_next, rest_exit)
+    for acc_rest, acc_rest_next in single_steps:
+        acc_rest.add_incoming(acc_rest_next, rest_exit)
     builder.cbranch(builder.icmp_signed("<", g_rest_next, groups), rest, done)
 
     builder.position_at_end(done)
-    total = builder.phi(v8f)
-    total.add_incoming(combined, middle)
-    total.add_incoming(acc_rest_next, rest_exit)
-    return _horizontal_sum(builder, total)
+    totals = [builder.phi(v8f) for _ in range(rows)]
+    for phi, total, (_, acc_rest_next) in zip(totals, combined, single_steps, strict=True):
+        phi.add_incoming(total, middle)
+        phi.add_incoming(acc_rest_next, rest_exit)
+    sums = [_horizontal_sum(builder, phi) for phi in totals]
+    if rows == 1:
+        return sums[0]
+    return context.make_tuple(builder, signature.return_type, sums)
 
 
 def _emit_trip(row: _RowIR, steps: _GroupSteps, g, accs, trip: int, wide: bool) -> list:
@@ -1030,24 +1047,27 @@ def _emit_trip(row: _RowIR, steps: _GroupSteps, g, accs, trip: int, wide: bool) 
             for u, (acc, key) in enumerate(zip(accs, keys, strict=True))]
 
 
-def _merge_accumulators(builder, nexts, zero, entry, main_exit):
-    """At the block after the main loop: the sum of its accumulators (zero when it did not
-    run), folded to eight lanes."""
-    partial_sums = []
-    for acc_next in nexts:
-        merged = builder.phi(zero.type)
-        merged.add_incoming(zero, entry)
-        merged.add_incoming(acc_next, main_exit)
-        partial_sums.append(merged)
-    while len(partial_sums) > 1:
-        partial_sums = [builder.fadd(a, b) for a, b in zip(partial_sums[::2],
-                                                           partial_sums[1::2], strict=True)]
-    combined = partial_sums[0]
-    if combined.type.count == 2 * LANES:  # fold the 16 lanes to 8 for the remainder loop
-        combined = builder.fadd(
-            builder.shuffle_vector(combined, combined, _const_vec(range(LANES))),
-            builder.shuffle_vector(combined, combined, _const_vec(range(LANES, 2 * LANES))))
-    return combined
+def _merge_accumulators(builder, row_nexts, zero, entry, main_exit):
+    """At the block after the main loop: per row, the sum of its accumulators (zero when the
+    loop did not run), folded to eight lanes."""
+    merged_rows = []
+    for nexts in row_nexts:  # every phi first, at the top of the block
+        merged_rows.append([builder.phi(zero.type) for _ in nexts])
+        for merged, acc_next in zip(merged_rows[-1], nexts, strict=True):
+            merged.add_incoming(zero, entry)
+            merged.add_incoming(acc_next, main_exit)
+    combined_rows = []
+    for partial_sums in merged_rows:
+        while len(partial_sums) > 1:
+            partial_sums = [builder.fadd(a, b) for a, b in zip(partial_sums[::2],
+                                                               partial_sums[1::2], strict=True)]
+        combined = partial_sums[0]
+        if combined.type.count == 2 * LANES:  # fold the 16 lanes to 8 for the remainder loop
+            combined = builder.fadd(
+                builder.shuffle_vector(combined, combined, _const_vec(range(LANES))),
+                builder.shuffle_vector(combined, combined, _const_vec(range(LANES, 2 * LANES))))
+        combined_rows.append(combined)
+    return combined_rows
 
 
 # GEMM passes as (vector width, vectors per kept value), widest first; a batch is covered by
@@ -1347,6 +1367,15 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     geometry = group_geometry(F.Pattern(n, m))
     source = decoder  # the decoder code is the group kernels' position source
     dot = group_dot(n, m, bits, source, kind, wide)
+    # Half-precision values: the AVX-512 loop runs two rows at once, whose x loads (two
+    # <16 x float> per pair of groups) serve both, halving the x loads, which on 4096x11008
+    # come from L2 (a 43 KiB float32 x). Old and new in one process (Zen 4 guest, 2 threads,
+    # 9-11 rounds, scripts/simd_ab.py, 2026-12-04): float16/bfloat16 0.75-0.89x the time on
+    # 4096x11008 (2:4 and 8:16, rank and index, 4:8 index), 0.94-1.07x on 11008x4096; float32
+    # 0.75-1.38x, 2:4 rank 1.13-1.24x in both runs (twice the value streams per core), so
+    # float32 keeps one row per loop.
+    paired = wide and source != POSITIONS and kind != K.F32
+    dot2 = group_dot(n, m, bits, source, kind, wide, rows=2) if paired else dot
     field_mask = np.uint64((1 << bits) - 1)
     per_group = geometry.blocks_per_group
     groups_per_block = geometry.groups_per_block
@@ -1356,13 +1385,29 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     # per-block table, which the group table's key 0..C-1 rows do not hold, so they unrank.
     scalar = K.INDEX if decoder == K.INDEX else K.RANK_UNRANK
 
+    @njit(inline="always", fastmath=K.FASTMATH)
+    def finish_row(acc, r, values, metadata, tail_values, x, out, first_scalar, full_blocks,
+                   pad_block, table, binom, pos, accumulate):
+        """Row r's leftover blocks, padded block and dense tail added to ``acc``; stored."""
+        meta_row, vrow = metadata[r], values[r]
+        cols = x.shape[0]
+        tail = tail_values.shape[1]
+        for b in range(first_scalar, full_blocks + pad_block):
+            f = K.prepare_block(meta_row, b, n, m, bits, field_mask, scalar, binom, pos)
+            for i in range(n):
+                c = b * m + K.kept_position(meta_row, f, b, i, n, bits, field_mask, scalar,
+                                            table, pos)
+                if c < cols:
+                    acc += K.widen(vrow[b * n + i], kind) * x[c]
+        for j in range(tail):
+            acc += K.widen(tail_values[r, j], kind) * x[cols - tail + j]
+        out[r] = out[r] + acc if accumulate else acc
+
     @njit(parallel=True, fastmath=K.FASTMATH, cache=True)
     def gemv(values, metadata, tail_values, x, out, full_blocks, pad_block, table, binom,
              accumulate):
         """out[r] (+)= W[r] . x for every row, whole groups in AVX2, the rest scalar."""
         rows = values.shape[0]
-        cols = x.shape[0]
-        tail = tail_values.shape[1]
         groups, first_scalar = _vector_groups(full_blocks, per_group, groups_per_block)
         buffer_bytes = split_unrank_buffer_bytes(first_scalar, n)
         chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
@@ -1370,24 +1415,22 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
             pos = np.zeros(n + 1, dtype=np.int64)
             decoded = np.empty(buffer_bytes if split else 0, dtype=np.uint8)
             state = np.empty((3, SPLIT_BLOCKS), dtype=np.int32)
-            for r in range(chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)):
-                meta_row = metadata[r]
-                vrow = values[r]
+            r, r_end = chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)
+            while r < r_end:
                 if split:  # the row's positions into an L1-resident buffer first
-                    split_unrank_row(meta_row, first_scalar, n, bits, field_mask, split_tables,
-                                     state, decoded)
-                    acc = dot(vrow, decoded, x, table, groups)
+                    split_unrank_row(metadata[r], first_scalar, n, bits, field_mask,
+                                     split_tables, state, decoded)
+                    acc = dot(values[r], decoded, x, table, groups)
+                elif paired and r + 1 < r_end:  # two rows sharing each x load
+                    acc, acc_next = dot2(values[r], metadata[r], values[r + 1],
+                                         metadata[r + 1], x, table, groups)
+                    finish_row(acc_next, r + 1, values, metadata, tail_values, x, out,
+                               first_scalar, full_blocks, pad_block, table, binom, pos,
+                               accumulate)
                 else:
-                    acc = dot(vrow, meta_row, x, table, groups)
-                for b in range(first_scalar, full_blocks + pad_block):
-                    f = K.prepare_block(meta_row, b, n, m, bits, field_mask, scalar, binom, pos)
-                    for i in range(n):
-                        c = b * m + K.kept_position(meta_row, f, b, i, n, bits, field_mask,
-                                                   scalar, table, pos)
-                        if c < cols:
-                            acc += K.widen(vrow[b * n + i], kind) * x[c]
-                for j in range(tail):
-                    acc += K.widen(tail_values[r, j], kind) * x[cols - tail + j]
-                out[r] = out[r] + acc if accumulate else acc
+                    acc = dot(values[r], metadata[r], x, table, groups)
+                finish_row(acc, r, values, metadata, tail_values, x, out, first_scalar,
+                           full_blocks, pad_block, table, binom, pos, accumulate)
+                r += 2 if paired and not split and r + 1 < r_end else 1
 
     return gemv
