@@ -1385,29 +1385,13 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     # per-block table, which the group table's key 0..C-1 rows do not hold, so they unrank.
     scalar = K.INDEX if decoder == K.INDEX else K.RANK_UNRANK
 
-    @njit(inline="always", fastmath=K.FASTMATH)
-    def finish_row(acc, r, values, metadata, tail_values, x, out, first_scalar, full_blocks,
-                   pad_block, table, binom, pos, accumulate):
-        """Row r's leftover blocks, padded block and dense tail added to ``acc``; stored."""
-        meta_row, vrow = metadata[r], values[r]
-        cols = x.shape[0]
-        tail = tail_values.shape[1]
-        for b in range(first_scalar, full_blocks + pad_block):
-            f = K.prepare_block(meta_row, b, n, m, bits, field_mask, scalar, binom, pos)
-            for i in range(n):
-                c = b * m + K.kept_position(meta_row, f, b, i, n, bits, field_mask, scalar,
-                                            table, pos)
-                if c < cols:
-                    acc += K.widen(vrow[b * n + i], kind) * x[c]
-        for j in range(tail):
-            acc += K.widen(tail_values[r, j], kind) * x[cols - tail + j]
-        out[r] = out[r] + acc if accumulate else acc
-
     @njit(parallel=True, fastmath=K.FASTMATH, cache=True)
     def gemv(values, metadata, tail_values, x, out, full_blocks, pad_block, table, binom,
              accumulate):
         """out[r] (+)= W[r] . x for every row, whole groups in AVX2, the rest scalar."""
         rows = values.shape[0]
+        cols = x.shape[0]
+        tail = tail_values.shape[1]
         groups, first_scalar = _vector_groups(full_blocks, per_group, groups_per_block)
         buffer_bytes = split_unrank_buffer_bytes(first_scalar, n)
         chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
@@ -1417,20 +1401,32 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
             state = np.empty((3, SPLIT_BLOCKS), dtype=np.int32)
             r, r_end = chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)
             while r < r_end:
+                count, second = 1, np.float32(0.0)
                 if split:  # the row's positions into an L1-resident buffer first
                     split_unrank_row(metadata[r], first_scalar, n, bits, field_mask,
                                      split_tables, state, decoded)
-                    acc = dot(values[r], decoded, x, table, groups)
+                    first = dot(values[r], decoded, x, table, groups)
                 elif paired and r + 1 < r_end:  # two rows sharing each x load
-                    acc, acc_next = dot2(values[r], metadata[r], values[r + 1],
+                    first, second = dot2(values[r], metadata[r], values[r + 1],
                                          metadata[r + 1], x, table, groups)
-                    finish_row(acc_next, r + 1, values, metadata, tail_values, x, out,
-                               first_scalar, full_blocks, pad_block, table, binom, pos,
-                               accumulate)
+                    count = 2
                 else:
-                    acc = dot(values[r], metadata[r], x, table, groups)
-                finish_row(acc, r, values, metadata, tail_values, x, out, first_scalar,
-                           full_blocks, pad_block, table, binom, pos, accumulate)
-                r += 2 if paired and not split and r + 1 < r_end else 1
+                    first = dot(values[r], metadata[r], x, table, groups)
+                for q in range(r, r + count):  # leftover blocks, padded block, dense tail
+                    acc = first if q == r else second
+                    meta_row = metadata[q]
+                    vrow = values[q]
+                    for b in range(first_scalar, full_blocks + pad_block):
+                        f = K.prepare_block(meta_row, b, n, m, bits, field_mask, scalar, binom,
+                                            pos)
+                        for i in range(n):
+                            c = b * m + K.kept_position(meta_row, f, b, i, n, bits, field_mask,
+                                                       scalar, table, pos)
+                            if c < cols:
+                                acc += K.widen(vrow[b * n + i], kind) * x[c]
+                    for j in range(tail):
+                        acc += K.widen(tail_values[q, j], kind) * x[cols - tail + j]
+                    out[q] = out[q] + acc if accumulate else acc
+                r += count
 
     return gemv

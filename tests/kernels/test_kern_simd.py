@@ -3,6 +3,10 @@ scalar kernel."""
 
 import itertools
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -348,3 +352,37 @@ def test_gemm_input_is_moved_onto_a_cache_line(shift):
     assert (moved is x) == (shift == 0)
     np.testing.assert_array_equal(moved, x)
     assert moved.flags.c_contiguous and moved.dtype == np.float32
+
+
+CACHE_PROBE = """
+import numpy as np
+from compression import formats as F
+from nm_kernels.cpu import prepare
+rng = np.random.default_rng(0)
+p = F.Pattern.parse(PATTERN)
+dense = rng.standard_normal((16, 64)).astype(np.float32)
+weight = F.NMTensor.from_dense(dense, F.nm_mask(np.abs(dense), p, "dense"), p, ENCODING,
+                               "dense", DTYPE)
+plan = prepare(weight)
+plan(np.ones(64, np.float32))
+plan(np.ones((64, 8), np.float32))
+gemv, gemm = plan.bulk.kernels
+print(sum(k.stats.cache_misses[s] for k in (gemv, gemm) for s in k.stats.cache_misses))
+"""
+
+
+@needs_avx2
+@pytest.mark.parametrize(("pattern", "encoding", "dtype"),
+                         [("2:4", "index", "float16"), ("8:16", "rank", "float32")])
+def test_a_second_process_loads_the_kernels_from_numba_s_disk_cache(tmp_path, pattern,
+                                                                     encoding, dtype):
+    """A kernel whose closure Numba cannot key (an inner jitted helper, say) compiles again in
+    every process, seconds per call of the CLI: the second process must miss nothing."""
+    probe = CACHE_PROBE.replace("PATTERN", repr(pattern)).replace(
+        "ENCODING", repr(encoding)).replace("DTYPE", repr(dtype))
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    misses = [int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                 env=env, check=True).stdout.split()[-1]) for _ in range(2)]
+    assert misses[0] > 0, "the first process should have compiled (an empty cache)"
+    assert misses[1] == 0
