@@ -1373,8 +1373,9 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     # 9-11 rounds, scripts/simd_ab.py, 2026-12-04): float16/bfloat16 0.75-0.89x the time on
     # 4096x11008 (2:4 and 8:16, rank and index, 4:8 index), 0.94-1.07x on 11008x4096; float32
     # 0.75-1.38x, 2:4 rank 1.13-1.24x in both runs (twice the value streams per core), so
-    # float32 keeps one row per loop.
-    paired = wide and source != POSITIONS and kind != K.F32
+    # float32 keeps one row per loop. 16:32 index (40-bit keys decoded per group, not raw key
+    # words) took 1.64x the time with two rows (float16, 11008x4096) and keeps one too.
+    paired = wide and source != POSITIONS and kind != K.F32 and geometry.blocks_per_group > 0
     dot2 = group_dot(n, m, bits, source, kind, wide, rows=2) if paired else dot
     field_mask = np.uint64((1 << bits) - 1)
     per_group = geometry.blocks_per_group
