@@ -213,7 +213,7 @@ def rank_folds(pattern: F.Pattern, kind: int) -> bool:
     its instructions rather than L1 misses, 1.07-1.28x, so it keeps the whole table."""
     geometry = group_geometry(pattern)
     return (kind == K.F32 and geometry is not None and geometry.blocks_per_group == 1
-            and pattern.m == 2 * pattern.n and geometry.window == 16)
+            and pattern.m == 2 * pattern.n)
 
 
 def gemv_table(pattern: F.Pattern, path: str, kind: int) -> np.ndarray:
@@ -591,7 +591,11 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool, row
     ``table`` is :func:`group_position_table` for rank metadata (ignored for index). ``wide``
     (AVX-512, :attr:`GroupGeometry.pairs_fill_32` patterns): the main loop takes two groups per
     step into ``<16 x float>`` accumulators; a leftover odd group takes the eight-lane step.
+    ``rows=2``: ``(values_a, meta_a, values_b, meta_b, x, table, groups) -> (float32,
+    float32)``, both rows in one loop (see :func:`_emit`).
     """
+    if rows not in (1, 2):
+        raise ValueError(f"group_dot runs one or two rows per loop, not {rows}")
     pattern = F.Pattern(n, m)
     geometry = group_geometry(pattern)
     key_bits = _key_bits(geometry, bits, source)
@@ -934,8 +938,9 @@ class _GroupSteps:
 
 def _emit(context, builder, signature, args, geometry, bits, key_bits, registers, source, kind,
           wide, index_bits=None, fold_total=0, rows=1):
-    """The IR of the group loop of ``rows`` rows (see :func:`group_dot`), which share each
-    trip's ``x`` loads.
+    """The IR of the group loop of ``rows`` rows (see :func:`group_dot`). Each row's steps
+    load the same ``x`` window at the same addresses with no store between them, so LLVM
+    merges those loads: the rows share them.
 
     Main loop: a trip of ``steps`` steps (a group, or a pair of groups when wide) per row, each
     into its own accumulator (the FMA latency is not the bound then); a remainder loop
