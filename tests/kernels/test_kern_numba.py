@@ -1,5 +1,10 @@
 """Numba N:M kernels against a float64 reference: patterns, decoders, dtypes, tails, batches."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -7,6 +12,7 @@ from hypothesis import strategies as st
 from kern_helpers import assert_close, compressed, nonzero, reference
 
 from compression import formats as F
+from nm_kernels import numba_nm as K
 from nm_kernels.cpu import DensePlan, check_activations, prepare
 
 # (pattern, encoding, decoder, dtype): each compiles its own kernels, so the set is chosen to
@@ -70,11 +76,14 @@ def test_salient_side_car_is_added(salient_kind, rows, blocks, batch, seed):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("batch", [1, 7])
-def test_dense_baseline_matches_reference(dtype, batch):
+@pytest.mark.parametrize("shape", [(37, 53), (9, 2 * K.DENSE_SLICE + 77)])
+def test_dense_baseline_matches_reference(dtype, batch, shape):
+    """Rows shorter than one streamed slice, and rows of two slices and a part."""
     rng = np.random.default_rng(3)
-    weight = nonzero(rng, (37, 53)).astype(F.value_dtype(dtype))
-    x = nonzero(rng, (53,) if batch == 1 else (53, batch))
-    y = DensePlan(weight)(x, out=np.full((37,) + x.shape[1:], np.nan, np.float32))
+    rows, cols = shape
+    weight = nonzero(rng, shape).astype(F.value_dtype(dtype))
+    x = nonzero(rng, (cols,) if batch == 1 else (cols, batch))
+    y = DensePlan(weight)(x, out=np.full((rows,) + x.shape[1:], np.nan, np.float32))
     ref = weight.astype(np.float64) @ x.astype(np.float64)
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * (np.abs(weight.astype(np.float64))
                                                             @ np.abs(x)).max())
@@ -85,6 +94,23 @@ def test_half_widening_is_exact_for_every_bit_pattern():
     halves = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
     y = DensePlan(halves.reshape(-1, 1))(np.ones(1, np.float32))
     np.testing.assert_array_equal(y, halves.astype(np.float32))  # NaN == NaN here
+
+
+def test_half_widening_without_the_hardware_conversion_is_exact_too():
+    """A process compiling for a generic CPU (``NUMBA_CPU_NAME=generic``: no F16C assumed)
+    takes the integer rebias, and it widens every bit pattern as the hardware path does."""
+    script = ("import numpy as np\n"
+              "from nm_kernels import numba_nm as K\n"
+              "from nm_kernels.cpu import DensePlan\n"
+              "assert not K.HARDWARE_HALF\n"
+              "h = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)\n"
+              "y = DensePlan(h.reshape(-1, 1))(np.ones(1, np.float32))\n"
+              "np.testing.assert_array_equal(y, h.astype(np.float32))\n")
+    env = {**os.environ, "NUMBA_CPU_NAME": "generic",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 # ------------------------------------------------------------------ bad input
