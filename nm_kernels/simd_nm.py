@@ -31,7 +31,9 @@ consecutive groups index one 32-input window, to *pairs*: sixteen kept values pe
 from the window's two registers; rank keys read a 16-bit window mask per group
 (:func:`group_mask_table`) and ``vcompressps`` packs each group's ``x``, or, for 1:2 and 2:4
 (:func:`rank_transcodes`), read their index key (:func:`group_index_table`) and take the index
-step. Half-precision values run two rows per loop, sharing its ``x`` loads. Measured on Zen 5
+step; half-precision 1:2 and 2:4 pairs unrank their fields in the lanes instead
+(:func:`rank_unranks_in_lanes`: one ``vpermd`` of a 16-entry table, no load per group).
+Half-precision values run two rows per loop, sharing its ``x`` loads. Measured on Zen 5
 (11008x4096 float32, one thread): 8-13% less time than the AVX2 step.
 
 The loop over a row's groups is written in LLVM IR (a Numba ``@intrinsic``) because Numba has no
@@ -200,6 +202,38 @@ def rank_transcodes(pattern: F.Pattern) -> bool:
     geometry = group_geometry(pattern)
     return (geometry is not None and geometry.pairs_fill_32 and geometry.blocks_per_group > 0
             and LANES * pattern.field_bits("index") <= 16)
+
+
+def rank_unranks_in_lanes(pattern: F.Pattern) -> bool:
+    """True when the AVX-512 GEMV's pair step unranks its rank fields in the vector lanes: a
+    pair's fields are one byte-aligned word of at most 32 bits, and a field and the kept
+    value's number in its block index a 16-entry position table (one ``vpermd``) - 1:2 and 2:4
+    (``rank | j << 3``: C(4, 2) x 2 = 12 entries). No table load per group.
+
+    Taken for half-precision values only. Old (:func:`rank_transcodes`) and new in one
+    process (Zen 4 guest, 2 threads, 11-15 rounds, ``scripts/simd_ab.py``, 2026-12-04), new
+    time / old: 2:4 float16 0.86 and 0.88 (11008x4096), 0.79 and 0.85 (4096x11008); bfloat16
+    0.65 / 0.91; 1:2 float16 0.81 / 0.94; 2:4 float32 1.14, 1.06 / 1.12, 1.01, so float32
+    keeps the index-key table."""
+    geometry = group_geometry(pattern)
+    if geometry is None or not geometry.pairs_fill_32 or not geometry.blocks_per_group:
+        return False
+    bits, n = pattern.field_bits("rank"), pattern.n
+    pair_bits = 2 * geometry.blocks_per_group * bits
+    return (pattern.has_rank_lut and n & (n - 1) == 0
+            and (1 << bits) * n <= 2 * LANES and pair_bits % 8 == 0 and pair_bits <= 32)
+
+
+def lane_unrank_table(pattern: F.Pattern) -> np.ndarray:
+    """``int32[16]``: entry ``rank | j << bits`` is the position in its block of the j-th kept
+    value of the block whose rank field is ``rank`` (:func:`compression.formats.rank_lut`);
+    ranks that cannot occur map to 0."""
+    bits = pattern.field_bits("rank")
+    lut = F.rank_lut(pattern).astype(np.int32)  # [C(M, N), N]
+    table = np.zeros(2 * LANES, dtype=np.int32)
+    for j in range(pattern.n):
+        table[(j << bits) + np.arange(lut.shape[0])] = lut[:, j]
+    return table
 
 
 def rank_folds(pattern: F.Pattern, kind: int) -> bool:
@@ -605,10 +639,12 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool, row
     # Ranks of a folded mask table (:func:`rank_folds`): C(M, N), else 0
     fold_total = (math.comb(m, n) if wide and source == RANK and rank_folds(pattern, kind)
                   else 0)
+    lane_table = (lane_unrank_table(pattern) if wide and source == RANK and kind != K.F32
+                  and rank_unranks_in_lanes(pattern) else None)
 
     def codegen(context, builder, signature, args):
         return _emit(context, builder, signature, args, geometry, bits, key_bits, registers,
-                     source, kind, wide, index_bits, fold_total, rows)
+                     source, kind, wide, index_bits, fold_total, rows, lane_table)
 
     if rows == 1:
         @intrinsic
@@ -775,10 +811,11 @@ class _GroupSteps:
     an ``<16 x float>``); each gathers ``x`` at the kept positions from registers and adds the
     products to an accumulator."""
 
-    def __init__(self, row: _RowIR, x, registers: int, fold_total: int = 0):
+    def __init__(self, row: _RowIR, x, registers: int, fold_total: int = 0, lane_table=None):
         b, geometry = row.builder, row.geometry
         self.row, self.builder, self.x, self.registers = row, b, x, registers
         self.fold_total = fold_total
+        self.lane_table = lane_table  # lane_unrank_table where rank_unranks_in_lanes
         v8f, v8i = ir.VectorType(F32, LANES), ir.VectorType(I32, LANES)
         v16f, v16i = ir.VectorType(F32, 2 * LANES), ir.VectorType(I32, 2 * LANES)
         module = b.module
@@ -790,6 +827,9 @@ class _GroupSteps:
         self.permt2ps = cgutils.get_or_insert_function(
             module, ir.FunctionType(v16f, [v16f, v16i, v16f]),
             "llvm.x86.avx512.vpermi2var.ps.512")
+        # vpermd: lane i of the result is table[index_i & 15].
+        self.permd = cgutils.get_or_insert_function(
+            module, ir.FunctionType(v16i, [v16i, v16i]), "llvm.x86.avx512.permvar.si.512")
         # vcompressps: the lanes of a whose mask bit is set, packed into the low lanes in order.
         self.compressps = cgutils.get_or_insert_function(
             module, ir.FunctionType(v16f, [v16f, v16f, ir.VectorType(ir.IntType(1), 2 * LANES)]),
@@ -907,6 +947,24 @@ class _GroupSteps:
         offsets = [row.geometry.lane_offset(lane % LANES) for lane in range(2 * LANES)]
         return b.add(b.add(fields, _const_vec(offsets)), self.pair_offsets)
 
+    def pair_unranked_positions(self, word):
+        """A pair's sixteen window positions unranked in its lanes (:func:`rank_unranks_in_lanes`)
+        from the raw word holding its rank fields: lane l reads the field of its block
+        ``l // N``, ``rank | (l % N) << bits`` indexes the position table (``vpermd``), and the
+        block's offset in the window is added."""
+        b, row = self.builder, self.row
+        n, bits = row.geometry.n, row.bits
+        v16i = ir.VectorType(I32, 2 * LANES)
+        undef = ir.Constant(v16i, ir.Undefined)
+        lanes = b.shuffle_vector(b.insert_element(undef, word, ir.Constant(I32, 0)), undef,
+                                 _const_vec([0] * 2 * LANES))
+        fields = b.and_(b.lshr(lanes, _const_vec(lane // n * bits for lane in range(2 * LANES))),
+                        _const_vec([(1 << bits) - 1] * 2 * LANES))
+        index = b.or_(fields, _const_vec((lane % n) << bits for lane in range(2 * LANES)))
+        positions = b.call(self.permd, [_const_vec(self.lane_table), index])
+        return b.add(positions, _const_vec(lane // n * row.geometry.m
+                                           for lane in range(2 * LANES)))
+
     def pair(self, g, acc, key_low, key_high, raw_words=False):
         """acc + the sixteen products of groups g (even) and g + 1, whose x window is 32 inputs
         in two registers. Rank metadata: each group's window mask compresses its register
@@ -917,7 +975,10 @@ class _GroupSteps:
         start = b.mul(g, ir.Constant(I64, 16))  # 32 inputs per pair of groups
         low = row.vec_load(self.x, start, v16f)
         high = row.vec_load(self.x, b.add(start, ir.Constant(I64, 16)), v16f)
-        if row.source == RANK and row.index_bits:  # rank keys looked up as index keys
+        if row.source == RANK and self.lane_table is not None:  # one word: both groups' ranks
+            positions = self.pair_unranked_positions(key_low)
+            gathered = b.call(self.permt2ps, [low, positions, high])
+        elif row.source == RANK and row.index_bits:  # rank keys looked up as index keys
             positions = self.pair_index_positions(row.index_word(key_low),
                                                   row.index_word(key_high), row.index_bits)
             gathered = b.call(self.permt2ps, [low, positions, high])
@@ -937,7 +998,7 @@ class _GroupSteps:
 
 
 def _emit(context, builder, signature, args, geometry, bits, key_bits, registers, source, kind,
-          wide, index_bits=None, fold_total=0, rows=1):
+          wide, index_bits=None, fold_total=0, rows=1, lane_table=None):
     """The IR of the group loop of ``rows`` rows (see :func:`group_dot`). Each row's steps
     load the same ``x`` window at the same addresses with no store between them, so LLVM
     merges those loads: the rows share them.
@@ -953,7 +1014,7 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     row_irs = [_RowIR(builder, arrays[2 * r].data, arrays[2 * r + 1].data, table, geometry,
                       bits, key_bits, source, kind, index_bits, table_bits)
                for r in range(rows)]
-    steps = [_GroupSteps(row, x, registers, fold_total) for row in row_irs]
+    steps = [_GroupSteps(row, x, registers, fold_total, lane_table) for row in row_irs]
     v8f = ir.VectorType(F32, LANES)
     const = partial(ir.Constant, I64)
     step_groups, step_count = (2, PAIR_UNROLL) if wide else (1, UNROLL)
@@ -1035,7 +1096,10 @@ def _emit_trip(row: _RowIR, steps: _GroupSteps, g, accs, trip: int, wide: bool) 
     # Byte-aligned index keys of <= 32 bits (1:2, 2:4, 4:8, 8:16) are read as raw words, whose
     # vector splat is one broadcast load; the others are shifted and masked out of 64 bits.
     raw_words = row.source == INDEX and key_bits % 8 == 0 and key_bits <= 32
-    if trip * key_bits % 8 == 0:
+    if wide and steps.lane_table is not None:  # each pair's rank fields as one raw word
+        first_byte = b.lshr(b.mul(g, const(key_bits)), const(3))
+        keys = [row.key_word(first_byte, u) if u % 2 == 0 else None for u in range(trip)]
+    elif trip * key_bits % 8 == 0:
         first_byte = b.mul(g, const(key_bits // 8 if key_bits % 8 == 0 else key_bits))
         if key_bits % 8:  # g is a multiple of the trip, so g * key_bits is a whole byte count
             first_byte = b.lshr(first_byte, const(3))

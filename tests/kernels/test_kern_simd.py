@@ -23,6 +23,8 @@ from nm_kernels.cpu import prepare
 # exists (G * bits <= 16).
 CASES = [
     ("2:4", "rank", "float32"),  # AVX-512: rank keys read as index keys (rank_transcodes)
+    ("2:4", "rank", "float16"),  # AVX-512 half precision: unranked in lanes (vpermd)
+    ("1:2", "rank", "bfloat16"),  # the same with one kept value per block
     ("4:8", "rank", "float16"),
     ("8:16", "rank", "bfloat16"),
     ("8:16", "rank", "float32"),  # AVX-512: the folded half mask table (rank_folds)
@@ -198,6 +200,30 @@ def test_group_table_matches_decoded_ranks(pattern):
     index_keys = [int.from_bytes(row.tobytes(), "little") & ((1 << 8 * index_bits) - 1)
                   for row in index_rows]
     np.testing.assert_array_equal(simd_nm.group_index_table(p)[keys], index_keys)
+
+
+@pytest.mark.parametrize("pattern", ["1:2", "2:4"])
+def test_lane_unrank_matches_the_formats_decoder(pattern):
+    """The pair step's in-lane unranking (:func:`simd_nm.lane_unrank_table`, indexed by
+    ``rank | j << bits``) gives the positions the format's own decoder gives, for random pairs
+    of groups packed by the format; and only 1:2 and 2:4 take it."""
+    p = F.Pattern.parse(pattern)
+    assert simd_nm.rank_unranks_in_lanes(p)
+    bits, blocks = p.field_bits("rank"), 2 * (8 // p.n)  # a pair: two groups of 8 / N blocks
+    rng = np.random.default_rng(1)
+    ranks = rng.integers(0, math.comb(p.m, p.n), size=(300, blocks))
+    positions = np.stack([F.rank_lut(p)[ranks[:, b]] for b in range(blocks)], axis=1)
+    metadata = F.encode_metadata(positions, p, "rank")
+    words = np.array([int.from_bytes(row[:4].tobytes(), "little") for row in metadata])
+    table = simd_nm.lane_unrank_table(p)
+    lanes = np.arange(16)
+    fields = (words[:, None] >> (lanes // p.n * bits)) & ((1 << bits) - 1)
+    window = table[fields | (lanes % p.n) << bits] + lanes // p.n * p.m
+    decoded = F.decode_metadata(metadata, p, "rank", len(metadata), blocks)
+    np.testing.assert_array_equal(window, (decoded + np.arange(blocks)[None, :, None] * p.m)
+                                  .reshape(len(words), -1))
+    others = ["4:8", "8:16", "16:32", "1:4", "2:8", "3:4"]
+    assert not any(simd_nm.rank_unranks_in_lanes(F.Pattern.parse(o)) for o in others)
 
 
 def test_geometry_covers_exactly_the_16_and_32_windows():
