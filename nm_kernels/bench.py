@@ -409,7 +409,7 @@ TABLE_HEADER = "| shape | pattern | encoding |"  # how every table of markdown_t
 
 def plot_bandwidth(records: list[dict], path) -> None:
     """Bar chart per (dtype, batch): GB/s of every dense baseline and sparse kernel, with the
-    read bandwidth measured in the same rounds as a line over each shape's bars (150 dpi).
+    read bandwidth measured in the same rounds as a line over each shape's bars (160 dpi).
 
     Written to a temporary file and renamed, so a failed plot leaves nothing half-written.
     """
@@ -450,7 +450,8 @@ def plot_bandwidth(records: list[dict], path) -> None:
         ax.set_xticks(xs, labels, fontsize=6, rotation=90)
         ax.set_ylabel("GB/s (weight + x + y bytes / time)")
         ax.set_title(f"{dtype} values, batch {batch}")
-        ax.legend(handles=handles, fontsize=7, loc="upper left")
+        # Outside the axes, right of them: inside it hid the first bars.
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))
     fig.tight_layout()
     with staged_file(path) as staged:
         fig.savefig(staged, dpi=160, format="png", metadata={"Software": PLOT_SOFTWARE})
