@@ -117,9 +117,9 @@ def _f32_from_bits(typingctx, bits):
 def _hardware_half_conversion() -> bool:
     """True when Numba compiles for this host and the host converts half to float in one
     instruction (x86 F16C): LLVM then lowers ``fpext half`` to ``vcvtph2ps`` and vectorises it
-    (the dense float16 GEMV: 7.2-7.6 ms with the integer rebias, 2.7-3.6 ms with it, on
-    11008x4096 on a Zen 4 guest). Elsewhere LLVM would lower it to a runtime-library call,
-    so the kernels keep the integer rebias there."""
+    (the dense float16 GEMV on 11008x4096 on a Zen 4 guest: 7.2-7.6 ms with the integer
+    rebias, 4.2-4.3 ms with it, 2.7-3.6 ms once its stream is also prefetched). Elsewhere LLVM
+    would lower it to a runtime-library call, so the kernels keep the integer rebias there."""
     return (numba_config.CPU_NAME in (None, "host")
             and llvm_binding.get_host_cpu_features().get("f16c", False))
 
