@@ -622,7 +622,9 @@ def group_dot(n: int, m: int, bits: int, source: int, kind: int, wide: bool, row
 
     Returns ``sum_{g < groups} sum_lane v[8g + lane] * x[start(g) + pos(g, lane)]`` for one row.
     ``meta_row`` must carry 8 readable bytes after its last field (``kernel_metadata``);
-    ``table`` is :func:`group_position_table` for rank metadata (ignored for index). ``wide``
+    ``table`` is :func:`gemv_table` for rank metadata (the position table on the eight-lane
+    step; the mask, folded mask or index-key table on the AVX-512 pair step, where pairs
+    unranked in the lanes read it only for a leftover single group); ignored for index. ``wide``
     (AVX-512, :attr:`GroupGeometry.pairs_fill_32` patterns): the main loop takes two groups per
     step into ``<16 x float>`` accumulators; a leftover odd group takes the eight-lane step.
     ``rows=2``: ``(values_a, meta_a, values_b, meta_b, x, table, groups) -> (float32,
@@ -1428,7 +1430,7 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     AVX-512 pair steps (:func:`gemv_path` says when).
 
     Same arguments as :func:`nm_kernels.numba_nm.nm_kernels`'s GEMV except ``table``, which is
-    :func:`group_position_table` for rank metadata. Whole groups of eight kept values go
+    :func:`gemv_table` for rank metadata. Whole groups of eight kept values go
     through the vector loop; leftover full blocks, a padded block and the dense tail take the
     scalar code of :mod:`nm_kernels.numba_nm`. Defined here, beside the IR it inlines, so Numba's
     disk cache (stamped by this file's modification time) is invalidated when the loop changes.
