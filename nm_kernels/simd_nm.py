@@ -684,9 +684,6 @@ class _RowIR:
         self.index_bits, self.table_bits = index_bits, table_bits
         self.source, self.kind = source, kind
         self.key_mask = ir.Constant(I64, -1 if key_bits == 64 else (1 << key_bits) - 1)
-        self.prefetch_fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [I8.as_pointer(), I32, I32, I32]),
-            "llvm.prefetch.p0")
 
     def vec_load(self, pointer, index, vector_type):
         address = self.builder.gep(pointer, [index])
@@ -698,11 +695,8 @@ class _RowIR:
         return self.builder.shuffle_vector(low, high, _const_vec(range(2 * low.type.count)))
 
     def prefetch(self, pointer, locality: int = 3):
-        """Read prefetch of a data line; LLVM ``locality`` 3 fills every cache level
-        (``prefetcht0``), 2 stops at L2 (``prefetcht1``)."""
-        b = self.builder
-        b.call(self.prefetch_fn, [b.bitcast(pointer, I8.as_pointer()), ir.Constant(I32, 0),
-                                  ir.Constant(I32, locality), ir.Constant(I32, 1)])
+        """Read prefetch of a data line (:func:`nm_kernels.numba_nm.emit_prefetch`)."""
+        K.emit_prefetch(self.builder, pointer, locality)
 
     def key_at(self, g):
         """Group g's key: key_bits bits at bit g * key_bits of the row (one unaligned load)."""
@@ -933,11 +927,7 @@ class _GroupSteps:
         b, row = self.builder, self.row
         bits = bits or row.bits
         v16i = ir.VectorType(I32, 2 * LANES)
-        undef = ir.Constant(v16i, ir.Undefined)
-        zero_index = ir.Constant(I32, 0)
-        splats = [b.shuffle_vector(b.insert_element(undef, word, zero_index), undef,
-                                   _const_vec([0] * 2 * LANES))
-                  for word in (word_low, word_high) if word is not None]
+        splats = [_splat(b, word, v16i) for word in (word_low, word_high) if word is not None]
         if word_high is None:  # both groups' fields lie in the first word
             joined, shifts = splats[0], _const_vec(lane * bits for lane in range(2 * LANES))
         else:
@@ -956,10 +946,7 @@ class _GroupSteps:
         block's offset in the window is added."""
         b, row = self.builder, self.row
         n, bits = row.geometry.n, row.bits
-        v16i = ir.VectorType(I32, 2 * LANES)
-        undef = ir.Constant(v16i, ir.Undefined)
-        lanes = b.shuffle_vector(b.insert_element(undef, word, ir.Constant(I32, 0)), undef,
-                                 _const_vec([0] * 2 * LANES))
+        lanes = _splat(b, word, ir.VectorType(I32, 2 * LANES))
         fields = b.and_(b.lshr(lanes, _const_vec(lane // n * bits for lane in range(2 * LANES))),
                         _const_vec([(1 << bits) - 1] * 2 * LANES))
         index = b.or_(fields, _const_vec((lane % n) << bits for lane in range(2 * LANES)))
@@ -1258,8 +1245,7 @@ def _splat(builder, scalar, vector_type):
     """``scalar`` in every lane of ``vector_type``."""
     undef = ir.Constant(vector_type, ir.Undefined)
     one = builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), LANES),
-                                                          [0] * LANES))
+    return builder.shuffle_vector(one, undef, _const_vec([0] * vector_type.count))
 
 
 def _horizontal_sum(builder, vector):
