@@ -16,6 +16,14 @@ whichever dense library happens to stream fastest. Batched groups (batch > 1) al
 float32 ``torch.matmul`` of :data:`PEAK_MATMUL_SIZE` cubed, the FLOP roof, and say which roof
 binds each kernel (``roofline``: ``"bytes"`` or ``"flops"``).
 
+Every full-size call (kernels, dense baselines, the read) starts with cold caches: an untimed
+streaming read of :data:`EVICT_CACHE_MULTIPLE` times the last-level cache runs before it
+(``cache: "cold"``). Timed back to back instead (``cold_cache=False``, ``cache: "warm"``), a
+compressed weight not much larger than the last-level cache is partly read from it again on the
+next call, which no decode step of a real model, streaming every layer in turn, gets: on the
+32 MiB-L3 host a 50 MB read streams 11-28% faster warm than cold, while a 90 MB one (the dense
+float16 weight of 11008x4096) streams alike.
+
 With ``resident_bytes`` the same rounds also time every kernel and dense baseline on the first
 rows of the weight, as many as fit ``resident_bytes`` of dense values (a slice that stays in
 cache between calls): the rate at which each kernel retires kept values when DRAM does not bind
@@ -126,8 +134,22 @@ def _activations(cols: int, batch: int, seed: int) -> np.ndarray:
 # Timed calls per candidate per round, after one untimed call.
 CALLS_PER_ROUND = 5
 
+# The eviction buffer is this many times the last-level cache: one streaming read of it leaves
+# none of the previous call's lines there (measured on the 2-core Zen 4 guest, 32 MiB L3: after a
+# read of 96 MB, 40-180 MB buffers all stream at 33-34 GB/s; back to back, a 50 MB buffer
+# streams at 38-43 GB/s and a 40 MB one at 47-53, the L3 keeping part of it between calls).
+EVICT_CACHE_MULTIPLE = 3
 
-def time_round_robin(candidates: dict[str, Callable], repeats: int, warmup: int) -> dict:
+
+def last_level_cache_bytes() -> int:
+    """The largest CPU cache glibc reports (L3, else L2), or 32 MiB when it reports none."""
+    sizes = [os.sysconf(name) for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE")
+             if name in os.sysconf_names]
+    return max([size for size in sizes if size > 0], default=32 << 20)
+
+
+def time_round_robin(candidates: dict, repeats: int, warmup: int,
+                     evict: Callable[[], object] | None = None, warm: Iterable = ()) -> dict:
     """Median seconds per call of each candidate, timed in rounds.
 
     Each round gives every candidate in turn one untimed call and then :data:`CALLS_PER_ROUND`
@@ -137,13 +159,22 @@ def time_round_robin(candidates: dict[str, Callable], repeats: int, warmup: int)
     workers slowed the first call of the next one by up to 2x (measured: a Numba N:M GEMV alone
     took 3.7 ms, strictly alternated with numpy and torch 7-10 ms). Rounds still interleave the
     candidates, so machine noise hits them alike.
+
+    With ``evict``, it runs untimed before every timed call of each candidate not in ``warm``,
+    so that call starts with cold caches, as a layer's weights do when a model's decode step
+    streams all of them (back to back, a weight not much larger than the last-level cache is
+    partly re-read from it).
     """
+    warm = set(warm)
     samples = {name: [] for name in candidates}
     for round_index in range(warmup + repeats):
         for name, fn in candidates.items():
             fn()
+            cold = evict is not None and name not in warm
             times = []
             for _ in range(CALLS_PER_ROUND):
+                if cold:
+                    evict()
                 start = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - start)
@@ -157,11 +188,12 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                   batches: Iterable[int] = BATCHES, dtypes: Iterable[str] = DTYPES,
                   repeats: int = 7, warmup: int = 2, seed: int = 0,
                   progress: bool = True, simd: Iterable[str] = ("auto",),
-                  resident_bytes: int = 0) -> list[dict]:
+                  resident_bytes: int = 0, cold_cache: bool = True) -> list[dict]:
     """One record per (shape, pattern, encoding, batch, dtype) and per distinct kernel the
     ``simd`` caps select at that batch (``nm_kernels.cpu.prepare``: ``gemv_path`` at batch 1,
     ``gemm_path`` above); see the module docstring (``resident_bytes``: the cache-resident
-    slice timed beside each kernel; 0 times none)."""
+    slice timed beside each kernel, 0 times none; ``cold_cache``: evict the caches before
+    every full-size call)."""
     patterns = [F.Pattern.parse(p) for p in patterns]
     encodings = [F.check_encoding(e) for e in encodings]
     dtypes = [str(F.value_dtype_name(F.value_dtype(d))) for d in dtypes]
@@ -172,6 +204,9 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
     if any(b < 1 for b in batches):
         raise ValueError(f"batch sizes must be >= 1, got {batches}")
     groups = [(s, d, b) for s in shapes for d in dtypes for b in batches]
+    evict_buffer = read_buffer(EVICT_CACHE_MULTIPLE * last_level_cache_bytes()
+                               if cold_cache else 0)
+    evict = partial(stream_read, evict_buffer) if cold_cache else None
     records = []
     bar = tqdm(total=len(groups), desc="bench kernels", disable=not progress, unit="group")
     for shape in shapes:
@@ -200,9 +235,9 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                 if batch > 1:
                     roofs["matmul"] = partial(torch.matmul, *_peak_operands())
                 medians = time_round_robin({**roofs, **dense, **sparse, **resident}, repeats,
-                                           warmup)
+                                           warmup, evict, warm=resident)
                 group = _GroupFigures(shape, dtype, batch, dense_bytes, medians, dense,
-                                      buffer.nbytes, slices)
+                                      buffer.nbytes, slices, evict_buffer.nbytes)
                 records += [group.record(pattern, encoding, path, plan, repeats, warmup)
                             for (pattern, encoding, path), plan in timed.items()]
                 bar.update()
@@ -275,8 +310,9 @@ class _GroupFigures:
     """The roofs and dense baselines of one (shape, dtype, batch) group, and its records."""
 
     def __init__(self, shape, dtype, batch, dense_bytes, medians, dense, read_bytes,
-                 resident_rows=()):
+                 resident_rows=(), evict_bytes=0):
         self.shape, self.dtype, self.batch, self.dense_bytes = shape, dtype, batch, dense_bytes
+        self.evict_bytes = evict_bytes
         self.resident_rows = resident_rows
         self.medians = medians
         self.dense_names = list(dense)
@@ -361,6 +397,7 @@ class _GroupFigures:
             "roofline_speedup": dense_roof["roofline_s"] / roof["roofline_s"],
             "weight_bytes_dense": self.dense_bytes, "weight_bytes_sparse": plan.nbytes,
             "repeats": repeats, "warmup": warmup, "calls": CALLS_PER_ROUND,
+            "cache": "cold" if self.evict_bytes else "warm", "evict_bytes": self.evict_bytes,
             "threads": threads(), "torch_threads": torch.get_num_threads(),
             **thread_pool_settings(),
         }

@@ -36,6 +36,9 @@ def register(sub) -> None:
     k.add_argument("--repeats", type=int, default=7, help="timed rounds (median reported)")
     k.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     k.add_argument("--threads", type=int, help="Numba and torch threads (default: all cores)")
+    k.add_argument("--warm-cache", action="store_true",
+                   help="time calls back to back, without evicting the caches before each "
+                        "(a weight near the last-level cache's size then reads partly from it)")
     k.add_argument("--rank-decoders", action="store_true",
                    help="instead: time the rank LUT vs unranking decoder (GEMV, fp32)")
     k.add_argument("--markdown", type=Path, metavar="FILE", help="also write a Markdown table")
@@ -144,7 +147,7 @@ def run_kernels(args) -> int:
     records = bench.bench_kernels(
         shapes, args.pattern or bench.PATTERNS, args.encoding or bench.ENCODINGS,
         args.batch or bench.BATCHES, args.dtype or bench.DTYPES, args.repeats, args.warmup,
-        simd=args.simd or ("auto",))
+        simd=args.simd or ("auto",), cold_cache=not args.warm_cache)
     table = bench.markdown_table(records)
     if args.markdown:
         with staged_file(args.markdown) as staged:
@@ -155,6 +158,7 @@ def run_kernels(args) -> int:
         print(json.dumps(records, indent=2, allow_nan=False))
     else:
         print(f"median of {args.repeats} round-robin rounds after {args.warmup} warm-up; "
-              f"{records[0]['threads']} Numba threads, {records[0]['torch_threads']} torch threads")
+              f"{records[0]['threads']} Numba threads, {records[0]['torch_threads']} torch "
+              f"threads; {records[0]['cache']} caches")
         print(table, end="")
     return 0

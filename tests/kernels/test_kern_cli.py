@@ -114,6 +114,32 @@ def test_stream_read_reads_every_word():
     assert int(stream_read(buffer)) == buffer.size * (buffer.size - 1) // 2
 
 
+def test_cold_candidates_are_timed_right_after_an_eviction_and_warm_ones_never():
+    from nm_kernels.bench import CALLS_PER_ROUND, time_round_robin
+
+    log = []
+    candidates = {"cold": lambda: log.append("cold"), "warm": lambda: log.append("warm")}
+    medians = time_round_robin(candidates, repeats=2, warmup=1,
+                               evict=lambda: log.append("evict"), warm=["warm"])
+    assert set(medians) == {"cold", "warm"}
+    # per round: an untimed call, then every timed call of "cold" right after an eviction
+    one_round = (["cold"] + ["evict", "cold"] * CALLS_PER_ROUND
+                 + ["warm"] * (1 + CALLS_PER_ROUND))
+    assert log == one_round * 3
+
+
+def test_bench_kernels_records_say_whether_caches_were_evicted():
+    from nm_kernels.bench import EVICT_CACHE_MULTIPLE, bench_kernels, last_level_cache_bytes
+
+    llc = last_level_cache_bytes()
+    assert llc > 0 and isinstance(llc, int)
+    args = ([(16, 64)], ["2:4"], ["index"], [1], ["float32"])
+    cold = bench_kernels(*args, repeats=1, warmup=0, progress=False)
+    warm = bench_kernels(*args, repeats=1, warmup=0, progress=False, cold_cache=False)
+    assert cold[0]["cache"] == "cold" and cold[0]["evict_bytes"] >= EVICT_CACHE_MULTIPLE * llc
+    assert warm[0]["cache"] == "warm" and warm[0]["evict_bytes"] == 0
+
+
 @pytest.mark.parametrize("args", [
     ["bench", "kernels", "--shape", "12x"],
     ["bench", "kernels", "--shape", "32x64", "--pattern", "8:4"],
