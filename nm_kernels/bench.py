@@ -421,7 +421,7 @@ def bench_rank_decoders(shape=(11008, 4096), patterns=("2:4", "8:16"), repeats: 
 
 def markdown_table(records: list[dict]) -> str:
     """The records as a Markdown table (times in ms; GB/s also as a share of the read
-    bandwidth measured in the same rounds)."""
+    bandwidth measured in the same rounds; caches cold or warm at each timed call)."""
     cells = pd.DataFrame({
         "shape": [f"{r['shape'][0]}x{r['shape'][1]}" for r in records],
         "pattern": [r["pattern"] for r in records],
@@ -436,7 +436,8 @@ def markdown_table(records: list[dict]) -> str:
         "speedup": [f"{r['speedup']:.2f}" for r in records],
         "bound": [f"{r['bound']:.2f}" for r in records],
         "of bound": [f"{r['fraction_of_bound']:.0%}" for r in records],
-        "roofline": [str(r["roofline"]) for r in records]})
+        "roofline": [str(r["roofline"]) for r in records],
+        "caches": [r["cache"] for r in records]})
     return markdown.markdown_table(cells) + "\n"
 
 
@@ -486,7 +487,7 @@ def plot_bandwidth(records: list[dict], path) -> None:
                     Patch(color="#1f77b4", label="N:M kernels")]
         ax.set_xticks(xs, labels, fontsize=6, rotation=90)
         ax.set_ylabel("GB/s (weight + x + y bytes / time)")
-        ax.set_title(f"{dtype} values, batch {batch}")
+        ax.set_title(f"{dtype} values, batch {batch}, {rows[0]['cache']} caches")
         # Outside the axes, right of them: inside it hid the first bars.
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))
     fig.tight_layout()
