@@ -10,7 +10,8 @@ it is in ``--base`` (a git revision) and as it is in the working tree are both l
 builds its kernel for the same compressed weight, their outputs are checked against each other,
 and each round times the streaming read (``nm_kernels.bench.stream_read`` of a buffer the size
 of the float32 weight) and then each version once; medians over the rounds, under the thread
-pools ``nmsim bench kernels`` sets (``nmsim.cli.TIMING_ENVIRONMENT``). Prints one line per case:
+pools ``nmsim bench kernels`` sets (``nmsim.cli.TIMING_ENVIRONMENT``); with ``--cold`` every
+timed call (the read's too) follows ``nm_kernels.bench``'s cache eviction. Prints one line per case:
 ms, GB/s of weight and metadata, and the fraction of the read bandwidth, old and new.
 """
 
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", default="11008x4096", help="OUTxIN")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--cold", action="store_true", help="evict the caches before every "
+                        "timed call, as nmsim bench kernels does (default: back to back)")
     args = parser.parse_args(argv)
     try:
         rows, cols = (int(v) for v in args.shape.split("x"))
@@ -78,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     buffer = bench.read_buffer(rows * cols * 4)
     bench.stream_read(buffer)
+    eviction = bench.read_buffer(bench.EVICT_CACHE_MULTIPLE * bench.last_level_cache_bytes()
+                                 if args.cold else 0)
+
+    def evict():
+        if args.cold:
+            bench.stream_read(eviction)
     with tempfile.TemporaryDirectory() as folder:
         versions = {"old": load_version(args.base, Path(folder)), "new": new}
         for case, (pattern, encoding, dtype) in zip(args.case, cases, strict=True):
@@ -99,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             times = {name: [] for name in plans}
             reads = []
             for _ in range(args.rounds):
+                evict()
                 start = time.perf_counter()
                 bench.stream_read(buffer)
                 reads.append(time.perf_counter() - start)
                 for name, plan in plans.items():
+                    evict()
                     start = time.perf_counter()
                     plan(x)
                     times[name].append(time.perf_counter() - start)
