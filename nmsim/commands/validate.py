@@ -86,7 +86,8 @@ def run(args) -> int:
               f"cores, multiply-add rate of each kernel on a {host['resident_rows']}-row "
               f"cache-resident slice (per-call cost fitted out with a "
               f"{host['resident_rows_small']}-row one); GEMV {args.speed_shape} batch 1 "
-              f"float16 values, median of {args.repeats} round-robin rounds; 'no decode' = both "
+              f"float16 values, median of {args.repeats} round-robin rounds, "
+              f"{speed[0]['cache']} caches; 'no decode' = both "
               f"at the "
               f"{host['peak_gflops']:.0f} GFLOP/s fp32 matmul peak")
         print(f"  {'pattern':>7} {'encoding':>8} {'resident GFLOP/s':>16} {'predicted':>9} "
@@ -114,7 +115,8 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
     """Simulated (host preset) and measured batch-1 speedup of each pattern over dense.
 
     All measured in the same round-robin rounds: the streaming read (the preset's DRAM
-    bandwidth), the full-size GEMVs (what is predicted) and the same kernels on one thread on
+    bandwidth) and the full-size GEMVs (what is predicted), each call after a cache eviction
+    (``nm_kernels.bench.time_round_robin``), and the same kernels on one thread on
     a cache-resident slice of the weight (their kept-value rate per core when DRAM does not
     bind, with the per-call cost fitted out, x cores: the preset's multiply-add rate, the CPU's
     decode cost). Each prediction is the simulator's dense time over its sparse time, dense
@@ -156,7 +158,8 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
                         "sparse_time_error": sparse_s / record["sparse_s"] - 1,
                         "predicted_without_decode": without,
                         "error_without_decode": without / record["speedup"] - 1,
-                        "dense_baseline": record["dense_baseline"], "host": host})
+                        "dense_baseline": record["dense_baseline"], "cache": record["cache"],
+                        "host": host})
     return results
 
 

@@ -247,3 +247,4 @@ def test_validate_predicts_from_the_roofline_of_the_measured_rates(capsys):
     for side in ("dense", "sparse"):
         assert s[f"{side}_time_error"] == pytest.approx(
             s[f"predicted_{side}_s"] / s[f"measured_{side}_s"] - 1)
+    assert s["cache"] == "cold"  # what is predicted: GEMVs that stream their weight from DRAM
