@@ -140,6 +140,17 @@ def test_bench_kernels_records_say_whether_caches_were_evicted():
     assert warm[0]["cache"] == "warm" and warm[0]["evict_bytes"] == 0
 
 
+def test_bench_kernels_warm_cache_flag_reaches_the_records(capsys, tmp_path):
+    table = tmp_path / "warm.md"
+    args = ["bench", "kernels", "--shape", "16x64", "--pattern", "2:4", "--encoding", "index",
+            "--batch", "1", "--dtype", "float32", "--repeats", "1", "--warmup", "0"]
+    assert main([*args, "--json", "--warm-cache", "--markdown", str(table)]) == 0
+    assert {r["cache"] for r in json.loads(capsys.readouterr().out)} == {"warm"}
+    assert table.read_text().splitlines()[2].endswith("| warm |")
+    assert main(args) == 0
+    assert "cold caches" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args", [
     ["bench", "kernels", "--shape", "12x"],
     ["bench", "kernels", "--shape", "32x64", "--pattern", "8:4"],
