@@ -22,8 +22,8 @@ streaming read of :data:`EVICT_CACHE_MULTIPLE` times the last-level cache runs b
 (``cache: "cold"``). Timed back to back instead (``cold_cache=False``, ``cache: "warm"``), a
 compressed weight not much larger than the last-level cache is partly read from it again on the
 next call, which no decode step of a real model, streaming every layer in turn, gets: on the
-32 MiB-L3 host a 50 MB read streams 11-28% faster warm than cold, while a 90 MB one (the dense
-float16 weight of 11008x4096) streams alike.
+32 MiB-L3 host a 50 MB read takes 1.17-1.30x as long cold as warm, while a 90 MB one (the
+dense float16 weight of 11008x4096) takes as long either way.
 
 With ``resident_bytes`` the same rounds also time every kernel and dense baseline on the first
 rows of the weight, as many as fit ``resident_bytes`` of dense values (a slice that stays in
@@ -138,7 +138,7 @@ CALLS_PER_ROUND = 5
 # The eviction buffer is this many times the last-level cache: one streaming read of it leaves
 # none of the previous call's lines there (measured on the 2-core Zen 4 guest, 32 MiB L3: after a
 # read of 96 MB, 40-180 MB buffers all stream at 33-34 GB/s; back to back, a 50 MB buffer
-# streams at 38-43 GB/s and a 40 MB one at 47-53, the L3 keeping part of it between calls).
+# streams at 38-43 GB/s and a 40 MB one at 46-53, the L3 keeping part of it between calls).
 EVICT_CACHE_MULTIPLE = 3
 
 
