@@ -392,7 +392,7 @@ def save_hardware(hw: HardwareConfig, path: str | Path) -> None:
 
 def host_cpu_preset(bandwidth_gb_s: float, peak_gflops: float, clock_ghz: float = 3.0,
                     cores: int = 1, simd_lanes: int | None = None, dtype: str = "fp16",
-                    cache_kib: float = 32768.0, tile_k: int = 128,
+                    cache_kib: float = 32768.0, tile_k: int = 128, call_overhead_us: float = 0.0,
                     name: str = "host-cpu") -> HardwareConfig:
     """A dense design that describes a measured CPU, for comparing kernels with the simulator.
 
@@ -411,10 +411,16 @@ def host_cpu_preset(bandwidth_gb_s: float, peak_gflops: float, clock_ghz: float 
     timing), which is how the preset carries the CPU's decode cost. A rate below one lane at
     ``clock_ghz`` per core is one lane at a lower sustained clock (cycles then count value
     slots; times in seconds are what compare).
+
+    ``call_overhead_us`` is the code's measured fixed cost per call (dispatch, waking the
+    thread pool), charged as the simulator's per-kernel launch overhead.
     """
     if bandwidth_gb_s <= 0 or peak_gflops <= 0 or clock_ghz <= 0 or cores <= 0:
         raise ValueError("host_cpu_preset: bandwidth_gb_s, peak_gflops, clock_ghz and cores "
                          "must be positive")
+    if call_overhead_us < 0:
+        raise ValueError(f"host_cpu_preset: call_overhead_us must be >= 0, got "
+                         f"{call_overhead_us}")
     lanes = simd_lanes or max(1, math.ceil(peak_gflops / (2 * clock_ghz * cores)))
     lane_clock = peak_gflops / (2 * lanes * cores)
     share = cache_kib / 3
@@ -423,6 +429,8 @@ def host_cpu_preset(bandwidth_gb_s: float, peak_gflops: float, clock_ghz: float 
         num_cores=cores, array_rows=1, array_cols=1, dot_width=lanes, pattern=DENSE, tile_k=tile_k,
         weight_buffer_kib=share, act_buffer_kib=share, out_buffer_kib=share,
         dram_bandwidth_gb_s=bandwidth_gb_s, dram_latency_ns=100.0,
+        launch_overhead_us=call_overhead_us,
         sustained_clock_ghz=lane_clock if lane_clock < clock_ghz else None,
-        source=f"measured host: {bandwidth_gb_s:g} GB/s, {peak_gflops:g} GFLOP/s peak",
+        source=f"measured host: {bandwidth_gb_s:g} GB/s, {peak_gflops:g} GFLOP/s peak, "
+               f"{call_overhead_us:g} us per call",
     )

@@ -5,7 +5,8 @@
 each kernel; outputs must agree within the float32-accumulation tolerance.
 (b) This CPU's read bandwidth (a streaming read timed in the same rounds as the kernels) and
 each kernel's multiply-add rate on a cache-resident slice of the weight (its decode cost, with
-the fixed cost of each call fitted out against a slice 32 times smaller) are measured,
+the fixed cost of each call fitted out against a slice 32 times smaller; that cost, paid once by
+the full-size call, is the preset's launch overhead) are measured,
 ``accel_sim.config.host_cpu_preset`` turns them into simulator presets, and the simulator's predicted speedup of each pattern over dense (batch-1 GEMV) is printed next to the
 Numba kernels' measured one (error = predicted / measured - 1).
 """
@@ -85,7 +86,8 @@ def run(args) -> int:
         print(f"(b) host preset: {host['bandwidth_gb_s']:.1f} GB/s read, {host['cores']} "
               f"cores, multiply-add rate of each kernel on a {host['resident_rows']}-row "
               f"cache-resident slice (per-call cost fitted out with a "
-              f"{host['resident_rows_small']}-row one); GEMV {args.speed_shape} batch 1 "
+              f"{host['resident_rows_small']}-row one, and charged once per GEMV); GEMV "
+              f"{args.speed_shape} batch 1 "
               f"float16 values, median of {args.repeats} round-robin rounds, "
               f"{speed[0]['cache']} caches; 'no decode' = both "
               f"at the "
@@ -119,8 +121,9 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
     (``nm_kernels.bench.time_round_robin``), and the same kernels on one thread on
     a cache-resident slice of the weight (their kept-value rate per core when DRAM does not
     bind, with the per-call cost fitted out, x cores: the preset's multiply-add rate, the CPU's
-    decode cost). Each prediction is the simulator's dense time over its sparse time, dense
-    and sparse each on the host preset of its own rate.
+    decode cost, and its fixed cost per call, which the full-size call pays once). Each
+    prediction is the simulator's dense time over its sparse time, dense and sparse each on the
+    host preset of its own rate and per-call cost.
     ``predicted_without_decode`` is the old preset (both at the torch.matmul peak)."""
     from nm_kernels import hostperf
     from nm_kernels.bench import PEAK_MATMUL_SIZE, bench_kernels
@@ -135,8 +138,13 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
         # One thread's rate on the slice, times the cores the GEMV's threads run on.
         dense_gflops = 2 * cores * record["dense_resident_values_per_s"] / 1e9
         sparse_gflops = 2 * cores * record["resident_values_per_s"] / 1e9
+        # the fixed cost of one call, fitted out of the resident slices: the full-size call
+        # pays it once (the simulator's per-kernel launch overhead)
+        overheads_us = (1e6 * record["dense_resident_call_overhead_s"],
+                        1e6 * record["resident_call_overhead_s"])
         dense_s, sparse_s = _simulated_seconds(shape, bandwidth, cores, record["pattern"],
-                                               record["encoding"], dense_gflops, sparse_gflops)
+                                               record["encoding"], dense_gflops, sparse_gflops,
+                                               overheads_us)
         predicted = dense_s / sparse_s
         peak_dense_s, peak_sparse_s = _simulated_seconds(
             shape, bandwidth, cores, record["pattern"], record["encoding"], peak, peak)
@@ -164,8 +172,9 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
 
 
 def _simulated_seconds(shape, bandwidth_gb_s, cores, pattern, encoding, dense_gflops,
-                       sparse_gflops) -> tuple[float, float]:
-    """Dense and sparse batch-1 GEMV seconds on host presets of the given multiply-add rates."""
+                       sparse_gflops, overheads_us=(0.0, 0.0)) -> tuple[float, float]:
+    """Dense and sparse batch-1 GEMV seconds on host presets of the given multiply-add rates
+    and per-call costs (``overheads_us``: dense, sparse)."""
     from accel_sim.config import host_cpu_preset
     from accel_sim.simulate import simulate_gemm
     from workloads.models import GEMM
@@ -176,8 +185,10 @@ def _simulated_seconds(shape, bandwidth_gb_s, cores, pattern, encoding, dense_gf
         result = simulate_gemm(hw, gemm)
         return result.total_cycles / (result.clock_ghz * 1e9)
 
-    dense = host_cpu_preset(bandwidth_gb_s, dense_gflops, cores=cores, dtype="fp16")
-    sparse = host_cpu_preset(bandwidth_gb_s, sparse_gflops, cores=cores, dtype="fp16").replace(
+    dense = host_cpu_preset(bandwidth_gb_s, dense_gflops, cores=cores, dtype="fp16",
+                            call_overhead_us=overheads_us[0])
+    sparse = host_cpu_preset(bandwidth_gb_s, sparse_gflops, cores=cores, dtype="fp16",
+                             call_overhead_us=overheads_us[1]).replace(
         pattern=pattern, supported_patterns=(pattern,), encoding=encoding)
     return seconds(dense), seconds(sparse)
 

@@ -4,6 +4,8 @@ import dataclasses
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from accel_sim.config import (
     PRESETS,
@@ -87,6 +89,32 @@ def test_host_cpu_preset_describes_the_measurement():
     assert hw.dram_bandwidth_gb_s == 20.0 and not hw.is_sparse
     with pytest.raises(ValueError, match="positive"):
         host_cpu_preset(bandwidth_gb_s=0, peak_gflops=1)
+
+
+@given(overhead_us=st.floats(0.0, 5000.0), gflops=st.floats(0.5, 200.0))
+@settings(max_examples=25, deadline=None)
+def test_host_cpu_preset_charges_its_call_overhead_once_per_gemv(overhead_us, gflops):
+    # The measured per-call cost is the simulator's launch overhead: a GEMV (one kernel, no
+    # split) takes exactly that much longer than on the same preset without it.
+    from accel_sim.simulate import simulate_gemm
+    from workloads.models import GEMM
+
+    gemm = GEMM("gemv", 1, 2048, 1024, 1, "w")
+
+    def seconds(hw):
+        result = simulate_gemm(hw, gemm)
+        return result.total_cycles / (result.clock_ghz * 1e9)
+
+    plain = host_cpu_preset(bandwidth_gb_s=30.0, peak_gflops=gflops, cores=2)
+    paying = host_cpu_preset(bandwidth_gb_s=30.0, peak_gflops=gflops, cores=2,
+                             call_overhead_us=overhead_us)
+    assert seconds(paying) - seconds(plain) == pytest.approx(overhead_us * 1e-6, abs=1e-9)
+    assert paying.launch_overhead_us == overhead_us
+
+
+def test_host_cpu_preset_refuses_a_negative_call_overhead():
+    with pytest.raises(ValueError, match="call_overhead_us"):
+        host_cpu_preset(bandwidth_gb_s=20.0, peak_gflops=96.0, call_overhead_us=-1.0)
 
 
 @pytest.mark.parametrize("gflops", [0.3, 2.5, 50.0])
