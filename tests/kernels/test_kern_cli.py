@@ -264,3 +264,18 @@ def test_validate_predicts_from_the_roofline_of_the_measured_rates(capsys):
         assert s[f"{side}_time_error"] == pytest.approx(
             s[f"predicted_{side}_s"] / s[f"measured_{side}_s"] - 1)
     assert s["cache"] == "cold"  # what is predicted: GEMVs that stream their weight from DRAM
+
+
+def test_cache_ab_script_times_each_candidate_warm_and_cold():
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "scripts/cache_ab.py", "--shape", "16x64", "--case",
+                          "2:4/index/float32", "--read-mb", "1", "--rounds", "1"],
+                         capture_output=True, text=True, check=False, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if "cold/warm" in line]
+    # the read, the dense GEMV and the N:M GEMV, each with a warm and a cold time
+    assert len(rows) == 3 and any("2:4/index/float32" in r for r in rows)
