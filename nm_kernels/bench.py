@@ -149,6 +149,12 @@ def last_level_cache_bytes() -> int:
     return max([size for size in sizes if size > 0], default=32 << 20)
 
 
+def eviction_buffer() -> np.ndarray:
+    """A buffer :data:`EVICT_CACHE_MULTIPLE` times the last-level cache: :func:`stream_read` of
+    it leaves the caches holding none of what ran before."""
+    return read_buffer(EVICT_CACHE_MULTIPLE * last_level_cache_bytes())
+
+
 def time_round_robin(candidates: dict, repeats: int, warmup: int,
                      evict: Callable[[], object] | None = None, warm: Iterable = ()) -> dict:
     """Median seconds per call of each candidate, timed in rounds.
@@ -205,8 +211,7 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
     if any(b < 1 for b in batches):
         raise ValueError(f"batch sizes must be >= 1, got {batches}")
     groups = [(s, d, b) for s in shapes for d in dtypes for b in batches]
-    evict_buffer = read_buffer(EVICT_CACHE_MULTIPLE * last_level_cache_bytes()
-                               if cold_cache else 0)
+    evict_buffer = eviction_buffer() if cold_cache else read_buffer(0)
     evict = partial(stream_read, evict_buffer) if cold_cache else None
     records = []
     bar = tqdm(total=len(groups), desc="bench kernels", disable=not progress, unit="group")

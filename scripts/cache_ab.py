@@ -61,8 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     candidates = _candidates(_parse_shape(args.shape), args.case or DEFAULT_CASES,
                              args.read_mb or (180, 90, 50, 40))
-    evict = partial(bench.stream_read, bench.read_buffer(
-        bench.EVICT_CACHE_MULTIPLE * bench.last_level_cache_bytes()))
+    evict = partial(bench.stream_read, bench.eviction_buffer())
     timed = {}
     for _ in range(args.rounds):
         for name, fn in candidates.items():

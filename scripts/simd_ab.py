@@ -81,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     buffer = bench.read_buffer(rows * cols * 4)
     bench.stream_read(buffer)
-    eviction = bench.read_buffer(bench.EVICT_CACHE_MULTIPLE * bench.last_level_cache_bytes()
-                                 if args.cold else 0)
+    eviction = bench.eviction_buffer() if args.cold else None
 
     def evict():
-        if args.cold:
+        if eviction is not None:
             bench.stream_read(eviction)
+
     with tempfile.TemporaryDirectory() as folder:
         versions = {"old": load_version(args.base, Path(folder)), "new": new}
         for case, (pattern, encoding, dtype) in zip(args.case, cases, strict=True):
