@@ -128,6 +128,39 @@ def test_cold_candidates_are_timed_right_after_an_eviction_and_warm_ones_never()
     assert log == one_round * 3
 
 
+def _fake_cache_folder(root, caches):
+    for i, (level, kind, size) in enumerate(caches):
+        index = root / f"index{i}"
+        index.mkdir(parents=True)
+        for name, text in (("level", level), ("type", kind), ("size", size)):
+            (index / name).write_text(f"{text}\n")
+    return root
+
+
+def test_last_level_cache_is_the_largest_data_cache_linux_lists(tmp_path):
+    from nm_kernels.bench import last_level_cache_bytes
+
+    zen1 = _fake_cache_folder(tmp_path / "a", [(1, "Data", "32K"), (1, "Instruction", "64K"),
+                                               (2, "Unified", "512K"), (3, "Unified", "8192K")])
+    assert last_level_cache_bytes(zen1) == 8 * 2**20
+    # an instruction cache, however large, is never what a data stream evicts
+    odd = _fake_cache_folder(tmp_path / "b", [(1, "Instruction", "4M"), (2, "Data", "2M"),
+                                              (3, "Unified", "1G"), (2, "Unified", "garbage")])
+    assert last_level_cache_bytes(odd) == 2**30
+
+
+def test_last_level_cache_without_sysfs_falls_back(tmp_path, monkeypatch):
+    from nm_kernels import bench
+
+    monkeypatch.setattr(bench.os, "sysconf_names", {})
+    assert bench.last_level_cache_bytes(tmp_path / "missing") == bench.FALLBACK_CACHE_BYTES
+    monkeypatch.setattr(bench.os, "sysconf_names", {"SC_LEVEL3_CACHE_SIZE": 1,
+                                                    "SC_LEVEL2_CACHE_SIZE": 2})
+    monkeypatch.setattr(bench.os, "sysconf", {"SC_LEVEL3_CACHE_SIZE": 96 << 20,
+                                              "SC_LEVEL2_CACHE_SIZE": 1 << 20}.get)
+    assert bench.last_level_cache_bytes(tmp_path / "missing") == 96 << 20
+
+
 def test_bench_kernels_records_say_whether_caches_were_evicted():
     from nm_kernels.bench import EVICT_CACHE_MULTIPLE, bench_kernels, last_level_cache_bytes
 
