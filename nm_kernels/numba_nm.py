@@ -85,9 +85,15 @@ METADATA_SLACK_BYTES = 8
 # Rows handed to a thread at a time (scratch arrays are allocated once per chunk, not per row).
 ROW_CHUNK = 64
 # The dense GEMV streams its weight in slices of DENSE_SLICE values, prefetching into L2 the
-# lines DENSE_PREFETCH_BYTES ahead of each slice (as the N:M GEMVs do, nm_kernels.simd_nm).
+# lines dense_prefetch_bytes() ahead of each slice (as the N:M GEMVs do, nm_kernels.simd_nm).
 DENSE_SLICE = 512
 DENSE_PREFETCH_BYTES = 16384
+# CPUs (LLVM names) whose dense GEMV streams faster with no software prefetch. znver1: on a
+# 2-core Zen 1 KVM guest (8 MiB L3), 11008x4096, 2 threads, cold caches, rounds in one process
+# (2026-12-04): float32 12.2 ms with 16 KiB ahead, 10.1-10.4 without (numpy 8.3, a plain read
+# 8.2), float16 6.2-6.7 with, 6.1-6.6 without; on the Zen 4 guest the prefetch took the float16
+# GEMV from 4.2 to 2.7-3.6 ms.
+NO_DENSE_PREFETCH_CPUS = frozenset({"znver1"})
 # reassoc/contract let LLVM vectorise the float32 reductions; NaN/inf semantics stay IEEE.
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 # 2**112 rebiases a half's exponent field (bias 15) to float32's (bias 127); also exact for
@@ -124,9 +130,18 @@ def _hardware_half_conversion() -> bool:
             and llvm_binding.get_host_cpu_features().get("f16c", False))
 
 
+def dense_prefetch_bytes() -> int:
+    """How far ahead (bytes) the dense GEMV prefetches on the CPU Numba compiles for: 0 on the
+    :data:`NO_DENSE_PREFETCH_CPUS`, else :data:`DENSE_PREFETCH_BYTES`."""
+    host = numba_config.CPU_NAME in (None, "host")
+    cpu = llvm_binding.get_host_cpu_name() if host else numba_config.CPU_NAME
+    return 0 if cpu in NO_DENSE_PREFETCH_CPUS else DENSE_PREFETCH_BYTES
+
+
 # Read when a kernel compiles (a Numba global is frozen into its machine code; the disk cache
 # is keyed by the CPU and its features, so a cached kernel never meets another host).
 HARDWARE_HALF = _hardware_half_conversion()
+DENSE_AHEAD_BYTES = dense_prefetch_bytes()
 
 
 @intrinsic
@@ -358,18 +373,19 @@ def dense_kernels(kind: int):
     @njit(parallel=True, fastmath=FASTMATH, cache=True)
     def gemv(weight, x, out):
         """out[r] = sum_k W[r, k] x[k] over a C-contiguous weight, in slices whose lines
-        DENSE_PREFETCH_BYTES further on (flat, so across rows) are prefetched into L2."""
+        DENSE_AHEAD_BYTES further on (flat, so across rows) are prefetched into L2."""
         rows, cols = weight.shape
         line = 64 // weight.itemsize
-        ahead = DENSE_PREFETCH_BYTES // weight.itemsize
+        ahead = DENSE_AHEAD_BYTES // weight.itemsize
         last = rows * cols - 1
         for r in prange(rows):
             wrow = weight[r]
             acc = np.float32(0.0)
             for c0 in range(0, cols, DENSE_SLICE):
                 c1 = min(cols, c0 + DENSE_SLICE)
-                for k in range(r * cols + c0 + ahead, r * cols + c1 + ahead, line):
-                    _prefetch_l2(weight, min(k, last))
+                if ahead > 0:
+                    for k in range(r * cols + c0 + ahead, r * cols + c1 + ahead, line):
+                        _prefetch_l2(weight, min(k, last))
                 wslice, xslice = wrow[c0:c1], x[c0:c1]  # views: indices provably >= 0
                 part = np.float32(0.0)
                 for k in range(c1 - c0):

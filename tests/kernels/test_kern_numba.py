@@ -105,12 +105,32 @@ def test_half_widening_without_the_hardware_conversion_is_exact_too():
               "assert not K.HARDWARE_HALF\n"
               "h = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)\n"
               "y = DensePlan(h.reshape(-1, 1))(np.ones(1, np.float32))\n"
-              "np.testing.assert_array_equal(y, h.astype(np.float32))\n")
+              "np.testing.assert_array_equal(y, h.astype(np.float32))\n"
+              # the generic CPU prefetches ahead of each slice: across rows, clamped at the end
+              "assert K.DENSE_AHEAD_BYTES == K.DENSE_PREFETCH_BYTES > 0\n"
+              "w = np.random.default_rng(0).standard_normal((9, 3 * K.DENSE_SLICE + 5))\n"
+              "x = np.random.default_rng(1).standard_normal(w.shape[1]).astype(np.float32)\n"
+              "y = DensePlan(w.astype(np.float32))(x)\n"
+              "ref = w.astype(np.float32).astype(np.float64) @ x\n"
+              "np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * (np.abs(w) @ np.abs(x)).max())\n")
     env = {**os.environ, "NUMBA_CPU_NAME": "generic",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_dense_prefetch_is_off_only_on_the_cpus_measured_faster_without(monkeypatch):
+    monkeypatch.setattr(K.numba_config, "CPU_NAME", None)
+    for cpu, expected in (("znver1", 0), ("znver4", K.DENSE_PREFETCH_BYTES),
+                          ("skylake-avx512", K.DENSE_PREFETCH_BYTES)):
+        monkeypatch.setattr(K.llvm_binding, "get_host_cpu_name", lambda cpu=cpu: cpu)
+        assert K.dense_prefetch_bytes() == expected
+    # compiling for a named CPU, the host's name does not matter
+    monkeypatch.setattr(K.numba_config, "CPU_NAME", "znver1")
+    assert K.dense_prefetch_bytes() == 0
+    monkeypatch.setattr(K.numba_config, "CPU_NAME", "generic")
+    assert K.dense_prefetch_bytes() == K.DENSE_PREFETCH_BYTES
 
 
 # ------------------------------------------------------------------ bad input
