@@ -120,21 +120,25 @@ def _f32_from_bits(typingctx, bits):
     return sig, codegen
 
 
+def compiles_for_host() -> bool:
+    """True when Numba compiles for this machine's CPU (``NUMBA_CPU_NAME`` unset or ``host``),
+    so the host's name and features describe the code it emits."""
+    return numba_config.CPU_NAME in (None, "host")
+
+
 def _hardware_half_conversion() -> bool:
     """True when Numba compiles for this host and the host converts half to float in one
     instruction (x86 F16C): LLVM then lowers ``fpext half`` to ``vcvtph2ps`` and vectorises it
     (the dense float16 GEMV on 11008x4096 on a Zen 4 guest: 7.2-7.6 ms with the integer
     rebias, 4.2-4.3 ms with it, 2.7-3.6 ms once its stream is also prefetched). Elsewhere LLVM
     would lower it to a runtime-library call, so the kernels keep the integer rebias there."""
-    return (numba_config.CPU_NAME in (None, "host")
-            and llvm_binding.get_host_cpu_features().get("f16c", False))
+    return compiles_for_host() and llvm_binding.get_host_cpu_features().get("f16c", False)
 
 
 def dense_prefetch_bytes() -> int:
     """How far ahead (bytes) the dense GEMV prefetches on the CPU Numba compiles for: 0 on the
     :data:`NO_DENSE_PREFETCH_CPUS`, else :data:`DENSE_PREFETCH_BYTES`."""
-    host = numba_config.CPU_NAME in (None, "host")
-    cpu = llvm_binding.get_host_cpu_name() if host else numba_config.CPU_NAME
+    cpu = llvm_binding.get_host_cpu_name() if compiles_for_host() else numba_config.CPU_NAME
     return 0 if cpu in NO_DENSE_PREFETCH_CPUS else DENSE_PREFETCH_BYTES
 
 

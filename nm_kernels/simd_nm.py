@@ -50,7 +50,6 @@ from functools import cache, partial
 import llvmlite.binding as llvm_binding
 import numpy as np
 from llvmlite import ir
-from numba import config as numba_config
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -99,7 +98,7 @@ def available() -> bool:
     ``NUMBA_CPU_NAME`` set to anything but ``host`` (portable caches, e.g. ``generic``) makes
     Numba target a CPU that may lack them, so the scalar kernels are used then.
     """
-    return numba_config.CPU_NAME in (None, "host") and {"avx2", "fma"} <= _host_features()
+    return K.compiles_for_host() and {"avx2", "fma"} <= _host_features()
 
 
 def wide_available() -> bool:

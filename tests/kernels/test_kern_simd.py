@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -254,7 +255,7 @@ def test_unsupported_combinations_stay_scalar():
 
 def test_non_host_numba_target_takes_the_scalar_path(monkeypatch):
     """A portable Numba target (NUMBA_CPU_NAME=generic) may lack AVX2: never emit it then."""
-    monkeypatch.setattr(simd_nm.numba_config, "CPU_NAME", "generic")
+    monkeypatch.setattr(numba.config, "CPU_NAME", "generic")
     assert not simd_nm.available()
     assert not simd_nm.wide_available()
     weight = compressed(np.random.default_rng(2), 5, 64, "8:16", "rank", "dense", "float32")
@@ -381,6 +382,7 @@ def test_gemm_input_is_moved_onto_a_cache_line(shift):
 
 
 CACHE_PROBE = """
+import numba
 import numpy as np
 from compression import formats as F
 from nm_kernels.cpu import prepare
