@@ -28,8 +28,8 @@ dense float16 weight of 11008x4096) takes as long either way.
 With ``resident_bytes`` the same rounds also time every kernel and dense baseline on the first
 rows of the weight, as many as fit ``resident_bytes`` of dense values (a slice that stays in
 cache between calls): the rate at which each kernel retires kept values when DRAM does not bind
-(its decode, gather and multiply-add instructions; one thread, the rate of one core), a
-measurement independent of the full-size speedup (``resident_s``, ``resident_values_per_s``,
+(its decode, gather and multiply-add instructions; on ``resident_threads`` threads, by default
+one: the rate of one core), a measurement independent of the full-size speedup (``resident_s``, ``resident_values_per_s``,
 ``dense_resident_values_per_s``). Each timed call repeats the slice product up to the work of
 one full-size call, so every product pays the kernel's fixed per-call cost (dispatch, waking the
 thread pool: under Numba's workqueue layer a third of a 4 MiB product on the 2-core host). The
@@ -223,12 +223,13 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                   batches: Iterable[int] = BATCHES, dtypes: Iterable[str] = DTYPES,
                   repeats: int = 7, warmup: int = 2, seed: int = 0,
                   progress: bool = True, simd: Iterable[str] = ("auto",),
-                  resident_bytes: int = 0, cold_cache: bool = True) -> list[dict]:
+                  resident_bytes: int = 0, cold_cache: bool = True,
+                  resident_threads: int = 1) -> list[dict]:
     """One record per (shape, pattern, encoding, batch, dtype) and per distinct kernel the
     ``simd`` caps select at that batch (``nm_kernels.cpu.prepare``: ``gemv_path`` at batch 1,
     ``gemm_path`` above); see the module docstring (``resident_bytes``: the cache-resident
-    slice timed beside each kernel, 0 times none; ``cold_cache``: evict the caches before
-    every full-size call)."""
+    slice timed beside each kernel, 0 times none; ``resident_threads``: the threads it runs
+    on; ``cold_cache``: evict the caches before every full-size call)."""
     patterns = [F.Pattern.parse(p) for p in patterns]
     encodings = [F.check_encoding(e) for e in encodings]
     dtypes = [str(F.value_dtype_name(F.value_dtype(d))) for d in dtypes]
@@ -238,6 +239,8 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     if any(b < 1 for b in batches):
         raise ValueError(f"batch sizes must be >= 1, got {batches}")
+    if not 1 <= resident_threads <= threads():
+        raise ValueError(f"resident_threads must be in 1..{threads()}, got {resident_threads}")
     groups = [(s, d, b) for s in shapes for d in dtypes for b in batches]
     evict_buffer = eviction_buffer() if cold_cache else read_buffer(0)
     evict = partial(stream_read, evict_buffer) if cold_cache else None
@@ -264,7 +267,7 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                 resident = {key: fn for rows, plans_of_slice in resident_plans.items()
                             for key, fn in _resident_candidates(
                                 weight[:rows], plans_of_slice, dtype, batch, x,
-                                -(-shape[0] // slices[0])).items()}
+                                -(-shape[0] // slices[0]), resident_threads).items()}
                 roofs = {"read": partial(stream_read, buffer)}
                 if batch > 1:
                     roofs["matmul"] = partial(torch.matmul, *_peak_operands())
@@ -273,7 +276,8 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                 medians = time_round_robin({**roofs, **dense, **sparse, **resident}, repeats,
                                            warmup, evict, warm=[*resident, "matmul"])
                 group = _GroupFigures(shape, dtype, batch, dense_bytes, medians, dense,
-                                      buffer.nbytes, slices, evict_buffer.nbytes)
+                                      buffer.nbytes, slices, evict_buffer.nbytes,
+                                      resident_threads)
                 records += [group.record(pattern, encoding, path, plan, repeats, warmup)
                             for (pattern, encoding, path), plan in timed.items()]
                 bar.update()
@@ -301,32 +305,37 @@ def _resident_slices(shape, dtype: str, resident_bytes: int) -> tuple[int, ...]:
     return (rows, small) if small < rows else (rows,)
 
 
-def _resident_candidates(weight, plans, dtype: str, batch: int, x, calls: int) -> dict:
+def _resident_candidates(weight, plans, dtype: str, batch: int, x, calls: int,
+                         thread_count: int = 1) -> dict:
     """The dense baselines and each plan's kernel on a cache-resident slice, keyed
-    ``("resident", rows, name)`` and ``("resident", rows, pattern, encoding, path)``, on one
-    thread.
+    ``("resident", rows, name)`` and ``("resident", rows, pattern, encoding, path)``, on
+    ``thread_count`` threads.
 
     One thread gives the rate of one core without the cost of waking a second thread for each
     small call (on a loaded machine a parallel region waits until both threads get a core, and
     the slice's short calls paid that wait 22 times where the full-size call paid it once).
+    All of the GEMV's threads give the rate they reach together, which is not the one-thread
+    rate times the threads where threads share a core's execution units (see
+    ``nmsim validate --resident-threads``).
     Each timed call runs ``calls`` products back to back, as much work as one full-size call,
     so that a resident and a full-size call are as likely to lose the core to another process.
     """
     if not plans:
         return {}
-    dense = {("resident", len(weight), name): partial(_one_thread, fn, calls)
+    dense = {("resident", len(weight), name): partial(_on_threads, fn, calls, thread_count)
              for name, fn in _dense_baselines(weight, dtype, batch).items()}
     kernels = {("resident", len(weight), pattern, encoding,
                 plan.gemv_path if batch == 1 else plan.gemm_path):
-               partial(_one_thread, partial(plan, x), calls) for pattern, encoding, plan in plans}
+               partial(_on_threads, partial(plan, x), calls, thread_count)
+               for pattern, encoding, plan in plans}
     return {**dense, **kernels}
 
 
-def _one_thread(fn: Callable, calls: int) -> None:
-    """``calls`` calls of ``fn`` with the Numba and torch pools at one thread."""
+def _on_threads(fn: Callable, calls: int, count: int) -> None:
+    """``calls`` calls of ``fn`` with the Numba and torch pools at ``count`` threads."""
     numba_threads, torch_threads = numba.get_num_threads(), torch.get_num_threads()
-    numba.set_num_threads(1)
-    torch.set_num_threads(1)
+    numba.set_num_threads(count)
+    torch.set_num_threads(count)
     try:
         for _ in range(calls):
             fn()
@@ -346,7 +355,8 @@ class _GroupFigures:
     """The roofs and dense baselines of one (shape, dtype, batch) group, and its records."""
 
     def __init__(self, shape, dtype, batch, dense_bytes, medians, dense, read_bytes,
-                 resident_rows=(), evict_bytes=0):
+                 resident_rows=(), evict_bytes=0, resident_threads=1):
+        self.resident_threads = resident_threads
         self.shape, self.dtype, self.batch, self.dense_bytes = shape, dtype, batch, dense_bytes
         self.evict_bytes = evict_bytes
         self.resident_rows = resident_rows
@@ -387,8 +397,8 @@ class _GroupFigures:
         return 1 / per_value, overhead, t_a, t_b
 
     def _resident(self, pattern, encoding, path) -> dict:
-        """Multiply-adds per second of one thread on a cache-resident slice with the per-call
-        cost fitted out: the kernel's (kept values) and the fastest dense baseline's (all
+        """Multiply-adds per second of ``resident_threads`` threads on a cache-resident slice
+        with the per-call cost fitted out: the kernel's (kept values) and the fastest dense baseline's (all
         values); empty without slices."""
         if not self.resident_rows:
             return {}
@@ -396,7 +406,7 @@ class _GroupFigures:
                                                         F.Pattern.parse(pattern).density)
         dense_fits = {name: self._fit((name,), 1.0) for name in self.dense_names}
         best = max(dense_fits, key=lambda name: dense_fits[name][0])
-        return {"resident_rows": self.resident_rows[0],
+        return {"resident_rows": self.resident_rows[0], "resident_threads": self.resident_threads,
                 "resident_rows_small": self.resident_rows[-1],
                 "resident_calls": -(-self.shape[0] // self.resident_rows[0]),
                 "resident_s": resident_s, "resident_small_s": small_s,

@@ -34,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--speed-encoding", action="append", choices=ENCODINGS,
                    help="repeatable; default rank index")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--resident-threads", type=int, default=1, metavar="N",
+                   help="threads that time the cache-resident slice (default 1: one core's "
+                   "rate, times the GEMV's threads)")
     p.add_argument("--skip-speed", action="store_true", help="only the output check (a)")
     p.add_argument("--no-triton", action="store_true", help="leave the Triton kernel out of (a)")
     p.add_argument("--json", action="store_true")
@@ -57,6 +60,7 @@ def run(args) -> int:
     check_shape, speed_shape = _parse_shape(args.check_shape), _parse_shape(args.speed_shape)
     if args.repeats < 1:  # all options checked before the slow imports and the checks
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    _check_resident_threads(args.resident_threads)
     import torch
 
     if not torch.cuda.is_available():  # the Triton kernel then runs in its CPU interpreter
@@ -70,7 +74,8 @@ def run(args) -> int:
                              ("float32", "float16", "bfloat16"), check_shape,
                              triton=not args.no_triton)
     speed = [] if args.skip_speed else _predicted_vs_measured(
-        patterns, args.speed_encoding or ("rank", "index"), speed_shape, args.repeats)
+        patterns, args.speed_encoding or ("rank", "index"), speed_shape, args.repeats,
+        args.resident_threads)
     failed = [c for c in checks if not c["ok"]]
     if args.json:
         print(json.dumps({"outputs": checks, "speedups": speed}, indent=2))
@@ -85,7 +90,8 @@ def run(args) -> int:
         host = speed[0]["host"]
         print(f"(b) host preset: {host['bandwidth_gb_s']:.1f} GB/s read, {host['cores']} "
               f"cores, multiply-add rate of each kernel on a {host['resident_rows']}-row "
-              f"cache-resident slice (per-call cost fitted out with a "
+              f"cache-resident slice on {host['resident_threads']} thread(s), scaled to "
+              f"{host['cores']} (per-call cost fitted out with a "
               f"{host['resident_rows_small']}-row one, and charged once per GEMV); GEMV "
               f"{args.speed_shape} batch 1 "
               f"float16 values, median of {args.repeats} round-robin rounds, "
@@ -113,7 +119,16 @@ def run(args) -> int:
 RESIDENT_BYTES = 4 << 20
 
 
-def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
+def _check_resident_threads(count: int) -> None:
+    """``--resident-threads`` within 1..the GEMV's threads (Numba's pool)."""
+    from nm_kernels.numba_nm import threads
+
+    if not 1 <= count <= threads():
+        raise ValueError(f"--resident-threads must be in 1..{threads()}, got {count}")
+
+
+def _predicted_vs_measured(patterns, encodings, shape, repeats,
+                           resident_threads: int = 1) -> list[dict]:
     """Simulated (host preset) and measured batch-1 speedup of each pattern over dense.
 
     All measured in the same round-robin rounds: the streaming read (the preset's DRAM
@@ -130,14 +145,15 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
     from nm_kernels.numba_nm import threads
 
     measured = bench_kernels([shape], patterns, encodings, [1], ["float16"], repeats=repeats,
-                             resident_bytes=RESIDENT_BYTES)
+                             resident_bytes=RESIDENT_BYTES, resident_threads=resident_threads)
     cores, peak = threads(), hostperf.matmul_gflops(PEAK_MATMUL_SIZE)
     results = []
     for record in measured:
         bandwidth = record["read_bandwidth_gb_s"]
-        # One thread's rate on the slice, times the cores the GEMV's threads run on.
-        dense_gflops = 2 * cores * record["dense_resident_values_per_s"] / 1e9
-        sparse_gflops = 2 * cores * record["resident_values_per_s"] / 1e9
+        # The slice's rate on resident_threads threads, scaled to the GEMV's threads.
+        scale = cores / resident_threads
+        dense_gflops = 2 * scale * record["dense_resident_values_per_s"] / 1e9
+        sparse_gflops = 2 * scale * record["resident_values_per_s"] / 1e9
         # the fixed cost of one call, fitted out of the resident slices: the full-size call
         # pays it once (the simulator's per-kernel launch overhead)
         overheads_us = (1e6 * record["dense_resident_call_overhead_s"],
@@ -150,6 +166,7 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats) -> list[dict]:
             shape, bandwidth, cores, record["pattern"], record["encoding"], peak, peak)
         without = peak_dense_s / peak_sparse_s
         host = {"bandwidth_gb_s": bandwidth, "peak_gflops": peak, "cores": cores,
+                "resident_threads": resident_threads,
                 "dense_gflops_resident": dense_gflops, "sparse_gflops_resident": sparse_gflops,
                 "resident_rows": record["resident_rows"],
                 "resident_rows_small": record["resident_rows_small"],

@@ -233,6 +233,10 @@ CASES = [
     ("validate-zero-shape", ["validate", "--check-shape", "0x4"], None, "positive"),
     ("validate-repeats-zero", ["validate", "--repeats", "0"], None, "repeats"),
     ("validate-huge-shape", ["validate", "--speed-shape", "100000x100000"], None, "elements"),
+    ("validate-resident-threads-zero", ["validate", "--resident-threads", "0"], None,
+     "resident-threads"),
+    ("validate-resident-threads-too-many", ["validate", "--resident-threads", "4096"], None,
+     "resident-threads"),
 ]
 
 

@@ -228,6 +228,29 @@ def test_bench_kernels_times_a_cache_resident_slice():
     assert "resident_s" not in plain[0]
 
 
+def test_resident_slice_runs_on_the_threads_asked_for():
+    import numba
+    import torch
+
+    from nm_kernels.bench import _on_threads, bench_kernels
+
+    pools = (numba.get_num_threads(), torch.get_num_threads())
+    for count in range(1, numba.get_num_threads() + 1):
+        seen = []
+        _on_threads(lambda: seen.append((numba.get_num_threads(), torch.get_num_threads())),
+                    3, count)
+        assert seen == [(count, count)] * 3
+        assert (numba.get_num_threads(), torch.get_num_threads()) == pools
+    records = bench_kernels([(64, 128)], ["2:4"], ["index"], [1], ["float32"], repeats=1,
+                            warmup=0, progress=False, resident_bytes=8192,
+                            resident_threads=pools[0])
+    assert records[0]["resident_threads"] == pools[0]
+    for bad in (0, pools[0] + 1):  # refused before anything is timed
+        with pytest.raises(ValueError, match="resident_threads"):
+            bench_kernels([(64, 128)], ["2:4"], ["index"], [1], ["float32"],
+                          resident_bytes=8192, resident_threads=bad)
+
+
 @settings(max_examples=60, deadline=None)
 @given(overhead=st.floats(0, 1e-3), rate=st.floats(1e8, 1e11),
        rows=st.sampled_from([16, 64, 512]), total=st.integers(16, 20000),
@@ -297,6 +320,37 @@ def test_validate_predicts_from_the_roofline_of_the_measured_rates(capsys):
         assert s[f"{side}_time_error"] == pytest.approx(
             s[f"predicted_{side}_s"] / s[f"measured_{side}_s"] - 1)
     assert s["cache"] == "cold"  # what is predicted: GEMVs that stream their weight from DRAM
+
+
+@pytest.mark.parametrize("resident_threads", [1, 2])
+def test_validate_scales_the_resident_rate_to_the_gemv_threads(monkeypatch, resident_threads):
+    # A rate measured on all of the GEMV's threads enters the preset as it is; a one-thread
+    # rate is multiplied by the threads (each thread assumed to have a core of its own).
+    import numba
+
+    from nm_kernels import bench, hostperf
+    from nmsim.commands import validate
+
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    asked = {}
+
+    def fake_bench(*args, **kwargs):
+        asked.update(kwargs)
+        return [{"pattern": "2:4", "encoding": "index", "kernel": "k", "speedup": 1.0,
+                 "read_bandwidth_gb_s": 20.0, "dense_resident_values_per_s": 3e9,
+                 "resident_values_per_s": 1e9, "dense_resident_call_overhead_s": 0.0,
+                 "resident_call_overhead_s": 0.0, "resident_rows": 16,
+                 "resident_rows_small": 8, "dense_s": 1e-3, "sparse_s": 1e-3,
+                 "dense_baseline": "numba-dense", "cache": "cold"}]
+
+    monkeypatch.setattr(bench, "bench_kernels", fake_bench)
+    monkeypatch.setattr(hostperf, "matmul_gflops", lambda size: 100.0)
+    (s,) = validate._predicted_vs_measured(["2:4"], ["index"], (64, 128), 1, resident_threads)
+    assert asked["resident_threads"] == resident_threads
+    host = s["host"]
+    assert (host["cores"], host["resident_threads"]) == (2, resident_threads)
+    assert host["dense_gflops_resident"] == pytest.approx(2 * 3e9 * 2 / resident_threads / 1e9)
+    assert host["sparse_gflops_resident"] == pytest.approx(2 * 1e9 * 2 / resident_threads / 1e9)
 
 
 def test_cache_ab_script_times_each_candidate_warm_and_cold():
