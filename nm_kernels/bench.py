@@ -9,7 +9,12 @@ bytes / compressed weight bytes (kept values + metadata with row padding + dense
 gain. ``fraction_of_bound`` = speedup / bound.
 
 The same rounds also time a parallel streaming read of a buffer the size of the dense weight
-(:func:`stream_read`, the same Numba threads): the machine's own read bandwidth in this run.
+(:func:`stream_read`, the same Numba threads): the machine's own read bandwidth in this run;
+and a compute-bound loop on one thread and on all of them (:func:`compute_probe`):
+``thread_scaling``, the throughput all threads reach over one thread's, about the thread count
+where each thread has a core to itself and less where threads share one core's units (on the
+Zen 1 KVM guest it moved between 1.0 and 2.0 from minute to minute, as the host placed its two
+vCPUs on one core or two).
 Each kernel's ``gb_s`` (weight + activation + output bytes per second) is reported as a
 ``fraction_of_read_bandwidth``, so a kernel is judged against the memory system, not against
 whichever dense library happens to stream fastest. Batched groups (batch > 1) also time a
@@ -119,6 +124,29 @@ def stream_read(words):
     for i in prange(words.shape[0]):
         total += words[i]
     return total
+
+
+# Floats each job of the compute probe updates per pass (512 B, held in L1: the probe is bound
+# by a core's vector units, never by a cache level or memory two threads could share), and its
+# passes per call (about 10 ms on one thread of the Zen 1 guest).
+PROBE_LANES = 128
+PROBE_PASSES = 1_000_000
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def compute_probe(jobs, passes):
+    """``jobs`` independent jobs over the thread pool, each ``passes`` multiply-adds of every
+    float of its own L1-resident array; a checksum comes back so that nothing is optimised
+    away. One job on one thread against one job per thread on all threads, timed in the same
+    rounds, gives ``thread_scaling``."""
+    sums = np.zeros(jobs)
+    for job in prange(jobs):
+        lanes = np.full(PROBE_LANES, np.float32(job + 1))
+        for _ in range(passes):
+            for j in range(PROBE_LANES):
+                lanes[j] = lanes[j] * np.float32(0.999999) + np.float32(1e-6)
+        sums[job] = lanes.sum()
+    return sums.sum()
 
 
 def read_buffer(nbytes: int) -> np.ndarray:
@@ -268,13 +296,18 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                             for key, fn in _resident_candidates(
                                 weight[:rows], plans_of_slice, dtype, batch, x,
                                 -(-shape[0] // slices[0]), resident_threads).items()}
-                roofs = {"read": partial(stream_read, buffer)}
+                roofs = {"read": partial(stream_read, buffer),
+                         "compute-1": partial(_on_threads, partial(compute_probe, 1,
+                                                                   PROBE_PASSES), 1, 1),
+                         "compute-all": partial(compute_probe, threads(), PROBE_PASSES)}
                 if batch > 1:
                     roofs["matmul"] = partial(torch.matmul, *_peak_operands())
                 # the FLOP roof and the cache-resident slices measure what runs when memory
                 # does not bind: those stay warm
                 medians = time_round_robin({**roofs, **dense, **sparse, **resident}, repeats,
-                                           warmup, evict, warm=[*resident, "matmul"])
+                                           warmup, evict,
+                                           warm=[*resident, "matmul", "compute-1",
+                                                 "compute-all"])
                 group = _GroupFigures(shape, dtype, batch, dense_bytes, medians, dense,
                                       buffer.nbytes, slices, evict_buffer.nbytes,
                                       resident_threads)
@@ -364,6 +397,8 @@ class _GroupFigures:
         self.dense_names = list(dense)
         self.best = min(dense, key=medians.get)
         self.read_gb_s = read_bytes / medians["read"] / 1e9
+        # all threads' compute throughput over one thread's (one probe job per thread)
+        self.thread_scaling = threads() * medians["compute-1"] / medians["compute-all"]
         self.peak_gflops = (2 * PEAK_MATMUL_SIZE**3 / medians["matmul"] / 1e9
                             if "matmul" in medians else None)
         self.io_bytes = 4 * (shape[0] + shape[1]) * batch  # float32 activations in, out
@@ -445,6 +480,7 @@ class _GroupFigures:
             "repeats": repeats, "warmup": warmup, "calls": CALLS_PER_ROUND,
             "cache": "cold" if self.evict_bytes else "warm", "evict_bytes": self.evict_bytes,
             "threads": threads(), "torch_threads": torch.get_num_threads(),
+            "thread_scaling": self.thread_scaling,
             **thread_pool_settings(),
         }
 
@@ -467,7 +503,8 @@ def bench_rank_decoders(shape=(11008, 4096), patterns=("2:4", "8:16"), repeats: 
 
 def markdown_table(records: list[dict]) -> str:
     """The records as a Markdown table (times in ms; GB/s also as a share of the read
-    bandwidth measured in the same rounds; caches cold or warm at each timed call)."""
+    bandwidth measured in the same rounds; the threads' compute throughput over one thread's,
+    same rounds; caches cold or warm at each timed call)."""
     cells = pd.DataFrame({
         "shape": [f"{r['shape'][0]}x{r['shape'][1]}" for r in records],
         "pattern": [r["pattern"] for r in records],
@@ -476,6 +513,7 @@ def markdown_table(records: list[dict]) -> str:
         "dense ms (best)": [f"{r['dense_s'] * 1e3:.2f} ({r['dense_baseline']})" for r in records],
         "dense GB/s": [f"{r['dense_gb_s']:.1f}" for r in records],
         "read GB/s": [f"{r['read_bandwidth_gb_s']:.1f}" for r in records],
+        "thread scaling": [f"{r['thread_scaling']:.2f}x" for r in records],
         "sparse ms": [f"{r['sparse_s'] * 1e3:.2f}" for r in records],
         "GB/s": [f"{r['gb_s']:.1f}" for r in records],
         "of read": [f"{r['fraction_of_read_bandwidth']:.0%}" for r in records],

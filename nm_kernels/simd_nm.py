@@ -1410,6 +1410,15 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
 
 
 @cache
+# SCRATCH_FROM_CALLER: the GEMV's split-unrank buffers (one row's positions and the greedy
+# state, written and read back for every row) are allocated before its parallel loop, one per
+# row chunk, by the calling thread. Allocated inside the loop, a pool thread's came from its
+# own malloc arena (a 64 MiB-aligned heap, e.g. 0x7f96bc000dc0), and with them the 2-core Zen 1
+# guest's worker thread ran 16:32 rank 2-2.5x slower than the main thread (busy 73-86 against
+# 27-52 ms for equal halves of 11008x4096, cycle counters per chunk, 2026-12-04): float16,
+# Numba's workqueue layer, 140-149 ms on one thread and 73-89 on two before, 68-70 and 41-43
+# after. Which address conflict causes it was not found. (One buffer per thread, indexed by
+# numba.get_thread_id, ran one thread at 52 ms but makes the GEMV uncacheable.)
 def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool = False):
     """The batch-1 GEMV through the group loop (rank-LUT or index metadata); ``wide``: its
     AVX-512 pair steps (:func:`gemv_path` says when).
@@ -1452,10 +1461,15 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
         groups, first_scalar = _vector_groups(full_blocks, per_group, groups_per_block)
         buffer_bytes = split_unrank_buffer_bytes(first_scalar, n)
         chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
+        # The split-unrank scratch of each row chunk, allocated here by the calling thread
+        # (see SCRATCH_FROM_CALLER).
+        scratch = np.empty((chunks if split else 1, buffer_bytes if split else 0),
+                           dtype=np.uint8)
+        states = np.empty((chunks if split else 1, 3, SPLIT_BLOCKS), dtype=np.int32)
         for chunk in prange(chunks):
             pos = np.zeros(n + 1, dtype=np.int64)
-            decoded = np.empty(buffer_bytes if split else 0, dtype=np.uint8)
-            state = np.empty((3, SPLIT_BLOCKS), dtype=np.int32)
+            decoded = scratch[chunk if split else 0]
+            state = states[chunk if split else 0]
             r, r_end = chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)
             while r < r_end:
                 count, second = 1, np.float32(0.0)

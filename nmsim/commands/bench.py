@@ -157,8 +157,10 @@ def run_kernels(args) -> int:
     if args.json:
         print(json.dumps(records, indent=2, allow_nan=False))
     else:
+        scaling = [r["thread_scaling"] for r in records]
         print(f"median of {args.repeats} round-robin rounds after {args.warmup} warm-up; "
-              f"{records[0]['threads']} Numba threads, {records[0]['torch_threads']} torch "
+              f"{records[0]['threads']} Numba threads (compute throughput {min(scaling):.2f}-"
+              f"{max(scaling):.2f}x one thread's), {records[0]['torch_threads']} torch "
               f"threads; {records[0]['cache']} caches")
         print(table, end="")
     return 0

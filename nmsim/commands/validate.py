@@ -89,7 +89,8 @@ def run(args) -> int:
     if speed:
         host = speed[0]["host"]
         print(f"(b) host preset: {host['bandwidth_gb_s']:.1f} GB/s read, {host['cores']} "
-              f"cores, multiply-add rate of each kernel on a {host['resident_rows']}-row "
+              f"threads (compute throughput {host['thread_scaling']:.2f}x one thread's), "
+              f"multiply-add rate of each kernel on a {host['resident_rows']}-row "
               f"cache-resident slice on {host['resident_threads']} thread(s), scaled to "
               f"{host['cores']} (per-call cost fitted out with a "
               f"{host['resident_rows_small']}-row one, and charged once per GEMV); GEMV "
@@ -109,9 +110,19 @@ def run(args) -> int:
                   f"{s['relative_error']:>+7.0%} {s['predicted_without_decode']:>9.2f} "
                   f"{s['error_without_decode']:>+7.0%} {s['sparse_time_error']:>+18.0%} "
                   f"{s['dense_time_error']:>+6.0%}  {s['dense_baseline']}")
+        if host["resident_threads"] < host["cores"] and (
+                host["thread_scaling"] < SHARED_CORE_SCALING * host["cores"]):
+            print(f"  note: {host['cores']} threads reached only {host['thread_scaling']:.2f}x "
+                  f"one thread's compute throughput: they share cores, and the slice's rate "
+                  f"on {host['resident_threads']} thread(s) scaled to {host['cores']} overstates "
+                  f"kernels bound by the core's units (docs/validation.md, Zen 1 host)")
     if failed:
         print(f"{len(failed)} output check(s) failed")
     return 1 if failed else 0
+
+
+# Compute scaling below this share of the thread count says the threads share cores.
+SHARED_CORE_SCALING = 0.8
 
 
 # Dense bytes of the cache-resident slice whose kernel rate carries the CPU's decode cost into
@@ -167,6 +178,7 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
         without = peak_dense_s / peak_sparse_s
         host = {"bandwidth_gb_s": bandwidth, "peak_gflops": peak, "cores": cores,
                 "resident_threads": resident_threads,
+                "thread_scaling": record["thread_scaling"],
                 "dense_gflops_resident": dense_gflops, "sparse_gflops_resident": sparse_gflops,
                 "resident_rows": record["resident_rows"],
                 "resident_rows_small": record["resident_rows_small"],

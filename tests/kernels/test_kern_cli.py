@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -228,6 +229,43 @@ def test_bench_kernels_times_a_cache_resident_slice():
     assert "resident_s" not in plain[0]
 
 
+def test_compute_probe_does_the_multiply_adds_it_times():
+    # Against the same recurrence in float32 numpy (fastmath may fuse the multiply-add: one
+    # rounding fewer per step), summed per job in float64.
+    from nm_kernels.bench import PROBE_LANES, compute_probe
+
+    for jobs, passes in ((1, 0), (1, 7), (3, 50)):
+        expected = 0.0
+        for job in range(jobs):
+            lanes = np.full(PROBE_LANES, np.float32(job + 1))
+            for _ in range(passes):
+                lanes = lanes * np.float32(0.999999) + np.float32(1e-6)
+            expected += float(lanes.astype(np.float64).sum())
+        assert compute_probe(jobs, passes) == pytest.approx(expected, rel=1e-6)
+
+
+def test_thread_scaling_is_one_thread_time_over_all_threads_time(monkeypatch):
+    # Each probe call gives every thread one job: all threads as fast as one thread on one
+    # job is full scaling (the thread count); twice as slow is half of it.
+    from nm_kernels import bench
+
+    monkeypatch.setattr(bench, "threads", lambda: 2)
+    for one, all_threads, scaling in ((1.0, 1.0, 2.0), (1.0, 2.0, 1.0), (0.01, 0.0125, 1.6)):
+        medians = {"read": 1.0, "compute-1": one, "compute-all": all_threads, "dense": 1.0}
+        group = bench._GroupFigures((16, 64), "float32", 1, 0, medians, {"dense": None}, 1)
+        assert group.thread_scaling == pytest.approx(scaling)
+    records = bench.bench_kernels([(16, 64)], ["2:4"], ["index"], [1], ["float32"], repeats=1,
+                                  warmup=0, progress=False, cold_cache=False)
+    assert records[0]["thread_scaling"] > 0
+
+
+def _record_pools(seen: list) -> None:
+    import numba
+    import torch
+
+    seen.append((numba.get_num_threads(), torch.get_num_threads()))
+
+
 def test_resident_slice_runs_on_the_threads_asked_for():
     import numba
     import torch
@@ -237,8 +275,7 @@ def test_resident_slice_runs_on_the_threads_asked_for():
     pools = (numba.get_num_threads(), torch.get_num_threads())
     for count in range(1, numba.get_num_threads() + 1):
         seen = []
-        _on_threads(lambda: seen.append((numba.get_num_threads(), torch.get_num_threads())),
-                    3, count)
+        _on_threads(partial(_record_pools, seen), 3, count)
         assert seen == [(count, count)] * 3
         assert (numba.get_num_threads(), torch.get_num_threads()) == pools
     records = bench_kernels([(64, 128)], ["2:4"], ["index"], [1], ["float32"], repeats=1,
@@ -267,7 +304,8 @@ def test_resident_fit_recovers_a_known_overhead_and_rate(overhead, rate, rows, t
     assert slices == (rows, max(8, rows // 32 // 8 * 8))
     calls = -(-shape[0] // rows)  # products per timed call, both slices
     rates = {"2:4 kernel": (rate, 0.5), "slow dense": (rate / 3, 1.0), "fast dense": (rate, 1.0)}
-    medians = {"read": 1.0, "slow dense": 1.0, "fast dense": 1.0}
+    medians = {"read": 1.0, "compute-1": 1.0, "compute-all": 1.0, "slow dense": 1.0,
+               "fast dense": 1.0}
     for r in slices:
         for name, (value_rate, density) in rates.items():
             key = ("2:4", "index", "k") if name == "2:4 kernel" else (name,)
@@ -341,7 +379,7 @@ def test_validate_scales_the_resident_rate_to_the_gemv_threads(monkeypatch, resi
                  "resident_values_per_s": 1e9, "dense_resident_call_overhead_s": 0.0,
                  "resident_call_overhead_s": 0.0, "resident_rows": 16,
                  "resident_rows_small": 8, "dense_s": 1e-3, "sparse_s": 1e-3,
-                 "dense_baseline": "numba-dense", "cache": "cold"}]
+                 "dense_baseline": "numba-dense", "cache": "cold", "thread_scaling": 1.5}]
 
     monkeypatch.setattr(bench, "bench_kernels", fake_bench)
     monkeypatch.setattr(hostperf, "matmul_gflops", lambda size: 100.0)
@@ -349,6 +387,7 @@ def test_validate_scales_the_resident_rate_to_the_gemv_threads(monkeypatch, resi
     assert asked["resident_threads"] == resident_threads
     host = s["host"]
     assert (host["cores"], host["resident_threads"]) == (2, resident_threads)
+    assert host["thread_scaling"] == 1.5  # reported, not used: it cannot tell kernels apart
     assert host["dense_gflops_resident"] == pytest.approx(2 * 3e9 * 2 / resident_threads / 1e9)
     assert host["sparse_gflops_resident"] == pytest.approx(2 * 1e9 * 2 / resident_threads / 1e9)
 
