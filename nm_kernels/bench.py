@@ -34,8 +34,8 @@ With ``resident_bytes`` the same rounds also time every kernel and dense baselin
 rows of the weight, as many as fit ``resident_bytes`` of dense values (a slice that stays in
 cache between calls): the rate at which each kernel retires kept values when DRAM does not bind
 (its decode, gather and multiply-add instructions; on ``resident_threads`` threads, by default
-one: the rate of one core), a measurement independent of the full-size speedup (``resident_s``, ``resident_values_per_s``,
-``dense_resident_values_per_s``). Each timed call repeats the slice product up to the work of
+one: the rate of one core), a measurement independent of the full-size speedup
+(``resident_s``, ``resident_values_per_s``, ``dense_resident_values_per_s``). Each timed call repeats the slice product up to the work of
 one full-size call, so every product pays the kernel's fixed per-call cost (dispatch, waking the
 thread pool: under Numba's workqueue layer a third of a 4 MiB product on the 2-core host). The
 same number of products of a slice 32 times smaller, timed the same way, is mostly that cost:
@@ -127,8 +127,9 @@ def stream_read(words):
 
 
 # Floats each job of the compute probe updates per pass (512 B, held in L1: the probe is bound
-# by a core's vector units, never by a cache level or memory two threads could share), and its
-# passes per call (about 10 ms on one thread of the Zen 1 guest).
+# by a core's own vector and load/store units, never by a cache level or memory that two cores
+# share), and its passes per call (10-20 ms on one thread of the Zen 1 guest). Both probe
+# calls run in every (shape, dtype, batch) group: about 1.5 s per group there.
 PROBE_LANES = 128
 PROBE_PASSES = 1_000_000
 
@@ -433,8 +434,8 @@ class _GroupFigures:
 
     def _resident(self, pattern, encoding, path) -> dict:
         """Multiply-adds per second of ``resident_threads`` threads on a cache-resident slice
-        with the per-call cost fitted out: the kernel's (kept values) and the fastest dense baseline's (all
-        values); empty without slices."""
+        with the per-call cost fitted out: the kernel's (kept values) and the fastest dense
+        baseline's (all values); empty without slices."""
         if not self.resident_rows:
             return {}
         rate, overhead, resident_s, small_s = self._fit((pattern, encoding, path),

@@ -1409,16 +1409,17 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     return gemm
 
 
-@cache
 # SCRATCH_FROM_CALLER: the GEMV's split-unrank buffers (one row's positions and the greedy
 # state, written and read back for every row) are allocated before its parallel loop, one per
 # row chunk, by the calling thread. Allocated inside the loop, a pool thread's came from its
-# own malloc arena (a 64 MiB-aligned heap, e.g. 0x7f96bc000dc0), and with them the 2-core Zen 1
-# guest's worker thread ran 16:32 rank 2-2.5x slower than the main thread (busy 73-86 against
-# 27-52 ms for equal halves of 11008x4096, cycle counters per chunk, 2026-12-04): float16,
-# Numba's workqueue layer, 140-149 ms on one thread and 73-89 on two before, 68-70 and 41-43
-# after. Which address conflict causes it was not found. (One buffer per thread, indexed by
-# numba.get_thread_id, ran one thread at 52 ms but makes the GEMV uncacheable.)
+# own malloc arena (a 64 MiB-aligned heap, e.g. 0x7f96bc000dc0), and the 2-core Zen 1 guest's
+# worker thread ran 16:32 rank 2-2.5x slower than the main thread (float16 11008x4096, cycle
+# counters per chunk: busy 68-95 against 30-42 ms for equal halves). Under Numba's workqueue
+# layer: 140-149 ms on one thread and 73-89 on two before, 68-72 and 41-53 after
+# (docs/validation.md; which address conflict causes it was not found). ``pos`` stays per
+# chunk: only the scalar leftover blocks use it. One buffer per thread, indexed by
+# numba.get_thread_id, ran one thread at 52 ms but makes the GEMV uncacheable.
+@cache
 def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool = False):
     """The batch-1 GEMV through the group loop (rank-LUT or index metadata); ``wide``: its
     AVX-512 pair steps (:func:`gemv_path` says when).

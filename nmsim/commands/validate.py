@@ -144,10 +144,11 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
 
     All measured in the same round-robin rounds: the streaming read (the preset's DRAM
     bandwidth) and the full-size GEMVs (what is predicted), each call after a cache eviction
-    (``nm_kernels.bench.time_round_robin``), and the same kernels on one thread on
-    a cache-resident slice of the weight (their kept-value rate per core when DRAM does not
-    bind, with the per-call cost fitted out, x cores: the preset's multiply-add rate, the CPU's
-    decode cost, and its fixed cost per call, which the full-size call pays once). Each
+    (``nm_kernels.bench.time_round_robin``), and the same kernels on ``resident_threads``
+    threads on a cache-resident slice of the weight (their kept-value rate when DRAM does not
+    bind, with the per-call cost fitted out, x cores / resident_threads: the preset's
+    multiply-add rate, the CPU's decode cost, and its fixed cost per call, which the full-size
+    call pays once). Each
     prediction is the simulator's dense time over its sparse time, dense and sparse each on the
     host preset of its own rate and per-call cost.
     ``predicted_without_decode`` is the old preset (both at the torch.matmul peak)."""
