@@ -62,7 +62,7 @@ from tqdm import tqdm
 from compression import formats as F
 from compression import markdown
 from nm_kernels.cpu import DensePlan, prepare
-from nm_kernels.numba_nm import threads
+from nm_kernels.numba_nm import check_thread_count, threads
 from workloads.files import staged_file
 
 LLAMA2_7B_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))
@@ -268,8 +268,7 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     if any(b < 1 for b in batches):
         raise ValueError(f"batch sizes must be >= 1, got {batches}")
-    if not 1 <= resident_threads <= threads():
-        raise ValueError(f"resident_threads must be in 1..{threads()}, got {resident_threads}")
+    check_thread_count(resident_threads, "resident_threads")
     groups = [(s, d, b) for s in shapes for d in dtypes for b in batches]
     evict_buffer = eviction_buffer() if cold_cache else read_buffer(0)
     evict = partial(stream_read, evict_buffer) if cold_cache else None

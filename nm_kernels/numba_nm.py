@@ -421,3 +421,9 @@ def dense_kernels(kind: int):
 def threads() -> int:
     """Threads Numba's parallel loops use."""
     return numba.get_num_threads()
+
+
+def check_thread_count(count: int, name: str) -> None:
+    """A ValueError naming ``name`` unless ``count`` is within 1..:func:`threads`."""
+    if not 1 <= count <= threads():
+        raise ValueError(f"{name} must be in 1..{threads()}, got {count}")

@@ -60,7 +60,9 @@ def run(args) -> int:
     check_shape, speed_shape = _parse_shape(args.check_shape), _parse_shape(args.speed_shape)
     if args.repeats < 1:  # all options checked before the slow imports and the checks
         raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
-    _check_resident_threads(args.resident_threads)
+    from nm_kernels.numba_nm import check_thread_count
+
+    check_thread_count(args.resident_threads, "--resident-threads")
     import torch
 
     if not torch.cuda.is_available():  # the Triton kernel then runs in its CPU interpreter
@@ -128,14 +130,6 @@ SHARED_CORE_SCALING = 0.8
 # Dense bytes of the cache-resident slice whose kernel rate carries the CPU's decode cost into
 # the host preset: 4 MiB stays in this host's 32 MiB L3 (and other hosts' L2 + L3) between calls.
 RESIDENT_BYTES = 4 << 20
-
-
-def _check_resident_threads(count: int) -> None:
-    """``--resident-threads`` within 1..the GEMV's threads (Numba's pool)."""
-    from nm_kernels.numba_nm import threads
-
-    if not 1 <= count <= threads():
-        raise ValueError(f"--resident-threads must be in 1..{threads()}, got {count}")
 
 
 def _predicted_vs_measured(patterns, encodings, shape, repeats,
