@@ -1384,11 +1384,12 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
                 vrow = values[r]
                 row_acc = acc[r - r0]
                 # Scalar: the last batch % 8 columns of the grouped blocks, then every column
-                # of leftover and padded blocks.
-                for b in range(full_blocks + pad_block):
+                # of leftover and padded blocks. With no remainder columns the grouped blocks
+                # are skipped, not walked: walking them only to skip each one cost 12.5 of
+                # 33.5 ms of the 2:4 index GEMM at batch 8 (11008x4096, 2 threads, Zen 1).
+                for b in range(first_scalar if vector_cols == batch else 0,
+                               full_blocks + pad_block):
                     first = vector_cols if b < first_scalar else 0
-                    if first == batch:
-                        continue
                     f = K.prepare_block(meta_row, b, n, m, bits, field_mask, scalar, binom, pos)
                     for i in range(n):
                         c = b * m + K.kept_position(meta_row, f, b, i, n, bits, field_mask,
