@@ -121,18 +121,25 @@ class _NMPart:
             gemm(*self.arrays, x, out, *self.gemm_scalars, int(accumulate))
 
 
-def _cache_line_aligned(x: np.ndarray) -> np.ndarray:
-    """``x``, or a copy of it starting on a 64-byte cache line: the AVX-512 GEMM passes load an
-    x row 64 bytes at a time, which a buffer off the line (numpy promises 16 bytes) splits
-    across two lines (4-10% more time at batch 64 on Zen 4, reports/kernels/cpu.md). The copy
-    is one pass over x, which the GEMM reads once per weight row."""
-    if x.ctypes.data % 64 == 0:
+def _gemm_operand(x: np.ndarray) -> np.ndarray:
+    """``x`` as the group GEMM takes it: starting on a 64-byte cache line, its batch padded with
+    zero columns to a multiple of :data:`nm_kernels.simd_nm.GEMM_BATCH_MULTIPLE`; ``x`` itself
+    when it already is both. The AVX-512 passes load an x row 64 bytes at a time, which a
+    buffer off the line (numpy promises 16 bytes) splits across two lines (4-10% more time at
+    batch 64 on Zen 4, reports/kernels/cpu.md); a padded column costs an eighth of a pass's
+    FMAs, where the scalar code it replaces decoded every block again (batch 12: 16x the time
+    of batch 8). The copy is one pass over x, which the GEMM reads once per weight row."""
+    batch = x.shape[1]
+    padded = -(-batch // simd_nm.GEMM_BATCH_MULTIPLE) * simd_nm.GEMM_BATCH_MULTIPLE
+    if x.ctypes.data % 64 == 0 and padded == batch:
         return x
-    buffer = np.empty(x.nbytes + 64, dtype=np.uint8)
+    buffer = np.empty(x.shape[0] * padded * 4 + 64, dtype=np.uint8)
     start = -buffer.ctypes.data % 64
-    aligned = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
-    aligned[...] = x
-    return aligned
+    operand = buffer[start:start + x.shape[0] * padded * 4].view(np.float32)
+    operand = operand.reshape(x.shape[0], padded)
+    operand[:, :batch] = x
+    operand[:, batch:] = 0.0
+    return operand
 
 
 class NMPlan:
@@ -176,8 +183,12 @@ class NMPlan:
         elif out.shape != want or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous float32 array of shape {want}, got "
                              f"{out.dtype} {out.shape}")
-        if x.ndim == 2 and self.gemm_path != "scalar":
-            x = _cache_line_aligned(x)  # once, for the bulk and an N:M side-car alike
+        result = out
+        parts = [self.bulk] + ([self.salient_nm] if self.salient_nm is not None else [])
+        if x.ndim == 2 and any(part.gemm_path != "scalar" for part in parts):
+            x = _gemm_operand(x)  # once, for the bulk and an N:M side-car alike
+            if x.shape[1] != out.shape[1]:  # padded columns: the products go to a scratch
+                out = np.empty((self.shape[0], x.shape[1]), dtype=np.float32)
         self.bulk.run(x, out, accumulate=False)
         if self.salient_nm is not None:
             self.salient_nm.run(x, out, accumulate=True)
@@ -185,7 +196,9 @@ class NMPlan:
             s = self.salient_csr
             K.csr_matmul_add(s.indptr, s.indices, s.values, x.reshape(x.shape[0], -1),
                              out.reshape(out.shape[0], -1))
-        return out
+        if out is not result:
+            result[...] = out[:, :result.shape[1]]
+        return result
 
 
 def check_activations(x, in_features: int) -> np.ndarray:

@@ -1138,6 +1138,10 @@ GEMM_PASSES_AVX2 = ((8, 4), (8, 2), (8, 1), (8, 1))
 # AVX-512: 64, 32, 16 and 8 columns, one <16 x float> FMA per 16 columns, so each kept value's
 # broadcast, position decode and x address serve twice the columns of an AVX2 pass.
 GEMM_PASSES_AVX512 = ((16, 4), (16, 2), (16, 1), (8, 1))
+# The group GEMM's batch is a multiple of its narrowest pass; NMPlan pads x with zero columns
+# to one. Before, the last batch % 8 columns ran scalar code that decoded every block again:
+# batch 12 took 245-256 ms against 16-22 ms for batch 8 (2:4 index, 11008x4096, Zen 1).
+GEMM_BATCH_MULTIPLE = 8
 
 
 @cache
@@ -1305,9 +1309,10 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     metadata: each chunk's rank keys are transcoded into index keys once, before its passes.
     Rows go in chunks of ``ROW_CHUNK``; each chunk walks the inputs in K-slices
     whose x rows fit :data:`GEMM_SLICE_X_BYTES`, every row of the chunk adding its products
-    for the slice into its accumulator row. Whole groups go through the vector passes for the
-    first ``batch - batch % 8`` columns; the last ``batch % 8`` columns, leftover blocks, a
-    padded block and the dense tail take scalar code.
+    for the slice into its accumulator row. Whole groups go through the vector passes;
+    leftover blocks, a padded block and the dense tail take scalar code. The batch must be a
+    multiple of :data:`GEMM_BATCH_MULTIPLE` (:class:`nm_kernels.cpu.NMPlan` pads ``x`` with
+    zero columns to one).
     """
     geometry = group_geometry(F.Pattern(n, m))
     source = decoder  # the decoder code is the group kernels' position source
@@ -1337,20 +1342,21 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     @njit(parallel=True, fastmath=K.FASTMATH, cache=True)
     def gemm(values, metadata, tail_values, x, out, full_blocks, pad_block, table, binom,
              accumulate):
-        """out[r, :] (+)= W[r] @ x for every row, whole groups in AVX2 passes, the rest scalar."""
+        """out[r, :] (+)= W[r] @ x for every row, whole groups in vector passes, the rest scalar."""
         rows = values.shape[0]
         cols, batch = x.shape
+        if batch % GEMM_BATCH_MULTIPLE:
+            raise ValueError("the group GEMM needs a batch that is a multiple of 8")
         tail = tail_values.shape[1]
         groups, first_scalar = _vector_groups(full_blocks, per_group, groups_per_block)
         buffer_bytes = split_unrank_buffer_bytes(first_scalar, n)
-        vector_cols = batch - batch % 8
         step = _slice_groups(batch, inputs_per_group, trip)
         chunks = (rows + K.ROW_CHUNK - 1) // K.ROW_CHUNK
         for chunk in prange(chunks):
             pos = np.zeros(n + 1, dtype=np.int64)
             r0, r1 = chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)
             acc = np.zeros((r1 - r0, batch), dtype=np.float32)
-            decoded = np.empty((r1 - r0 if (split or predecode) and vector_cols else 0,
+            decoded = np.empty((r1 - r0 if split or predecode else 0,
                                 buffer_bytes if split else index_key_bytes * groups + 8),
                                dtype=np.uint8)
             state = np.empty((3, SPLIT_BLOCKS), dtype=np.int32)
@@ -1361,35 +1367,28 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
                 else:
                     split_unrank_row(metadata[r], first_scalar, n, bits, field_mask,
                                      split_tables, state, decoded[r - r0])
-            if vector_cols:
-                for g0 in range(0, groups, step):
-                    g1 = min(groups, g0 + step)
-                    for r in range(r0, r1):  # passes widest first
-                        vrow, row_acc = values[r], acc[r - r0]
-                        meta_row = decoded[r - r0] if split or predecode else metadata[r]
-                        c0 = 0
-                        while c0 + cols_a <= vector_cols:
-                            pass_a(vrow, meta_row, x, g0, g1, c0, row_acc)
-                            c0 += cols_a
-                        if c0 + cols_b <= vector_cols:
-                            pass_b(vrow, meta_row, x, g0, g1, c0, row_acc)
-                            c0 += cols_b
-                        if c0 + cols_c <= vector_cols:
-                            pass_c(vrow, meta_row, x, g0, g1, c0, row_acc)
-                            c0 += cols_c
-                        if c0 + cols_d <= vector_cols:
-                            pass_d(vrow, meta_row, x, g0, g1, c0, row_acc)
+            for g0 in range(0, groups, step):
+                g1 = min(groups, g0 + step)
+                for r in range(r0, r1):  # passes widest first
+                    vrow, row_acc = values[r], acc[r - r0]
+                    meta_row = decoded[r - r0] if split or predecode else metadata[r]
+                    c0 = 0
+                    while c0 + cols_a <= batch:
+                        pass_a(vrow, meta_row, x, g0, g1, c0, row_acc)
+                        c0 += cols_a
+                    if c0 + cols_b <= batch:
+                        pass_b(vrow, meta_row, x, g0, g1, c0, row_acc)
+                        c0 += cols_b
+                    if c0 + cols_c <= batch:
+                        pass_c(vrow, meta_row, x, g0, g1, c0, row_acc)
+                        c0 += cols_c
+                    if c0 + cols_d <= batch:
+                        pass_d(vrow, meta_row, x, g0, g1, c0, row_acc)
             for r in range(r0, r1):
                 meta_row = metadata[r]
                 vrow = values[r]
                 row_acc = acc[r - r0]
-                # Scalar: the last batch % 8 columns of the grouped blocks, then every column
-                # of leftover and padded blocks. With no remainder columns the grouped blocks
-                # are skipped, not walked: walking them only to skip each one cost 12.5 of
-                # 33.5 ms of the 2:4 index GEMM at batch 8 (11008x4096, 2 threads, Zen 1).
-                for b in range(first_scalar if vector_cols == batch else 0,
-                               full_blocks + pad_block):
-                    first = vector_cols if b < first_scalar else 0
+                for b in range(first_scalar, full_blocks + pad_block):  # leftover, padded
                     f = K.prepare_block(meta_row, b, n, m, bits, field_mask, scalar, binom, pos)
                     for i in range(n):
                         c = b * m + K.kept_position(meta_row, f, b, i, n, bits, field_mask,
@@ -1397,7 +1396,7 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
                         if c < cols:
                             v = K.widen(vrow[b * n + i], kind)
                             xrow = x[c]
-                            for j in range(first, batch):
+                            for j in range(batch):
                                 row_acc[j] += v * xrow[j]
                 for t in range(tail):
                     v = K.widen(tail_values[r, t], kind)

@@ -103,8 +103,8 @@ def test_group_gemv_matches_float64_and_scalar(pattern, encoding, dtype, rows, g
        batch=st.integers(2, 140), shift=st.integers(0, 15), seed=st.integers(0, 2**32 - 1))
 def test_group_gemm_matches_float64_and_scalar(pattern, encoding, dtype, rows, groups, extra,
                                                tail_width, tail, batch, shift, seed):
-    """Batches from 2 to 140: passes of 64, 32, 16 and 8 columns and a scalar remainder of
-    batch % 8 columns; leftover blocks, padded and dense tails as in the GEMV test; x starting
+    """Batches from 2 to 140: passes of 64, 32, 16 and 8 columns, x padded by zero columns to
+    a multiple of 8 (the plan returns only the asked columns); leftover blocks, padded and dense tails as in the GEMV test; x starting
     ``shift`` floats past a cache line (the plan copies it onto one unless shift is 0)."""
     rng = np.random.default_rng(seed)
     weight = _grouped_weight(rng, pattern, encoding, dtype, rows, groups, extra, tail_width,
@@ -364,21 +364,40 @@ def test_group_gemm_crosses_k_slices(pattern, encoding, batch):
     assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
 
 
-@pytest.mark.parametrize("shift", [0, 1, 4, 8, 15])
-def test_gemm_input_is_moved_onto_a_cache_line(shift):
-    """The GEMM passes receive x on a 64-byte boundary: an aligned x is passed as it is, any
-    other is copied (same values) onto one."""
-    from nm_kernels.cpu import _cache_line_aligned
+@settings(max_examples=40, deadline=None)
+@given(shift=st.integers(0, 15), batch=st.integers(1, 40), cols=st.integers(1, 70))
+def test_gemm_operand_is_on_a_cache_line_and_padded(shift, batch, cols):
+    """The GEMM passes receive x on a 64-byte boundary with its batch padded by zero columns to
+    a multiple of simd_nm.GEMM_BATCH_MULTIPLE: an x that already is both is passed as it is,
+    any other is copied (same values) into one."""
+    from nm_kernels.cpu import _gemm_operand
 
-    buffer = np.empty(64 * 24 + 32, np.float32)
+    buffer = np.empty(cols * batch + 32, np.float32)
     first = -buffer.ctypes.data % 64 // 4 + shift
-    x = buffer[first:first + 64 * 24].reshape(64, 24)
-    x[...] = np.arange(x.size, dtype=np.float32).reshape(x.shape)
-    moved = _cache_line_aligned(x)
+    x = buffer[first:first + cols * batch].reshape(cols, batch)
+    x[...] = np.arange(1, x.size + 1, dtype=np.float32).reshape(x.shape)
+    moved = _gemm_operand(x)
+    step = simd_nm.GEMM_BATCH_MULTIPLE
     assert moved.ctypes.data % 64 == 0
-    assert (moved is x) == (shift == 0)
-    np.testing.assert_array_equal(moved, x)
+    assert moved.shape == (cols, -(-batch // step) * step)
+    assert (moved is x) == (shift == 0 and batch % step == 0)
+    np.testing.assert_array_equal(moved[:, :batch], x)
+    assert not moved[:, batch:].any()
     assert moved.flags.c_contiguous and moved.dtype == np.float32
+
+
+def test_group_gemm_refuses_a_batch_off_its_multiple():
+    """Called directly (not through NMPlan, which pads), the group GEMM refuses a batch that
+    its passes would leave partly uncomputed instead of returning those columns unset."""
+    rng = np.random.default_rng(0)
+    weight = compressed(rng, 8, 64, "2:4", "index", "dense", "float32")
+    plan = prepare(weight)
+    if plan.gemm_path == "scalar":
+        pytest.skip("no group GEMM on this CPU")
+    gemm = plan.bulk.kernels[1]
+    x = nonzero(rng, (64, 12))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        gemm(*plan.bulk.arrays, x, np.empty((8, 12), np.float32), *plan.bulk.gemm_scalars, 0)
 
 
 CACHE_PROBE = """
