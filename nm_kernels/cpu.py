@@ -59,7 +59,8 @@ class _NMPart:
     """One N:M tensor's compiled kernels and their arguments (all but x, out and accumulate).
 
     ``gemv_path`` says which batch-1 kernel runs (:func:`nm_kernels.simd_nm.gemv_path`):
-    ``"avx512-pair"`` (sixteen kept values per vector step), ``"avx2-group"`` (eight) where the
+    ``"avx512-pair"`` (sixteen kept values per vector step), ``"avx2-table"`` (2:4 through an
+    x table of block subsets) or ``"avx2-group"`` (eight per step) where the
     pattern, encoding and CPU allow it, else ``"scalar"``. ``gemm_path`` says the same of the
     batch > 1 kernel (:func:`nm_kernels.simd_nm.gemm_path`): ``"avx512-group"`` (16 batch
     columns per vector) or ``"avx2-group"`` (8) wherever a vector GEMV runs, else ``"scalar"``.
@@ -96,16 +97,22 @@ class _NMPart:
         gemv_scalars = gemm_scalars = (geo.full_blocks, pad_block, lut, binom)
         gemv_path = simd_nm.gemv_path(p, tensor.encoding, decoder, simd)
         gemm_path = simd_nm.gemm_path(p, tensor.encoding, decoder, simd)
-        if gemv_path != "scalar":
+        if gemv_path == "avx2-table":
+            gemv = simd_nm.nm_table_gemv(p.n, p.m, bits, code, kind)
+        elif gemv_path != "scalar":
             gemv = simd_nm.nm_group_gemv(p.n, p.m, bits, code, kind,
                                          wide=gemv_path == "avx512-pair")
+        if gemv_path != "scalar":
             gemm = simd_nm.nm_group_gemm(p.n, p.m, bits, code, kind,
                                          wide=gemm_path == "avx512-group")
-            if not entry.rank_lut:
-                gemv_table = gemm_table = np.zeros((1, simd_nm.LANES), np.uint8)
-            else:
-                gemm_table = simd_nm.group_index_table(p)
+            no_table = np.zeros((1, simd_nm.LANES), np.uint8)
+            gemm_table = simd_nm.group_index_table(p) if entry.rank_lut else no_table
+            if gemv_path == "avx2-table":
+                gemv_table = simd_nm.table_offsets(p, tensor.encoding)
+            elif entry.rank_lut:
                 gemv_table = simd_nm.gemv_table(p, gemv_path, kind)
+            else:
+                gemv_table = no_table
             gemv_scalars = (geo.full_blocks, pad_block, gemv_table, binom)
             gemm_scalars = (geo.full_blocks, pad_block, gemm_table, binom)
         args = (_kernel_values(tensor.values, tensor.dtype), K.kernel_metadata(tensor.metadata),
@@ -166,7 +173,8 @@ class NMPlan:
 
     @property
     def gemv_path(self) -> str:
-        """The bulk's batch-1 kernel: ``"avx512-pair"``, ``"avx2-group"`` or ``"scalar"``."""
+        """The bulk's batch-1 kernel: ``"avx512-pair"``, ``"avx2-table"``, ``"avx2-group"`` or
+        ``"scalar"``."""
         return self.bulk.gemv_path
 
     @property

@@ -64,7 +64,8 @@ def test_bench_kernels_times_each_distinct_simd_path(capsys):
                  "--repeats", "1", "--warmup", "0", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     vector = (["avx2-group"] if simd_nm.available() else [])
-    expected = {"2:4": set(vector + (["avx512-pair"] if simd_nm.wide_available() else [])),
+    table = (["avx2-table"] if simd_nm.available() else [])
+    expected = {"2:4": set(table + (["avx512-pair"] if simd_nm.wide_available() else [])),
                 "1:4": set(vector)}
     for pattern, paths in expected.items():
         batch1 = [r["kernel"] for r in records if r["pattern"] == pattern and r["batch"] == 1]

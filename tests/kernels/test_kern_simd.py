@@ -87,7 +87,8 @@ def test_group_gemv_matches_float64_and_scalar(pattern, encoding, dtype, rows, g
     y_scalar = scalar(x, out=np.full(rows, np.nan, np.float32))
     wide = (simd_nm.wide_available() and _is_half_density(weight.pattern)
             and not (encoding == "rank" and simd_nm.split_unrank_supported(weight.pattern)))
-    for simd, path in [("avx2", "avx2-group"), ("auto", "avx512-pair" if wide else "avx2-group")]:
+    avx2 = "avx2-table" if pattern == "2:4" else "avx2-group"
+    for simd, path in [("avx2", avx2), ("auto", "avx512-pair" if wide else avx2)]:
         plan = prepare(weight, simd=simd)
         assert plan.gemv_path == path
         y = plan(x, out=np.full(rows, np.nan, np.float32))
@@ -155,6 +156,49 @@ def test_group_mask_table_refuses_other_windows(pattern):
         simd_nm.group_mask_table(F.Pattern.parse(pattern))
 
 
+@pytest.mark.parametrize("encoding", ["index", "rank"])
+def test_table_offsets_point_at_the_inputs_each_block_keeps(encoding):
+    """Every pair of valid 2:4 blocks: its metadata key, as the format packs it, finds the x
+    table entry holding exactly the inputs the two blocks keep, in the order of their kept
+    values; built from a random x, the entry holds those inputs' values."""
+    p = F.Pattern.parse("2:4")
+    offsets = simd_nm.table_offsets(p, encoding)
+    subsets = simd_nm.table_subsets(p)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(24).astype(np.float32)
+    table = simd_nm.build_x_table(x, subsets, 3, 8)
+    run = subsets.size
+    for first, second in itertools.product(itertools.combinations(range(4), 2), repeat=2):
+        mask = np.zeros((1, 8), dtype=bool)
+        mask[0, list(first)] = True
+        mask[0, [4 + k for k in second]] = True
+        dense = np.where(mask, 1.0, 0.0)
+        weight = F.NMTensor.from_dense(dense, mask, p, encoding, "dense", "float32")
+        key = int.from_bytes(weight.metadata[0].tobytes(), "little")
+        entry = int(offsets[key]) // 4
+        assert list(subsets[entry]) == [*first, *(4 + k for k in second)]
+        for pair in range(3):
+            held = table[pair * run + 4 * entry:pair * run + 4 * entry + 4]
+            np.testing.assert_array_equal(held, x[pair * 8 + subsets[entry]])
+
+
+@needs_avx2
+def test_table_gemv_is_taken_for_2_4_read_by_index_or_rom_only():
+    """The x table path serves 2:4 index and rank-ROM metadata; the unranking decoder, other
+    patterns and AVX-512 hosts (auto) keep their own paths."""
+    rng = np.random.default_rng(8)
+    for pattern, encoding, decoder, avx2 in [("2:4", "index", None, "avx2-table"),
+                                             ("2:4", "rank", "rank_rom", "avx2-table"),
+                                             ("2:4", "rank", "rank_pipeline", "scalar"),
+                                             ("4:8", "index", None, "avx2-group"),
+                                             ("1:2", "rank", None, "avx2-group")]:
+        weight = compressed(rng, 3, 64, pattern, encoding, "dense", "float32")
+        plan = prepare(weight, decoder=decoder, simd="avx2")
+        assert plan.gemv_path == avx2, (pattern, encoding, decoder)
+        if simd_nm.wide_available() and avx2 != "scalar":
+            assert prepare(weight, decoder=decoder).gemv_path == "avx512-pair"
+
+
 @needs_avx512
 def test_simd_choice_caps_the_path():
     rng = np.random.default_rng(4)
@@ -164,7 +208,8 @@ def test_simd_choice_caps_the_path():
                                     ("4:16", "index", "avx2-group")]:
         weight = compressed(rng, 3, 128, pattern, encoding, "dense", "float32")
         assert prepare(weight).gemv_path == auto, pattern
-        assert prepare(weight, simd="avx2").gemv_path == "avx2-group", pattern
+        avx2 = "avx2-table" if pattern == "2:4" else "avx2-group"
+        assert prepare(weight, simd="avx2").gemv_path == avx2, pattern
         assert prepare(weight, simd="scalar").gemv_path == "scalar", pattern
 
 
