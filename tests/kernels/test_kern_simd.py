@@ -163,11 +163,13 @@ def test_table_offsets_point_at_the_inputs_each_block_keeps(encoding):
     values; built from a random x, the entry holds those inputs' values."""
     p = F.Pattern.parse("2:4")
     offsets = simd_nm.table_offsets(p, encoding)
-    subsets = simd_nm.table_subsets(p)
+    block = [tuple(int(k) for k in row) for row in F.rank_lut(p)]
+    subsets = np.array([[*a, *(4 + k for k in b)] for a in block for b in block])
     rng = np.random.default_rng(7)
     x = rng.standard_normal(24).astype(np.float32)
-    table = simd_nm.build_x_table(x, subsets, 3, 8)
+    table = simd_nm.build_x_table(x, F.rank_lut(p).astype(np.int64), 3, 4)
     run = subsets.size
+    assert table.shape == (3 * run,)
     for first, second in itertools.product(itertools.combinations(range(4), 2), repeat=2):
         mask = np.zeros((1, 8), dtype=bool)
         mask[0, list(first)] = True
