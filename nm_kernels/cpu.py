@@ -129,7 +129,8 @@ class _NMPart:
 
 
 def _gemm_operand(x: np.ndarray) -> np.ndarray:
-    """``x`` as the group GEMM takes it: starting on a 64-byte cache line, its batch padded with
+    """``x`` (float32, checked by :func:`check_activations`) as the group GEMM takes it:
+    starting on a 64-byte cache line, its batch padded with
     zero columns to a multiple of :data:`nm_kernels.simd_nm.GEMM_BATCH_MULTIPLE`; ``x`` itself
     when it already is both. The AVX-512 passes load an x row 64 bytes at a time, which a
     buffer off the line (numpy promises 16 bytes) splits across two lines (4-10% more time at

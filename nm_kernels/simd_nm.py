@@ -176,7 +176,8 @@ def gemv_path(pattern: F.Pattern, encoding: str, decoder: str, simd: str = "auto
     position bytes (:func:`split_unrank_row`) and then takes the AVX2 group loop.
 
     ``simd`` (:data:`SIMD_CHOICES`) caps it: ``"auto"`` takes the widest this CPU runs,
-    ``"avx2"`` stops at the AVX2 group loop and ``"scalar"`` keeps the scalar kernel.
+    ``"avx2"`` stops at the AVX2 paths (``"avx2-table"`` for 2:4, else ``"avx2-group"``)
+    and ``"scalar"`` keeps the scalar kernel.
     """
     if simd not in SIMD_CHOICES:
         raise ValueError(f"simd must be one of {', '.join(SIMD_CHOICES)}, got {simd!r}")
@@ -274,10 +275,18 @@ def gemv_table(pattern: F.Pattern, path: str, kind: int) -> np.ndarray:
 TABLE_BLOCKS = 2  # blocks per table entry: four kept values, one 16-byte load
 
 
+TABLE_PATTERN = F.Pattern(2, 4)  # the one pattern whose subsets fit a table (4:8: 70**2 each)
+
+
 def table_gemv_supported(pattern: F.Pattern, decoder_code: int) -> bool:
     """True for 2:4 read from index fields or through the rank ROM (not the unranking
     decoder, whose hardware model the ROM comparison is about)."""
-    return (pattern.n, pattern.m) == (2, 4) and decoder_code in (INDEX, RANK) and available()
+    return pattern == TABLE_PATTERN and decoder_code in (INDEX, RANK)
+
+
+def _check_table_pattern(pattern: F.Pattern) -> None:
+    if pattern != TABLE_PATTERN:
+        raise ValueError(f"the x-table GEMV is built for {TABLE_PATTERN} only, not {pattern}")
 
 
 @cache
@@ -285,6 +294,7 @@ def table_offsets(pattern: F.Pattern, encoding: str) -> np.ndarray:
     """``uint8``: a pair of blocks' metadata key (two blocks' rank fields, or their four index
     fields) to the float offset of its entry in the pair's run of the x table; keys no valid
     block gives map to 0."""
+    _check_table_pattern(pattern)
     lut = F.rank_lut(pattern).astype(np.int64)
     count = lut.shape[0]
     bits = pattern.field_bits(encoding)
@@ -298,6 +308,7 @@ def table_offsets(pattern: F.Pattern, encoding: str) -> np.ndarray:
                 fields = list(lut[r0]) + list(lut[r1])
                 key = sum(int(f) << (i * bits) for i, f in enumerate(fields))
             offsets[key] = (r0 * count + r1) * TABLE_BLOCKS * pattern.n
+    offsets.setflags(write=False)
     return offsets
 
 
@@ -1213,6 +1224,7 @@ GEMM_PASSES_AVX512 = ((16, 4), (16, 2), (16, 1), (8, 1))
 # to one. Before, the last batch % 8 columns ran scalar code that decoded every block again:
 # batch 12 took 245-256 ms against 16-22 ms for batch 8 (2:4 index, 11008x4096, Zen 1).
 GEMM_BATCH_MULTIPLE = 8
+GEMM_BATCH_MESSAGE = f"the group GEMM needs a batch that is a multiple of {GEMM_BATCH_MULTIPLE}"
 
 
 @cache
@@ -1417,7 +1429,7 @@ def nm_group_gemm(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
         rows = values.shape[0]
         cols, batch = x.shape
         if batch % GEMM_BATCH_MULTIPLE:
-            raise ValueError("the group GEMM needs a batch that is a multiple of 8")
+            raise ValueError(GEMM_BATCH_MESSAGE)
         tail = tail_values.shape[1]
         groups, first_scalar = _vector_groups(full_blocks, per_group, groups_per_block)
         buffer_bytes = split_unrank_buffer_bytes(first_scalar, n)
@@ -1591,6 +1603,7 @@ def table_dot(n: int, m: int, bits: int, source: int, kind: int):
     the x table of TABLE_GEMV (:func:`build_x_table`) at the entries :func:`table_offsets`
     gives for the group's two pairs of blocks. :data:`UNROLL` groups per trip, each with its
     own accumulator, then one group at a time."""
+    _check_table_pattern(F.Pattern(n, m))
     geometry = group_geometry(F.Pattern(n, m))
     key_bits = _key_bits(geometry, bits, source)
     run = math.comb(m, n) ** TABLE_BLOCKS * TABLE_BLOCKS * n  # floats per pair of blocks
@@ -1691,6 +1704,7 @@ def nm_table_gemv(n: int, m: int, bits: int, decoder: int, kind: int):
     Same arguments as :func:`nm_group_gemv` with ``table`` :func:`table_offsets`.
     """
     pattern = F.Pattern(n, m)
+    _check_table_pattern(pattern)
     geometry = group_geometry(pattern)
     dot = table_dot(n, m, bits, decoder, kind)
     block_positions = F.rank_lut(pattern).astype(np.int64)

@@ -33,7 +33,8 @@ def compare_kernels(reference: Callable[[F.SparseWeight, np.ndarray], np.ndarray
                     seed: int = 0, triton: bool = True) -> list[dict]:
     """Max relative error of each kernel against ``reference(weight, x)`` (float64 ``[out, b]``).
 
-    The default batch of 12 runs the vector GEMM's 8-column pass and its scalar remainder.
+    The default batch of 12 runs the vector GEMM on x padded to 16 columns (one 16-column pass,
+    four zero columns) and the scalar GEMM on 12.
 
     Activations are rounded through float16 first, so the Triton kernel (fp16 operands) and the
     float32 kernels see identical inputs. Triton runs on float16/bfloat16 values, rank and index
@@ -62,8 +63,9 @@ def compare_kernels(reference: Callable[[F.SparseWeight, np.ndarray], np.ndarray
                 # kernel name -> (output, the reference columns it computed)
                 outputs = {}
                 for decoder in usable_decoders(pattern, encoding):
-                    # Every kernel this CPU runs: batch-1 GEMVs (AVX-512 pairs, AVX2 groups,
-                    # scalar) and GEMMs (AVX-512 and AVX2 group passes, scalar).
+                    # Every kernel this CPU runs: batch-1 GEMVs (AVX-512 pairs, the 2:4 x
+                    # table, AVX2 groups, scalar) and GEMMs (AVX-512 and AVX2 group passes,
+                    # scalar).
                     for simd in ("auto", "avx2", "scalar"):
                         plan = prepare(weight, decoder, simd)
                         outputs[f"numba/{decoder} gemm/{plan.gemm_path}"] = (plan(x), np.s_[:])

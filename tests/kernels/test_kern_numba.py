@@ -51,18 +51,21 @@ def test_matches_float64_reference(pattern, encoding, decoder, dtype, rows, bloc
     assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
 
 
-@pytest.mark.parametrize("salient_kind", ["nm", "nm-vector", "csr"])
+@pytest.mark.parametrize("salient_kind", ["nm", "nm-vector", "csr", "nm-vector-on-scalar"])
 @SETTINGS
 @given(rows=st.integers(1, 40), blocks=st.integers(1, 3), batch=st.sampled_from([1, 3, 11]),
        seed=st.integers(0, 2**32 - 1))
 def test_salient_side_car_is_added(salient_kind, rows, blocks, batch, seed):
-    """The side-car accumulates into the bulk's output: scalar 4:32, vector-path 2:4 or CSR."""
+    """The side-car accumulates into the bulk's output: scalar 4:32, vector-path 2:4 or CSR,
+    and a vector-path 2:4 side-car on a scalar-path 4:32 bulk (x then padded for the side-car
+    alone)."""
     rng = np.random.default_rng(seed)
     cols = blocks * 32 + 5
-    bulk = compressed(rng, rows, cols, "8:16", "rank", "dense", "float16")
+    bulk_pattern = "4:32" if salient_kind == "nm-vector-on-scalar" else "8:16"
+    bulk = compressed(rng, rows, cols, bulk_pattern, "rank", "dense", "float16")
     if salient_kind == "nm":
         salient = compressed(rng, rows, cols, "4:32", "index", "pad", "float32")
-    elif salient_kind == "nm-vector":
+    elif salient_kind in ("nm-vector", "nm-vector-on-scalar"):
         salient = compressed(rng, rows, cols, "2:4", "index", "dense", "float32")
     else:
         salient = F.CSRTensor.from_dense(nonzero(rng, (rows, cols)), rng.random((rows, cols)) < 0.1)

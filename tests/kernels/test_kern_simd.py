@@ -104,9 +104,10 @@ def test_group_gemv_matches_float64_and_scalar(pattern, encoding, dtype, rows, g
        batch=st.integers(2, 140), shift=st.integers(0, 15), seed=st.integers(0, 2**32 - 1))
 def test_group_gemm_matches_float64_and_scalar(pattern, encoding, dtype, rows, groups, extra,
                                                tail_width, tail, batch, shift, seed):
-    """Batches from 2 to 140: passes of 64, 32, 16 and 8 columns, x padded by zero columns to
-    a multiple of 8 (the plan returns only the asked columns); leftover blocks, padded and dense tails as in the GEMV test; x starting
-    ``shift`` floats past a cache line (the plan copies it onto one unless shift is 0)."""
+    """Batches from 2 to 140: passes of 64, 32, 16 and 8 columns, x padded by zero columns
+    to a multiple of 8 (the plan returns only the asked columns); leftover blocks, padded and
+    dense tails as in the GEMV test; x starting ``shift`` floats past a cache line (the plan
+    copies it onto one unless shift is 0)."""
     rng = np.random.default_rng(seed)
     weight = _grouped_weight(rng, pattern, encoding, dtype, rows, groups, extra, tail_width,
                              tail)
@@ -182,6 +183,17 @@ def test_table_offsets_point_at_the_inputs_each_block_keeps(encoding):
         for pair in range(3):
             held = table[pair * run + 4 * entry:pair * run + 4 * entry + 4]
             np.testing.assert_array_equal(held, x[pair * 8 + subsets[entry]])
+
+
+@pytest.mark.parametrize("pattern", ["4:8", "1:2", "2:8"])
+def test_table_helpers_refuse_other_patterns(pattern):
+    """The x table's layout (one 8-byte word per block, four floats per entry, uint8 offsets)
+    holds for 2:4 only; anything else is refused, not built wrong."""
+    p = F.Pattern.parse(pattern)
+    with pytest.raises(ValueError, match="2:4 only"):
+        simd_nm.table_offsets(p, "index")
+    with pytest.raises(ValueError, match="2:4 only"):
+        simd_nm.table_dot(p.n, p.m, p.field_bits("index"), simd_nm.INDEX, 0)
 
 
 @needs_avx2
@@ -443,7 +455,7 @@ def test_group_gemm_refuses_a_batch_off_its_multiple():
         pytest.skip("no group GEMM on this CPU")
     gemm = plan.bulk.kernels[1]
     x = nonzero(rng, (64, 12))
-    with pytest.raises(ValueError, match="multiple of 8"):
+    with pytest.raises(ValueError, match=simd_nm.GEMM_BATCH_MESSAGE):
         gemm(*plan.bulk.arrays, x, np.empty((8, 12), np.float32), *plan.bulk.gemm_scalars, 0)
 
 
