@@ -141,9 +141,10 @@ def _gemm_operand(x: np.ndarray) -> np.ndarray:
     padded = -(-batch // simd_nm.GEMM_BATCH_MULTIPLE) * simd_nm.GEMM_BATCH_MULTIPLE
     if x.ctypes.data % 64 == 0 and padded == batch:
         return x
-    buffer = np.empty(x.shape[0] * padded * 4 + 64, dtype=np.uint8)
+    nbytes = x.shape[0] * padded * x.itemsize
+    buffer = np.empty(nbytes + 64, dtype=np.uint8)
     start = -buffer.ctypes.data % 64
-    operand = buffer[start:start + x.shape[0] * padded * 4].view(np.float32)
+    operand = buffer[start:start + nbytes].view(x.dtype)
     operand = operand.reshape(x.shape[0], padded)
     operand[:, :batch] = x
     operand[:, batch:] = 0.0

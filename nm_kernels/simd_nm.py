@@ -1698,7 +1698,7 @@ def _emit_table_dot(context, builder, signature, args, geometry, bits, key_bits,
 @cache
 def nm_table_gemv(n: int, m: int, bits: int, decoder: int, kind: int):
     """The batch-1 GEMV of TABLE_GEMV (``"avx2-table"``): the calling thread writes the x
-    table for the row's whole groups, then every row reads it through :func:`table_dot`;
+    table for the rows' whole groups, then every row reads it through :func:`table_dot`;
     leftover blocks, a padded block and the dense tail as in :func:`nm_group_gemv`.
 
     Same arguments as :func:`nm_group_gemv` with ``table`` :func:`table_offsets`.
