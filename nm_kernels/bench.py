@@ -4,7 +4,11 @@ For every (shape, dtype, batch) group, the dense baselines (Numba dense, torch.m
 float32) and every sparse variant (pattern x encoding) are timed in the same rounds - warm-up
 rounds first, then ``repeats`` rounds, each giving every candidate an untimed call and
 :data:`CALLS_PER_ROUND` timed ones (:func:`time_round_robin`) - so machine noise hits them alike;
-each figure is the median over rounds of the per-round median. The bytes bound is dense weight
+each figure is the median over rounds of the per-round median. The speedup and the share of
+the read bandwidth also come with their quartiles over the rounds (``speedup_quartiles``,
+``fraction_of_read_bandwidth_quartiles``: each round's kernel, best dense baseline and read
+paired), which say how far a figure moves with the machine in this run: on a shared host two
+kernels whose quartiles overlap are not told apart by it. The bytes bound is dense weight
 bytes / compressed weight bytes (kept values + metadata with row padding + dense tail): what a purely memory-bound kernel could
 gain. ``fraction_of_bound`` = speedup / bound.
 
@@ -214,10 +218,18 @@ def eviction_buffer() -> np.ndarray:
 
 def time_round_robin(candidates: dict, repeats: int, warmup: int,
                      evict: Callable[[], object] | None = None, warm: Iterable = ()) -> dict:
-    """Median seconds per call of each candidate, timed in rounds.
+    """Median seconds per call of each candidate over the rounds of :func:`time_rounds`."""
+    rounds = time_rounds(candidates, repeats, warmup, evict, warm)
+    return {name: float(np.median(times)) for name, times in rounds.items()}
+
+
+def time_rounds(candidates: dict, repeats: int, warmup: int,
+                evict: Callable[[], object] | None = None, warm: Iterable = ()) -> dict:
+    """Seconds per call of each candidate in each of ``repeats`` rounds (a list per name,
+    in round order, so that two candidates' figures of one round can be paired).
 
     Each round gives every candidate in turn one untimed call and then :data:`CALLS_PER_ROUND`
-    timed back-to-back calls; a candidate's figure is the median over rounds of its per-round median. The untimed
+    timed back-to-back calls, whose median is its figure for the round. The untimed
     call matters: numpy's OpenBLAS, torch's OpenMP and Numba each keep a thread pool whose
     workers spin for a while after a call, and on 2 cores the previous candidate's spinning
     workers slowed the first call of the next one by up to 2x (measured: a Numba N:M GEMV alone
@@ -244,7 +256,7 @@ def time_round_robin(candidates: dict, repeats: int, warmup: int,
                 times.append(time.perf_counter() - start)
             if round_index >= warmup:
                 samples[name].append(float(np.median(times)))
-    return {name: float(np.median(times)) for name, times in samples.items()}
+    return samples
 
 
 def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
@@ -304,13 +316,13 @@ def bench_kernels(shapes: Iterable[tuple[int, int]] = LLAMA2_7B_SHAPES,
                     roofs["matmul"] = partial(torch.matmul, *_peak_operands())
                 # the FLOP roof and the cache-resident slices measure what runs when memory
                 # does not bind: those stay warm
-                medians = time_round_robin({**roofs, **dense, **sparse, **resident}, repeats,
-                                           warmup, evict,
-                                           warm=[*resident, "matmul", "compute-1",
-                                                 "compute-all"])
+                rounds = time_rounds({**roofs, **dense, **sparse, **resident}, repeats,
+                                     warmup, evict,
+                                     warm=[*resident, "matmul", "compute-1", "compute-all"])
+                medians = {name: float(np.median(times)) for name, times in rounds.items()}
                 group = _GroupFigures(shape, dtype, batch, dense_bytes, medians, dense,
                                       buffer.nbytes, slices, evict_buffer.nbytes,
-                                      resident_threads)
+                                      resident_threads, rounds)
                 records += [group.record(pattern, encoding, path, plan, repeats, warmup)
                             for (pattern, encoding, path), plan in timed.items()]
                 bar.update()
@@ -388,8 +400,10 @@ class _GroupFigures:
     """The roofs and dense baselines of one (shape, dtype, batch) group, and its records."""
 
     def __init__(self, shape, dtype, batch, dense_bytes, medians, dense, read_bytes,
-                 resident_rows=(), evict_bytes=0, resident_threads=1):
+                 resident_rows=(), evict_bytes=0, resident_threads=1, rounds=None):
         self.resident_threads = resident_threads
+        self.rounds = rounds or {}
+        self.read_bytes = read_bytes
         self.shape, self.dtype, self.batch, self.dense_bytes = shape, dtype, batch, dense_bytes
         self.evict_bytes = evict_bytes
         self.resident_rows = resident_rows
@@ -452,6 +466,16 @@ class _GroupFigures:
                 "dense_resident_values_per_s": dense_fits[best][0],
                 "dense_resident_call_overhead_s": dense_fits[best][1]}
 
+    def _quartiles(self, key, figure: Callable[[float, float, float], float]) -> list:
+        """[25th, 75th] percentile over the rounds of ``figure(sparse_s, dense_s, read_s)``,
+        each round's three times paired (the best dense baseline's); [] without rounds."""
+        names = (key, self.best, "read")
+        if not all(name in self.rounds for name in names):
+            return []
+        per_round = [figure(*times) for times in zip(*(self.rounds[n] for n in names),
+                                                     strict=True)]
+        return [float(q) for q in np.percentile(per_round, [25, 75])]
+
     def record(self, pattern, encoding, path, plan, repeats, warmup) -> dict:
         sparse_s = self.medians[(pattern, encoding, path)]
         dense_s = self.medians[self.best]
@@ -468,10 +492,21 @@ class _GroupFigures:
             "decoder": plan.decoder, "kernel": path, "batch": self.batch, "dtype": self.dtype,
             "dense_s": dense_s, "dense_baseline": self.best,
             "dense_all_s": {name: self.medians[name] for name in self.dense_names},
-            "sparse_s": sparse_s, "speedup": speedup, "bound": bound,
+            "sparse_s": sparse_s, "speedup": speedup,
+            "speedup_quartiles": self._quartiles(
+                (pattern, encoding, path), lambda sparse, dense, read: dense / sparse),
+            "bound": bound,
             "fraction_of_bound": speedup / bound,
-            "gb_s": gb_s, "read_bandwidth_gb_s": self.read_gb_s,
+            "gb_s": gb_s,
+            "gb_s_quartiles": self._quartiles(
+                (pattern, encoding, path),
+                lambda sparse, dense, read: (plan.nbytes + self.io_bytes) / sparse / 1e9),
+            "read_bandwidth_gb_s": self.read_gb_s,
             "fraction_of_read_bandwidth": gb_s / self.read_gb_s,
+            "fraction_of_read_bandwidth_quartiles": self._quartiles(
+                (pattern, encoding, path),
+                lambda sparse, dense, read: (plan.nbytes + self.io_bytes) / sparse
+                / (self.read_bytes / read)),
             "dense_gb_s": dense_gb_s[self.best], "dense_all_gb_s": dense_gb_s,
             **roof, "fraction_of_roofline": roof["roofline_s"] / sparse_s,
             "dense_roofline": dense_roof["roofline"], **self._resident(pattern, encoding, path),
@@ -501,10 +536,22 @@ def bench_rank_decoders(shape=(11008, 4096), patterns=("2:4", "8:16"), repeats: 
             for (p, d), s in medians.items()]
 
 
+def _with_quartiles(record: dict, field: str, form: str) -> str:
+    """``record[field]`` in ``form``, followed by its quartiles over the rounds where the
+    record has them: ``72% (68-75%)``."""
+    text = form.format(record[field])
+    quartiles = record.get(f"{field}_quartiles") or []
+    if len(quartiles) == 2:
+        low, high = (form.format(q) for q in quartiles)
+        text += f" ({low.rstrip('%')}-{high})"
+    return text
+
+
 def markdown_table(records: list[dict]) -> str:
     """The records as a Markdown table (times in ms; GB/s also as a share of the read
-    bandwidth measured in the same rounds; the threads' compute throughput over one thread's,
-    same rounds; caches cold or warm at each timed call)."""
+    bandwidth measured in the same rounds; that share and the speedup with their quartiles
+    over the rounds; the threads' compute throughput over one thread's, same rounds; caches
+    cold or warm at each timed call)."""
     cells = pd.DataFrame({
         "shape": [f"{r['shape'][0]}x{r['shape'][1]}" for r in records],
         "pattern": [r["pattern"] for r in records],
@@ -516,8 +563,9 @@ def markdown_table(records: list[dict]) -> str:
         "thread scaling": [f"{r['thread_scaling']:.2f}x" for r in records],
         "sparse ms": [f"{r['sparse_s'] * 1e3:.2f}" for r in records],
         "GB/s": [f"{r['gb_s']:.1f}" for r in records],
-        "of read": [f"{r['fraction_of_read_bandwidth']:.0%}" for r in records],
-        "speedup": [f"{r['speedup']:.2f}" for r in records],
+        "of read (quartiles)": [_with_quartiles(r, "fraction_of_read_bandwidth", "{:.0%}")
+                                for r in records],
+        "speedup (quartiles)": [_with_quartiles(r, "speedup", "{:.2f}") for r in records],
         "bound": [f"{r['bound']:.2f}" for r in records],
         "of bound": [f"{r['fraction_of_bound']:.0%}" for r in records],
         "roofline": [str(r["roofline"]) for r in records],
@@ -530,8 +578,9 @@ TABLE_HEADER = "| shape | pattern | encoding |"  # how every table of markdown_t
 
 
 def plot_bandwidth(records: list[dict], path) -> None:
-    """Bar chart per (dtype, batch): GB/s of every dense baseline and sparse kernel, with the
-    read bandwidth measured in the same rounds as a line over each shape's bars (160 dpi).
+    """Bar chart per (dtype, batch): GB/s of every dense baseline and sparse kernel (error
+    bars: the kernel's quartiles over the rounds), with the read bandwidth measured in the
+    same rounds as a line over each shape's bars (160 dpi).
 
     Written to a temporary file and renamed, so a failed plot leaves nothing half-written.
     """
@@ -545,22 +594,26 @@ def plot_bandwidth(records: list[dict], path) -> None:
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.8 * len(panels)), squeeze=False)
     for ax, (dtype, batch) in zip(axes[:, 0], panels, strict=True):
         rows = [r for r in records if (r["dtype"], r["batch"]) == (dtype, batch)]
-        labels, values, colors, read_lines = [], [], [], []
+        labels, values, colors, read_lines, spreads = [], [], [], [], []
         for shape in dict.fromkeys(tuple(r["shape"]) for r in rows):
             group = [r for r in rows if tuple(r["shape"]) == shape]
             first = len(values)
             for name, gb_s in group[0]["dense_all_gb_s"].items():
                 labels.append(f"{shape[0]}x{shape[1]}\n{name}")
                 values.append(gb_s)
+                spreads.append((0.0, 0.0))
                 colors.append("#999999")
             for r in group:
                 labels.append(f"{shape[0]}x{shape[1]}\n{r['pattern']} {r['encoding']}"
                               f"\n{r['kernel']}")
                 values.append(r["gb_s"])
+                low, high = r.get("gb_s_quartiles") or (r["gb_s"], r["gb_s"])
+                spreads.append((r["gb_s"] - low, high - r["gb_s"]))
                 colors.append("#1f77b4")
             read_lines.append((first - 0.4, len(values) - 0.6, group[0]["read_bandwidth_gb_s"]))
         xs = np.arange(len(values))
-        ax.bar(xs, values, 0.7, color=colors)
+        ax.bar(xs, values, 0.7, color=colors, yerr=np.array(spreads).T, capsize=2,
+               error_kw={"elinewidth": 0.8, "ecolor": "#333333"})
         for i, (lo, hi, read) in enumerate(read_lines):
             ax.hlines(read, lo, hi, colors="#d62728", linewidth=2,
                       label="read bandwidth (same rounds)" if i == 0 else None)

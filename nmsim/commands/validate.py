@@ -102,14 +102,16 @@ def run(args) -> int:
               f"at the "
               f"{host['peak_gflops']:.0f} GFLOP/s fp32 matmul peak")
         print(f"  {'pattern':>7} {'encoding':>8} {'resident GFLOP/s':>16} {'predicted':>9} "
-              f"{'measured':>8} {'error':>7} {'no decode':>9} {'error':>7} "
-              f"{'time error: sparse':>18} {'dense':>6}  baseline")
+              f"{'measured (quartiles)':>20} {'error (quartiles)':>17} {'no decode':>9} "
+              f"{'error':>7} {'time error: sparse':>18} {'dense':>6}  baseline")
         for s in speed:
             print(f"  {s['pattern']:>7} {s['encoding']:>8} "
                   f"{s['host']['sparse_gflops_resident']:>7.1f} / "
                   f"{s['host']['dense_gflops_resident']:<6.1f} "
-                  f"{s['predicted_speedup']:>9.2f} {s['measured_speedup']:>8.2f} "
-                  f"{s['relative_error']:>+7.0%} {s['predicted_without_decode']:>9.2f} "
+                  f"{s['predicted_speedup']:>9.2f} "
+                  f"{_spread(s['measured_speedup'], s['measured_speedup_quartiles'], '{:.2f}'):>20} "
+                  f"{_spread(s['relative_error'], s['relative_error_quartiles'], '{:+.0%}'):>17} "
+                  f"{s['predicted_without_decode']:>9.2f} "
                   f"{s['error_without_decode']:>+7.0%} {s['sparse_time_error']:>+18.0%} "
                   f"{s['dense_time_error']:>+6.0%}  {s['dense_baseline']}")
         if host["resident_threads"] < host["cores"] and (
@@ -121,6 +123,12 @@ def run(args) -> int:
     if failed:
         print(f"{len(failed)} output check(s) failed")
     return 1 if failed else 0
+
+
+def _spread(value: float, quartiles: list, form: str) -> str:
+    """``value`` and its quartiles over the rounds: ``1.32 (1.28-1.37)``."""
+    return form.format(value) + (" ({}..{})".format(*(form.format(q) for q in quartiles))
+                                 if len(quartiles) == 2 else "")
 
 
 # Compute scaling below this share of the thread count says the threads share cores.
@@ -183,6 +191,11 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
                         "kernel": record["kernel"], "shape": list(shape),
                         "predicted_speedup": predicted, "measured_speedup": record["speedup"],
                         "relative_error": predicted / record["speedup"] - 1,
+                        # how far the measured speedup moved between rounds: an error inside
+                        # this spread is not told apart from the machine's noise
+                        "measured_speedup_quartiles": record["speedup_quartiles"],
+                        "relative_error_quartiles": [
+                            predicted / q - 1 for q in record["speedup_quartiles"][::-1]],
                         # each side's time, so that an error can be traced to dense or sparse
                         "predicted_dense_s": dense_s, "measured_dense_s": record["dense_s"],
                         "dense_time_error": dense_s / record["dense_s"] - 1,

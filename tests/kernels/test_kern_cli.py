@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from functools import partial
 
 import numpy as np
@@ -52,9 +53,57 @@ def test_bench_kernels_json_records(capsys, tmp_path):
             flops_s = 2 * 32 * 64 * 0.5 * r["batch"] / (r["peak_gflops"] * 1e9)
             assert r["roofline_s"] == pytest.approx(max(roof_s, flops_s))
             assert r["roofline"] == ("bytes" if roof_s >= flops_s else "flops")
+        # the figures' quartiles over the two rounds bracket... nothing in general (a median
+        # of two rounds is their mean, the quartiles interpolate them), but they are ordered
+        for field in ("speedup", "fraction_of_read_bandwidth", "gb_s"):
+            low, high = r[f"{field}_quartiles"]
+            assert 0 < low <= high
     for batch in (1, 3):
         assert len({r["read_bandwidth_gb_s"] for r in records if r["batch"] == batch}) == 1
     assert table.read_text().count("| 32x64 | 2:4 |") == 4
+
+
+def test_quartiles_pair_each_rounds_kernel_baseline_and_read():
+    # Every round the kernel takes exactly half the best baseline's time and streams at
+    # exactly the read's rate, while the machine's speed moves 4x between rounds: paired per
+    # round the speedup is 2 and the share of the read 1 in every round, so both quartiles are
+    # exactly that (unpaired, the same samples would spread from 0.5 to 8).
+    from nm_kernels.bench import CALLS_PER_ROUND, _GroupFigures, _with_quartiles, time_rounds
+
+    machine = [1.0, 4.0, 2.0, 3.0]
+    read_bytes, kernel_bytes = 1000, 500
+    rounds = {"read": [read_bytes * m for m in machine],
+              "dense": [2 * kernel_bytes * m for m in machine],
+              "slow dense": [9 * kernel_bytes * m for m in machine],
+              ("2:4", "index", "k"): [kernel_bytes * m for m in machine],
+              "compute-1": [1.0] * 4, "compute-all": [1.0] * 4}
+    medians = {name: float(np.median(times)) for name, times in rounds.items()}
+    group = _GroupFigures((4, 8), "float32", 1, 128, medians,
+                          {"dense": None, "slow dense": None}, read_bytes, rounds=rounds)
+    group.io_bytes = 0
+
+    class Plan:
+        nbytes, decoder = kernel_bytes, "direct"
+
+    record = group.record("2:4", "index", "k", Plan, 4, 0)
+    assert record["speedup_quartiles"] == pytest.approx([2.0, 2.0])
+    assert record["fraction_of_read_bandwidth_quartiles"] == pytest.approx([1.0, 1.0])
+    # GB/s per round is 1e-9 / machine: 1, 1/4, 1/2, 1/3 -> quartiles (linear) 5/16 and 5/8
+    assert record["gb_s_quartiles"] == pytest.approx([0.3125e-9, 0.625e-9])
+    record["fraction_of_read_bandwidth_quartiles"] = [0.68, 0.754]
+    assert _with_quartiles(record, "fraction_of_read_bandwidth", "{:.0%}") == "100% (68-75%)"
+    record["speedup_quartiles"] = []  # a record without rounds shows the figure alone
+    assert _with_quartiles(record, "speedup", "{:.2f}") == "2.00"
+    # time_rounds keeps each round's figure in round order: a candidate that slows down by
+    # one call each round comes back increasing, the warm-up rounds left out
+    calls = []
+
+    def slowing():  # 5 ms more each round (a round: one untimed and CALLS_PER_ROUND calls)
+        calls.append(None)
+        time.sleep(5e-3 * ((len(calls) - 1) // (1 + CALLS_PER_ROUND)))
+
+    seconds = time_rounds({"slowing": slowing}, repeats=3, warmup=1)["slowing"]
+    assert len(seconds) == 3 and seconds == sorted(seconds)
 
 
 def test_bench_kernels_times_each_distinct_simd_path(capsys):
@@ -363,6 +412,9 @@ def test_validate_predicts_from_the_roofline_of_the_measured_rates(capsys):
         (dense_s + overheads["dense"]) / (sparse_s + overheads["sparse"]), rel=0.1)
     assert s["relative_error"] == pytest.approx(s["predicted_speedup"] / s["measured_speedup"]
                                                 - 1)
+    # one round: its speedup is the measured one, and so are both quartiles
+    assert s["measured_speedup_quartiles"] == pytest.approx([s["measured_speedup"]] * 2)
+    assert s["relative_error_quartiles"] == pytest.approx([s["relative_error"]] * 2)
     # each side's error against its own measured time, and the speedup is their ratio
     assert s["measured_speedup"] == pytest.approx(s["measured_dense_s"] / s["measured_sparse_s"])
     for side in ("dense", "sparse"):
@@ -386,7 +438,7 @@ def test_validate_scales_the_resident_rate_to_the_gemv_threads(monkeypatch, resi
     def fake_bench(*args, **kwargs):
         asked.update(kwargs)
         return [{"pattern": "2:4", "encoding": "index", "kernel": "k", "speedup": 1.0,
-                 "read_bandwidth_gb_s": 20.0, "dense_resident_values_per_s": 3e9,
+                 "speedup_quartiles": [0.9, 1.1], "read_bandwidth_gb_s": 20.0, "dense_resident_values_per_s": 3e9,
                  "resident_values_per_s": 1e9, "dense_resident_call_overhead_s": 0.0,
                  "resident_call_overhead_s": 0.0, "resident_rows": 16,
                  "resident_rows_small": 8, "dense_s": 1e-3, "sparse_s": 1e-3,
