@@ -476,6 +476,14 @@ class _GroupFigures:
                                                      strict=True)]
         return [float(q) for q in np.percentile(per_round, [25, 75])]
 
+    def _round_times(self, key) -> dict:
+        """Each round's seconds of the kernel, the best dense baseline and the read, in round
+        order ({} without rounds)."""
+        names = {"sparse": key, "dense": self.best, "read": "read"}
+        if not all(name in self.rounds for name in names.values()):
+            return {}
+        return {label: list(self.rounds[name]) for label, name in names.items()}
+
     def record(self, pattern, encoding, path, plan, repeats, warmup) -> dict:
         sparse_s = self.medians[(pattern, encoding, path)]
         dense_s = self.medians[self.best]
@@ -492,7 +500,8 @@ class _GroupFigures:
             "decoder": plan.decoder, "kernel": path, "batch": self.batch, "dtype": self.dtype,
             "dense_s": dense_s, "dense_baseline": self.best,
             "dense_all_s": {name: self.medians[name] for name in self.dense_names},
-            "sparse_s": sparse_s, "speedup": speedup,
+            "sparse_s": sparse_s, "rounds_s": self._round_times((pattern, encoding, path)),
+            "speedup": speedup,
             "speedup_quartiles": self._quartiles(
                 (pattern, encoding, path), lambda sparse, dense, read: dense / sparse),
             "bound": bound,

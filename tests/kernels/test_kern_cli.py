@@ -53,11 +53,17 @@ def test_bench_kernels_json_records(capsys, tmp_path):
             flops_s = 2 * 32 * 64 * 0.5 * r["batch"] / (r["peak_gflops"] * 1e9)
             assert r["roofline_s"] == pytest.approx(max(roof_s, flops_s))
             assert r["roofline"] == ("bytes" if roof_s >= flops_s else "flops")
-        # the figures' quartiles over the two rounds bracket... nothing in general (a median
-        # of two rounds is their mean, the quartiles interpolate them), but they are ordered
+        # the figures' quartiles over the two rounds are ordered
         for field in ("speedup", "fraction_of_read_bandwidth", "gb_s"):
             low, high = r[f"{field}_quartiles"]
             assert 0 < low <= high
+        # each round's times, from which the medians and the quartiles come
+        rounds = r["rounds_s"]
+        assert all(len(rounds[k]) == 2 for k in ("sparse", "dense", "read"))
+        assert np.median(rounds["sparse"]) == pytest.approx(r["sparse_s"])
+        assert np.median(rounds["dense"]) == pytest.approx(r["dense_s"])
+        assert r["speedup_quartiles"] == pytest.approx(np.percentile(
+            np.array(rounds["dense"]) / np.array(rounds["sparse"]), [25, 75]))
     for batch in (1, 3):
         assert len({r["read_bandwidth_gb_s"] for r in records if r["batch"] == batch}) == 1
     assert table.read_text().count("| 32x64 | 2:4 |") == 4
