@@ -12,7 +12,8 @@ and each round times the streaming read (``nm_kernels.bench.stream_read`` of a b
 of the float32 weight) and then each version once; medians over the rounds, under the thread
 pools ``nmsim bench kernels`` sets (``nmsim.cli.TIMING_ENVIRONMENT``); with ``--cold`` every
 timed call (the read's too) follows ``nm_kernels.bench``'s cache eviction. Prints one line per case:
-ms, GB/s of weight and metadata, and the fraction of the read bandwidth, old and new.
+ms, GB/s of weight and metadata, and the fraction of the read bandwidth, old and new, and the
+median and quartiles over the rounds of each round's new/old time.
 """
 
 from __future__ import annotations
@@ -122,8 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             parts = [f"{name} {np.median(t) * 1e3:.2f} ms "
                      f"{nbytes / np.median(t) / 1e9:.1f} GB/s "
                      f"{nbytes / np.median(t) / 1e9 / read:.0%}" for name, t in times.items()]
+            # each round's new/old time: the two calls of a round are seconds apart, so the
+            # machine's drift between rounds cancels
+            ratios = np.array(times["new"]) / np.array(times["old"])
+            low, mid, high = np.percentile(ratios, [25, 50, 75])
             print(f"{case} {args.shape} batch {args.batch}: read {read:.1f} GB/s | "
-                  + " | ".join(parts), flush=True)
+                  + " | ".join(parts)
+                  + f" | new/old per round {mid:.2f} ({low:.2f}-{high:.2f})", flush=True)
     return 0
 
 
