@@ -4,11 +4,12 @@ For every (shape, dtype, batch) group, the dense baselines (Numba dense, torch.m
 float32) and every sparse variant (pattern x encoding) are timed in the same rounds - warm-up
 rounds first, then ``repeats`` rounds, each giving every candidate an untimed call and
 :data:`CALLS_PER_ROUND` timed ones (:func:`time_round_robin`) - so machine noise hits them alike;
-each figure is the median over rounds of the per-round median. The speedup and the share of
-the read bandwidth also come with their quartiles over the rounds (``speedup_quartiles``,
-``fraction_of_read_bandwidth_quartiles``: each round's kernel, best dense baseline and read
-paired), which say how far a figure moves with the machine in this run: on a shared host two
-kernels whose quartiles overlap are not told apart by it. The bytes bound is dense weight
+each figure is the median over rounds of the per-round median. The speedup, the share of the
+read bandwidth and GB/s also come with their quartiles over the rounds (``speedup_quartiles``,
+``fraction_of_read_bandwidth_quartiles``, ``gb_s_quartiles``: each round's kernel, best dense
+baseline and read paired; their times per round in ``rounds_s``), which say how far a figure
+moves with the machine in this run: on a shared host two kernels whose quartiles overlap are
+not told apart by it. The bytes bound is dense weight
 bytes / compressed weight bytes (kept values + metadata with row padding + dense tail): what a purely memory-bound kernel could
 gain. ``fraction_of_bound`` = speedup / bound.
 

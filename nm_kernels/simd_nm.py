@@ -1604,20 +1604,20 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
 
 @cache
 def table_dot(n: int, m: int, bits: int, source: int, kind: int):
-    """A Numba intrinsic ``(values_row, meta_row, x_table, offsets, first, end) -> float32``:
-    one row's ``sum_{first <= g < end}`` of its group's eight kept values times their inputs,
-    read from the x table of TABLE_GEMV (:func:`build_x_table`) at the entries
-    :func:`table_offsets` gives for the group's two pairs of blocks. :data:`UNROLL` groups per
-    trip, each with its own accumulator, then one group at a time; ``first`` is a multiple of
-    :data:`UNROLL`, so that a trip's keys start on a byte and fill one 64-bit word."""
+    """A Numba intrinsic ``(values_row, meta_row, x_table, offsets, groups) -> float32``: one
+    row's ``sum_{g < groups}`` of its group's eight kept values times their inputs, read from
+    the x table of TABLE_GEMV (:func:`build_x_table`) at the entries :func:`table_offsets`
+    gives for the group's two pairs of blocks. :data:`UNROLL` groups per trip, each with its
+    own accumulator, then one group at a time; a trip's keys (UNROLL x 12 or 16 bits) are one
+    64-bit load."""
     _check_table_pattern(F.Pattern(n, m))
     geometry = group_geometry(F.Pattern(n, m))
     key_bits = _key_bits(geometry, bits, source)
     run = math.comb(m, n) ** TABLE_BLOCKS * TABLE_BLOCKS * n  # floats per pair of blocks
 
     @intrinsic
-    def _table_dot(typingctx, values_row, meta_row, x_table, offsets, first, end):
-        sig = types.float32(values_row, meta_row, x_table, offsets, first, end)
+    def _table_dot(typingctx, values_row, meta_row, x_table, offsets, groups):
+        sig = types.float32(values_row, meta_row, x_table, offsets, groups)
 
         def codegen(context, builder, signature, args):
             return _emit_table_dot(context, builder, signature, args, geometry, bits,
@@ -1635,7 +1635,7 @@ def _emit_table_dot(context, builder, signature, args, geometry, bits, key_bits,
     arrays = [context.make_array(t)(context, builder, a)
               for t, a in zip(signature.args[:4], args[:4], strict=True)]
     values, meta, x_table, offsets = (a.data for a in arrays)
-    first, groups = args[4], args[5]
+    groups = args[4]
     row = _RowIR(builder, values, meta, None, geometry, bits, key_bits, source, kind)
     v4f, v8f = ir.VectorType(F32, 4), ir.VectorType(F32, LANES)
     fma = _fma(builder.module, LANES)
@@ -1671,7 +1671,7 @@ def _emit_table_dot(context, builder, signature, args, geometry, bits, key_bits,
         g.add_incoming(first, before)
         if step == 1:
             keys = [row.key_at(g)]
-        else:  # a trip's keys start on a byte and fill at most 64 bits: one load
+        else:  # a trip starts on a whole byte of keys and its keys fill at most 64 bits
             first_byte = builder.lshr(builder.mul(g, const(key_bits)), const(3))
             word = row.trip_word(first_byte)
             keys = [builder.and_(builder.lshr(word, const(u * key_bits)), row.key_mask)
@@ -1697,7 +1697,7 @@ def _emit_table_dot(context, builder, signature, args, geometry, bits, key_bits,
             outs.append(out)
         return g_out, outs
 
-    g, accs = loop("main", first, UNROLL, [zero] * UNROLL)
+    g, accs = loop("main", const(0), UNROLL, [zero] * UNROLL)
     while len(accs) > 1:
         accs = [builder.fadd(a, b) for a, b in zip(accs[::2], accs[1::2], strict=True)]
     _, (acc,) = loop("rest", g, 1, accs)
@@ -1734,7 +1734,7 @@ def nm_table_gemv(n: int, m: int, bits: int, decoder: int, kind: int):
         for chunk in prange(chunks):
             pos = np.zeros(n + 1, dtype=np.int64)
             for r in range(chunk * K.ROW_CHUNK, min(rows, (chunk + 1) * K.ROW_CHUNK)):
-                acc = dot(values[r], metadata[r], x_table, table, 0, groups)
+                acc = dot(values[r], metadata[r], x_table, table, groups)
                 acc = _leftover_dot(acc, values[r], metadata[r], tail_values[r], x,
                                     first_scalar, full_blocks + pad_block, n, m, bits,
                                     field_mask, scalar, no_lut, binom, pos, kind)

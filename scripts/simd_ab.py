@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             parts = [f"{name} {np.median(t) * 1e3:.2f} ms "
                      f"{nbytes / np.median(t) / 1e9:.1f} GB/s "
                      f"{nbytes / np.median(t) / 1e9 / read:.0%}" for name, t in times.items()]
-            # each round's new/old time: the two calls of a round are seconds apart, so the
+            # each round's new/old time: a round times the two one after the other, so the
             # machine's drift between rounds cancels
             ratios = np.array(times["new"]) / np.array(times["old"])
             low, mid, high = np.percentile(ratios, [25, 50, 75])

@@ -126,7 +126,7 @@ def run(args) -> int:
 
 
 def _spread(value: float, quartiles: list, form: str) -> str:
-    """``value`` and its quartiles over the rounds: ``1.32 (1.28-1.37)``."""
+    """``value`` and its quartiles over the rounds: ``1.32 (1.28..1.37)``, ``-6% (-12%..+3%)``."""
     return form.format(value) + (" ({}..{})".format(*(form.format(q) for q in quartiles))
                                  if len(quartiles) == 2 else "")
 
