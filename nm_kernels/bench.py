@@ -4,12 +4,15 @@ For every (shape, dtype, batch) group, the dense baselines (Numba dense, torch.m
 float32) and every sparse variant (pattern x encoding) are timed in the same rounds - warm-up
 rounds first, then ``repeats`` rounds, each giving every candidate an untimed call and
 :data:`CALLS_PER_ROUND` timed ones (:func:`time_round_robin`) - so machine noise hits them alike;
-each figure is the median over rounds of the per-round median. The speedup, the share of the
-read bandwidth and GB/s also come with their quartiles over the rounds (``speedup_quartiles``,
-``fraction_of_read_bandwidth_quartiles``, ``gb_s_quartiles``: each round's kernel, best dense
-baseline and read paired; their times per round in ``rounds_s``), which say how far a figure
-moves with the machine in this run: on a shared host two kernels whose quartiles overlap are
-not told apart by it. The bytes bound is dense weight
+each time is the median over rounds of the per-round median. The speedup and the share of the
+read bandwidth are the medians over the rounds of each round's figure, the kernel, the best
+dense baseline and the read of one round paired (a host that drifts between rounds then
+moves both sides of a ratio alike; the ratio of two series' medians, used until 2026-12-05,
+can take its numerator and denominator from rounds far apart: 1.31 where the paired
+quartiles were 1.01-1.17). They and GB/s come with their quartiles over the rounds
+(``speedup_quartiles``, ``fraction_of_read_bandwidth_quartiles``, ``gb_s_quartiles``; the
+times per round in ``rounds_s``), which say how far a figure moved with the machine in this
+run: on a shared host two kernels whose quartiles overlap are not told apart by it. The bytes bound is dense weight
 bytes / compressed weight bytes (kept values + metadata with row padding + dense tail): what a purely memory-bound kernel could
 gain. ``fraction_of_bound`` = speedup / bound.
 
@@ -467,15 +470,18 @@ class _GroupFigures:
                 "dense_resident_values_per_s": dense_fits[best][0],
                 "dense_resident_call_overhead_s": dense_fits[best][1]}
 
-    def _quartiles(self, key, figure: Callable[[float, float, float], float]) -> list:
-        """[25th, 75th] percentile over the rounds of ``figure(sparse_s, dense_s, read_s)``,
-        each round's three times paired (the best dense baseline's); [] without rounds."""
+    def _paired(self, key, figure: Callable[[float, float, float], float],
+                unpaired: float) -> tuple[float, list]:
+        """(median, [25th, 75th] percentile) over the rounds of ``figure(sparse_s, dense_s,
+        read_s)``, each round's three times paired (the best dense baseline's);
+        (``unpaired``, []) without rounds."""
         names = (key, self.best, "read")
         if not all(name in self.rounds for name in names):
-            return []
+            return unpaired, []
         per_round = [figure(*times) for times in zip(*(self.rounds[n] for n in names),
                                                      strict=True)]
-        return [float(q) for q in np.percentile(per_round, [25, 75])]
+        low, middle, high = np.percentile(per_round, [25, 50, 75])
+        return float(middle), [float(low), float(high)]
 
     def _round_times(self, key) -> dict:
         """Each round's seconds of the kernel, the best dense baseline and the read, in round
@@ -486,11 +492,19 @@ class _GroupFigures:
         return {label: list(self.rounds[name]) for label, name in names.items()}
 
     def record(self, pattern, encoding, path, plan, repeats, warmup) -> dict:
-        sparse_s = self.medians[(pattern, encoding, path)]
+        key = (pattern, encoding, path)
+        sparse_s = self.medians[key]
         dense_s = self.medians[self.best]
-        speedup = dense_s / sparse_s
+        kernel_bytes = plan.nbytes + self.io_bytes
+        gb_s = kernel_bytes / sparse_s / 1e9
+        speedup, speedup_quartiles = self._paired(
+            key, lambda sparse, dense, read: dense / sparse, dense_s / sparse_s)
+        fraction, fraction_quartiles = self._paired(
+            key, lambda sparse, dense, read: kernel_bytes / sparse / (self.read_bytes / read),
+            gb_s / self.read_gb_s)
+        _, gb_s_quartiles = self._paired(
+            key, lambda sparse, dense, read: kernel_bytes / sparse / 1e9, gb_s)
         bound = self.dense_bytes / plan.nbytes
-        gb_s = (plan.nbytes + self.io_bytes) / sparse_s / 1e9
         dense_gb_s = {name: (self.dense_bytes + self.io_bytes) / self.medians[name] / 1e9
                       for name in self.dense_names}
         density = F.Pattern.parse(pattern).density
@@ -501,22 +515,13 @@ class _GroupFigures:
             "decoder": plan.decoder, "kernel": path, "batch": self.batch, "dtype": self.dtype,
             "dense_s": dense_s, "dense_baseline": self.best,
             "dense_all_s": {name: self.medians[name] for name in self.dense_names},
-            "sparse_s": sparse_s, "rounds_s": self._round_times((pattern, encoding, path)),
-            "speedup": speedup,
-            "speedup_quartiles": self._quartiles(
-                (pattern, encoding, path), lambda sparse, dense, read: dense / sparse),
-            "bound": bound,
+            "sparse_s": sparse_s, "rounds_s": self._round_times(key),
+            "speedup": speedup, "speedup_quartiles": speedup_quartiles, "bound": bound,
             "fraction_of_bound": speedup / bound,
-            "gb_s": gb_s,
-            "gb_s_quartiles": self._quartiles(
-                (pattern, encoding, path),
-                lambda sparse, dense, read: (plan.nbytes + self.io_bytes) / sparse / 1e9),
+            "gb_s": gb_s, "gb_s_quartiles": gb_s_quartiles,
             "read_bandwidth_gb_s": self.read_gb_s,
-            "fraction_of_read_bandwidth": gb_s / self.read_gb_s,
-            "fraction_of_read_bandwidth_quartiles": self._quartiles(
-                (pattern, encoding, path),
-                lambda sparse, dense, read: (plan.nbytes + self.io_bytes) / sparse
-                / (self.read_bytes / read)),
+            "fraction_of_read_bandwidth": fraction,
+            "fraction_of_read_bandwidth_quartiles": fraction_quartiles,
             "dense_gb_s": dense_gb_s[self.best], "dense_all_gb_s": dense_gb_s,
             **roof, "fraction_of_roofline": roof["roofline_s"] / sparse_s,
             "dense_roofline": dense_roof["roofline"], **self._resident(pattern, encoding, path),
@@ -618,7 +623,8 @@ def plot_bandwidth(records: list[dict], path) -> None:
                               f"\n{r['kernel']}")
                 values.append(r["gb_s"])
                 low, high = r.get("gb_s_quartiles") or (r["gb_s"], r["gb_s"])
-                spreads.append((r["gb_s"] - low, high - r["gb_s"]))
+                # GB/s over the median time can fall outside the quartiles of two rounds
+                spreads.append((max(0.0, r["gb_s"] - low), max(0.0, high - r["gb_s"])))
                 colors.append("#1f77b4")
             read_lines.append((first - 0.4, len(values) - 0.6, group[0]["read_bandwidth_gb_s"]))
         xs = np.arange(len(values))

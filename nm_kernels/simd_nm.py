@@ -1672,6 +1672,7 @@ def _emit_table_dot(context, builder, signature, args, geometry, bits, key_bits,
         if step == 1:
             keys = [row.key_at(g)]
         else:  # a trip starts on a whole byte of keys and its keys fill at most 64 bits
+            assert step * key_bits <= 64 and step * key_bits % 8 == 0, (step, key_bits)
             first_byte = builder.lshr(builder.mul(g, const(key_bits)), const(3))
             word = row.trip_word(first_byte)
             keys = [builder.and_(builder.lshr(word, const(u * key_bits)), row.key_mask)

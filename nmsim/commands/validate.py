@@ -192,7 +192,8 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
                         "predicted_speedup": predicted, "measured_speedup": record["speedup"],
                         "relative_error": predicted / record["speedup"] - 1,
                         # how far the measured speedup moved between rounds: an error inside
-                        # this spread is not told apart from the machine's noise
+                        # this spread is not told apart from the machine's noise (the
+                        # speedup's quartiles mapped through predicted / q - 1)
                         "measured_speedup_quartiles": record["speedup_quartiles"],
                         "relative_error_quartiles": [
                             predicted / q - 1 for q in record["speedup_quartiles"][::-1]],

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 from functools import partial
 
 import numpy as np
@@ -36,7 +35,9 @@ def test_bench_kernels_json_records(capsys, tmp_path):
                 "fraction_of_bound"} <= set(r)
         assert r["shape"] == [32, 64] and r["pattern"] == "2:4" and r["dtype"] == "float32"
         assert r["bound"] == pytest.approx(bounds[r["encoding"]])
-        assert r["speedup"] == pytest.approx(r["dense_s"] / r["sparse_s"])
+        # the speedup and the share of the read are medians of each round's paired figure
+        rounds = {k: np.array(v) for k, v in r["rounds_s"].items()}
+        assert r["speedup"] == pytest.approx(np.median(rounds["dense"] / rounds["sparse"]))
         assert r["fraction_of_bound"] == pytest.approx(r["speedup"] / r["bound"])
         assert r["dense_s"] == min(r["dense_all_s"].values())
         assert {"numpy", "torch.matmul", "numba-dense"} == set(r["dense_all_s"])
@@ -44,8 +45,9 @@ def test_bench_kernels_json_records(capsys, tmp_path):
         # rounds and is one figure per (shape, dtype, batch) group.
         io = 4 * (32 + 64) * r["batch"]
         assert r["gb_s"] == pytest.approx((r["weight_bytes_sparse"] + io) / r["sparse_s"] / 1e9)
-        assert r["fraction_of_read_bandwidth"] == pytest.approx(
-            r["gb_s"] / r["read_bandwidth_gb_s"])
+        read_bytes = r["read_bandwidth_gb_s"] * 1e9 * np.median(rounds["read"])
+        assert r["fraction_of_read_bandwidth"] == pytest.approx(np.median(
+            (r["weight_bytes_sparse"] + io) / rounds["sparse"] / (read_bytes / rounds["read"])))
         roof_s = (r["weight_bytes_sparse"] + io) / (r["read_bandwidth_gb_s"] * 1e9)
         if r["batch"] == 1:
             assert r["roofline"] == "bytes" and r["roofline_s"] == pytest.approx(roof_s)
@@ -58,58 +60,77 @@ def test_bench_kernels_json_records(capsys, tmp_path):
             low, high = r[f"{field}_quartiles"]
             assert 0 < low <= high
         # each round's times, from which the medians and the quartiles come
-        rounds = r["rounds_s"]
         assert all(len(rounds[k]) == 2 for k in ("sparse", "dense", "read"))
         assert np.median(rounds["sparse"]) == pytest.approx(r["sparse_s"])
         assert np.median(rounds["dense"]) == pytest.approx(r["dense_s"])
         assert r["speedup_quartiles"] == pytest.approx(np.percentile(
-            np.array(rounds["dense"]) / np.array(rounds["sparse"]), [25, 75]))
+            rounds["dense"] / rounds["sparse"], [25, 75]))
     for batch in (1, 3):
         assert len({r["read_bandwidth_gb_s"] for r in records if r["batch"] == batch}) == 1
     assert table.read_text().count("| 32x64 | 2:4 |") == 4
 
 
-def test_quartiles_pair_each_rounds_kernel_baseline_and_read():
-    # Every round the kernel takes exactly half the best baseline's time and streams at
-    # exactly the read's rate, while the machine's speed moves 4x between rounds: paired per
-    # round the speedup is 2 and the share of the read 1 in every round, so both quartiles are
-    # exactly that (unpaired, the same samples would spread from 0.5 to 8).
-    from nm_kernels.bench import CALLS_PER_ROUND, _GroupFigures, _with_quartiles, time_rounds
+def test_speedup_and_read_share_pair_each_rounds_kernel_baseline_and_read():
+    # The machine's speed moves 4x between rounds; the kernel streams at exactly the read's
+    # rate in every round and takes 1/3, 1, 1/2, 1/2 of the best baseline's time. Paired per
+    # round: speedups 3, 1, 2, 2 (median 2, quartiles 1.75-2.25) and a read share of exactly 1.
+    # The ratio of the two series' medians would say 1.6, and unpaired shares would spread
+    # from 0.25 to 4.
+    from nm_kernels.bench import _GroupFigures, _with_quartiles
 
-    machine = [1.0, 4.0, 2.0, 3.0]
+    machine = np.array([1.0, 4.0, 2.0, 3.0])
     read_bytes, kernel_bytes = 1000, 500
-    rounds = {"read": [read_bytes * m for m in machine],
-              "dense": [2 * kernel_bytes * m for m in machine],
-              "slow dense": [9 * kernel_bytes * m for m in machine],
-              ("2:4", "index", "k"): [kernel_bytes * m for m in machine],
+    sparse = kernel_bytes * machine
+    rounds = {"read": list(read_bytes * machine), "sparse": list(sparse),
+              "dense": list(sparse * [3, 1, 2, 2]), "slow dense": list(9 * sparse),
               "compute-1": [1.0] * 4, "compute-all": [1.0] * 4}
+    rounds[("2:4", "index", "k")] = rounds.pop("sparse")
     medians = {name: float(np.median(times)) for name, times in rounds.items()}
     group = _GroupFigures((4, 8), "float32", 1, 128, medians,
                           {"dense": None, "slow dense": None}, read_bytes, rounds=rounds)
-    group.io_bytes = 0
+    assert group.io_bytes > 0  # x and y count: the plan's bytes are kernel_bytes less them
 
     class Plan:
-        nbytes, decoder = kernel_bytes, "direct"
+        nbytes, decoder = kernel_bytes - group.io_bytes, "direct"
 
     record = group.record("2:4", "index", "k", Plan, 4, 0)
-    assert record["speedup_quartiles"] == pytest.approx([2.0, 2.0])
+    assert medians["dense"] / medians[("2:4", "index", "k")] == pytest.approx(1.6)
+    assert record["speedup"] == pytest.approx(2.0)
+    assert record["speedup_quartiles"] == pytest.approx([1.75, 2.25])
+    assert record["fraction_of_bound"] == pytest.approx(2.0 / record["bound"])
+    assert record["fraction_of_read_bandwidth"] == pytest.approx(1.0)
     assert record["fraction_of_read_bandwidth_quartiles"] == pytest.approx([1.0, 1.0])
     # GB/s per round is 1e-9 / machine: 1, 1/4, 1/2, 1/3 -> quartiles (linear) 5/16 and 5/8
     assert record["gb_s_quartiles"] == pytest.approx([0.3125e-9, 0.625e-9])
+    assert record["gb_s"] == pytest.approx(1e-9 / 2.5)  # bytes over the median time
     record["fraction_of_read_bandwidth_quartiles"] = [0.68, 0.754]
     assert _with_quartiles(record, "fraction_of_read_bandwidth", "{:.0%}") == "100% (68-75%)"
     record["speedup_quartiles"] = []  # a record without rounds shows the figure alone
     assert _with_quartiles(record, "speedup", "{:.2f}") == "2.00"
-    # time_rounds keeps each round's figure in round order: a candidate that slows down by
-    # one call each round comes back increasing, the warm-up rounds left out
-    calls = []
+    # without rounds (figures from medians alone) the speedup is the ratio of the medians
+    plain = _GroupFigures((4, 8), "float32", 1, 128, medians,
+                          {"dense": None, "slow dense": None}, read_bytes)
+    assert plain.record("2:4", "index", "k", Plan, 4, 0)["speedup"] == pytest.approx(1.6)
 
-    def slowing():  # 5 ms more each round (a round: one untimed and CALLS_PER_ROUND calls)
+
+def test_time_rounds_keeps_each_rounds_time_in_round_order(monkeypatch):
+    # A fake clock: each call of the candidate takes 9 s in the warm-up round, then 3, 1 and
+    # 2 s; the rounds must come back as 3, 1, 2 (not sorted, not pooled).
+    from types import SimpleNamespace
+
+    from nm_kernels import bench
+
+    clock, calls = [0.0], []
+    seconds = [9.0, 3.0, 1.0, 2.0]
+
+    def candidate():
         calls.append(None)
-        time.sleep(5e-3 * ((len(calls) - 1) // (1 + CALLS_PER_ROUND)))
+        clock[0] += seconds[(len(calls) - 1) // (1 + bench.CALLS_PER_ROUND)]
 
-    seconds = time_rounds({"slowing": slowing}, repeats=3, warmup=1)["slowing"]
-    assert len(seconds) == 3 and seconds == sorted(seconds)
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    assert bench.time_rounds({"c": candidate}, repeats=3, warmup=1) == {"c": [3.0, 1.0, 2.0]}
+    calls.clear()
+    assert bench.time_round_robin({"c": candidate}, repeats=3, warmup=1) == {"c": 2.0}
 
 
 def test_bench_kernels_times_each_distinct_simd_path(capsys):
@@ -346,6 +367,7 @@ def test_resident_slice_runs_on_the_threads_asked_for():
         raise AssertionError("timing started before the arguments were checked")
 
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench, "time_rounds", timed)
         patch.setattr(bench, "time_round_robin", timed)
         patch.setattr(bench, "eviction_buffer", timed)
         for bad in (0, pools[0] + 1):
