@@ -274,7 +274,6 @@ def gemv_table(pattern: F.Pattern, path: str, kind: int) -> np.ndarray:
 # was not measured against this one.
 TABLE_BLOCKS = 2  # blocks per table entry: four kept values, one 16-byte load
 
-
 TABLE_PATTERN = F.Pattern(2, 4)  # the one pattern whose subsets fit a table (4:8: 70**2 each)
 
 
