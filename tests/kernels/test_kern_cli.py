@@ -496,3 +496,53 @@ def test_cache_ab_script_times_each_candidate_warm_and_cold():
     rows = [line for line in out.stdout.splitlines() if "cold/warm" in line]
     # the read, the dense GEMV and the N:M GEMV, each with a warm and a cold time
     assert len(rows) == 3 and any("2:4/index/float32" in r for r in rows)
+
+
+def _vector_throughput():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "vector_throughput.py"
+    spec = importlib.util.spec_from_file_location("vector_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not simd_nm.available(), reason="x86 CPU with AVX2 needed")
+@given(trips=st.integers(1, 300), copies=st.integers(1, 8))
+@settings(max_examples=15, deadline=None)
+def test_vector_throughput_loop_runs_its_body_once_per_trip(trips, copies):
+    """The timed loop runs its body exactly ``trips`` times on the buffer it is given: a body
+    of ``copies`` memory increments leaves ``copies x trips`` in the first word (the figure
+    each timing divides by)."""
+    vt = _vector_throughput()
+    buffer = np.zeros(vt.BUFFER_BYTES // 8, dtype=np.int64)
+    engine, run = vt.compile_loop(["addq $$1, (%rsi)"] * copies)
+    run(trips, buffer.ctypes.data)
+    del engine
+    assert buffer[0] == copies * trips and not buffer[1:].any()
+
+
+@pytest.mark.skipif(not simd_nm.available(), reason="x86 CPU with AVX2 needed")
+def test_vector_throughput_reports_each_case_this_cpu_runs():
+    vt = _vector_throughput()
+    features = vt.host_features()
+    clock_ghz, results = vt.measure(iterations=2000, repeats=1)
+    runnable = [c.name for c in vt.CASES if set(c.features) <= features]
+    assert [name for name, _ in results] == runnable and "vpermilps ymm (variable)" in runnable
+    assert clock_ghz > 0 and all(np.isfinite(cycles) and cycles > 0 for _, cycles in results)
+    if "avx512f" not in features:
+        assert not any("zmm" in name for name, _ in results)
+
+
+def test_vector_throughput_rejects_a_zero_count():
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "scripts/vector_throughput.py", "--iterations", "0"],
+                         capture_output=True, text=True, check=False, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 2 and "--iterations and --repeats must be at least 1" in out.stderr
