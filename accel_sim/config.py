@@ -48,7 +48,7 @@ SWEEPABLE_FIELDS = (
     "clock_ghz", "process_nm", "dram_bandwidth_gb_s", "dram_latency_ns", "weight_buffer_kib",
     "act_buffer_kib", "out_buffer_kib", "double_buffered", "buffer_stages", "salient_lanes",
     "tile_k", "sustained_clock_ghz", "dram_efficiency", "launch_overhead_us",
-    "operand_bytes_per_cycle", "mma_tile_m", "mma_tile_n", "max_split_k",
+    "memory_compute_overlap", "operand_bytes_per_cycle", "mma_tile_m", "mma_tile_n", "max_split_k",
 )
 
 
@@ -89,6 +89,9 @@ class HardwareConfig:
     sustained_clock_ghz: float | None = None  # tensor-core clock under the power limit
     dram_efficiency: float = 1.0  # achievable fraction of dram_bandwidth_gb_s
     launch_overhead_us: float = 0.0  # per kernel launch (GEMM or non-GEMM kernel)
+    # Share of the shorter of a GEMM's compute and DRAM-transfer times hidden under the longer
+    # (1: the roofline, dedicated DMA engines; below 1 where the same cores issue both)
+    memory_compute_overlap: float = 1.0
     operand_bytes_per_cycle: float = 0.0  # shared-memory bytes/cycle/core; 0: unlimited
     mma_tile_m: int = 64  # output tile one warp (group) computes from its registers: each
     mma_tile_n: int = 64  # operand is read from shared memory once per warp that needs it
@@ -266,6 +269,7 @@ FIELD_BOUNDS = {
     "max_split_k": (1, 4_096, True),
     "dram_efficiency": (0.001, 1.0, False),
     "launch_overhead_us": (0.0, 1e6, False),
+    "memory_compute_overlap": (0.0, 1.0, False),
     "operand_bytes_per_cycle": (0.0, 1e9, False),  # 0: unlimited
 }
 
@@ -390,9 +394,20 @@ def save_hardware(hw: HardwareConfig, path: str | Path) -> None:
         staged.write_text(yaml.safe_dump(hw.to_dict(), sort_keys=False))
 
 
+# Share of the shorter of a host GEMV's transfer and multiply-add times that its cores hide
+# under the longer (HardwareConfig.memory_compute_overlap). Fitted by scripts/fit_host_overlap.py
+# on the first two sets of ten cold `nmsim validate` runs on a 2-core Zen 4 guest (160
+# predictions, reports/kernels/cpu_validate_speed_cold.json; median |error| 4.7% at full
+# overlap, 4.5% here) and checked on its other two sets (6.2 -> 5.4%, 6.6 -> 4.7%) and on 56
+# predictions on a Zen 1 guest it never saw (reports/kernels/zen1/validate_table.json,
+# validate_overlap.json: 15.9 -> 9.7%, 16.7 -> 10.8%).
+HOST_MEMORY_COMPUTE_OVERLAP = 0.85
+
+
 def host_cpu_preset(bandwidth_gb_s: float, peak_gflops: float, clock_ghz: float = 3.0,
                     cores: int = 1, simd_lanes: int | None = None, dtype: str = "fp16",
                     cache_kib: float = 32768.0, tile_k: int = 128, call_overhead_us: float = 0.0,
+                    memory_compute_overlap: float = HOST_MEMORY_COMPUTE_OVERLAP,
                     name: str = "host-cpu") -> HardwareConfig:
     """A dense design that describes a measured CPU, for comparing kernels with the simulator.
 
@@ -414,6 +429,9 @@ def host_cpu_preset(bandwidth_gb_s: float, peak_gflops: float, clock_ghz: float 
 
     ``call_overhead_us`` is the code's measured fixed cost per call (dispatch, waking the
     thread pool), charged as the simulator's per-kernel launch overhead.
+    ``memory_compute_overlap`` is the share of the shorter of the streamed bytes' time and the
+    multiply-adds' time that the cores hide under the longer
+    (:func:`accel_sim.simulate.exposed_transfer_cycles`).
     """
     if bandwidth_gb_s <= 0 or peak_gflops <= 0 or clock_ghz <= 0 or cores <= 0:
         raise ValueError("host_cpu_preset: bandwidth_gb_s, peak_gflops, clock_ghz and cores "
@@ -429,8 +447,8 @@ def host_cpu_preset(bandwidth_gb_s: float, peak_gflops: float, clock_ghz: float 
         num_cores=cores, array_rows=1, array_cols=1, dot_width=lanes, pattern=DENSE, tile_k=tile_k,
         weight_buffer_kib=share, act_buffer_kib=share, out_buffer_kib=share,
         dram_bandwidth_gb_s=bandwidth_gb_s, dram_latency_ns=100.0,
-        launch_overhead_us=call_overhead_us,
+        launch_overhead_us=call_overhead_us, memory_compute_overlap=memory_compute_overlap,
         sustained_clock_ghz=lane_clock if lane_clock < clock_ghz else None,
         source=f"measured host: {bandwidth_gb_s:g} GB/s, {peak_gflops:g} GFLOP/s peak, "
-               f"{call_overhead_us:g} us per call",
+               f"{call_overhead_us:g} us per call, overlap {memory_compute_overlap:g}",
     )

@@ -7,8 +7,10 @@ each kernel; outputs must agree within the float32-accumulation tolerance.
 each kernel's multiply-add rate on a cache-resident slice of the weight (its decode cost, with
 the fixed cost of each call fitted out against a slice 32 times smaller; that cost, paid once by
 the full-size call, is the preset's launch overhead) are measured,
-``accel_sim.config.host_cpu_preset`` turns them into simulator presets, and the simulator's predicted speedup of each pattern over dense (batch-1 GEMV) is printed next to the
-Numba kernels' measured one (error = predicted / measured - 1).
+``accel_sim.config.host_cpu_preset`` turns them into simulator presets, and the simulator's
+predicted speedup of each pattern over dense (batch-1 GEMV) is printed next to the Numba
+kernels' measured one (error = predicted / measured - 1), with how close each side is to its
+ridge and the range the speedup spans between full and no overlap of transfers and arithmetic.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def run(args) -> int:
               f"{host['peak_gflops']:.0f} GFLOP/s fp32 matmul peak")
         print(f"  {'pattern':>7} {'encoding':>8} {'resident GFLOP/s':>16} {'predicted':>9} "
               f"{'measured (quartiles)':>20} {'error (quartiles)':>17} {'no decode':>9} "
-              f"{'error':>7} {'time error: sparse':>18} {'dense':>6}  baseline")
+              f"{'error':>7} {'time error: sparse':>18} {'dense':>6} "
+              f"{'compute/bytes: sparse':>21} {'dense':>5} {'no-overlap range':>16}  baseline")
         for s in speed:
             print(f"  {s['pattern']:>7} {s['encoding']:>8} "
                   f"{s['host']['sparse_gflops_resident']:>7.1f} / "
@@ -113,7 +116,16 @@ def run(args) -> int:
                   f"{_spread(s['relative_error'], s['relative_error_quartiles'], '{:+.0%}'):>17} "
                   f"{s['predicted_without_decode']:>9.2f} "
                   f"{s['error_without_decode']:>+7.0%} {s['sparse_time_error']:>+18.0%} "
-                  f"{s['dense_time_error']:>+6.0%}  {s['dense_baseline']}")
+                  f"{s['dense_time_error']:>+6.0%} {s['sparse_compute_to_bytes']:>21.2f} "
+                  f"{s['dense_compute_to_bytes']:>5.2f} "
+                  f"{'{:.2f}-{:.2f}'.format(*s['overlap_speedup_range']):>13} "
+                  f"{'in' if s['measured_in_overlap_range'] else 'out':>3}  "
+                  f"{s['dense_baseline']}")
+        print("  compute/bytes: each side's simulated multiply-add time over its DRAM time "
+              f"(near 1: at the ridge, where the preset's overlap of the two, "
+              f"{host['memory_compute_overlap']:g} of the shorter, matters most); no-overlap "
+              "range: the speedup if one side overlapped nothing and the other everything, "
+              "and whether the measured one lies in it")
         if host["resident_threads"] < host["cores"] and (
                 host["thread_scaling"] < SHARED_CORE_SCALING * host["cores"]):
             print(f"  note: {host['cores']} threads reached only {host['thread_scaling']:.2f}x "
@@ -154,6 +166,7 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
     prediction is the simulator's dense time over its sparse time, dense and sparse each on the
     host preset of its own rate and per-call cost.
     ``predicted_without_decode`` is the old preset (both at the torch.matmul peak)."""
+    from accel_sim.config import HOST_MEMORY_COMPUTE_OVERLAP
     from nm_kernels import hostperf
     from nm_kernels.bench import PEAK_MATMUL_SIZE, bench_kernels
     from nm_kernels.numba_nm import threads
@@ -172,14 +185,21 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
         # pays it once (the simulator's per-kernel launch overhead)
         overheads_us = (1e6 * record["dense_resident_call_overhead_s"],
                         1e6 * record["resident_call_overhead_s"])
-        dense_s, sparse_s = _simulated_seconds(shape, bandwidth, cores, record["pattern"],
-                                               record["encoding"], dense_gflops, sparse_gflops,
-                                               overheads_us)
+        dense, sparse = _simulated_seconds(shape, bandwidth, cores, record["pattern"],
+                                           record["encoding"], dense_gflops, sparse_gflops,
+                                           overheads_us)
+        dense_s, sparse_s = dense["seconds"], sparse["seconds"]
         predicted = dense_s / sparse_s
-        peak_dense_s, peak_sparse_s = _simulated_seconds(
+        # The speedup if either side overlapped none of its transfers with its arithmetic and
+        # the other all: the range the preset's one overlap figure spans, widest where a side
+        # sits at its ridge.
+        overlap_range = [_with_full_overlap(dense) / _without_overlap(sparse),
+                         _without_overlap(dense) / _with_full_overlap(sparse)]
+        peak_dense, peak_sparse = _simulated_seconds(
             shape, bandwidth, cores, record["pattern"], record["encoding"], peak, peak)
-        without = peak_dense_s / peak_sparse_s
+        without = peak_dense["seconds"] / peak_sparse["seconds"]
         host = {"bandwidth_gb_s": bandwidth, "peak_gflops": peak, "cores": cores,
+                "memory_compute_overlap": HOST_MEMORY_COMPUTE_OVERLAP,
                 "resident_threads": resident_threads,
                 "thread_scaling": record["thread_scaling"],
                 "dense_gflops_resident": dense_gflops, "sparse_gflops_resident": sparse_gflops,
@@ -202,6 +222,12 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
                         "dense_time_error": dense_s / record["dense_s"] - 1,
                         "predicted_sparse_s": sparse_s, "measured_sparse_s": record["sparse_s"],
                         "sparse_time_error": sparse_s / record["sparse_s"] - 1,
+                        # how far each side is from its ridge: compute over bytes time
+                        "dense_compute_to_bytes": dense["compute_s"] / dense["bytes_s"],
+                        "sparse_compute_to_bytes": sparse["compute_s"] / sparse["bytes_s"],
+                        "overlap_speedup_range": overlap_range,
+                        "measured_in_overlap_range": bool(
+                            overlap_range[0] <= record["speedup"] <= overlap_range[1]),
                         "predicted_without_decode": without,
                         "error_without_decode": without / record["speedup"] - 1,
                         "dense_baseline": record["dense_baseline"], "cache": record["cache"],
@@ -210,25 +236,48 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
 
 
 def _simulated_seconds(shape, bandwidth_gb_s, cores, pattern, encoding, dense_gflops,
-                       sparse_gflops, overheads_us=(0.0, 0.0)) -> tuple[float, float]:
-    """Dense and sparse batch-1 GEMV seconds on host presets of the given multiply-add rates
-    and per-call costs (``overheads_us``: dense, sparse)."""
-    from accel_sim.config import host_cpu_preset
+                       sparse_gflops, overheads_us=(0.0, 0.0),
+                       overlap: float | None = None) -> tuple[dict, dict]:
+    """Dense and sparse batch-1 GEMV on host presets of the given multiply-add rates and
+    per-call costs (``overheads_us``: dense, sparse) and ``overlap`` of transfers and
+    multiply-adds (``memory_compute_overlap``, default the host preset's). Each side:
+    ``seconds`` (the simulated time), ``compute_s`` (the multiply-add units' busy time),
+    ``bytes_s`` (its DRAM bytes at the bandwidth) and ``exposed_s`` (what the partial overlap
+    added), the simulator's own figures."""
+    from accel_sim.config import HOST_MEMORY_COMPUTE_OVERLAP, host_cpu_preset
     from accel_sim.simulate import simulate_gemm
     from workloads.models import GEMM
 
     gemm = GEMM("validate", 1, shape[0], shape[1], 1, "validate")
+    overlap = HOST_MEMORY_COMPUTE_OVERLAP if overlap is None else overlap
 
-    def seconds(hw):
+    def side(hw) -> dict:
         result = simulate_gemm(hw, gemm)
-        return result.total_cycles / (result.clock_ghz * 1e9)
+        hertz = result.clock_ghz * 1e9
+        return {"seconds": result.total_cycles / hertz,
+                "compute_s": result.busy_cycles_per_run * result.count / hertz,
+                "bytes_s": (sum(result.dram_bytes_per_run.values()) * result.count
+                            / (bandwidth_gb_s * 1e9)),
+                "exposed_s": result.stall_per_run["partial_overlap"] * result.count / hertz}
 
     dense = host_cpu_preset(bandwidth_gb_s, dense_gflops, cores=cores, dtype="fp16",
-                            call_overhead_us=overheads_us[0])
+                            call_overhead_us=overheads_us[0], memory_compute_overlap=overlap)
     sparse = host_cpu_preset(bandwidth_gb_s, sparse_gflops, cores=cores, dtype="fp16",
-                             call_overhead_us=overheads_us[1]).replace(
+                             call_overhead_us=overheads_us[1],
+                             memory_compute_overlap=overlap).replace(
         pattern=pattern, supported_patterns=(pattern,), encoding=encoding)
-    return seconds(dense), seconds(sparse)
+    return side(dense), side(sparse)
+
+
+def _with_full_overlap(side: dict) -> float:
+    """The side's time had its DRAM transfers and its multiply-adds overlapped fully (the
+    roofline)."""
+    return side["seconds"] - side["exposed_s"]
+
+
+def _without_overlap(side: dict) -> float:
+    """The side's time had its DRAM transfers and its multiply-adds not overlapped at all."""
+    return _with_full_overlap(side) + min(side["compute_s"], side["bytes_s"])
 
 
 def _published(args) -> int:

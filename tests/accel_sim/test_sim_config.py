@@ -133,3 +133,48 @@ def test_host_cpu_preset_compute_bound_time_is_values_over_the_rate(gflops):
         result = simulate_gemm(hw, gemm)
         seconds = result.total_cycles / (result.clock_ghz * 1e9)
         assert seconds == pytest.approx(512 * 1024 * kept * 2 / (gflops * 1e9), rel=0.05)
+
+
+@given(overlap=st.floats(0.0, 1.0), gflops=st.floats(2.0, 200.0),
+       bandwidth=st.floats(5.0, 100.0))
+@settings(max_examples=30, deadline=None)
+def test_partial_overlap_adds_the_hidden_share_of_the_shorter_roof(overlap, gflops, bandwidth):
+    # A GEMV on a host preset: its multiply-adds take 2 x values / rate, its bytes (fp16
+    # weight, x and y) bytes / bandwidth, both closed forms. Full overlap is their maximum (plus
+    # fill and latency); an overlap below 1 adds exactly (1 - overlap) x their minimum, booked
+    # as the "partial_overlap" stall so that stalls and busy cycles still add up to the total.
+    from accel_sim.simulate import simulate_gemm
+    from workloads.models import GEMM
+
+    rows, cols = 1024, 2048
+    gemm = GEMM("gemv", 1, rows, cols, 1, "w")
+    compute_s = 2 * rows * cols / (gflops * 1e9)
+    bytes_s = 2 * (rows * cols + rows + cols) / (bandwidth * 1e9)
+
+    def run(share):
+        hw = host_cpu_preset(bandwidth_gb_s=bandwidth, peak_gflops=gflops, cores=2,
+                             memory_compute_overlap=share)
+        result = simulate_gemm(hw, gemm)
+        return result, result.total_cycles / (result.clock_ghz * 1e9)
+
+    full, full_s = run(1.0)
+    partial, partial_s = run(overlap)
+    assert full.stall_per_run["partial_overlap"] == 0
+    assert partial_s - full_s == pytest.approx((1 - overlap) * min(compute_s, bytes_s), rel=1e-3)
+    assert partial.stall_per_run["partial_overlap"] / (partial.clock_ghz * 1e9) == pytest.approx(
+        partial_s - full_s, rel=1e-9)
+    assert (sum(partial.stall_per_run.values()) + partial.busy_cycles_per_run
+            == pytest.approx(partial.cycles_per_run))
+
+
+@pytest.mark.parametrize("overlap", [-0.1, 1.5, float("nan")])
+def test_memory_compute_overlap_must_be_a_share(overlap):
+    with pytest.raises(ValueError, match="memory_compute_overlap"):
+        HardwareConfig(memory_compute_overlap=overlap)
+
+
+def test_memory_compute_overlap_reads_from_yaml(tmp_path):
+    path = tmp_path / "cpu.yaml"
+    path.write_text("name: cpu\nmemory_compute_overlap: 0.6\n")
+    assert load_hardware(str(path)).memory_compute_overlap == 0.6
+    assert load_hardware("a100-like").memory_compute_overlap == 1.0  # GPU presets: the roofline

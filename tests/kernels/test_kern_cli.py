@@ -449,6 +449,22 @@ def test_validate_predicts_from_the_roofline_of_the_measured_rates(capsys):
         assert s[f"{side}_time_error"] == pytest.approx(
             s[f"predicted_{side}_s"] / s[f"measured_{side}_s"] - 1)
     assert s["cache"] == "cold"  # what is predicted: GEMVs that stream their weight from DRAM
+    # each side's two roofs, from the closed forms above (x and y add 0.3% of bytes here)
+    roofs = {"dense": (2 * values / (host["dense_gflops_resident"] * 1e9), 2 * values / bandwidth),
+             "sparse": (values / (host["sparse_gflops_resident"] * 1e9),
+                        sparse_bytes / bandwidth)}
+    for side, (compute_s, bytes_s) in roofs.items():
+        assert s[f"{side}_compute_to_bytes"] == pytest.approx(compute_s / bytes_s, rel=0.02)
+    # the preset hides `overlap` of the shorter roof: full overlap takes the rest off, none
+    # adds the hidden part back
+    overlap = host["memory_compute_overlap"]
+    assert 0 < overlap < 1
+    full = {side: s[f"predicted_{side}_s"] - (1 - overlap) * min(r) for side, r in roofs.items()}
+    low = full["dense"] / (full["sparse"] + min(roofs["sparse"]))
+    high = (full["dense"] + min(roofs["dense"])) / full["sparse"]
+    assert s["overlap_speedup_range"] == pytest.approx([low, high], rel=0.02)
+    assert low < s["predicted_speedup"] < high
+    assert s["measured_in_overlap_range"] == (low <= s["measured_speedup"] <= high)
 
 
 @pytest.mark.parametrize("resident_threads", [1, 2])
