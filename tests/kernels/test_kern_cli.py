@@ -562,3 +562,26 @@ def test_vector_throughput_rejects_a_zero_count():
                          capture_output=True, text=True, check=False, cwd=root,
                          env={**os.environ, "PYTHONPATH": str(root)})
     assert out.returncode == 2 and "--iterations and --repeats must be at least 1" in out.stderr
+
+
+def test_fit_host_overlap_remakes_each_recorded_prediction():
+    # Re-evaluated at the overlap it was made with, a recorded prediction comes back as
+    # recorded (the fit script's errors are the simulator's, not an approximation of it):
+    # the Zen 1 runs of 6e09734 were made at the host preset's overlap.
+    import importlib.util
+    from pathlib import Path
+
+    from accel_sim.config import HOST_MEMORY_COMPUTE_OVERLAP
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("fit_host_overlap",
+                                                  root / "scripts" / "fit_host_overlap.py")
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    report = json.loads((root / fit.ZEN1[1]).read_text())
+    (group,) = [g for g in report["sets"] if g["commit"] == "6e09734"]
+    records = group["runs"][0][:3]
+    assert all(r["host"]["memory_compute_overlap"] == HOST_MEMORY_COMPUTE_OVERLAP
+               for r in records)
+    remade = fit.errors(records, HOST_MEMORY_COMPUTE_OVERLAP)
+    assert remade == pytest.approx([r["relative_error"] for r in records], rel=1e-9, abs=1e-12)
