@@ -135,11 +135,15 @@ def _hardware_half_conversion() -> bool:
     return compiles_for_host() and llvm_binding.get_host_cpu_features().get("f16c", False)
 
 
+def target_cpu_name() -> str:
+    """The LLVM name of the CPU Numba compiles for (the host's, or ``NUMBA_CPU_NAME``)."""
+    return llvm_binding.get_host_cpu_name() if compiles_for_host() else numba_config.CPU_NAME
+
+
 def dense_prefetch_bytes() -> int:
     """How far ahead (bytes) the dense GEMV prefetches on the CPU Numba compiles for: 0 on the
     :data:`NO_DENSE_PREFETCH_CPUS`, else :data:`DENSE_PREFETCH_BYTES`."""
-    cpu = llvm_binding.get_host_cpu_name() if compiles_for_host() else numba_config.CPU_NAME
-    return 0 if cpu in NO_DENSE_PREFETCH_CPUS else DENSE_PREFETCH_BYTES
+    return 0 if target_cpu_name() in NO_DENSE_PREFETCH_CPUS else DENSE_PREFETCH_BYTES
 
 
 # Read when a kernel compiles (a Numba global is frozen into its machine code; the disk cache

@@ -81,6 +81,19 @@ PREFETCH_BYTES = 8192
 # was 3-16% slower for index at batch 8 and 64).
 GEMV_PREFETCH_BYTES = 16384
 GEMV_PREFETCH_LOCALITY = 2
+# The eight-lane step's four-bit index fields in a 16-input window (8:16) spread into bytes
+# with scalar shifts, ORs and masks, then widened (vpmovzxbd), instead of one variable shift
+# (vpsrlvd): on the CPUs named here that shift occupies the unit both vpermps of the step
+# need, 4 cycles each (scripts/vector_throughput.py on a Zen 1 guest: a vpermps and a vpsrlvd
+# take 8 cycles together, a vpermps and a vpmovzxbd 4). Measured there (2026-12-05, the step
+# alone over 16 resident rows, float32: 11.5 -> 8.3 cycles per group; full size, 2 threads,
+# cold, scripts/simd_ab.py, 9 rounds, new/old time): 8:16 index float32 0.74 (0.66-0.82) on
+# 11008x4096 and 0.81 (0.78-0.94) on 4096x11008, float16 0.89 and 0.86; 4:16 (window 32,
+# four vpermps) 1.03, so it keeps the shift.
+SPREAD_NIBBLES_CPUS = frozenset({"znver1"})
+# (left shift, mask) steps moving field i of a 32-bit key from bit 4i to byte i of 64 bits
+NIBBLE_SPREAD_STEPS = ((16, 0x0000FFFF0000FFFF), (8, 0x00FF00FF00FF00FF),
+                       (4, 0x0F0F0F0F0F0F0F0F))
 
 
 # What ``simd=`` may ask of :func:`gemv_path`: the widest path available, AVX2 at most, or none.
@@ -757,11 +770,13 @@ class _RowIR:
     group's kept values in its window, widened values, prefetches."""
 
     def __init__(self, builder, values, meta, table, geometry, bits, key_bits, source, kind,
-                 index_bits=None, table_bits=8):
+                 index_bits=None, table_bits=8, spread_nibbles=False):
         self.builder, self.values, self.meta, self.table = builder, values, meta, table
         self.geometry, self.bits, self.key_bits = geometry, bits, key_bits
         # Rank keys read through group_index_table (entries of table_bits): index_bits each
         self.index_bits, self.table_bits = index_bits, table_bits
+        # Four-bit index fields spread into bytes with scalar operations (SPREAD_NIBBLES)
+        self.spread_nibbles = spread_nibbles
         self.source, self.kind = source, kind
         self.key_mask = ir.Constant(I64, -1 if key_bits == 64 else (1 << key_bits) - 1)
 
@@ -827,6 +842,14 @@ class _RowIR:
         b, bits = self.builder, bits or self.bits
         v8i = ir.VectorType(I32, LANES)
         field_mask = (1 << bits) - 1
+        offsets = _const_vec(self.geometry.lane_offset(lane) for lane in range(LANES))
+        if self.spread_nibbles and bits == 4 and self.geometry.window == 16:
+            word = key if key.type == I64 else b.zext(key, I64)
+            for shift, mask in NIBBLE_SPREAD_STEPS:  # field i from bit 4i to byte i
+                word = b.and_(b.or_(word, b.shl(word, ir.Constant(I64, shift))),
+                              ir.Constant(I64, mask))
+            fields = b.zext(b.bitcast(word, ir.VectorType(I8, LANES)), v8i)
+            return b.add(fields, offsets)
         if key.type == I32 or self.key_bits <= 32:  # a raw key word is already 32 bits
             lanes = _splat(b, key if key.type == I32 else b.trunc(key, I32), v8i)
             fields = b.lshr(lanes, _const_vec(lane * bits for lane in range(LANES)))
@@ -834,8 +857,7 @@ class _RowIR:
             lanes = _splat(b, key, ir.VectorType(I64, LANES))
             fields = b.trunc(b.lshr(lanes, _const_vec(
                 (lane * bits for lane in range(LANES)), I64)), v8i)
-        return b.add(b.and_(fields, _const_vec([field_mask] * LANES)),
-                     _const_vec(self.geometry.lane_offset(lane) for lane in range(LANES)))
+        return b.add(b.and_(fields, _const_vec([field_mask] * LANES)), offsets)
 
     def positions(self, key):
         """Window positions (``<8 x i32>``); rank entries keep their select bit as the sign."""
@@ -1086,8 +1108,9 @@ def _emit(context, builder, signature, args, geometry, bits, key_bits, registers
     x, table = arrays[-2].data, arrays[-1].data
     groups = args[-1]
     table_bits = signature.args[-2].dtype.bitwidth
+    spread = not wide and K.target_cpu_name() in SPREAD_NIBBLES_CPUS
     row_irs = [_RowIR(builder, arrays[2 * r].data, arrays[2 * r + 1].data, table, geometry,
-                      bits, key_bits, source, kind, index_bits, table_bits)
+                      bits, key_bits, source, kind, index_bits, table_bits, spread)
                for r in range(rows)]
     steps = [_GroupSteps(row, x, registers, fold_total, lane_table) for row in row_irs]
     v8f = ir.VectorType(F32, LANES)

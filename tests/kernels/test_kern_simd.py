@@ -492,3 +492,44 @@ def test_a_second_process_loads_the_kernels_from_numba_s_disk_cache(tmp_path, pa
                                  env=env, check=True).stdout.split()[-1]) for _ in range(2)]
     assert misses[0] > 0, "the first process should have compiled (an empty cache)"
     assert misses[1] == 0
+
+
+@given(key=st.integers(0, 2**32 - 1))
+@settings(max_examples=200, deadline=None)
+def test_nibble_spread_steps_put_field_i_in_byte_i(key):
+    word = key
+    for shift, mask in simd_nm.NIBBLE_SPREAD_STEPS:
+        word = ((word | (word << shift)) & mask) & (2**64 - 1)
+    assert list(word.to_bytes(8, "little")) == [(key >> (4 * i)) & 15 for i in range(8)]
+
+
+@needs_avx2
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("spread", [True, False])
+def test_eight_lane_step_spreads_or_shifts_8_16_fields_alike(monkeypatch, dtype, spread):
+    """The 8:16 index step with its fields spread by scalar code (the SPREAD_NIBBLES_CPUS
+    path) and with the variable shift, whichever this CPU takes by default, against float64:
+    rows of 1-13 groups (main-loop trips and the single-group remainder)."""
+    from nm_kernels import numba_nm as K
+
+    cpus = {K.target_cpu_name()} if spread else set()
+    monkeypatch.setattr(simd_nm, "SPREAD_NIBBLES_CPUS", frozenset(cpus))
+    kind = {"float32": K.F32, "float16": K.F16_BITS}[dtype]
+    dot = simd_nm.group_dot.__wrapped__(8, 16, 4, simd_nm.INDEX, kind, False)
+
+    @njit
+    def row_dots(values, meta, x, table, groups):
+        out = np.empty(values.shape[0], np.float32)
+        for r in range(values.shape[0]):
+            out[r] = dot(values[r], meta[r], x, table, groups)
+        return out
+
+    rng = np.random.default_rng(7)
+    for groups in (1, 4, 5, 13):
+        weight = compressed(rng, 9, 16 * groups, F.Pattern(8, 16), "index", "dense", dtype)
+        values = np.ascontiguousarray(weight.values)
+        values = values if dtype == "float32" else values.view(np.uint16)
+        x = nonzero(rng, (16 * groups,))
+        y = row_dots(values, K.kernel_metadata(weight.metadata), x,
+                     np.zeros((1, simd_nm.LANES), np.uint8), groups)
+        assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
