@@ -12,9 +12,10 @@ can take its numerator and denominator from rounds far apart: 1.31 where the pai
 quartiles were 1.01-1.17). They and GB/s come with their quartiles over the rounds
 (``speedup_quartiles``, ``fraction_of_read_bandwidth_quartiles``, ``gb_s_quartiles``; the
 times per round in ``rounds_s``), which say how far a figure moved with the machine in this
-run: on a shared host two kernels whose quartiles overlap are not told apart by it. The bytes bound is dense weight
-bytes / compressed weight bytes (kept values + metadata with row padding + dense tail): what a purely memory-bound kernel could
-gain. ``fraction_of_bound`` = speedup / bound.
+run: on a shared host two kernels whose quartiles overlap are not told apart by it. The bytes
+bound is dense weight bytes / compressed weight bytes (kept values + metadata with row padding
++ dense tail): what a purely memory-bound kernel could gain. ``fraction_of_bound`` = speedup /
+bound.
 
 The same rounds also time a parallel streaming read of a buffer the size of the dense weight
 (:func:`stream_read`, the same Numba threads): the machine's own read bandwidth in this run;
@@ -551,14 +552,13 @@ def bench_rank_decoders(shape=(11008, 4096), patterns=("2:4", "8:16"), repeats: 
             for (p, d), s in medians.items()]
 
 
-def _with_quartiles(record: dict, field: str, form: str) -> str:
-    """``record[field]`` in ``form``, followed by its quartiles over the rounds where the
-    record has them: ``72% (68-75%)``."""
-    text = form.format(record[field])
-    quartiles = record.get(f"{field}_quartiles") or []
-    if len(quartiles) == 2:
+def with_quartiles(value: float, quartiles, form: str, sep: str = "-") -> str:
+    """``value`` in ``form``, followed by its quartiles over the rounds where there are two:
+    ``72% (68-75%)``; ``sep`` ``..`` for signed figures: ``-6% (-12..+3%)``."""
+    text = form.format(value)
+    if quartiles is not None and len(quartiles) == 2:
         low, high = (form.format(q) for q in quartiles)
-        text += f" ({low.rstrip('%')}-{high})"
+        text += f" ({low.rstrip('%')}{sep}{high})"
     return text
 
 
@@ -578,9 +578,12 @@ def markdown_table(records: list[dict]) -> str:
         "thread scaling": [f"{r['thread_scaling']:.2f}x" for r in records],
         "sparse ms": [f"{r['sparse_s'] * 1e3:.2f}" for r in records],
         "GB/s": [f"{r['gb_s']:.1f}" for r in records],
-        "of read (quartiles)": [_with_quartiles(r, "fraction_of_read_bandwidth", "{:.0%}")
-                                for r in records],
-        "speedup (quartiles)": [_with_quartiles(r, "speedup", "{:.2f}") for r in records],
+        "of read (quartiles)": [
+            with_quartiles(r["fraction_of_read_bandwidth"],
+                           r.get("fraction_of_read_bandwidth_quartiles"), "{:.0%}")
+            for r in records],
+        "speedup (quartiles)": [with_quartiles(r["speedup"], r.get("speedup_quartiles"),
+                                               "{:.2f}") for r in records],
         "bound": [f"{r['bound']:.2f}" for r in records],
         "of bound": [f"{r['fraction_of_bound']:.0%}" for r in records],
         "roofline": [str(r["roofline"]) for r in records],

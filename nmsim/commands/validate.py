@@ -91,6 +91,8 @@ def run(args) -> int:
         print(f"  {c['pattern']:>6} {c['encoding']:>7} {c['dtype']:>8} {c['kernel']:>31}  "
               f"{c['max_relative_error']:.2e}  {'ok' if c['ok'] else 'FAIL'}")
     if speed:
+        from nm_kernels.bench import with_quartiles
+
         host = speed[0]["host"]
         print(f"(b) host preset: {host['bandwidth_gb_s']:.1f} GB/s read, {host['cores']} "
               f"threads (compute throughput {host['thread_scaling']:.2f}x one thread's), "
@@ -108,12 +110,15 @@ def run(args) -> int:
               f"{'error':>7} {'time error: sparse':>18} {'dense':>6} "
               f"{'compute/bytes: sparse':>21} {'dense':>5} {'no-overlap range':>16}  baseline")
         for s in speed:
+            measured = with_quartiles(s["measured_speedup"], s["measured_speedup_quartiles"],
+                                      "{:.2f}", "..")
+            error = with_quartiles(s["relative_error"], s["relative_error_quartiles"],
+                                   "{:+.0%}", "..")
             print(f"  {s['pattern']:>7} {s['encoding']:>8} "
                   f"{s['host']['sparse_gflops_resident']:>7.1f} / "
                   f"{s['host']['dense_gflops_resident']:<6.1f} "
                   f"{s['predicted_speedup']:>9.2f} "
-                  f"{_spread(s['measured_speedup'], s['measured_speedup_quartiles'], '{:.2f}'):>20} "
-                  f"{_spread(s['relative_error'], s['relative_error_quartiles'], '{:+.0%}'):>17} "
+                  f"{measured:>20} {error:>17} "
                   f"{s['predicted_without_decode']:>9.2f} "
                   f"{s['error_without_decode']:>+7.0%} {s['sparse_time_error']:>+18.0%} "
                   f"{s['dense_time_error']:>+6.0%} {s['sparse_compute_to_bytes']:>21.2f} "
@@ -135,12 +140,6 @@ def run(args) -> int:
     if failed:
         print(f"{len(failed)} output check(s) failed")
     return 1 if failed else 0
-
-
-def _spread(value: float, quartiles: list, form: str) -> str:
-    """``value`` and its quartiles over the rounds: ``1.32 (1.28..1.37)``, ``-6% (-12%..+3%)``."""
-    return form.format(value) + (" ({}..{})".format(*(form.format(q) for q in quartiles))
-                                 if len(quartiles) == 2 else "")
 
 
 # Compute scaling below this share of the thread count says the threads share cores.

@@ -76,7 +76,7 @@ def test_speedup_and_read_share_pair_each_rounds_kernel_baseline_and_read():
     # round: speedups 3, 1, 2, 2 (median 2, quartiles 1.75-2.25) and a read share of exactly 1.
     # The ratio of the two series' medians would say 1.6, and unpaired shares would spread
     # from 0.25 to 4.
-    from nm_kernels.bench import _GroupFigures, _with_quartiles
+    from nm_kernels.bench import _GroupFigures, with_quartiles
 
     machine = np.array([1.0, 4.0, 2.0, 3.0])
     read_bytes, kernel_bytes = 1000, 500
@@ -104,9 +104,11 @@ def test_speedup_and_read_share_pair_each_rounds_kernel_baseline_and_read():
     assert record["gb_s_quartiles"] == pytest.approx([0.3125e-9, 0.625e-9])
     assert record["gb_s"] == pytest.approx(1e-9 / 2.5)  # bytes over the median time
     record["fraction_of_read_bandwidth_quartiles"] = [0.68, 0.754]
-    assert _with_quartiles(record, "fraction_of_read_bandwidth", "{:.0%}") == "100% (68-75%)"
-    record["speedup_quartiles"] = []  # a record without rounds shows the figure alone
-    assert _with_quartiles(record, "speedup", "{:.2f}") == "2.00"
+    cell = with_quartiles(record["fraction_of_read_bandwidth"],
+                          record["fraction_of_read_bandwidth_quartiles"], "{:.0%}")
+    assert cell == "100% (68-75%)"
+    assert with_quartiles(-0.06, [-0.12, 0.03], "{:+.0%}", "..") == "-6% (-12..+3%)"
+    assert with_quartiles(2.0, [], "{:.2f}") == "2.00"  # without rounds: the figure alone
     # without rounds (figures from medians alone) the speedup is the ratio of the medians
     plain = _GroupFigures((4, 8), "float32", 1, 128, medians,
                           {"dense": None, "slow dense": None}, read_bytes)
@@ -482,7 +484,8 @@ def test_validate_scales_the_resident_rate_to_the_gemv_threads(monkeypatch, resi
     def fake_bench(*args, **kwargs):
         asked.update(kwargs)
         return [{"pattern": "2:4", "encoding": "index", "kernel": "k", "speedup": 1.0,
-                 "speedup_quartiles": [0.9, 1.1], "read_bandwidth_gb_s": 20.0, "dense_resident_values_per_s": 3e9,
+                 "speedup_quartiles": [0.9, 1.1], "read_bandwidth_gb_s": 20.0,
+                 "dense_resident_values_per_s": 3e9,
                  "resident_values_per_s": 1e9, "dense_resident_call_overhead_s": 0.0,
                  "resident_call_overhead_s": 0.0, "resident_rows": 16,
                  "resident_rows_small": 8, "dense_s": 1e-3, "sparse_s": 1e-3,
