@@ -323,6 +323,20 @@ def exposed_transfer_cycles(hw: HardwareConfig, busy_cycles: float,
     return (1.0 - hw.memory_compute_overlap) * min(busy_cycles, transfer)
 
 
+def ecm_overlap(compute_s: float, transfer_s: float, load_s: float) -> float:
+    """The ``memory_compute_overlap`` at which a kernel's exposed time is the
+    Execution-Cache-Memory model's (Treibig and Hager 2010): the core's load instructions
+    (``load_s`` of its ``compute_s``) do not overlap the DRAM transfers (``transfer_s``), the
+    rest of its work does, so it takes ``max(compute_s, load_s + transfer_s)`` where the
+    roofline says ``max(compute_s, transfer_s)``. The share is of the shorter of the two
+    (:func:`exposed_transfer_cycles`), clipped to [0, 1]: at most the shorter shows."""
+    shorter = min(compute_s, transfer_s)
+    if shorter <= 0:
+        return 1.0
+    exposed = max(compute_s, load_s + transfer_s) - max(compute_s, transfer_s)
+    return min(1.0, max(0.0, 1.0 - exposed / shorter))
+
+
 def simulate_gemm(hw: HardwareConfig | str, gemm, weight=None, *, salient: Pattern | None = None,
                   steady_state: bool = True, memo: dict | None = None) -> GemmResult:
     """Simulate one GEMM. ``weight``: a real compressed weight for ``gemm.weight_name`` (or a

@@ -51,6 +51,10 @@ same number of products of a slice 32 times smaller, timed the same way, is most
 each candidate's time is fitted as ``calls * (overhead + values / rate)`` through both slices
 (``resident_call_overhead_s``), and the rate is what the full-size call, which pays the
 overhead once, runs at.
+
+Batch-1 records also carry the bytes each call's load instructions read (``load_bytes_sparse``,
+``load_bytes_dense``: weight, the x each step loads, table entries; from any cache or memory),
+the in-core loads of ``nmsim validate``'s Execution-Cache-Memory overlap.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ from tqdm import tqdm
 
 from compression import formats as F
 from compression import markdown
-from nm_kernels.cpu import DensePlan, prepare
+from nm_kernels.cpu import X_BYTES, DensePlan, prepare
 from nm_kernels.numba_nm import check_thread_count, threads
 from workloads.files import staged_file
 
@@ -492,6 +496,14 @@ class _GroupFigures:
             return {}
         return {label: list(self.rounds[name]) for label, name in names.items()}
 
+    def _load_bytes(self, plan) -> dict:
+        """At batch 1, the bytes the kernel's and the dense GEMV's loads read per call
+        (:func:`nm_kernels.cpu.gemv_load_bytes`; dense: every row its values and all of x)."""
+        if self.batch != 1:
+            return {}
+        return {"load_bytes_sparse": plan.gemv_load_bytes,
+                "load_bytes_dense": self.dense_bytes + self.shape[0] * self.shape[1] * X_BYTES}
+
     def record(self, pattern, encoding, path, plan, repeats, warmup) -> dict:
         key = (pattern, encoding, path)
         sparse_s = self.medians[key]
@@ -528,6 +540,7 @@ class _GroupFigures:
             "dense_roofline": dense_roof["roofline"], **self._resident(pattern, encoding, path),
             "roofline_speedup": dense_roof["roofline_s"] / roof["roofline_s"],
             "weight_bytes_dense": self.dense_bytes, "weight_bytes_sparse": plan.nbytes,
+            **self._load_bytes(plan),
             "repeats": repeats, "warmup": warmup, "calls": CALLS_PER_ROUND,
             "cache": "cold" if self.evict_bytes else "warm", "evict_bytes": self.evict_bytes,
             "threads": threads(), "torch_threads": torch.get_num_threads(),

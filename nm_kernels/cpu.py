@@ -73,6 +73,7 @@ class _NMPart:
     decoder: str
     gemv_path: str
     gemm_path: str
+    gemv_load_bytes: int
 
     @classmethod
     def build(cls, tensor: F.NMTensor, decoder: str | None, simd: str = "auto") -> _NMPart:
@@ -118,7 +119,7 @@ class _NMPart:
         args = (_kernel_values(tensor.values, tensor.dtype), K.kernel_metadata(tensor.metadata),
                 _kernel_values(tensor.tail_values, tensor.dtype))
         return cls((gemv, gemm), args, gemv_scalars, gemm_scalars, decoder, gemv_path,
-                   gemm_path)
+                   gemm_path, gemv_load_bytes(tensor, gemv_path, gemv_scalars[2]))
 
     def run(self, x: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
         gemv, gemm = self.kernels
@@ -126,6 +127,42 @@ class _NMPart:
             gemv(*self.arrays, x, out, *self.gemv_scalars, int(accumulate))
         else:
             gemm(*self.arrays, x, out, *self.gemm_scalars, int(accumulate))
+
+
+X_BYTES = 4  # an activation (float32) as the kernels load it
+
+
+def gemv_load_bytes(tensor: F.NMTensor, path: str, table: np.ndarray) -> int:
+    """Bytes the batch-1 kernel on ``path`` reads with its load instructions per call, from
+    whichever cache or memory holds them: the compressed weight once (values, metadata, dense
+    tail) and the x elements each step loads: per group of eight kept values the x window they
+    index (an AVX-512 pair step: the 32 inputs of two groups; the 2:4 table step: one 16-byte
+    x-table entry and one offset byte per two blocks) plus ``table``'s entry where the step
+    looks one up (a rank's positions or index fields; a table no larger than a vector
+    register, such as the lane-unrank table, stays in one); one x per kept value of the blocks
+    left to scalar code, and per dense-tail column. These are the in-core loads of the
+    Execution-Cache-Memory model (Treibig and Hager 2010), which ``nmsim validate`` times at
+    the core's load rate (:func:`nm_kernels.hostperf.core_load_gb_s`)."""
+    p, geo = tensor.pattern, tensor.geometry
+    rows = tensor.shape[0]
+    blocks = geo.full_blocks + int(geo.blocks > geo.full_blocks)
+    geometry = simd_nm.group_geometry(p)
+    if path == "scalar" or geometry is None:
+        groups, scalar_blocks = 0, blocks
+    elif geometry.blocks_per_group:
+        groups = geo.full_blocks // geometry.blocks_per_group
+        scalar_blocks = blocks - groups * geometry.blocks_per_group
+    else:
+        groups, scalar_blocks = geo.full_blocks * geometry.groups_per_block, blocks - geo.full_blocks
+    if path == "avx2-table":
+        per_group = 2 * (16 + table.itemsize)
+    else:
+        entry = table[0].nbytes if table.shape[0] > 2 * simd_nm.LANES else 0
+        per_group = geometry.window * X_BYTES + entry if groups else 0
+        if path == "avx512-pair":  # two groups per step share one window of 32 inputs
+            per_group = (32 * X_BYTES + 2 * entry) / 2
+    x_bytes = groups * per_group + (scalar_blocks * p.n + geo.dense_tail_width) * X_BYTES
+    return int(tensor.nbytes + rows * x_bytes)
 
 
 def _gemm_operand(x: np.ndarray) -> np.ndarray:
@@ -168,6 +205,18 @@ class NMPlan:
         self.salient_nm = (_NMPart.build(salient, None, simd) if isinstance(salient, F.NMTensor)
                            else None)
         self.salient_csr = salient if isinstance(salient, F.CSRTensor) else None
+
+    @property
+    def gemv_load_bytes(self) -> int:
+        """Bytes the batch-1 product's loads read per call (:func:`gemv_load_bytes`; a CSR
+        side-car: its values, column indices and one x per value)."""
+        total = self.bulk.gemv_load_bytes
+        if self.salient_nm is not None:
+            total += self.salient_nm.gemv_load_bytes
+        if self.salient_csr is not None:
+            s = self.salient_csr
+            total += s.values.nbytes + s.indices.nbytes + s.values.size * X_BYTES
+        return total
 
     @property
     def decoder(self) -> str:
@@ -251,6 +300,8 @@ class DensePlan:
         self.nbytes = weight.nbytes
         self.weight = _kernel_values(weight, dtype_name)
         self.kernels = K.dense_kernels(_VALUE_KINDS[dtype_name])
+        # every row loads its values and all of x
+        self.gemv_load_bytes = weight.nbytes + weight.size * X_BYTES
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         x = check_activations(x, self.shape[1])

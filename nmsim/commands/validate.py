@@ -11,6 +11,10 @@ the full-size call, is the preset's launch overhead) are measured,
 predicted speedup of each pattern over dense (batch-1 GEMV) is printed next to the Numba
 kernels' measured one (error = predicted / measured - 1), with how close each side is to its
 ridge and the range the speedup spans between full and no overlap of transfers and arithmetic.
+How much of each side's DRAM transfers its arithmetic hides is the Execution-Cache-Memory
+model's (:func:`accel_sim.simulate.ecm_overlap`): the bytes its load instructions read
+(``nm_kernels.cpu.gemv_load_bytes``) at one core's measured L1 load rate
+(``nm_kernels.hostperf.core_load_gb_s``) times the cores do not overlap the transfers.
 """
 
 from __future__ import annotations
@@ -108,7 +112,9 @@ def run(args) -> int:
         print(f"  {'pattern':>7} {'encoding':>8} {'resident GFLOP/s':>16} {'predicted':>9} "
               f"{'measured (quartiles)':>20} {'error (quartiles)':>17} {'no decode':>9} "
               f"{'error':>7} {'time error: sparse':>18} {'dense':>6} "
-              f"{'compute/bytes: sparse':>21} {'dense':>5} {'no-overlap range':>16}  baseline")
+              f"{'compute/bytes: sparse':>21} {'dense':>5} {'overlap: sparse':>15} {'dense':>5} "
+              f"{'at ' + format(host['memory_compute_overlap'], 'g'):>7} "
+              f"{'no-overlap range':>16}  baseline")
         for s in speed:
             measured = with_quartiles(s["measured_speedup"], s["measured_speedup_quartiles"],
                                       "{:.2f}", "..")
@@ -122,15 +128,20 @@ def run(args) -> int:
                   f"{s['predicted_without_decode']:>9.2f} "
                   f"{s['error_without_decode']:>+7.0%} {s['sparse_time_error']:>+18.0%} "
                   f"{s['dense_time_error']:>+6.0%} {s['sparse_compute_to_bytes']:>21.2f} "
-                  f"{s['dense_compute_to_bytes']:>5.2f} "
+                  f"{s['dense_compute_to_bytes']:>5.2f} {s['sparse_overlap']:>15.2f} "
+                  f"{s['dense_overlap']:>5.2f} {s['error_at_preset_overlap']:>+7.0%} "
                   f"{'{:.2f}-{:.2f}'.format(*s['overlap_speedup_range']):>13} "
                   f"{'in' if s['measured_in_overlap_range'] else 'out':>3}  "
                   f"{s['dense_baseline']}")
         print("  compute/bytes: each side's simulated multiply-add time over its DRAM time "
-              f"(near 1: at the ridge, where the preset's overlap of the two, "
-              f"{host['memory_compute_overlap']:g} of the shorter, matters most); no-overlap "
-              "range: the speedup if one side overlapped nothing and the other everything, "
-              "and whether the measured one lies in it")
+              "(near 1: at the ridge, where their overlap matters most); overlap: the share "
+              "of the shorter hidden under the longer, from the Execution-Cache-Memory model "
+              "(the side's load instructions, its loaded bytes at "
+              f"{host['core_load_gb_s']:.0f} GB/s per core, do not overlap its DRAM "
+              f"transfers); at {host['memory_compute_overlap']:g}: the error with the host "
+              "preset's one overlap for every kernel instead; no-overlap range: the speedup "
+              "if one side overlapped nothing and the other everything, and whether the "
+              "measured one lies in it")
         if host["resident_threads"] < host["cores"] and (
                 host["thread_scaling"] < SHARED_CORE_SCALING * host["cores"]):
             print(f"  note: {host['cores']} threads reached only {host['thread_scaling']:.2f}x "
@@ -173,6 +184,8 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
     measured = bench_kernels([shape], patterns, encodings, [1], ["float16"], repeats=repeats,
                              resident_bytes=RESIDENT_BYTES, resident_threads=resident_threads)
     cores, peak = threads(), hostperf.matmul_gflops(PEAK_MATMUL_SIZE)
+    # the in-core load rate of all cores: one core's, like the resident rates, times the cores
+    core_load = hostperf.core_load_gb_s()
     results = []
     for record in measured:
         bandwidth = record["read_bandwidth_gb_s"]
@@ -184,11 +197,17 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
         # pays it once (the simulator's per-kernel launch overhead)
         overheads_us = (1e6 * record["dense_resident_call_overhead_s"],
                         1e6 * record["resident_call_overhead_s"])
-        dense, sparse = _simulated_seconds(shape, bandwidth, cores, record["pattern"],
-                                           record["encoding"], dense_gflops, sparse_gflops,
-                                           overheads_us)
+        inputs = (shape, bandwidth, cores, record["pattern"], record["encoding"], dense_gflops,
+                  sparse_gflops, overheads_us)
+        loads_s = (record["load_bytes_dense"] / (cores * core_load * 1e9),
+                   record["load_bytes_sparse"] / (cores * core_load * 1e9))
+        overlaps = ecm_overlaps(*_simulated_seconds(*inputs, overlap=1.0), loads_s)
+        dense, sparse = _simulated_seconds(*inputs, overlap=overlaps)
         dense_s, sparse_s = dense["seconds"], sparse["seconds"]
         predicted = dense_s / sparse_s
+        # the same prediction at the host preset's one overlap for every kernel
+        fixed = _simulated_seconds(*inputs)
+        predicted_fixed = fixed[0]["seconds"] / fixed[1]["seconds"]
         # The speedup if either side overlapped none of its transfers with its arithmetic and
         # the other all: the range the preset's one overlap figure spans, widest where a side
         # sits at its ridge.
@@ -199,6 +218,7 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
         without = peak_dense["seconds"] / peak_sparse["seconds"]
         host = {"bandwidth_gb_s": bandwidth, "peak_gflops": peak, "cores": cores,
                 "memory_compute_overlap": HOST_MEMORY_COMPUTE_OVERLAP,
+                "core_load_gb_s": core_load,
                 "resident_threads": resident_threads,
                 "thread_scaling": record["thread_scaling"],
                 "dense_gflops_resident": dense_gflops, "sparse_gflops_resident": sparse_gflops,
@@ -225,6 +245,12 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
                         "dense_compute_to_bytes": dense["compute_s"] / dense["bytes_s"],
                         "sparse_compute_to_bytes": sparse["compute_s"] / sparse["bytes_s"],
                         "overlap_speedup_range": overlap_range,
+                        # the Execution-Cache-Memory overlap of each side: its loads' time at
+                        # the cores' load rate does not overlap its DRAM transfers
+                        "dense_load_s": loads_s[0], "sparse_load_s": loads_s[1],
+                        "dense_overlap": overlaps[0], "sparse_overlap": overlaps[1],
+                        "predicted_at_preset_overlap": predicted_fixed,
+                        "error_at_preset_overlap": predicted_fixed / record["speedup"] - 1,
                         "measured_in_overlap_range": bool(
                             overlap_range[0] <= record["speedup"] <= overlap_range[1]),
                         "predicted_without_decode": without,
@@ -234,12 +260,23 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
     return results
 
 
+def ecm_overlaps(dense: dict, sparse: dict, loads_s: tuple[float, float]) -> tuple:
+    """Each side's Execution-Cache-Memory overlap (:func:`accel_sim.simulate.ecm_overlap`)
+    from its simulated compute and DRAM times at full overlap and its loads' time
+    (``loads_s``: dense, sparse)."""
+    from accel_sim.simulate import ecm_overlap
+
+    return tuple(ecm_overlap(side["compute_s"], side["bytes_s"], load_s)
+                 for side, load_s in zip((dense, sparse), loads_s, strict=True))
+
+
 def _simulated_seconds(shape, bandwidth_gb_s, cores, pattern, encoding, dense_gflops,
                        sparse_gflops, overheads_us=(0.0, 0.0),
-                       overlap: float | None = None) -> tuple[dict, dict]:
+                       overlap: float | tuple | None = None) -> tuple[dict, dict]:
     """Dense and sparse batch-1 GEMV on host presets of the given multiply-add rates and
     per-call costs (``overheads_us``: dense, sparse) and ``overlap`` of transfers and
-    multiply-adds (``memory_compute_overlap``, default the host preset's). Each side:
+    multiply-adds (``memory_compute_overlap``: one for both, a (dense, sparse) pair, or by
+    default the host preset's). Each side:
     ``seconds`` (the simulated time), ``compute_s`` (the multiply-add units' busy time),
     ``bytes_s`` (its DRAM bytes at the bandwidth) and ``exposed_s`` (what the partial overlap
     added), the simulator's own figures."""
@@ -249,6 +286,7 @@ def _simulated_seconds(shape, bandwidth_gb_s, cores, pattern, encoding, dense_gf
 
     gemm = GEMM("validate", 1, shape[0], shape[1], 1, "validate")
     overlap = HOST_MEMORY_COMPUTE_OVERLAP if overlap is None else overlap
+    dense_overlap, sparse_overlap = overlap if isinstance(overlap, tuple) else (overlap, overlap)
 
     def side(hw) -> dict:
         result = simulate_gemm(hw, gemm)
@@ -260,10 +298,11 @@ def _simulated_seconds(shape, bandwidth_gb_s, cores, pattern, encoding, dense_gf
                 "exposed_s": result.stall_per_run["partial_overlap"] * result.count / hertz}
 
     dense = host_cpu_preset(bandwidth_gb_s, dense_gflops, cores=cores, dtype="fp16",
-                            call_overhead_us=overheads_us[0], memory_compute_overlap=overlap)
+                            call_overhead_us=overheads_us[0],
+                            memory_compute_overlap=dense_overlap)
     sparse = host_cpu_preset(bandwidth_gb_s, sparse_gflops, cores=cores, dtype="fp16",
                              call_overhead_us=overheads_us[1],
-                             memory_compute_overlap=overlap).replace(
+                             memory_compute_overlap=sparse_overlap).replace(
         pattern=pattern, supported_patterns=(pattern,), encoding=encoding)
     return side(dense), side(sparse)
 

@@ -13,6 +13,7 @@ from kern_helpers import assert_close, compressed, nonzero, reference
 
 from compression import formats as F
 from nm_kernels import numba_nm as K
+from nm_kernels import simd_nm
 from nm_kernels.cpu import DensePlan, check_activations, prepare
 
 # (pattern, encoding, decoder, dtype): each compiles its own kernels, so the set is chosen to
@@ -49,6 +50,65 @@ def test_matches_float64_reference(pattern, encoding, decoder, dtype, rows, bloc
     y = plan(x, out=out)
     assert y is out
     assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
+
+
+def _walked_load_bytes(weight: F.NMTensor, path: str, table: np.ndarray) -> int:
+    """The x and table bytes a batch-1 kernel loads, walked block by block through one row as
+    the kernels' loops take them (simd_nm: whole groups of eight kept values through the
+    vector step, the blocks left over and the padded one through scalar code, then the dense
+    tail), plus the compressed weight."""
+    p, geo = weight.pattern, weight.geometry
+    geometry = simd_nm.group_geometry(p)
+    per_row, block = 0, 0
+    blocks = geo.full_blocks + (1 if geo.blocks > geo.full_blocks else 0)
+    entry = table[0].nbytes if table.shape[0] > 16 else 0
+    groups_done = 0
+    while path != "scalar" and geometry is not None:
+        if geometry.blocks_per_group:
+            if block + geometry.blocks_per_group > geo.full_blocks:
+                break
+            block += geometry.blocks_per_group
+            new_groups = 1
+        else:
+            if block >= geo.full_blocks:
+                break
+            block += 1
+            new_groups = geometry.groups_per_block
+        for _ in range(new_groups):
+            groups_done += 1
+            if path == "avx2-table":
+                per_row += 2 * (16 + table.itemsize)
+            elif path == "avx512-pair":
+                per_row += (128 + 2 * entry) / 2
+            else:
+                per_row += 4 * geometry.window + entry
+    per_row += 4 * p.n * (blocks - block) + 4 * geo.dense_tail_width
+    return int(weight.nbytes + weight.shape[0] * per_row)
+
+
+@pytest.mark.parametrize(("pattern", "encoding"), [("2:4", "index"), ("2:4", "rank"),
+                                                   ("8:16", "rank"), ("16:32", "index"),
+                                                   ("4:16", "index"), ("3:7", "rank")])
+@settings(max_examples=10, deadline=None)
+@given(rows=st.integers(1, 9), blocks=st.integers(0, 9), tail_width=st.integers(0, 40),
+       tail=st.sampled_from(["dense", "pad"]), dtype=st.sampled_from(["float32", "float16"]))
+def test_gemv_load_bytes_match_a_walk_through_the_kernels_loops(pattern, encoding, rows, blocks,
+                                                                tail_width, tail, dtype):
+    p = F.Pattern.parse(pattern)
+    cols = blocks * p.m + tail_width % p.m or p.m
+    weight = compressed(np.random.default_rng(0), rows, cols, p, encoding, tail, dtype)
+    plan = prepare(weight)
+    part = plan.bulk
+    assert plan.gemv_load_bytes == _walked_load_bytes(weight, plan.gemv_path,
+                                                      part.gemv_scalars[2])
+    # never less than the weight and one x per kept value or tail column
+    assert plan.gemv_load_bytes >= weight.nbytes + 4 * rows * (
+        weight.values.shape[1] + weight.geometry.dense_tail_width)
+
+
+def test_dense_gemv_loads_every_value_and_all_of_x_per_row():
+    weight = np.ones((7, 33), dtype=np.float16)
+    assert DensePlan(weight).gemv_load_bytes == 7 * 33 * (2 + 4)
 
 
 @pytest.mark.parametrize("salient_kind", ["nm", "nm-vector", "csr", "nm-vector-on-scalar"])
