@@ -13,6 +13,15 @@ sets and the Zen 1 guest's runs (``reports/kernels/zen1/validate_table.json``,
 ``validate_overlap.json``), another CPU generation that the fit never sees. The criterion is
 the median |predicted / measured speedup - 1| over the fit half; printed for every overlap on
 the grid: the median |error|, the median error and the predictions within 10%, per data set.
+
+Each set is also re-made with the overlap ``nmsim validate`` now takes, the
+Execution-Cache-Memory one (``nmsim.commands.validate.ecm_overlaps``), which has no fitted
+figure: a kernel's load instructions (``nm_kernels.cpu.gemv_load_bytes``) at the cores' L1 load
+rate do not overlap its DRAM transfers. Records made since carry their load bytes and the rate
+measured in the run; older ones get their load bytes from a plan of the same shape, pattern
+and encoding (only its structure counts) where this CPU takes the recorded kernel path, and the
+rate of their host: :data:`ZEN1_CORE_LOAD_GB_S` for the Zen 1 guest; the Zen 4 sets had
+none measured and are re-made only at a rate given with ``--zen4-core-load-gb-s``.
 """
 
 from __future__ import annotations
@@ -20,16 +29,26 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
-from nmsim.commands.validate import _simulated_seconds
+from compression import formats as F
+from nm_kernels import numba_nm as K
+from nm_kernels import simd_nm
+from nm_kernels.cpu import gemv_load_bytes, prepare
+from nmsim.commands.validate import _simulated_seconds, ecm_overlaps
 
 COLD = Path("reports/kernels/cpu_validate_speed_cold.json")
 ZEN1 = (Path("reports/kernels/zen1/validate_table.json"),
-        Path("reports/kernels/zen1/validate_overlap.json"))
+        Path("reports/kernels/zen1/validate_overlap.json"),
+        Path("reports/kernels/zen1/validate_ecm.json"))
 FIT_SETS = ("a666e29", "9854040")  # the first two cold sets on the Zen 4 guest
+# One core's L1 load rate on the Zen 1 guest (GB/s): nm_kernels.hostperf.core_load_gb_s gave
+# 76.0-78.5 there on 2026-12-05, as scripts/vector_throughput.py's one `vmovups ymm, m256` per
+# cycle (1.01 cycles) at its 2.45-2.49 GHz does (32 bytes per cycle).
+ZEN1_CORE_LOAD_GB_S = 77.0
 
 
 def _runs(path: Path):
@@ -37,7 +56,7 @@ def _runs(path: Path):
     report = json.loads(path.read_text())
     for group in report["sets"]:
         for run in group["runs"]:
-            yield f"{path.name}:{group.get('commit', '?')}", run
+            yield f"{path.parent.name}/{path.name}:{group.get('commit', '?')}", run
 
 
 def _inputs(record: dict) -> tuple:
@@ -56,6 +75,52 @@ def errors(records: list[dict], overlap: float) -> list[float]:
     return out
 
 
+@cache
+def _plan_load_bytes(shape: tuple, pattern: str, encoding: str, kernel: str) -> int:
+    """The batch-1 load bytes of a float16 weight of ``shape`` on the recorded ``kernel``
+    path (an AVX-512 host's path counted from its rank table too where this CPU takes
+    another)."""
+    weight = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    p = F.Pattern.parse(pattern)
+    tensor = F.NMTensor.from_dense(weight, F.nm_mask(np.abs(weight), p), p, encoding,
+                                   dtype="float16")
+    plan = prepare(tensor)
+    if plan.gemv_path == kernel:
+        return plan.gemv_load_bytes
+    table = plan.bulk.gemv_scalars[2]
+    if K.KERNEL_DECODERS[plan.decoder].rank_lut and kernel != "scalar":
+        table = simd_nm.gemv_table(p, kernel, K.F16_BITS)
+    return gemv_load_bytes(tensor, kernel, table)
+
+
+def ecm_errors(records: list[dict], core_load_gb_s: float | None) -> list[float] | None:
+    """predicted / measured speedup - 1 of each record with the ECM overlap of each side, at
+    the record's own load rate or else ``core_load_gb_s``; None where that is unknown."""
+    out = []
+    for record in records:
+        rate = record["host"].get("core_load_gb_s", core_load_gb_s)
+        rows, cols = record["shape"]
+        loads = (record.get("load_bytes_dense", rows * cols * (2 + 4)),
+                 record.get("load_bytes_sparse") or _plan_load_bytes(
+                     tuple(record["shape"]), record["pattern"], record["encoding"],
+                     record["kernel"]))
+        if rate is None:
+            return None
+        inputs = _inputs(record)
+        cores = record["host"]["cores"]
+        loads_s = tuple(b / (cores * rate * 1e9) for b in loads)
+        overlaps = ecm_overlaps(*_simulated_seconds(*inputs, overlap=1.0), loads_s)
+        dense, sparse = _simulated_seconds(*inputs, overlap=overlaps)
+        out.append(dense["seconds"] / sparse["seconds"] / record["measured_speedup"] - 1)
+    return out
+
+
+def _summary(errs: list[float]) -> str:
+    return (f"median |error| {statistics.median(map(abs, errs)):5.1%}, median "
+            f"{statistics.median(errs):+6.1%}, within 10% {sum(abs(e) <= 0.1 for e in errs)}"
+            f"/{len(errs)}")
+
+
 def data_sets() -> dict[str, list[dict]]:
     """{"fit": ..., "check: <set>": ...} records."""
     sets: dict[str, list[dict]] = {"fit": []}
@@ -69,9 +134,14 @@ def data_sets() -> dict[str, list[dict]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--step", type=float, default=0.05, help="grid step of the overlap")
+    parser.add_argument("--zen4-core-load-gb-s", type=float, default=None, metavar="GB_S",
+                        help="re-make the Zen 4 sets with the ECM overlap at this L1 load "
+                        "rate per core (none was measured there)")
     args = parser.parse_args(argv)
     if not 0 < args.step <= 1:
         parser.error(f"--step must be in (0, 1], got {args.step}")
+    if args.zen4_core_load_gb_s is not None and not args.zen4_core_load_gb_s > 0:
+        parser.error(f"--zen4-core-load-gb-s must be positive, got {args.zen4_core_load_gb_s}")
     sets = data_sets()
     grid = [round(v, 6) for v in np.arange(1.0, -1e-9, -args.step)]
     table = {name: {eta: errors(records, eta) for eta in grid} for name, records in sets.items()}
@@ -80,9 +150,13 @@ def main(argv=None) -> int:
         print(f"{name} ({len(sets[name])} predictions)")
         for eta, errs in by_eta.items():
             mark = "  <- best on the fit half" if eta == best else ""
-            print(f"  overlap {eta:.2f}: median |error| {statistics.median(map(abs, errs)):5.1%}, "
-                  f"median {statistics.median(errs):+6.1%}, within 10% "
-                  f"{sum(abs(e) <= 0.1 for e in errs)}/{len(errs)}{mark}")
+            print(f"  overlap {eta:.2f}: {_summary(errs)}{mark}")
+        rate = ZEN1_CORE_LOAD_GB_S if "zen1" in name else args.zen4_core_load_gb_s
+        ecm = ecm_errors(sets[name], rate)
+        recorded = all("core_load_gb_s" in r["host"] for r in sets[name])
+        print(f"  ECM overlap (load rate {'as recorded' if recorded else f'{rate:g} GB/s'} "
+              f"per core): {_summary(ecm)}" if ecm else
+              "  ECM overlap: not re-made (no load rate for this host; --zen4-core-load-gb-s)")
     print(f"best overlap on the fit half: {best:.2f}")
     return 0
 

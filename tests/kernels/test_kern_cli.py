@@ -601,6 +601,14 @@ def test_fit_host_overlap_remakes_each_recorded_prediction():
                for r in records)
     remade = fit.errors(records, HOST_MEMORY_COMPUTE_OVERLAP)
     assert remade == pytest.approx([r["relative_error"] for r in records], rel=1e-9, abs=1e-12)
+    # Runs since 1e8746f were predicted with each side's ECM overlap, from the load bytes and
+    # load rate they record; older ones keep their fixed-overlap figure beside it.
+    report = json.loads((root / fit.ZEN1[2]).read_text())
+    records = report["sets"][0]["runs"][0][:3]
+    assert fit.ecm_errors(records, None) == pytest.approx(
+        [r["relative_error"] for r in records], rel=1e-9, abs=1e-12)
+    assert fit.errors(records, HOST_MEMORY_COMPUTE_OVERLAP) == pytest.approx(
+        [r["error_at_preset_overlap"] for r in records], rel=1e-9, abs=1e-12)
 
 
 @given(passes=st.integers(0, 5), size=st.integers(0, 300))
