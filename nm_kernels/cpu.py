@@ -119,7 +119,7 @@ class _NMPart:
         args = (_kernel_values(tensor.values, tensor.dtype), K.kernel_metadata(tensor.metadata),
                 _kernel_values(tensor.tail_values, tensor.dtype))
         return cls((gemv, gemm), args, gemv_scalars, gemm_scalars, decoder, gemv_path,
-                   gemm_path, gemv_load_bytes(tensor, gemv_path, gemv_scalars[2]))
+                   gemm_path, gemv_load_bytes(tensor, gemv_path, gemv_scalars[2], code))
 
     def run(self, x: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
         gemv, gemm = self.kernels
@@ -132,7 +132,7 @@ class _NMPart:
 X_BYTES = 4  # an activation (float32) as the kernels load it
 
 
-def gemv_load_bytes(tensor: F.NMTensor, path: str, table: np.ndarray) -> int:
+def gemv_load_bytes(tensor: F.NMTensor, path: str, table: np.ndarray, decoder_code: int) -> int:
     """Bytes the batch-1 kernel on ``path`` reads with its load instructions per call, from
     whichever cache or memory holds them: the compressed weight once (values, metadata, dense
     tail) and the x elements each step loads: per group of eight kept values the x window they
@@ -140,7 +140,9 @@ def gemv_load_bytes(tensor: F.NMTensor, path: str, table: np.ndarray) -> int:
     x-table entry and one offset byte per two blocks) plus ``table``'s entry where the step
     looks one up (a rank's positions or index fields; a table no larger than a vector
     register, such as the lane-unrank table, stays in one); one x per kept value of the blocks
-    left to scalar code, and per dense-tail column. These are the in-core loads of the
+    left to scalar code, and per dense-tail column; where the kernel runs two rows per loop
+    (:func:`nm_kernels.simd_nm.gemv_pairs_rows`, decoder ``decoder_code``) their groups share
+    each x load. These are the in-core loads of the
     Execution-Cache-Memory model (Treibig and Hager 2010), which ``nmsim validate`` times at
     the core's load rate (:func:`nm_kernels.hostperf.core_load_gb_s`)."""
     p, geo = tensor.pattern, tensor.geometry
@@ -161,8 +163,13 @@ def gemv_load_bytes(tensor: F.NMTensor, path: str, table: np.ndarray) -> int:
         per_group = geometry.window * X_BYTES + entry if groups else 0
         if path == "avx512-pair":  # two groups per step share one window of 32 inputs
             per_group = (32 * X_BYTES + 2 * entry) / 2
-    x_bytes = groups * per_group + (scalar_blocks * p.n + geo.dense_tail_width) * X_BYTES
-    return int(tensor.nbytes + rows * x_bytes)
+    loading_rows = rows
+    if path == "avx512-pair" and simd_nm.gemv_pairs_rows(
+            p, decoder_code, _VALUE_KINDS[tensor.dtype], wide=True):
+        chunks, last = divmod(rows, K.ROW_CHUNK)  # rows pair up within each row chunk
+        loading_rows = chunks * -(-K.ROW_CHUNK // 2) + -(-last // 2)
+    scalar_bytes = (scalar_blocks * p.n + geo.dense_tail_width) * X_BYTES
+    return int(tensor.nbytes + loading_rows * groups * per_group + rows * scalar_bytes)
 
 
 def _gemm_operand(x: np.ndarray) -> np.ndarray:

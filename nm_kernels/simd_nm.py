@@ -1550,6 +1550,15 @@ def _leftover_dot(acc, vrow, meta_row, tail_row, x, first_block, blocks, n, m, b
 # (docs/validation.md; which address conflict causes it was not found). ``pos`` stays per
 # chunk: only the scalar leftover blocks use it. One buffer per thread, indexed by
 # numba.get_thread_id, ran one thread at 52 ms but makes the GEMV uncacheable.
+def gemv_pairs_rows(pattern: F.Pattern, source: int, kind: int, wide: bool) -> bool:
+    """Whether :func:`nm_group_gemv` runs two rows per loop, sharing their x loads: the AVX-512
+    pair step on half-precision values of patterns whose groups span whole blocks, from rank
+    or index keys (see the measurements there)."""
+    geometry = group_geometry(pattern)
+    return (wide and source != POSITIONS and kind != K.F32 and geometry is not None
+            and geometry.blocks_per_group > 0)
+
+
 @cache
 def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool = False):
     """The batch-1 GEMV through the group loop (rank-LUT or index metadata); ``wide``: its
@@ -1572,7 +1581,7 @@ def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool
     # 0.75-1.38x, 2:4 rank 1.13-1.24x in both runs (twice the value streams per core), so
     # float32 keeps one row per loop. 16:32 index (40-bit keys decoded per group, not raw key
     # words) took 1.64x the time with two rows (float16, 11008x4096) and keeps one too.
-    paired = wide and source != POSITIONS and kind != K.F32 and geometry.blocks_per_group > 0
+    paired = gemv_pairs_rows(F.Pattern(n, m), source, kind, wide)
     dot2 = group_dot(n, m, bits, source, kind, wide, rows=2) if paired else dot
     field_mask = np.uint64((1 << bits) - 1)
     per_group = geometry.blocks_per_group

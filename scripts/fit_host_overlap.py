@@ -87,10 +87,11 @@ def _plan_load_bytes(shape: tuple, pattern: str, encoding: str, kernel: str) -> 
     plan = prepare(tensor)
     if plan.gemv_path == kernel:
         return plan.gemv_load_bytes
+    decoder = K.KERNEL_DECODERS[plan.decoder]
     table = plan.bulk.gemv_scalars[2]
-    if K.KERNEL_DECODERS[plan.decoder].rank_lut and kernel != "scalar":
+    if decoder.rank_lut and kernel != "scalar":
         table = simd_nm.gemv_table(p, kernel, K.F16_BITS)
-    return gemv_load_bytes(tensor, kernel, table)
+    return gemv_load_bytes(tensor, kernel, table, decoder.code)
 
 
 def ecm_errors(records: list[dict], core_load_gb_s: float | None) -> list[float] | None:

@@ -14,7 +14,7 @@ from kern_helpers import assert_close, compressed, nonzero, reference
 from compression import formats as F
 from nm_kernels import numba_nm as K
 from nm_kernels import simd_nm
-from nm_kernels.cpu import DensePlan, check_activations, prepare
+from nm_kernels.cpu import DensePlan, check_activations, default_decoder, gemv_load_bytes, prepare
 
 # (pattern, encoding, decoder, dtype): each compiles its own kernels, so the set is chosen to
 # cover every decoder, dtype, field width class and an odd M instead of drawing all products.
@@ -52,17 +52,18 @@ def test_matches_float64_reference(pattern, encoding, decoder, dtype, rows, bloc
     assert_close(y, reference(weight, x), weight, x, rtol=1e-5)
 
 
-def _walked_load_bytes(weight: F.NMTensor, path: str, table: np.ndarray) -> int:
-    """The x and table bytes a batch-1 kernel loads, walked block by block through one row as
+def _walked_load_bytes(weight: F.NMTensor, path: str, table: np.ndarray,
+                       paired: bool = False) -> int:
+    """The x and table bytes a batch-1 kernel loads, walked block by block through each row as
     the kernels' loops take them (simd_nm: whole groups of eight kept values through the
     vector step, the blocks left over and the padded one through scalar code, then the dense
-    tail), plus the compressed weight."""
+    tail; ``paired``: rows two by two within each row chunk, their groups sharing x), plus the
+    compressed weight."""
     p, geo = weight.pattern, weight.geometry
     geometry = simd_nm.group_geometry(p)
-    per_row, block = 0, 0
     blocks = geo.full_blocks + (1 if geo.blocks > geo.full_blocks else 0)
     entry = table[0].nbytes if table.shape[0] > 16 else 0
-    groups_done = 0
+    group_bytes, block = 0, 0
     while path != "scalar" and geometry is not None:
         if geometry.blocks_per_group:
             if block + geometry.blocks_per_group > geo.full_blocks:
@@ -75,15 +76,21 @@ def _walked_load_bytes(weight: F.NMTensor, path: str, table: np.ndarray) -> int:
             block += 1
             new_groups = geometry.groups_per_block
         for _ in range(new_groups):
-            groups_done += 1
             if path == "avx2-table":
-                per_row += 2 * (16 + table.itemsize)
+                group_bytes += 2 * (16 + table.itemsize)
             elif path == "avx512-pair":
-                per_row += (128 + 2 * entry) / 2
+                group_bytes += (128 + 2 * entry) / 2
             else:
-                per_row += 4 * geometry.window + entry
-    per_row += 4 * p.n * (blocks - block) + 4 * geo.dense_tail_width
-    return int(weight.nbytes + weight.shape[0] * per_row)
+                group_bytes += 4 * geometry.window + entry
+    scalar_bytes = 4 * p.n * (blocks - block) + 4 * geo.dense_tail_width
+    total = weight.nbytes
+    for start in range(0, weight.shape[0], K.ROW_CHUNK):
+        r, end = start, min(weight.shape[0], start + K.ROW_CHUNK)
+        while r < end:
+            together = 2 if paired and r + 1 < end else 1
+            total += group_bytes + together * scalar_bytes
+            r += together
+    return int(total)
 
 
 @pytest.mark.parametrize(("pattern", "encoding"), [("2:4", "index"), ("2:4", "rank"),
@@ -104,6 +111,24 @@ def test_gemv_load_bytes_match_a_walk_through_the_kernels_loops(pattern, encodin
     # never less than the weight and one x per kept value or tail column
     assert plan.gemv_load_bytes >= weight.nbytes + 4 * rows * (
         weight.values.shape[1] + weight.geometry.dense_tail_width)
+
+
+@settings(max_examples=10, deadline=None)
+@given(rows=st.integers(1, 150), blocks=st.integers(2, 9), dtype=st.sampled_from(
+    ["float32", "float16", "bfloat16"]), encoding=st.sampled_from(["index", "rank"]))
+def test_gemv_load_bytes_of_the_avx512_pair_step_share_x_between_paired_rows(rows, blocks, dtype,
+                                                                           encoding):
+    # Counted for an AVX-512 host on any host: half-precision rows go two by two within each
+    # row chunk (ROW_CHUNK 64, so 150 rows leave an odd one in the last chunk), float32 alone.
+    p = F.Pattern(8, 16)
+    weight = compressed(np.random.default_rng(1), rows, blocks * p.m + 5, p, encoding, "dense",
+                        dtype)
+    decoder = K.KERNEL_DECODERS[default_decoder(p, encoding)]
+    table = (simd_nm.gemv_table(p, "avx512-pair", K.F32 if dtype == "float32" else K.F16_BITS)
+             if decoder.rank_lut else np.zeros((1, simd_nm.LANES), np.uint8))
+    counted = gemv_load_bytes(weight, "avx512-pair", table, decoder.code)
+    assert counted == _walked_load_bytes(weight, "avx512-pair", table,
+                                         paired=dtype != "float32")
 
 
 def test_dense_gemv_loads_every_value_and_all_of_x_per_row():
