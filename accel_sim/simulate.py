@@ -323,17 +323,21 @@ def exposed_transfer_cycles(hw: HardwareConfig, busy_cycles: float,
     return (1.0 - hw.memory_compute_overlap) * min(busy_cycles, transfer)
 
 
-def ecm_overlap(compute_s: float, transfer_s: float, load_s: float) -> float:
+def ecm_overlap(compute_s: float, transfer_s: float, load_s: float,
+                load_overlap: float = 0.0) -> float:
     """The ``memory_compute_overlap`` at which a kernel's exposed time is the
     Execution-Cache-Memory model's (Treibig and Hager 2010): the core's load instructions
-    (``load_s`` of its ``compute_s``) do not overlap the DRAM transfers (``transfer_s``), the
-    rest of its work does, so it takes ``max(compute_s, load_s + transfer_s)`` where the
-    roofline says ``max(compute_s, transfer_s)``. The share is of the shorter of the two
+    (``load_s`` of its ``compute_s``) overlap the DRAM transfers (``transfer_s``) only by
+    ``load_overlap`` (0 in the model as published; a host's measured share, see
+    ``nm_kernels.hostperf.load_transfer_overlap``), the rest of its work fully, so it takes
+    ``max(compute_s, (1 - load_overlap) x load_s + transfer_s)`` where the roofline says
+    ``max(compute_s, transfer_s)``. The share is of the shorter of the two
     (:func:`exposed_transfer_cycles`), clipped to [0, 1]: at most the shorter shows."""
     shorter = min(compute_s, transfer_s)
     if shorter <= 0:
         return 1.0
-    exposed = max(compute_s, load_s + transfer_s) - max(compute_s, transfer_s)
+    exposed = (max(compute_s, (1.0 - load_overlap) * load_s + transfer_s)
+               - max(compute_s, transfer_s))
     return min(1.0, max(0.0, 1.0 - exposed / shorter))
 
 

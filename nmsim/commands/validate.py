@@ -14,7 +14,9 @@ ridge and the range the speedup spans between full and no overlap of transfers a
 How much of each side's DRAM transfers its arithmetic hides is the Execution-Cache-Memory
 model's (:func:`accel_sim.simulate.ecm_overlap`): the bytes its load instructions read
 (``nm_kernels.cpu.gemv_load_bytes``) at one core's measured L1 load rate
-(``nm_kernels.hostperf.core_load_gb_s``) times the cores do not overlap the transfers.
+(``nm_kernels.hostperf.core_load_gb_s``) times the cores overlap the transfers only by the
+share a load-bound streaming loop shows on this host, measured in the same run
+(``nm_kernels.hostperf.load_transfer_overlap``).
 """
 
 from __future__ import annotations
@@ -137,8 +139,9 @@ def run(args) -> int:
               "(near 1: at the ridge, where their overlap matters most); overlap: the share "
               "of the shorter hidden under the longer, from the Execution-Cache-Memory model "
               "(the side's load instructions, its loaded bytes at "
-              f"{host['core_load_gb_s']:.0f} GB/s per core, do not overlap its DRAM "
-              f"transfers); at {host['memory_compute_overlap']:g}: the error with the host "
+              f"{host['core_load_gb_s']:.0f} GB/s per core, overlap its DRAM transfers "
+              f"only by {host['load_transfer_overlap']:.2f}, the share a load-bound "
+              f"streaming loop showed in this run); at {host['memory_compute_overlap']:g}: the error with the host "
               "preset's one overlap for every kernel instead; no-overlap range: the speedup "
               "if one side overlapped nothing and the other everything, and whether the "
               "measured one lies in it")
@@ -184,8 +187,10 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
     measured = bench_kernels([shape], patterns, encodings, [1], ["float16"], repeats=repeats,
                              resident_bytes=RESIDENT_BYTES, resident_threads=resident_threads)
     cores, peak = threads(), hostperf.matmul_gflops(PEAK_MATMUL_SIZE)
-    # the in-core load rate of all cores: one core's, like the resident rates, times the cores
+    # the in-core load rate of all cores: one core's, like the resident rates, times the cores;
+    # and how much of a load-bound loop's time this host hides under its DRAM transfers
     core_load = hostperf.core_load_gb_s()
+    load_probe = hostperf.load_transfer_overlap(shape[0] * shape[1] * 2, repeats)
     results = []
     for record in measured:
         bandwidth = record["read_bandwidth_gb_s"]
@@ -201,7 +206,8 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
                   sparse_gflops, overheads_us)
         loads_s = (record["load_bytes_dense"] / (cores * core_load * 1e9),
                    record["load_bytes_sparse"] / (cores * core_load * 1e9))
-        overlaps = ecm_overlaps(*_simulated_seconds(*inputs, overlap=1.0), loads_s)
+        overlaps = ecm_overlaps(*_simulated_seconds(*inputs, overlap=1.0), loads_s,
+                                load_probe["overlap"])
         dense, sparse = _simulated_seconds(*inputs, overlap=overlaps)
         dense_s, sparse_s = dense["seconds"], sparse["seconds"]
         predicted = dense_s / sparse_s
@@ -219,6 +225,8 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
         host = {"bandwidth_gb_s": bandwidth, "peak_gflops": peak, "cores": cores,
                 "memory_compute_overlap": HOST_MEMORY_COMPUTE_OVERLAP,
                 "core_load_gb_s": core_load,
+                "load_transfer_overlap": load_probe["overlap"],
+                "load_transfer_overlap_probe": load_probe,
                 "resident_threads": resident_threads,
                 "thread_scaling": record["thread_scaling"],
                 "dense_gflops_resident": dense_gflops, "sparse_gflops_resident": sparse_gflops,
@@ -246,7 +254,8 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
                         "sparse_compute_to_bytes": sparse["compute_s"] / sparse["bytes_s"],
                         "overlap_speedup_range": overlap_range,
                         # the Execution-Cache-Memory overlap of each side: its loads' time at
-                        # the cores' load rate does not overlap its DRAM transfers
+                        # the cores' load rate overlaps its DRAM transfers only by the host's
+                        # load_transfer_overlap
                         "dense_load_s": loads_s[0], "sparse_load_s": loads_s[1],
                         "dense_overlap": overlaps[0], "sparse_overlap": overlaps[1],
                         "predicted_at_preset_overlap": predicted_fixed,
@@ -260,13 +269,14 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
     return results
 
 
-def ecm_overlaps(dense: dict, sparse: dict, loads_s: tuple[float, float]) -> tuple:
+def ecm_overlaps(dense: dict, sparse: dict, loads_s: tuple[float, float],
+                 load_overlap: float = 0.0) -> tuple:
     """Each side's Execution-Cache-Memory overlap (:func:`accel_sim.simulate.ecm_overlap`)
-    from its simulated compute and DRAM times at full overlap and its loads' time
-    (``loads_s``: dense, sparse)."""
+    from its simulated compute and DRAM times at full overlap, its loads' time (``loads_s``:
+    dense, sparse) and the host's share of loads hidden under transfers (``load_overlap``)."""
     from accel_sim.simulate import ecm_overlap
 
-    return tuple(ecm_overlap(side["compute_s"], side["bytes_s"], load_s)
+    return tuple(ecm_overlap(side["compute_s"], side["bytes_s"], load_s, load_overlap)
                  for side, load_s in zip((dense, sparse), loads_s, strict=True))
 
 

@@ -168,14 +168,15 @@ def test_partial_overlap_adds_the_hidden_share_of_the_shorter_roof(overlap, gflo
 
 
 @given(gflops=st.floats(2.0, 200.0), bandwidth=st.floats(5.0, 100.0),
-       load_share=st.floats(0.0, 1.0))
+       load_share=st.floats(0.0, 1.0), hidden=st.floats(0.0, 1.0))
 @settings(max_examples=30, deadline=None)
-def test_ecm_overlap_gives_the_execution_cache_memory_time(gflops, bandwidth, load_share):
+def test_ecm_overlap_gives_the_execution_cache_memory_time(gflops, bandwidth, load_share, hidden):
     # The Execution-Cache-Memory model (Treibig and Hager 2010): a core whose load
-    # instructions (here a share of its compute time, as loads are part of that work) do not
-    # overlap its DRAM transfers takes max(compute, loads + transfer). A host GEMV simulated at
-    # ecm_overlap of its closed-form roofs must take that, plus what full overlap adds (fill,
-    # latency), never more than compute + transfer.
+    # instructions (here a share of its compute time, as loads are part of that work) overlap
+    # its DRAM transfers only by `hidden` takes max(compute, (1 - hidden) x loads + transfer)
+    # (hidden = 0 as published). A host GEMV simulated at ecm_overlap of its closed-form roofs
+    # must take that, plus what full overlap adds (fill, latency), never more than
+    # compute + transfer.
     from accel_sim.simulate import ecm_overlap, simulate_gemm
     from workloads.models import GEMM
 
@@ -191,13 +192,15 @@ def test_ecm_overlap_gives_the_execution_cache_memory_time(gflops, bandwidth, lo
         result = simulate_gemm(hw, gemm)
         return result.total_cycles / (result.clock_ghz * 1e9)
 
-    overlap = ecm_overlap(compute_s, bytes_s, load_s)
+    overlap = ecm_overlap(compute_s, bytes_s, load_s, hidden)
     assert 0.0 <= overlap <= 1.0
-    ecm_s = min(max(compute_s, load_s + bytes_s), compute_s + bytes_s)
+    ecm_s = min(max(compute_s, (1 - hidden) * load_s + bytes_s), compute_s + bytes_s)
     extra = seconds(1.0) - max(compute_s, bytes_s)  # fill and latency
     assert seconds(overlap) - extra == pytest.approx(ecm_s, rel=1e-3)
-    # no loads: the roofline; loads as long as the compute: no overlap at all
+    # no loads, or all hidden: the roofline; loads as long as the compute and none hidden: no
+    # overlap at all
     assert ecm_overlap(compute_s, bytes_s, 0.0) == 1.0
+    assert ecm_overlap(compute_s, bytes_s, load_s, 1.0) == 1.0
     assert ecm_overlap(compute_s, bytes_s, compute_s) == pytest.approx(0.0, abs=1e-12)
 
 

@@ -423,8 +423,8 @@ def test_resident_fit_recovers_a_known_overhead_and_rate(overhead, rate, rows, t
 def test_validate_predicts_from_the_roofline_of_the_measured_rates(capsys):
     # The prediction must be the Execution-Cache-Memory time of the figures measured in the
     # same rounds: dense and sparse seconds each the larger of multiply-adds / the kernel's
-    # cache-resident rate and (loaded bytes / the cores' load rate + DRAM bytes / read
-    # bandwidth); the simulator adds only pipeline fill and DRAM latency.
+    # cache-resident rate and (the unhidden share of loaded bytes / the cores' load rate +
+    # DRAM bytes / read bandwidth); the simulator adds only pipeline fill and DRAM latency.
     assert main(["validate", "--pattern", "2:4", "--encoding", "index", "--check-shape",
                  "24x44", "--speed-shape", "512x1024", "--speed-encoding", "index",
                  "--repeats", "1", "--no-triton", "--json"]) == 0
@@ -440,7 +440,9 @@ def test_validate_predicts_from_the_roofline_of_the_measured_rates(capsys):
     # dense: every row loads its fp16 values and all of x (float32)
     assert s["dense_load_s"] == pytest.approx(values * (2 + 4) / load_rate)
     assert s["sparse_load_s"] > sparse_bytes / load_rate
-    ecm = {side: max(compute_s, s[f"{side}_load_s"] + bytes_s)
+    hidden = host["load_transfer_overlap"]  # measured in the run by the load-bound probe
+    assert 0 <= hidden <= 1 and host["load_transfer_overlap_probe"]["overlap"] == hidden
+    ecm = {side: max(compute_s, (1 - hidden) * s[f"{side}_load_s"] + bytes_s)
            for side, (compute_s, bytes_s) in roofs.items()}
     # each side's simulated time: its ECM time (never less than its roofline) plus its
     # measured per-call cost (paid once); fill and latency add a few microseconds, a sizeable
@@ -506,6 +508,8 @@ def test_validate_scales_the_resident_rate_to_the_gemv_threads(monkeypatch, resi
     monkeypatch.setattr(bench, "bench_kernels", fake_bench)
     monkeypatch.setattr(hostperf, "matmul_gflops", lambda size: 100.0)
     monkeypatch.setattr(hostperf, "core_load_gb_s", lambda: 50.0)
+    monkeypatch.setattr(hostperf, "load_transfer_overlap",
+                        lambda nbytes, repeats: {"overlap": 0.3})
     (s,) = validate._predicted_vs_measured(["2:4"], ["index"], (64, 128), 1, resident_threads)
     assert asked["resident_threads"] == resident_threads
     host = s["host"]
@@ -601,11 +605,12 @@ def test_fit_host_overlap_remakes_each_recorded_prediction():
                for r in records)
     remade = fit.errors(records, HOST_MEMORY_COMPUTE_OVERLAP)
     assert remade == pytest.approx([r["relative_error"] for r in records], rel=1e-9, abs=1e-12)
-    # Runs since 1e8746f were predicted with each side's ECM overlap, from the load bytes and
-    # load rate they record; older ones keep their fixed-overlap figure beside it.
+    # Runs of 1e8746f were predicted with each side's ECM overlap, from the load bytes and
+    # load rate they record, no load hidden under the transfers; the fixed-overlap figure
+    # is kept beside it.
     report = json.loads((root / fit.ZEN1[2]).read_text())
     records = report["sets"][0]["runs"][0][:3]
-    assert fit.ecm_errors(records, None) == pytest.approx(
+    assert fit.ecm_errors(records, None, 0.0) == pytest.approx(
         [r["relative_error"] for r in records], rel=1e-9, abs=1e-12)
     assert fit.errors(records, HOST_MEMORY_COMPUTE_OVERLAP) == pytest.approx(
         [r["error_at_preset_overlap"] for r in records], rel=1e-9, abs=1e-12)
@@ -628,3 +633,41 @@ def test_core_load_rate_is_a_finite_positive_rate(monkeypatch):
     monkeypatch.setattr(hostperf, "LOAD_PROBE_BYTES", 1 << 20)
     rate = hostperf.core_load_gb_s(repeats=2)
     assert np.isfinite(rate) and rate > 0
+
+
+@given(rows=st.integers(1, 5), chunks=st.integers(1, 4), steps=st.integers(1, 4),
+       repeats=st.integers(1, 3))
+@settings(max_examples=15, deadline=None)
+def test_load_transfer_probe_touches_every_element(rows, chunks, steps, repeats):
+    # v = v * v / 2 + 1/2 keeps 1.0 at 1.0: the sum counts every element the loop read, each
+    # repeat, whatever the threads' split
+    from nm_kernels import hostperf
+
+    values = np.ones((rows, chunks * hostperf.OVERLAP_CHUNK), dtype=np.float32)
+    assert hostperf.l1_stream(values, steps, repeats) == values.size * repeats
+
+
+@pytest.mark.parametrize(("streamed", "expected"), [(5.0, 0.25), (6.0, 0.0), (3.0, 0.75), (1.0, 1.0),
+                                                   (4.5, 0.375)])
+def test_load_transfer_overlap_inverts_the_ecm_time_of_the_probe(monkeypatch, streamed,
+                                                                  expected):
+    # A load-bound loop of 4 s resident and a 2 s read that streams in `streamed` s hid
+    # (4 + 2 - streamed) / 4 of its loads under the read (ECM: streamed = (1 - share) x 4 + 2),
+    # clipped to [0, 1]; each round's figure, then their median.
+    from nm_kernels import bench, hostperf
+
+    seen = {}
+
+    def fake_rounds(candidates, repeats, warmup, evict=None, warm=()):
+        seen.update(names=set(candidates), warm=set(warm), repeats=repeats)
+        return {"streamed": [streamed, 99.0, streamed], "read": [2.0, 2.0, 2.0],
+                "resident": [4.0, 4.0, 4.0]}
+
+    monkeypatch.setattr(bench, "time_rounds", fake_rounds)
+    monkeypatch.setattr(bench, "eviction_buffer", lambda: bench.read_buffer(64))
+    probe = hostperf.load_transfer_overlap(1 << 20, 3)
+    assert probe["overlap"] == pytest.approx(expected)
+    assert seen == {"names": {"streamed", "read", "resident"}, "warm": {"resident"},
+                    "repeats": 3}
+    assert probe["compute_to_bytes"] == pytest.approx(2.0)
+    assert probe["bytes"] >= 1 << 20
