@@ -155,7 +155,8 @@ def gemv_load_bytes(tensor: F.NMTensor, path: str, table: np.ndarray, decoder_co
         groups = geo.full_blocks // geometry.blocks_per_group
         scalar_blocks = blocks - groups * geometry.blocks_per_group
     else:
-        groups, scalar_blocks = geo.full_blocks * geometry.groups_per_block, blocks - geo.full_blocks
+        groups = geo.full_blocks * geometry.groups_per_block
+        scalar_blocks = blocks - geo.full_blocks
     if path == "avx2-table":
         per_group = 2 * (16 + table.itemsize)
     else:

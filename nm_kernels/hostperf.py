@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from nm_kernels.bench import time_round_robin
+from nm_kernels import bench
 
 
 def _median_seconds(fn, repeats: int) -> float:
     """The benchmark's protocol (:func:`nm_kernels.bench.time_round_robin`) for one candidate."""
-    return time_round_robin({"fn": fn}, repeats, warmup=1)["fn"]
+    return bench.time_round_robin({"fn": fn}, repeats, warmup=1)["fn"]
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -66,7 +66,7 @@ def core_load_gb_s(repeats: int = 5) -> float:
 # operations per element and step, all in L1: the loop is bound by its L1 traffic), against the
 # same loop on OVERLAP_RESIDENT_ROWS rows that stay in L2 (384 KiB: the Zen 1 guest's L2 holds
 # 512 KiB, Zen 4's 1 MiB) and the read of as many bytes, in the same rounds. Three steps put
-# the loop near its ridge on the Zen 1 guest (compute/bytes 1.3).
+# the loop near its ridge on the Zen 1 guest (compute/bytes 1.3-2.9 in its runs of 2026-12-05).
 OVERLAP_CHUNK = 1024
 OVERLAP_STEPS = 3
 OVERLAP_ROW_FLOATS = 24 * OVERLAP_CHUNK  # 96 KiB rows
@@ -107,8 +107,6 @@ def load_transfer_overlap(nbytes: int, repeats: int) -> dict:
     the Execution-Cache-Memory time of a loop whose in-core time is its loads,
     ``streamed = max(resident, (1 - overlap) x resident + read)`` (Treibig and Hager 2010
     take 0: the loads add to the transfers; 1 is the roofline). Clipped to [0, 1]."""
-    from nm_kernels import bench
-
     row_bytes = OVERLAP_ROW_FLOATS * 4
     count = max(1, -(-nbytes // (row_bytes * OVERLAP_RESIDENT_ROWS))) * OVERLAP_RESIDENT_ROWS
     streamed = np.ones((count, OVERLAP_ROW_FLOATS), dtype=np.float32)

@@ -1540,6 +1540,15 @@ def _leftover_dot(acc, vrow, meta_row, tail_row, x, first_block, blocks, n, m, b
     return acc
 
 
+def gemv_pairs_rows(pattern: F.Pattern, source: int, kind: int, wide: bool) -> bool:
+    """Whether :func:`nm_group_gemv` runs two rows per loop, sharing their x loads: the AVX-512
+    pair step on half-precision values of patterns whose groups span whole blocks, from rank
+    or index keys (see the measurements there)."""
+    geometry = group_geometry(pattern)
+    return (wide and source != POSITIONS and kind != K.F32 and geometry is not None
+            and geometry.blocks_per_group > 0)
+
+
 # SCRATCH_FROM_CALLER: the GEMV's split-unrank buffers (one row's positions and the greedy
 # state, written and read back for every row) are allocated before its parallel loop, one per
 # row chunk, by the calling thread. Allocated inside the loop, a pool thread's came from its
@@ -1550,15 +1559,6 @@ def _leftover_dot(acc, vrow, meta_row, tail_row, x, first_block, blocks, n, m, b
 # (docs/validation.md; which address conflict causes it was not found). ``pos`` stays per
 # chunk: only the scalar leftover blocks use it. One buffer per thread, indexed by
 # numba.get_thread_id, ran one thread at 52 ms but makes the GEMV uncacheable.
-def gemv_pairs_rows(pattern: F.Pattern, source: int, kind: int, wide: bool) -> bool:
-    """Whether :func:`nm_group_gemv` runs two rows per loop, sharing their x loads: the AVX-512
-    pair step on half-precision values of patterns whose groups span whole blocks, from rank
-    or index keys (see the measurements there)."""
-    geometry = group_geometry(pattern)
-    return (wide and source != POSITIONS and kind != K.F32 and geometry is not None
-            and geometry.blocks_per_group > 0)
-
-
 @cache
 def nm_group_gemv(n: int, m: int, bits: int, decoder: int, kind: int, wide: bool = False):
     """The batch-1 GEMV through the group loop (rank-LUT or index metadata); ``wide``: its

@@ -141,8 +141,9 @@ def run(args) -> int:
               "(the side's load instructions, its loaded bytes at "
               f"{host['core_load_gb_s']:.0f} GB/s per core, overlap its DRAM transfers "
               f"only by {host['load_transfer_overlap']:.2f}, the share a load-bound "
-              f"streaming loop showed in this run); at {host['memory_compute_overlap']:g}: the error with the host "
-              "preset's one overlap for every kernel instead; no-overlap range: the speedup "
+              "streaming loop showed in this run); at "
+              f"{host['memory_compute_overlap']:g}: the error with the host preset's one "
+              "overlap for every kernel instead; no-overlap range: the speedup "
               "if one side overlapped nothing and the other everything, and whether the "
               "measured one lies in it")
         if host["resident_threads"] < host["cores"] and (

@@ -647,8 +647,8 @@ def test_load_transfer_probe_touches_every_element(rows, chunks, steps, repeats)
     assert hostperf.l1_stream(values, steps, repeats) == values.size * repeats
 
 
-@pytest.mark.parametrize(("streamed", "expected"), [(5.0, 0.25), (6.0, 0.0), (3.0, 0.75), (1.0, 1.0),
-                                                   (4.5, 0.375)])
+@pytest.mark.parametrize(("streamed", "expected"), [(5.0, 0.25), (6.0, 0.0), (3.0, 0.75),
+                                                   (1.0, 1.0), (4.5, 0.375)])
 def test_load_transfer_overlap_inverts_the_ecm_time_of_the_probe(monkeypatch, streamed,
                                                                   expected):
     # A load-bound loop of 4 s resident and a 2 s read that streams in `streamed` s hid
