@@ -74,7 +74,7 @@ from tqdm import tqdm
 
 from compression import formats as F
 from compression import markdown
-from nm_kernels.cpu import X_BYTES, DensePlan, prepare
+from nm_kernels.cpu import DensePlan, dense_gemv_load_bytes, prepare
 from nm_kernels.numba_nm import check_thread_count, threads
 from workloads.files import staged_file
 
@@ -502,7 +502,8 @@ class _GroupFigures:
         if self.batch != 1:
             return {}
         return {"load_bytes_sparse": plan.gemv_load_bytes,
-                "load_bytes_dense": self.dense_bytes + self.shape[0] * self.shape[1] * X_BYTES}
+                "load_bytes_dense": dense_gemv_load_bytes(
+                    *self.shape, F.value_dtype(self.dtype).itemsize)}
 
     def record(self, pattern, encoding, path, plan, repeats, warmup) -> dict:
         key = (pattern, encoding, path)

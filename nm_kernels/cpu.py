@@ -106,20 +106,14 @@ class _NMPart:
         if gemv_path != "scalar":
             gemm = simd_nm.nm_group_gemm(p.n, p.m, bits, code, kind,
                                          wide=gemm_path == "avx512-group")
-            no_table = np.zeros((1, simd_nm.LANES), np.uint8)
-            gemm_table = simd_nm.group_index_table(p) if entry.rank_lut else no_table
-            if gemv_path == "avx2-table":
-                gemv_table = simd_nm.table_offsets(p, tensor.encoding)
-            elif entry.rank_lut:
-                gemv_table = simd_nm.gemv_table(p, gemv_path, kind)
-            else:
-                gemv_table = no_table
+            gemm_table = simd_nm.group_index_table(p) if entry.rank_lut else _NO_TABLE
+            gemv_table = gemv_lookup_table(p, tensor.encoding, decoder, gemv_path, kind)
             gemv_scalars = (geo.full_blocks, pad_block, gemv_table, binom)
             gemm_scalars = (geo.full_blocks, pad_block, gemm_table, binom)
         args = (_kernel_values(tensor.values, tensor.dtype), K.kernel_metadata(tensor.metadata),
                 _kernel_values(tensor.tail_values, tensor.dtype))
         return cls((gemv, gemm), args, gemv_scalars, gemm_scalars, decoder, gemv_path,
-                   gemm_path, gemv_load_bytes(tensor, gemv_path, gemv_scalars[2], code))
+                   gemm_path, gemv_load_bytes(tensor, gemv_path, decoder))
 
     def run(self, x: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
         gemv, gemm = self.kernels
@@ -130,25 +124,45 @@ class _NMPart:
 
 
 X_BYTES = 4  # an activation (float32) as the kernels load it
+_NO_TABLE = np.zeros((1, simd_nm.LANES), np.uint8)  # the table argument of kernels that read none
 
 
-def gemv_load_bytes(tensor: F.NMTensor, path: str, table: np.ndarray, decoder_code: int) -> int:
+def gemv_lookup_table(pattern: F.Pattern, encoding: str, decoder: str, path: str,
+                      kind: int) -> np.ndarray:
+    """The table the vector batch-1 kernel on ``path`` reads for ``encoding`` metadata
+    through ``decoder`` with values of ``kind``: the 2:4 x table's offsets, a rank table, or
+    none."""
+    if path == "avx2-table":
+        return simd_nm.table_offsets(pattern, encoding)
+    if K.KERNEL_DECODERS[decoder].rank_lut:
+        return simd_nm.gemv_table(pattern, path, kind)
+    return _NO_TABLE
+
+
+def dense_gemv_load_bytes(rows: int, cols: int, value_bytes: int) -> int:
+    """Bytes a dense batch-1 GEMV's loads read per call: every row its values and all of x."""
+    return rows * cols * (value_bytes + X_BYTES)
+
+
+def gemv_load_bytes(tensor: F.NMTensor, path: str, decoder: str) -> int:
     """Bytes the batch-1 kernel on ``path`` reads with its load instructions per call, from
     whichever cache or memory holds them: the compressed weight once (values, metadata, dense
     tail) and the x elements each step loads: per group of eight kept values the x window they
     index (an AVX-512 pair step: the 32 inputs of two groups; the 2:4 table step: one 16-byte
-    x-table entry and one offset byte per two blocks) plus ``table``'s entry where the step
-    looks one up (a rank's positions or index fields; a table no larger than a vector
-    register, such as the lane-unrank table, stays in one); one x per kept value of the blocks
-    left to scalar code, and per dense-tail column; where the kernel runs two rows per loop
-    (:func:`nm_kernels.simd_nm.gemv_pairs_rows`, decoder ``decoder_code``) their groups share
-    each x load. These are the in-core loads of the
+    x-table entry and one offset byte per two blocks) plus the entry of its table
+    (:func:`gemv_lookup_table`) where the step looks one up (a rank's positions or index
+    fields; a table no larger than a vector register, such as the lane-unrank table, stays in
+    one); one x per kept value of the blocks left to scalar code, and per dense-tail column;
+    where the kernel runs two rows per loop (:func:`nm_kernels.simd_nm.gemv_pairs_rows`)
+    their groups share each x load. ``path`` may be one this CPU does not run (a record of
+    another host's). These are the in-core loads of the
     Execution-Cache-Memory model (Treibig and Hager 2010), which ``nmsim validate`` times at
     the core's load rate (:func:`nm_kernels.hostperf.core_load_gb_s`)."""
     p, geo = tensor.pattern, tensor.geometry
     rows = tensor.shape[0]
     blocks = geo.full_blocks + int(geo.blocks > geo.full_blocks)
     geometry = simd_nm.group_geometry(p)
+    kind = _VALUE_KINDS[tensor.dtype]
     if path == "scalar" or geometry is None:
         groups, scalar_blocks = 0, blocks
     elif geometry.blocks_per_group:
@@ -157,6 +171,8 @@ def gemv_load_bytes(tensor: F.NMTensor, path: str, table: np.ndarray, decoder_co
     else:
         groups = geo.full_blocks * geometry.groups_per_block
         scalar_blocks = blocks - geo.full_blocks
+    table = (gemv_lookup_table(p, tensor.encoding, decoder, path, kind) if groups
+             else _NO_TABLE)
     if path == "avx2-table":
         per_group = 2 * (16 + table.itemsize)
     else:
@@ -166,7 +182,7 @@ def gemv_load_bytes(tensor: F.NMTensor, path: str, table: np.ndarray, decoder_co
             per_group = (32 * X_BYTES + 2 * entry) / 2
     loading_rows = rows
     if path == "avx512-pair" and simd_nm.gemv_pairs_rows(
-            p, decoder_code, _VALUE_KINDS[tensor.dtype], wide=True):
+            p, K.KERNEL_DECODERS[decoder].code, kind, wide=True):
         chunks, last = divmod(rows, K.ROW_CHUNK)  # rows pair up within each row chunk
         loading_rows = chunks * -(-K.ROW_CHUNK // 2) + -(-last // 2)
     scalar_bytes = (scalar_blocks * p.n + geo.dense_tail_width) * X_BYTES
@@ -308,8 +324,7 @@ class DensePlan:
         self.nbytes = weight.nbytes
         self.weight = _kernel_values(weight, dtype_name)
         self.kernels = K.dense_kernels(_VALUE_KINDS[dtype_name])
-        # every row loads its values and all of x
-        self.gemv_load_bytes = weight.nbytes + weight.size * X_BYTES
+        self.gemv_load_bytes = dense_gemv_load_bytes(*weight.shape, weight.itemsize)
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         x = check_activations(x, self.shape[1])

@@ -15,11 +15,11 @@ the median |predicted / measured speedup - 1| over the fit half; printed for eve
 the grid: the median |error|, the median error and the predictions within 10%, per data set.
 
 Each set is also re-made with the overlap ``nmsim validate`` now takes, the
-Execution-Cache-Memory one (``nmsim.commands.validate.ecm_overlaps``), which has no fitted
+Execution-Cache-Memory one (``nmsim.commands.validate.ecm_sides``), which has no fitted
 figure: a kernel's load instructions (``nm_kernels.cpu.gemv_load_bytes``) at the cores' L1 load
-rate do not overlap its DRAM transfers. Records made since carry their load bytes and the rate
-measured in the run; older ones get their load bytes from a plan of the same shape, pattern
-and encoding (only its structure counts) where this CPU takes the recorded kernel path, and the
+rate overlap its DRAM transfers only by the host's share (below). Records made since carry their load bytes and the rate
+measured in the run; older ones get their load bytes from a weight of the same shape, pattern
+and encoding (only its structure counts) on the recorded kernel path, and the
 rate of their host: :data:`ZEN1_CORE_LOAD_GB_S` for the Zen 1 guest; the Zen 4 sets had
 none measured and are re-made only at a rate given with ``--zen4-core-load-gb-s``. Each is
 shown with the loads not overlapped at all (the model as published) and overlapped by the
@@ -38,10 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from compression import formats as F
-from nm_kernels import numba_nm as K
-from nm_kernels import simd_nm
-from nm_kernels.cpu import gemv_load_bytes, prepare
-from nmsim.commands.validate import _simulated_seconds, ecm_overlaps
+from nm_kernels.cpu import default_decoder, dense_gemv_load_bytes, gemv_load_bytes
+from nmsim.commands.validate import _simulated_seconds, ecm_sides
 
 COLD = Path("reports/kernels/cpu_validate_speed_cold.json")
 ZEN1 = (Path("reports/kernels/zen1/validate_table.json"),
@@ -83,22 +81,14 @@ def errors(records: list[dict], overlap: float) -> list[float]:
 
 
 @cache
-def _plan_load_bytes(shape: tuple, pattern: str, encoding: str, kernel: str) -> int:
+def _load_bytes(shape: tuple, pattern: str, encoding: str, kernel: str) -> int:
     """The batch-1 load bytes of a float16 weight of ``shape`` on the recorded ``kernel``
-    path (an AVX-512 host's path counted from its rank table too where this CPU takes
-    another)."""
+    path, read by the default decoder (only the weight's structure counts, not its values)."""
     weight = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     p = F.Pattern.parse(pattern)
     tensor = F.NMTensor.from_dense(weight, F.nm_mask(np.abs(weight), p), p, encoding,
                                    dtype="float16")
-    plan = prepare(tensor)
-    if plan.gemv_path == kernel:
-        return plan.gemv_load_bytes
-    decoder = K.KERNEL_DECODERS[plan.decoder]
-    table = plan.bulk.gemv_scalars[2]
-    if decoder.rank_lut and kernel != "scalar":
-        table = simd_nm.gemv_table(p, kernel, K.F16_BITS)
-    return gemv_load_bytes(tensor, kernel, table, decoder.code)
+    return gemv_load_bytes(tensor, kernel, default_decoder(p, encoding))
 
 
 def ecm_errors(records: list[dict], core_load_gb_s: float | None,
@@ -113,15 +103,11 @@ def ecm_errors(records: list[dict], core_load_gb_s: float | None,
         if rate is None or hidden is None:
             return None
         rows, cols = record["shape"]
-        loads = (record.get("load_bytes_dense", rows * cols * (2 + 4)),
-                 record.get("load_bytes_sparse") or _plan_load_bytes(
+        loads = (record.get("load_bytes_dense", dense_gemv_load_bytes(rows, cols, 2)),
+                 record.get("load_bytes_sparse") or _load_bytes(
                      tuple(record["shape"]), record["pattern"], record["encoding"],
                      record["kernel"]))
-        inputs = _inputs(record)
-        cores = record["host"]["cores"]
-        loads_s = tuple(b / (cores * rate * 1e9) for b in loads)
-        overlaps = ecm_overlaps(*_simulated_seconds(*inputs, overlap=1.0), loads_s, hidden)
-        dense, sparse = _simulated_seconds(*inputs, overlap=overlaps)
+        dense, sparse, _, _ = ecm_sides(_inputs(record), loads, rate, hidden)
         out.append(dense["seconds"] / sparse["seconds"] / record["measured_speedup"] - 1)
     return out
 

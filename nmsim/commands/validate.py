@@ -191,7 +191,7 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
     # the in-core load rate of all cores: one core's, like the resident rates, times the cores;
     # and how much of a load-bound loop's time this host hides under its DRAM transfers
     core_load = hostperf.core_load_gb_s()
-    load_probe = hostperf.load_transfer_overlap(shape[0] * shape[1] * 2, repeats)
+    load_probe = hostperf.load_transfer_overlap(measured[0]["weight_bytes_dense"], repeats)
     results = []
     for record in measured:
         bandwidth = record["read_bandwidth_gb_s"]
@@ -205,11 +205,9 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
                         1e6 * record["resident_call_overhead_s"])
         inputs = (shape, bandwidth, cores, record["pattern"], record["encoding"], dense_gflops,
                   sparse_gflops, overheads_us)
-        loads_s = (record["load_bytes_dense"] / (cores * core_load * 1e9),
-                   record["load_bytes_sparse"] / (cores * core_load * 1e9))
-        overlaps = ecm_overlaps(*_simulated_seconds(*inputs, overlap=1.0), loads_s,
-                                load_probe["overlap"])
-        dense, sparse = _simulated_seconds(*inputs, overlap=overlaps)
+        dense, sparse, loads_s, overlaps = ecm_sides(
+            inputs, (record["load_bytes_dense"], record["load_bytes_sparse"]), core_load,
+            load_probe["overlap"])
         dense_s, sparse_s = dense["seconds"], sparse["seconds"]
         predicted = dense_s / sparse_s
         # the same prediction at the host preset's one overlap for every kernel
@@ -270,15 +268,22 @@ def _predicted_vs_measured(patterns, encodings, shape, repeats,
     return results
 
 
-def ecm_overlaps(dense: dict, sparse: dict, loads_s: tuple[float, float],
-                 load_overlap: float = 0.0) -> tuple:
-    """Each side's Execution-Cache-Memory overlap (:func:`accel_sim.simulate.ecm_overlap`)
-    from its simulated compute and DRAM times at full overlap, its loads' time (``loads_s``:
-    dense, sparse) and the host's share of loads hidden under transfers (``load_overlap``)."""
+def ecm_sides(inputs: tuple, load_bytes: tuple[int, int], core_load_gb_s: float,
+              load_overlap: float) -> tuple[dict, dict, tuple, tuple]:
+    """Dense and sparse sides (:func:`_simulated_seconds` of ``inputs``) at each side's
+    Execution-Cache-Memory overlap (:func:`accel_sim.simulate.ecm_overlap`): its loads
+    (``load_bytes``: dense, sparse) at ``core_load_gb_s`` per core times the cores, of which the
+    host hides ``load_overlap`` under its transfers, against its simulated compute and DRAM
+    times at full overlap. Also returns the loads' seconds and the two overlaps."""
     from accel_sim.simulate import ecm_overlap
 
-    return tuple(ecm_overlap(side["compute_s"], side["bytes_s"], load_s, load_overlap)
-                 for side, load_s in zip((dense, sparse), loads_s, strict=True))
+    cores = inputs[2]
+    loads_s = tuple(b / (cores * core_load_gb_s * 1e9) for b in load_bytes)
+    full = _simulated_seconds(*inputs, overlap=1.0)
+    overlaps = tuple(ecm_overlap(side["compute_s"], side["bytes_s"], load_s, load_overlap)
+                     for side, load_s in zip(full, loads_s, strict=True))
+    dense, sparse = _simulated_seconds(*inputs, overlap=overlaps)
+    return dense, sparse, loads_s, overlaps
 
 
 def _simulated_seconds(shape, bandwidth_gb_s, cores, pattern, encoding, dense_gflops,

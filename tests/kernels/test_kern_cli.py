@@ -503,7 +503,8 @@ def test_validate_scales_the_resident_rate_to_the_gemv_threads(monkeypatch, resi
                  "resident_call_overhead_s": 0.0, "resident_rows": 16,
                  "resident_rows_small": 8, "dense_s": 1e-3, "sparse_s": 1e-3,
                  "dense_baseline": "numba-dense", "cache": "cold", "thread_scaling": 1.5,
-                 "load_bytes_dense": 64 * 128 * 6, "load_bytes_sparse": 64 * 128 * 3}]
+                 "load_bytes_dense": 64 * 128 * 6, "load_bytes_sparse": 64 * 128 * 3,
+                 "weight_bytes_dense": 64 * 128 * 2}]
 
     monkeypatch.setattr(bench, "bench_kernels", fake_bench)
     monkeypatch.setattr(hostperf, "matmul_gflops", lambda size: 100.0)

@@ -14,7 +14,14 @@ from kern_helpers import assert_close, compressed, nonzero, reference
 from compression import formats as F
 from nm_kernels import numba_nm as K
 from nm_kernels import simd_nm
-from nm_kernels.cpu import DensePlan, check_activations, default_decoder, gemv_load_bytes, prepare
+from nm_kernels.cpu import (
+    DensePlan,
+    check_activations,
+    default_decoder,
+    gemv_load_bytes,
+    gemv_lookup_table,
+    prepare,
+)
 
 # (pattern, encoding, decoder, dtype): each compiles its own kernels, so the set is chosen to
 # cover every decoder, dtype, field width class and an odd M instead of drawing all products.
@@ -123,10 +130,10 @@ def test_gemv_load_bytes_of_the_avx512_pair_step_share_x_between_paired_rows(row
     p = F.Pattern(8, 16)
     weight = compressed(np.random.default_rng(1), rows, blocks * p.m + 5, p, encoding, "dense",
                         dtype)
-    decoder = K.KERNEL_DECODERS[default_decoder(p, encoding)]
-    table = (simd_nm.gemv_table(p, "avx512-pair", K.F32 if dtype == "float32" else K.F16_BITS)
-             if decoder.rank_lut else np.zeros((1, simd_nm.LANES), np.uint8))
-    counted = gemv_load_bytes(weight, "avx512-pair", table, decoder.code)
+    decoder = default_decoder(p, encoding)
+    table = gemv_lookup_table(p, encoding, decoder, "avx512-pair",
+                              K.F32 if dtype == "float32" else K.F16_BITS)
+    counted = gemv_load_bytes(weight, "avx512-pair", decoder)
     assert counted == _walked_load_bytes(weight, "avx512-pair", table,
                                          paired=dtype != "float32")
 
